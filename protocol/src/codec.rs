@@ -1,0 +1,318 @@
+//! The only code that turns bytes into messages and back.
+//!
+//! Two layers: [`FrameCodec`] cuts the byte stream into length-prefixed frames (refusing
+//! oversized ones from the prefix alone), and [`Postcard`] turns one frame into one message.
+//! [`message_reader`] and [`message_writer`] stack them on the two halves of a socket, so the
+//! rest of the system sees only `Stream<Item = Result<T, ProtocolError>>` and `Sink<T>`.
+
+use std::{io, marker::PhantomData, pin::Pin};
+
+use bytes::{Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{
+    Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError,
+};
+
+use crate::{error::ProtocolError, Hello, MAX_FRAME_LEN};
+
+/// Length-delimited frames: a big-endian `u32` length, then that many payload bytes, at most
+/// [`MAX_FRAME_LEN`].
+#[derive(Debug)]
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+}
+
+impl FrameCodec {
+    /// A codec enforcing [`MAX_FRAME_LEN`] in both directions.
+    pub fn new() -> Self {
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_type::<u32>()
+            .big_endian()
+            .max_frame_length(MAX_FRAME_LEN)
+            .new_codec();
+        Self { inner }
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// tokio-util reports an oversized frame as an `io::Error` wrapping its own error type;
+/// surface it as the protocol violation it is.
+fn classify(err: io::Error) -> ProtocolError {
+    let too_large = err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
+    if too_large {
+        ProtocolError::FrameTooLarge { max: MAX_FRAME_LEN }
+    } else {
+        ProtocolError::Io(err)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
+        self.inner.decode(src).map_err(classify)
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.inner.encode(frame, dst).map_err(classify)
+    }
+}
+
+/// postcard as a tokio-serde format: decodes `In` from a frame, encodes `Out` into one.
+/// A frame must hold exactly one message; trailing bytes are a decode error.
+#[derive(Debug)]
+pub struct Postcard<In, Out> {
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> Default for Postcard<In, Out> {
+    fn default() -> Self {
+        Self {
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<In: DeserializeOwned, Out> tokio_serde::Deserializer<In> for Postcard<In, Out> {
+    type Error = ProtocolError;
+
+    fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<In, ProtocolError> {
+        decode(src)
+    }
+}
+
+impl<In, Out: Serialize> tokio_serde::Serializer<Out> for Postcard<In, Out> {
+    type Error = ProtocolError;
+
+    fn serialize(self: Pin<&mut Self>, item: &Out) -> Result<Bytes, ProtocolError> {
+        encode(item).map(Bytes::from)
+    }
+}
+
+/// Encodes one message into a frame payload (without the length prefix).
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
+    postcard::to_allocvec(message).map_err(ProtocolError::Encode)
+}
+
+/// Decodes one frame payload that must hold exactly one message.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtocolError> {
+    match postcard::take_from_bytes(payload) {
+        Ok((message, [])) => Ok(message),
+        Ok(_) => Err(ProtocolError::Decode(
+            postcard::Error::DeserializeBadEncoding,
+        )),
+        Err(err) => Err(ProtocolError::Decode(err)),
+    }
+}
+
+/// A stream of decoded messages of type `T` read from `R`.
+pub type MessageReader<R, T> = tokio_serde::Framed<FramedRead<R, FrameCodec>, T, (), Postcard<T, ()>>;
+
+/// A sink of messages of type `T` written to `W`.
+pub type MessageWriter<W, T> =
+    tokio_serde::Framed<FramedWrite<W, FrameCodec>, (), T, Postcard<(), T>>;
+
+/// Reads messages of type `T` (a [`crate::Request`] on the server, a [`crate::Response`] on the
+/// client) from the read half of a connection.
+pub fn message_reader<R: AsyncRead, T>(read_half: R) -> MessageReader<R, T> {
+    tokio_serde::Framed::new(
+        FramedRead::new(read_half, FrameCodec::new()),
+        Postcard::default(),
+    )
+}
+
+/// Writes messages of type `T` to the write half of a connection.
+pub fn message_writer<W: AsyncWrite, T>(write_half: W) -> MessageWriter<W, T> {
+    tokio_serde::Framed::new(
+        FramedWrite::new(write_half, FrameCodec::new()),
+        Postcard::default(),
+    )
+}
+
+/// Why the first frame of a session is not an acceptable [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The frame is some other message, or not a message at all.
+    #[error("the first message must be Hello")]
+    NotHello,
+    /// A Hello from a peer speaking another protocol version.
+    #[error("client speaks protocol version {theirs}, this server speaks {ours}")]
+    VersionMismatch {
+        /// The peer's version.
+        theirs: u32,
+        /// Ours, [`crate::PROTOCOL_VERSION`].
+        ours: u32,
+    },
+}
+
+/// Decodes the first frame of a session. Only the frozen prefix (variant 0, then the version)
+/// is read before the version is checked, so a peer of any version gets a precise answer even
+/// if the rest of its Hello has a layout this build does not know. Fields a newer peer appended
+/// to Hello are ignored.
+pub fn decode_hello(payload: &[u8]) -> Result<Hello, HelloError> {
+    let (variant, version): (u32, u32) = postcard::take_from_bytes(payload)
+        .map(|(prefix, _rest)| prefix)
+        .map_err(|_| HelloError::NotHello)?;
+    if variant != 0 {
+        return Err(HelloError::NotHello);
+    }
+    if version != crate::PROTOCOL_VERSION {
+        return Err(HelloError::VersionMismatch {
+            theirs: version,
+            ours: crate::PROTOCOL_VERSION,
+        });
+    }
+    match postcard::take_from_bytes::<crate::Request>(payload) {
+        Ok((crate::Request::Hello(hello), _appended_fields)) => Ok(hello),
+        _ => Err(HelloError::NotHello),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden tests: the exact bytes of a few messages. A failure here means the wire format
+    //! changed; that requires bumping `PROTOCOL_VERSION`, not editing the expected bytes.
+
+    use futures::{SinkExt, StreamExt};
+
+    use super::*;
+    use crate::{
+        BeginFile, Chunk, ConflictPolicy, ErrorCode, ErrorResponse, Hash, Request, Response,
+        PROTOCOL_VERSION,
+    };
+
+    fn hello(version: u32) -> Request {
+        Request::Hello(Hello {
+            protocol_version: version,
+            software: "ftc".into(),
+            capabilities: vec![],
+        })
+    }
+
+    #[test]
+    fn hello_bytes_are_pinned() {
+        let bytes = encode(&hello(1)).unwrap();
+        assert_eq!(bytes, [0x00, 0x01, 0x03, b'f', b't', b'c', 0x00]);
+    }
+
+    #[test]
+    fn begin_file_bytes_are_pinned() {
+        let message = Request::BeginFile(BeginFile {
+            id: 7,
+            name: "a.txt".into(),
+            size: 300,
+            conflict: ConflictPolicy::Overwrite,
+        });
+        let expected = [
+            0x01, 0x07, 0x05, b'a', b'.', b't', b'x', b't', 0xac, 0x02, 0x01,
+        ];
+        assert_eq!(encode(&message).unwrap(), expected);
+    }
+
+    #[test]
+    fn chunk_is_a_length_and_raw_bytes() {
+        let message = Request::Chunk(Chunk {
+            data: Bytes::from_static(&[9, 8, 7]),
+        });
+        assert_eq!(encode(&message).unwrap(), [0x02, 0x03, 9, 8, 7]);
+    }
+
+    #[test]
+    fn error_bytes_are_pinned() {
+        let message = Response::Error(ErrorResponse::new(Some(3), ErrorCode::HashMismatch, "bad"));
+        let expected = [0x02, 0x01, 0x03, 0x04, 0x03, b'b', b'a', b'd'];
+        assert_eq!(encode(&message).unwrap(), expected);
+    }
+
+    #[test]
+    fn end_file_carries_the_raw_32_byte_hash() {
+        let message = Request::EndFile(crate::EndFile { hash: Hash([0xab; 32]) });
+        let bytes = encode(&message).unwrap();
+        assert_eq!(bytes.len(), 1 + 32);
+        assert_eq!(bytes[0], 0x03);
+        assert!(bytes[1..].iter().all(|&b| b == 0xab));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
+        bytes.push(0);
+        assert!(matches!(decode::<Request>(&bytes), Err(ProtocolError::Decode(_))));
+    }
+
+    #[test]
+    fn hello_with_other_version_is_named_as_such() {
+        let bytes = encode(&hello(PROTOCOL_VERSION + 1)).unwrap();
+        assert_eq!(
+            decode_hello(&bytes),
+            Err(HelloError::VersionMismatch {
+                theirs: PROTOCOL_VERSION + 1,
+                ours: PROTOCOL_VERSION
+            })
+        );
+        // A future Hello whose tail we cannot parse is still recognised by its frozen prefix.
+        assert!(matches!(
+            decode_hello(&[0x00, 0x09, 0xff, 0xff]),
+            Err(HelloError::VersionMismatch { theirs: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn hello_tolerates_appended_fields_and_refuses_other_messages() {
+        let mut bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(decode_hello(&bytes).unwrap().software, "ftc");
+
+        let list = encode(&Request::List(crate::List {})).unwrap();
+        assert_eq!(decode_hello(&list), Err(HelloError::NotHello));
+        assert_eq!(decode_hello(&[]), Err(HelloError::NotHello));
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused_before_reading_the_payload() {
+        let mut codec = FrameCodec::new();
+        let mut src = BytesMut::new();
+        src.extend_from_slice(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+        let err = codec.decode(&mut src).unwrap_err();
+        assert!(matches!(err, ProtocolError::FrameTooLarge { max } if max == MAX_FRAME_LEN));
+        assert!(src.capacity() < MAX_FRAME_LEN, "no buffer was reserved for the frame");
+    }
+
+    #[test]
+    fn frames_carry_a_big_endian_u32_length() {
+        let mut codec = FrameCodec::new();
+        let mut dst = BytesMut::new();
+        codec.encode(Bytes::from_static(b"abc"), &mut dst).unwrap();
+        assert_eq!(&dst[..], &[0, 0, 0, 3, b'a', b'b', b'c']);
+    }
+
+    #[tokio::test]
+    async fn messages_cross_a_socket_pair() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut writer = message_writer::<_, Request>(client);
+        let mut reader = message_reader::<_, Request>(server);
+        let sent = Request::Chunk(Chunk {
+            data: Bytes::from(vec![5u8; crate::CHUNK_SIZE]),
+        });
+        let send = async {
+            writer.send(sent.clone()).await.unwrap();
+            drop(writer);
+        };
+        let (_, received) = tokio::join!(send, reader.next());
+        assert_eq!(received.unwrap().unwrap(), sent);
+        assert!(reader.next().await.is_none(), "a clean hang-up is None");
+    }
+}

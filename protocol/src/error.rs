@@ -1,0 +1,77 @@
+//! Wire error codes and the error type of the codec.
+
+use std::{fmt, io};
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable cause carried by [`crate::ErrorResponse`]. Append only; frozen order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// A bug or an unexpected condition on the server.
+    Internal,
+    /// The peers speak different protocol versions.
+    VersionMismatch,
+    /// A message that is malformed, too large or out of order. The connection is closed.
+    ProtocolViolation,
+    /// The file name is refused (see the README's name rules).
+    InvalidName,
+    /// The content's BLAKE3 differs from the hash in `EndFile`; nothing was stored.
+    HashMismatch,
+    /// The file is larger than the server accepts.
+    TooLarge,
+    /// The server could not write the file (disk full, permissions, ...).
+    Storage,
+    /// The client cancelled the upload.
+    Cancelled,
+    /// The server is at its connection limit; try again later.
+    Busy,
+    /// The peer was silent for too long.
+    Timeout,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// Stable kebab-case name, used in logs and in the client's JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Internal => "internal",
+            ErrorCode::VersionMismatch => "version-mismatch",
+            ErrorCode::ProtocolViolation => "protocol-violation",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::HashMismatch => "hash-mismatch",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::ShuttingDown => "shutting-down",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why bytes could not become a message or a message could not become bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The socket failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// A frame's length prefix exceeds the limit; nothing was allocated for it.
+    #[error("frame larger than the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The limit that was exceeded.
+        max: usize,
+    },
+    /// A frame's payload is not a valid message.
+    #[error("undecodable message: {0}")]
+    Decode(#[source] postcard::Error),
+    /// A message could not be encoded.
+    #[error("unencodable message: {0}")]
+    Encode(#[source] postcard::Error),
+}

@@ -1,0 +1,97 @@
+//! The ft wire protocol: the contract between `ftc` (client) and `fts` (server).
+//!
+//! This crate is the specification. It defines every message, how messages become bytes,
+//! the limits both sides enforce and the error codes. It performs no I/O policy of its own:
+//! the server decides what to do with a request, the client decides what to send.
+//!
+//! # Transport and framing
+//!
+//! One TCP connection carries one session. Each direction is a sequence of frames:
+//!
+//! ```text
+//! +----------------------------+-------------------------------+
+//! | length: u32, big-endian    | payload: `length` bytes       |
+//! +----------------------------+-------------------------------+
+//! ```
+//!
+//! A frame whose declared length exceeds [`MAX_FRAME_LEN`] is a protocol violation; it is
+//! refused from the length prefix alone, before any buffer for it is allocated.
+//! Each payload is exactly one [`Request`] (client to server) or one [`Response`]
+//! (server to client), encoded with [postcard](https://docs.rs/postcard): enum variants are
+//! varint indices, integers are varints, strings and byte buffers are a varint length
+//! followed by the bytes. See [`codec`] for the only code that touches bytes.
+//!
+//! # Message grammar
+//!
+//! ```text
+//! client: Hello  ( Upload | List )*
+//! Upload: BeginFile Chunk* ( EndFile | CancelFile )
+//! List:   List
+//!
+//! server: ( Welcome | Error ) ( Ack | Error | Listing+ )*
+//! ```
+//!
+//! - The client speaks first with [`Hello`]. The server answers [`Welcome`], or an
+//!   [`ErrorResponse`] with [`ErrorCode::VersionMismatch`] and closes.
+//! - Uploads are **pipelined**: the client does not wait for anything between `BeginFile`,
+//!   its chunks, `EndFile` and the next `BeginFile`. Only one file is open at a time, so a
+//!   `Chunk` always belongs to the most recent `BeginFile`.
+//! - Every `BeginFile` is answered **exactly once**, in the order the files were begun: an
+//!   [`Ack`] when the file is stored and verified, or an [`ErrorResponse`] carrying the file's
+//!   `id`. The answer may arrive early (a refused name is answered right after `BeginFile`);
+//!   the client then still finishes that upload with `EndFile` or `CancelFile`, and the server
+//!   discards its chunks without answering again.
+//! - An `Ack` is sent only after the file's bytes and the directory entry are on stable
+//!   storage and the catalog records the file. Nothing unverified ever carries its final name.
+//! - `List` is answered by one or more [`Listing`] pages; the last has `last: true`.
+//! - An [`ErrorResponse`] without an `id` concerns the whole connection (protocol violation,
+//!   version mismatch, server shutting down); the server closes the connection after it.
+//!   A client may see the connection close without any answer (the server was killed);
+//!   files not yet acknowledged are then not stored under their names.
+//!
+//! # Versioning
+//!
+//! [`PROTOCOL_VERSION`] changes whenever any message's encoding changes. Two parts of the
+//! encoding are frozen forever so that peers of different versions can always tell each
+//! other so: the start of [`Request::Hello`] (variant index 0 followed by the version varint)
+//! and [`Response::Error`] with its [`ErrorCode`]. New messages and new error codes are
+//! appended at the end of their enums; a retired variant keeps its slot.
+//!
+//! # Goals and non-goals
+//!
+//! Goals: integrity end to end (the BLAKE3 hash of the whole file travels in `EndFile` and
+//! is checked before the file gets its name), throughput (no round trip per chunk or per
+//! file), bounded memory on both sides. Not yet covered: resume, authentication,
+//! encryption and compression; each will arrive as a capability announced in the handshake.
+
+pub mod codec;
+mod error;
+mod message;
+
+pub use error::{ErrorCode, ProtocolError};
+pub use message::{
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorResponse,
+    Hash, Hello, List, Listing, Request, Response, Welcome,
+};
+
+/// The protocol version this crate speaks; both peers must speak the same one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame payload, in bytes, either side accepts. Checked from the length prefix.
+pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+
+/// Payload bytes the client puts in one [`Chunk`]. Large enough that per-frame overhead is
+/// negligible, small enough that a handful in flight keep memory low.
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// Longest file name, in bytes of UTF-8, including every `/`-separated component.
+pub const MAX_NAME_LEN: usize = 4096;
+
+/// Longest single path component, in bytes: what common Linux filesystems allow.
+pub const MAX_NAME_COMPONENT_LEN: usize = 255;
+
+/// Longest error message, in bytes, a peer sends; longer ones are truncated by the sender.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
+
+/// The default TCP port of `fts`.
+pub const DEFAULT_PORT: u16 = 7878;

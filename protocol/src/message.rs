@@ -1,0 +1,235 @@
+//! Request and response messages: one struct per variant, append-only enums.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+/// Everything a client may send. Variant order is the wire encoding: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens the session; must be the first message.
+    Hello(Hello),
+    /// Starts an upload; chunks follow.
+    BeginFile(BeginFile),
+    /// A piece of the open upload's content.
+    Chunk(Chunk),
+    /// Finishes the open upload with the sender's hash of the whole content.
+    EndFile(EndFile),
+    /// Abandons the open upload (for instance, the local file changed while being read).
+    CancelFile(CancelFile),
+    /// Asks for the catalog.
+    List(List),
+}
+
+/// Everything a server may send. Variant order is the wire encoding: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Accepts the session.
+    Welcome(Welcome),
+    /// A file was stored and verified.
+    Ack(Ack),
+    /// A file or the whole connection failed. Frozen: index 2 forever.
+    Error(ErrorResponse),
+    /// One page of the catalog.
+    Listing(Listing),
+}
+
+/// First client message: who is speaking and which protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal the server's [`crate::PROTOCOL_VERSION`]. Frozen: first field forever.
+    pub protocol_version: u32,
+    /// Free-form client name and version, for the server's logs.
+    pub software: String,
+    /// Optional features the client supports (none are defined in version 1).
+    pub capabilities: Vec<String>,
+}
+
+/// The server's answer to a compatible [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The server's protocol version (equal to the client's).
+    pub protocol_version: u32,
+    /// Free-form server name and version.
+    pub software: String,
+    /// Optional features the server supports and will use with this client.
+    pub capabilities: Vec<String>,
+    /// Largest file, in bytes, the server accepts.
+    pub max_file_size: u64,
+}
+
+/// What to do when a file of the same name is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConflictPolicy {
+    /// Store under a free variant of the name: `name (1).ext`, `name (2).ext`, ...
+    KeepBoth,
+    /// Atomically replace the stored file.
+    Overwrite,
+}
+
+/// Starts an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeginFile {
+    /// Chosen by the client, echoed in the answer; unique within the session.
+    pub id: u32,
+    /// Relative name, `/`-separated. The server validates it (see the README's name rules).
+    pub name: String,
+    /// Exact number of content bytes the chunks will carry.
+    pub size: u64,
+    /// Behaviour when `name` is taken.
+    pub conflict: ConflictPolicy,
+}
+
+/// A piece of the open upload's content, at most [`crate::CHUNK_SIZE`] bytes by convention
+/// and always within [`crate::MAX_FRAME_LEN`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The bytes, in order.
+    pub data: Bytes,
+}
+
+impl fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunk").field("len", &self.data.len()).finish()
+    }
+}
+
+/// Ends the open upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndFile {
+    /// BLAKE3 of the whole content as the client read it.
+    pub hash: Hash,
+}
+
+/// Abandons the open upload; the server discards it and answers with
+/// [`ErrorCode::Cancelled`] (unless it already answered that file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelFile {
+    /// Human-readable reason, for the server's log.
+    pub reason: String,
+}
+
+/// Asks for the whole catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct List {}
+
+/// A file is stored, verified and recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The `id` of the `BeginFile` this answers.
+    pub id: u32,
+    /// The name the file is stored under (differs from the sent name after a conflict).
+    pub stored_name: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// BLAKE3 the server computed over the stored bytes.
+    pub hash: Hash,
+}
+
+/// A failure, of one file (`id` is set) or of the whole connection (`id` is `None`).
+/// Frozen layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// The `BeginFile` this answers, or `None` for a connection-level error.
+    pub id: Option<u32>,
+    /// Machine-readable cause.
+    pub code: ErrorCode,
+    /// Human-readable explanation, at most [`crate::MAX_ERROR_MESSAGE_LEN`] bytes.
+    pub message: String,
+}
+
+impl ErrorResponse {
+    /// Builds an error, truncating the message to the protocol's limit on a char boundary.
+    pub fn new(id: Option<u32>, code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > crate::MAX_ERROR_MESSAGE_LEN {
+            let mut end = crate::MAX_ERROR_MESSAGE_LEN;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Self { id, code, message }
+    }
+}
+
+/// One page of the catalog, sorted by stored name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Entries of this page.
+    pub entries: Vec<CatalogEntry>,
+    /// True on the final page.
+    pub last: bool,
+}
+
+/// One stored file as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The name the file is stored under, relative to the server's directory.
+    pub name: String,
+    /// The name the client sent (differs from `name` after a conflict).
+    pub sent_name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the content.
+    pub hash: Hash,
+    /// When the file was stored, UTC, RFC 3339.
+    pub added_at: String,
+}
+
+/// A BLAKE3 digest. Printed as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// Lowercase hex form, as stored in the catalog and shown to users.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        blake3::Hash::from_hex(hex).ok().map(|h| Hash(*h.as_bytes()))
+    }
+}
+
+impl From<blake3::Hash> for Hash {
+    fn from(hash: blake3::Hash) -> Self {
+        Hash(*hash.as_bytes())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_is_truncated_on_a_char_boundary() {
+        let long = "é".repeat(crate::MAX_ERROR_MESSAGE_LEN);
+        let err = ErrorResponse::new(None, ErrorCode::Internal, long);
+        assert!(err.message.len() <= crate::MAX_ERROR_MESSAGE_LEN);
+        assert!(err.message.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn hash_hex_round_trips() {
+        let hash = Hash::from(blake3::hash(b"ft"));
+        assert_eq!(Hash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(Hash::from_hex("zz"), None);
+    }
+}
