@@ -119,7 +119,8 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtocolError> {
 }
 
 /// A stream of decoded messages of type `T` read from `R`.
-pub type MessageReader<R, T> = tokio_serde::Framed<FramedRead<R, FrameCodec>, T, (), Postcard<T, ()>>;
+pub type MessageReader<R, T> =
+    tokio_serde::Framed<FramedRead<R, FrameCodec>, T, (), Postcard<T, ()>>;
 
 /// A sink of messages of type `T` written to `W`.
 pub type MessageWriter<W, T> =
@@ -239,7 +240,9 @@ mod tests {
 
     #[test]
     fn end_file_carries_the_raw_32_byte_hash() {
-        let message = Request::EndFile(crate::EndFile { hash: Hash([0xab; 32]) });
+        let message = Request::EndFile(crate::EndFile {
+            hash: Hash([0xab; 32]),
+        });
         let bytes = encode(&message).unwrap();
         assert_eq!(bytes.len(), 1 + 32);
         assert_eq!(bytes[0], 0x03);
@@ -250,7 +253,10 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<Request>(&bytes), Err(ProtocolError::Decode(_))));
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(ProtocolError::Decode(_))
+        ));
     }
 
     #[test]
@@ -288,7 +294,10 @@ mod tests {
         src.extend_from_slice(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
         let err = codec.decode(&mut src).unwrap_err();
         assert!(matches!(err, ProtocolError::FrameTooLarge { max } if max == MAX_FRAME_LEN));
-        assert!(src.capacity() < MAX_FRAME_LEN, "no buffer was reserved for the frame");
+        assert!(
+            src.capacity() < MAX_FRAME_LEN,
+            "no buffer was reserved for the frame"
+        );
     }
 
     #[test]

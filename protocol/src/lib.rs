@@ -70,8 +70,8 @@ mod message;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use message::{
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorResponse,
-    Hash, Hello, List, Listing, Request, Response, Welcome,
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorResponse, Hash,
+    Hello, List, Listing, Request, Response, Welcome,
 };
 
 /// The protocol version this crate speaks; both peers must speak the same one.

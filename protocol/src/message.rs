@@ -93,7 +93,9 @@ pub struct Chunk {
 
 impl fmt::Debug for Chunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chunk").field("len", &self.data.len()).finish()
+        f.debug_struct("Chunk")
+            .field("len", &self.data.len())
+            .finish()
     }
 }
 
@@ -192,7 +194,9 @@ impl Hash {
 
     /// Parses 64 hex digits.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        blake3::Hash::from_hex(hex).ok().map(|h| Hash(*h.as_bytes()))
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| Hash(*h.as_bytes()))
     }
 }
 

@@ -1,1 +1,84 @@
-fn main(){}
+//! `fts`: parse flags, set up logging, open the store and catalog, bind, serve.
+
+use std::{io::Write, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::Parser;
+use ft_server::{
+    catalog::{Catalog, CATALOG_FILE},
+    config::{Args, Limits},
+    store::Store,
+    ServerState,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fts: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&args.dir)
+        .with_context(|| format!("cannot use {} as the storage directory", args.dir.display()))?;
+    let catalog_path = store.private_dir().join(CATALOG_FILE);
+    let catalog = Catalog::open(&catalog_path)
+        .with_context(|| format!("cannot open the catalog {}", catalog_path.display()))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+
+    // Scripts and tests read this exact line to learn the port.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {local}").context("cannot write to stdout")?;
+    stdout.flush().context("cannot write to stdout")?;
+    tracing::info!(dir = %store.root().display(), %local, "serving");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let state = Arc::new(ServerState {
+        store,
+        catalog,
+        limits: Limits::from(&args),
+    });
+    ft_server::run(listener, state, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,185 @@
+//! The catalog: an SQLite database recording every stored file.
+//!
+//! One row per stored name. Replacing a file (`--overwrite`) replaces its row. The database
+//! runs in WAL mode with `synchronous = FULL`, so a recorded file survives power loss once
+//! its Ack was sent. Calls are blocking; the session runs them on tokio's blocking pool.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use ft_protocol::{CatalogEntry, Hash};
+use rusqlite::{params, Connection};
+
+/// File name of the catalog inside the server's private directory.
+pub const CATALOG_FILE: &str = "catalog.db";
+
+/// Why the catalog could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite reported an error.
+    #[error("catalog database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row holds a value this version cannot read (for instance, a bad hash).
+    #[error("catalog row for '{name}' is corrupt: {what}")]
+    Corrupt {
+        /// The stored name of the row.
+        name: String,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A previous holder of the lock panicked.
+    #[error("catalog lock poisoned")]
+    Poisoned,
+}
+
+/// What the server records about a file it has just stored.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// The name the file is stored under.
+    pub stored_name: String,
+    /// The name the client sent.
+    pub sent_name: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// BLAKE3 of the content.
+    pub hash: Hash,
+    /// The uploading client.
+    pub client: SocketAddr,
+}
+
+/// A shared handle to the catalog database.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Catalog {
+    /// Opens or creates the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS files (
+                id          INTEGER PRIMARY KEY,
+                stored_name TEXT NOT NULL UNIQUE,
+                sent_name   TEXT NOT NULL,
+                size        INTEGER NOT NULL,
+                blake3      TEXT NOT NULL,
+                added_at    TEXT NOT NULL,
+                client_addr TEXT NOT NULL
+            );",
+        )?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Records a stored file, replacing any earlier record of the same stored name.
+    /// Returns the time recorded (UTC, RFC 3339). Blocking.
+    pub fn record(&self, record: &NewRecord) -> Result<String, CatalogError> {
+        let added_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let size = i64::try_from(record.size).map_err(|_| CatalogError::Corrupt {
+            name: record.stored_name.clone(),
+            what: "size does not fit the database",
+        })?;
+        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        conn.execute(
+            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (stored_name) DO UPDATE SET
+                sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
+                added_at = excluded.added_at, client_addr = excluded.client_addr",
+            params![
+                record.stored_name,
+                record.sent_name,
+                size,
+                record.hash.to_hex(),
+                added_at,
+                record.client.to_string(),
+            ],
+        )?;
+        Ok(added_at)
+    }
+
+    /// Every recorded file, sorted by stored name. Blocking.
+    pub fn list(&self) -> Result<Vec<CatalogEntry>, CatalogError> {
+        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let mut statement = conn.prepare(
+            "SELECT stored_name, sent_name, size, blake3, added_at FROM files ORDER BY stored_name",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (name, sent_name, size, hash, added_at) = row?;
+            let corrupt = |what| CatalogError::Corrupt {
+                name: name.clone(),
+                what,
+            };
+            let size = u64::try_from(size).map_err(|_| corrupt("negative size"))?;
+            let hash = Hash::from_hex(&hash).ok_or_else(|| corrupt("malformed hash"))?;
+            Ok(CatalogEntry {
+                name,
+                sent_name,
+                size,
+                hash,
+                added_at,
+            })
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, content: &[u8]) -> NewRecord {
+        NewRecord {
+            stored_name: name.into(),
+            sent_name: "sent".into(),
+            size: content.len() as u64,
+            hash: blake3::hash(content).into(),
+            client: "127.0.0.1:4000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_list_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CATALOG_FILE);
+        {
+            let catalog = Catalog::open(&path).unwrap();
+            catalog.record(&record("b", b"bee")).unwrap();
+            let added = catalog.record(&record("a", b"a")).unwrap();
+            assert!(humantime::parse_rfc3339(&added).is_ok(), "{added}");
+        }
+        let entries = Catalog::open(&path).unwrap().list().unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(entries[1].size, 3);
+        assert_eq!(entries[1].hash, Hash::from(blake3::hash(b"bee")));
+    }
+
+    #[test]
+    fn recording_a_name_again_replaces_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
+        catalog.record(&record("a", b"old")).unwrap();
+        catalog.record(&record("a", b"newer")).unwrap();
+        let entries = catalog.list().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].size, 5);
+    }
+}

@@ -1,0 +1,125 @@
+//! Command-line flags of `fts` and the validated configuration built from them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use ft_protocol::DEFAULT_PORT;
+
+/// `fts`: receives files from `ftc`, verifies each with BLAKE3 and records it in a catalog.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fts",
+    version,
+    after_help = "Examples:\n  fts --dir ./received\n  fts --dir /srv/inbox --listen 127.0.0.1:0\n\n\
+                  Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a startup error.\n\
+                  Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level."
+)]
+pub struct Args {
+    /// Directory where received files are stored (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Address to listen on; port 0 picks a free port. The chosen address is printed
+    /// on stdout as `listening on IP:PORT`.
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    pub listen: SocketAddr,
+
+    /// Clients served at once; more are refused with a "busy" error.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Largest file accepted, in bytes (suffixes K, M, G, T are powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
+    pub max_file_size: u64,
+
+    /// Time a new client has to say Hello (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// A client silent for this long is disconnected (e.g. 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, time granted to uploads in flight before they are cut.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Limits a session enforces on its client.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// See [`Args::max_connections`].
+    pub max_connections: usize,
+    /// See [`Args::max_file_size`].
+    pub max_file_size: u64,
+    /// See [`Args::handshake_timeout`].
+    pub handshake_timeout: Duration,
+    /// See [`Args::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// See [`Args::shutdown_grace`].
+    pub shutdown_grace: Duration,
+}
+
+impl From<&Args> for Limits {
+    fn from(args: &Args) -> Self {
+        Self {
+            max_connections: args.max_connections as usize,
+            max_file_size: args.max_file_size,
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: args.idle_timeout,
+            shutdown_grace: args.shutdown_grace,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from(&Args::parse_from(["fts", "--dir", "."]))
+    }
+}
+
+/// Parses `123`, `64K`, `10M`, `2G`, `1T` (binary multiples) into bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, multiplier) = match text.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => {
+            let power = match unit.to_ascii_uppercase() {
+                'K' => 1,
+                'M' => 2,
+                'G' => 3,
+                'T' => 4,
+                _ => return Err(format!("unknown size suffix '{unit}' (use K, M, G or T)")),
+            };
+            (&text[..at], 1024u64.pow(power))
+        }
+        _ => (text, 1),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 1048576, 512K, 10G)"))?;
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512k"), Ok(512 * 1024));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_file_size, 1 << 40);
+        assert_eq!(limits.max_connections, 256);
+    }
+}

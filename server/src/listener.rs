@@ -1,0 +1,87 @@
+//! The accept loop: connection limit, accept-error backoff, graceful shutdown.
+//!
+//! Each connection runs as its own tokio task. A connection takes a permit from a semaphore
+//! sized `--max-connections`; when none is left the client is told `Busy` at once and closed,
+//! so the server never queues unbounded work. On shutdown the loop stops accepting, idle
+//! sessions say goodbye, and uploads in flight get `--shutdown-grace` to finish.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use ft_protocol::{codec, ErrorCode, ErrorResponse, Response};
+use futures::SinkExt;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{session, ServerState};
+
+/// Longest pause after a failed `accept()` (for instance, out of file descriptors).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Time allowed to tell a refused client why, before dropping it.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Accepts clients on `listener` until `shutdown` is cancelled, then waits up to the grace
+/// period for sessions to end.
+pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    let sessions = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, ?backoff, "accept failed; pausing");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+                sessions.spawn(async move {
+                    session::serve(stream, peer, state, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                sessions.spawn(refuse_busy(stream, peer));
+            }
+        }
+    }
+
+    sessions.close();
+    let grace = state.limits.shutdown_grace;
+    tracing::info!(
+        open = sessions.len(),
+        ?grace,
+        "shutting down: no longer accepting"
+    );
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        tracing::warn!(
+            cut = sessions.len(),
+            "grace period over; cutting remaining connections"
+        );
+    }
+}
+
+async fn refuse_busy(stream: TcpStream, peer: SocketAddr) {
+    tracing::warn!(%peer, "refused: connection limit reached");
+    let mut writer = codec::message_writer::<_, Response>(stream);
+    let busy = ErrorResponse::new(
+        None,
+        ErrorCode::Busy,
+        "server is at its connection limit; try again later",
+    );
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, writer.send(Response::Error(busy))).await;
+}
