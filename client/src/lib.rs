@@ -1,1 +1,18 @@
-//! placeholder
+//! The ft client as a library: the `ftc` binary and a future GUI draw the same engine.
+//!
+//! [`Client::connect`] opens a session; [`send_files`] uploads a batch, reporting progress
+//! as [`TransferEvent`]s; [`Client::list`] reads the catalog. Nothing here prints.
+
+pub mod address;
+pub mod connection;
+pub mod error;
+pub mod events;
+pub mod local;
+pub mod transfer;
+
+pub use address::ServerAddress;
+pub use connection::Client;
+pub use error::{ClientError, LocalFileError};
+pub use events::TransferEvent;
+pub use local::{plan_uploads, LocalFile};
+pub use transfer::{send_files, FileFailure, FileOutcome, SendOptions, SendReport, StoredFile};

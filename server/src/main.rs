@@ -1,6 +1,10 @@
 //! `fts`: parse flags, set up logging, open the store and catalog, bind, serve.
 
-use std::{io::Write, process::ExitCode, sync::Arc};
+use std::{
+    io::{IsTerminal, Write},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use anyhow::Context;
 use clap::Parser;
@@ -22,6 +26,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,9 @@ use crate::names::{NameError, ValidName, PRIVATE_DIR};
 /// How many `name (n).ext` variants are tried before giving up on a crowded name.
 const MAX_CONFLICT_SUFFIX: u32 = 10_000;
 
+/// Permission bits of stored files, before the umask.
+const STORED_FILE_MODE: u32 = 0o644;
+
 /// Why a file could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,6 +103,10 @@ impl Store {
     /// A new, empty staging file. It is deleted when dropped unless committed.
     pub fn new_staged_file(&self) -> Result<NamedTempFile, StoreError> {
         tempfile::Builder::new()
+            // Stored files are ordinary files (the umask still applies), not private temp files.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                STORED_FILE_MODE,
+            ))
             .prefix("upload-")
             .suffix(".part")
             .tempfile_in(&self.staging)

@@ -1,0 +1,169 @@
+//! A session with the server: connect, handshake, and typed calls.
+
+use std::time::Duration;
+
+use ft_protocol::{
+    codec::{self, MessageReader, MessageWriter},
+    CatalogEntry, ErrorResponse, Hello, List, ProtocolError, Request, Response, Welcome,
+    PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::net::{
+    tcp::{OwnedReadHalf, OwnedWriteHalf},
+    TcpStream,
+};
+
+use crate::{address::ServerAddress, error::ClientError};
+
+/// Time allowed for the TCP connection to each resolved address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time allowed for the server to answer a request that needs no disk work.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An open session with a server.
+#[derive(Debug)]
+pub struct Client {
+    pub(crate) reader: MessageReader<OwnedReadHalf, Response>,
+    pub(crate) writer: MessageWriter<OwnedWriteHalf, Request>,
+    welcome: Welcome,
+}
+
+impl Client {
+    /// Resolves `address`, connects to the first address that answers and performs the
+    /// version handshake.
+    pub async fn connect(address: &ServerAddress) -> Result<Self, ClientError> {
+        let stream = open_tcp(address).await?;
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let mut client = Self {
+            reader: codec::message_reader(read_half),
+            writer: codec::message_writer(write_half),
+            welcome: Welcome {
+                protocol_version: 0,
+                software: String::new(),
+                capabilities: Vec::new(),
+                max_file_size: 0,
+            },
+        };
+        client
+            .writer
+            .send(Request::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                software: format!("ftc {}", env!("CARGO_PKG_VERSION")),
+                capabilities: Vec::new(),
+            }))
+            .await?;
+        match client
+            .receive(REPLY_TIMEOUT, "waiting for the handshake")
+            .await?
+        {
+            Response::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
+                client.welcome = welcome;
+                Ok(client)
+            }
+            Response::Welcome(welcome) => Err(ClientError::Refused {
+                code: ft_protocol::ErrorCode::VersionMismatch,
+                message: format!(
+                    "server speaks protocol version {}, this client speaks {PROTOCOL_VERSION}",
+                    welcome.protocol_version
+                ),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The server's handshake answer: its software, version and limits.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Fetches the whole catalog, sorted by stored name.
+    pub async fn list(&mut self) -> Result<Vec<CatalogEntry>, ClientError> {
+        self.writer.send(Request::List(List {})).await?;
+        let mut entries = Vec::new();
+        loop {
+            match self
+                .receive(REPLY_TIMEOUT, "waiting for the listing")
+                .await?
+            {
+                Response::Listing(page) => {
+                    entries.extend(page.entries);
+                    if page.last {
+                        return Ok(entries);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// The next response; a connection-level error from the server becomes `Refused`.
+    pub(crate) async fn receive(
+        &mut self,
+        timeout: Duration,
+        doing: &'static str,
+    ) -> Result<Response, ClientError> {
+        match tokio::time::timeout(timeout, self.reader.next()).await {
+            Err(_) => Err(ClientError::Timeout(timeout, doing)),
+            Ok(item) => interpret(item),
+        }
+    }
+}
+
+/// Turns what the reader yielded into a response; a hang-up, a broken stream and a
+/// connection-level error from the server all become errors.
+pub(crate) fn interpret(
+    item: Option<Result<Response, ProtocolError>>,
+) -> Result<Response, ClientError> {
+    match item {
+        None => Err(ClientError::ConnectionClosed),
+        Some(Err(err)) => Err(err.into()),
+        Some(Ok(Response::Error(ErrorResponse {
+            id: None,
+            code,
+            message,
+        }))) => Err(ClientError::Refused { code, message }),
+        Some(Ok(response)) => Ok(response),
+    }
+}
+
+/// Describes a response that the protocol does not allow here.
+pub(crate) fn unexpected(response: Response) -> ClientError {
+    let what = match response {
+        Response::Welcome(_) => "Welcome".to_owned(),
+        Response::Ack(ack) => format!("Ack for file {}", ack.id),
+        Response::Error(err) => format!("Error {}: {}", err.code, err.message),
+        Response::Listing(_) => "Listing".to_owned(),
+    };
+    ClientError::Unexpected(what)
+}
+
+async fn open_tcp(address: &ServerAddress) -> Result<TcpStream, ClientError> {
+    let candidates = tokio::net::lookup_host((address.host.as_str(), address.port))
+        .await
+        .map_err(|source| ClientError::Resolve {
+            address: address.clone(),
+            source,
+        })?;
+    let mut last_error = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "the name resolved to no address",
+    );
+    for candidate in candidates {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(candidate)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(err)) => last_error = err,
+            Err(_) => {
+                last_error = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                )
+            }
+        }
+    }
+    Err(ClientError::Connect {
+        address: address.clone(),
+        source: last_error,
+    })
+}

@@ -1,0 +1,82 @@
+//! Errors of the client library, one variant per stage that can fail.
+
+use std::{io, path::PathBuf, time::Duration};
+
+use ft_protocol::{ErrorCode, ProtocolError};
+
+use crate::address::ServerAddress;
+
+/// Why a client operation failed as a whole (as opposed to one file of a batch).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Local paths that cannot be sent; nothing was sent.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    LocalFiles(Vec<LocalFileError>),
+    /// The host name did not resolve.
+    #[error("cannot resolve {address}: {source}")]
+    Resolve {
+        /// The address given.
+        address: ServerAddress,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// No address of the server accepted a connection.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The address given.
+        address: ServerAddress,
+        /// The last connection error.
+        source: io::Error,
+    },
+    /// The server refused the session or ended it with an error.
+    #[error("server refused: {message} ({code})")]
+    Refused {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The connection failed or carried bytes that are not valid messages.
+    #[error("connection failed: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The server closed the connection while answers were still due.
+    #[error("the server closed the connection unexpectedly")]
+    ConnectionClosed,
+    /// The server sent a message the protocol does not allow at this point.
+    #[error("unexpected message from the server: {0}")]
+    Unexpected(String),
+    /// The server did not answer in time.
+    #[error("no answer from the server within {0:?} while {1}")]
+    Timeout(Duration, &'static str),
+}
+
+/// Why one local path cannot be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalFileError {
+    /// The path could not be inspected or opened.
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The path is a folder.
+    #[error("{}: is a folder; folder transfers are not supported yet", path.display())]
+    IsFolder {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path is a device, socket or pipe.
+    #[error("{}: not a regular file", path.display())]
+    NotRegular {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file name cannot be represented as UTF-8 on the wire.
+    #[error("{}: the file name is not valid UTF-8", path.display())]
+    NonUtf8Name {
+        /// The path given.
+        path: PathBuf,
+    },
+}

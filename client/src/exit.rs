@@ -1,0 +1,35 @@
+//! Outcomes mapped to exit codes, in one place (documented in cli::EXIT_CODES_HELP and the
+//! README).
+
+use std::process::ExitCode;
+
+use ft_client::ClientError;
+
+/// The exit statuses of `ftc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Everything asked for was done and verified.
+    Success = 0,
+    /// Some files were not stored; the others were.
+    SomeFilesFailed = 1,
+    /// Bad arguments or local files; nothing was sent. (clap also exits 2 on usage errors.)
+    BadInput = 2,
+    /// The server was unreachable, refused the session, or the connection failed.
+    Connection = 3,
+}
+
+impl Exit {
+    /// The exit status for an operation that failed as a whole.
+    pub(crate) fn for_error(err: &ClientError) -> Self {
+        match err {
+            ClientError::LocalFiles(_) => Exit::BadInput,
+            _ => Exit::Connection,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}

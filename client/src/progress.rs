@@ -1,0 +1,123 @@
+//! Everything indicatif: turns transfer events into a total bar and per-file bars on stderr.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use ft_client::TransferEvent;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The one template all bars share; only the label differs.
+fn bar_style(label: &str) -> ProgressStyle {
+    let template = format!(
+        "{label} [{{bar:30.cyan/blue}}] {{binary_bytes:>10}}/{{binary_total_bytes:<10}} \
+         {{binary_bytes_per_sec:>12}} eta {{eta:>3}} {{msg}}"
+    );
+    ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Progress bars for one batch.
+pub(crate) struct Progress {
+    multi: MultiProgress,
+    total: ProgressBar,
+    files: Mutex<HashMap<usize, ProgressBar>>,
+    done: Mutex<(usize, usize)>,
+}
+
+impl Progress {
+    /// Bars drawn on stderr when `visible`, otherwise a silent sink.
+    pub(crate) fn new(visible: bool) -> Self {
+        let target = if visible {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let total = multi.add(ProgressBar::new(0).with_style(bar_style("{prefix:>24.bold}")));
+        total.set_prefix("total");
+        total.enable_steady_tick(Duration::from_millis(200));
+        Self {
+            multi,
+            total,
+            files: Mutex::new(HashMap::new()),
+            done: Mutex::new((0, 0)),
+        }
+    }
+
+    /// Draws one event.
+    pub(crate) fn handle(&self, event: &TransferEvent) {
+        match event {
+            TransferEvent::BatchStarted { files, bytes } => {
+                self.total.set_length(*bytes);
+                if let Ok(mut done) = self.done.lock() {
+                    *done = (0, *files);
+                }
+                self.total.set_message(format!("0/{files} files"));
+            }
+            TransferEvent::FileStarted { index, name, size } => {
+                let bar = self
+                    .multi
+                    .add(ProgressBar::new(*size).with_style(bar_style("{prefix:>24}")));
+                bar.set_prefix(shorten(name, 24));
+                if let Ok(mut files) = self.files.lock() {
+                    files.insert(*index, bar);
+                }
+            }
+            TransferEvent::FileProgress { index, sent, delta } => {
+                self.total.inc(*delta);
+                if let Ok(files) = self.files.lock() {
+                    if let Some(bar) = files.get(index) {
+                        bar.set_position(*sent);
+                    }
+                }
+            }
+            TransferEvent::FileStored { index, .. } | TransferEvent::FileFailed { index, .. } => {
+                if let Ok(mut files) = self.files.lock() {
+                    if let Some(bar) = files.remove(index) {
+                        bar.finish_and_clear();
+                        self.multi.remove(&bar);
+                    }
+                }
+                if let Ok(mut done) = self.done.lock() {
+                    done.0 += 1;
+                    self.total
+                        .set_message(format!("{}/{} files", done.0, done.1));
+                }
+            }
+        }
+    }
+
+    /// Removes the bars so the summary prints on a clean terminal.
+    pub(crate) fn finish(&self) {
+        if let Ok(mut files) = self.files.lock() {
+            for (_, bar) in files.drain() {
+                bar.finish_and_clear();
+            }
+        }
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+/// Keeps the end of a long name, which is usually the informative part.
+fn shorten(name: &str, width: usize) -> String {
+    let count = name.chars().count();
+    if count <= width {
+        return name.to_owned();
+    }
+    let tail: String = name.chars().skip(count - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_keep_their_end() {
+        assert_eq!(shorten("short", 24), "short");
+        let shortened = shorten("a-very-long-file-name-that-goes-on.tar.gz", 12);
+        assert_eq!(shortened.chars().count(), 12);
+        assert!(shortened.ends_with(".tar.gz"));
+    }
+}
