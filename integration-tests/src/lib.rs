@@ -100,12 +100,17 @@ pub struct Server {
 impl Server {
     /// Starts `fts --dir dir --listen 127.0.0.1:0 extra...` and waits for its address.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_on(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `fts --dir dir --listen listen extra...` and waits for its address.
+    pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let log_dir = dir.parent().unwrap_or(dir);
         let stderr_path = log_dir.join(format!("fts-{:x}.log", rand_u64()));
         let mut child = Command::new(bin("fts"))
             .arg("--dir")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -160,8 +165,9 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's builtin `kill`: no procps needed on the CI machine.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .unwrap();
         assert!(status.success());

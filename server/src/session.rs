@@ -370,12 +370,12 @@ impl Session {
             };
         let mut pages = entries.chunks(LISTING_PAGE_ENTRIES).peekable();
         if pages.peek().is_none() {
-            return Ok(self
+            return self
                 .send(Response::Listing(Listing {
                     entries: Vec::new(),
                     last: true,
                 }))
-                .await?);
+                .await;
         }
         while let Some(page) = pages.next() {
             let last = pages.peek().is_none();

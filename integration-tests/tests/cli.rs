@@ -1,0 +1,104 @@
+//! What users see: exit codes, error messages, summaries, and clean shutdown.
+
+use std::time::Duration;
+
+use integration_tests::{eventually, ftc, listing, Server, Workspace};
+
+#[test]
+fn missing_local_files_are_reported_before_anything_is_sent() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let good = ws.file("good.txt", b"good");
+    let output = ftc(
+        &ws.src(),
+        &["send", &server.address(), &good, "does-not-exist.txt", "."],
+    );
+    output.expect_code(2);
+    assert!(output.stderr.contains("does-not-exist.txt"), "{output}");
+    assert!(output.stderr.contains("is a folder"), "{output}");
+    assert!(
+        !server.log().contains("client connected"),
+        "ftc must not even connect"
+    );
+    assert!(
+        listing(&server, &ws.src()).is_empty(),
+        "nothing may be sent"
+    );
+}
+
+#[test]
+fn an_unreachable_server_gets_a_clear_message_and_exit_code_3() {
+    let ws = Workspace::new();
+    let file = ws.file("a.txt", b"a");
+    // Bind and drop a listener to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = ftc(&ws.src(), &["send", &format!("127.0.0.1:{port}"), &file]);
+    output.expect_code(3);
+    assert!(
+        output
+            .stderr
+            .contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{output}"
+    );
+}
+
+#[test]
+fn malformed_addresses_are_usage_errors() {
+    let ws = Workspace::new();
+    let file = ws.file("a.txt", b"a");
+    for bad in ["host:99999", "[::1", ":7878"] {
+        let output = ftc(&ws.src(), &["send", bad, &file]);
+        output.expect_code(2);
+        assert!(output.stderr.contains("invalid server address"), "{output}");
+    }
+}
+
+#[test]
+fn ipv6_loopback_in_brackets_works_when_available() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("IPv6 loopback unavailable on this machine; nothing to check");
+        return;
+    };
+    drop(probe);
+    let ws = Workspace::new();
+    let server = Server::start_on(&ws.recv(), "[::1]:0", &[]);
+    let address = server.address();
+    assert!(address.starts_with("[::1]:"), "{address}");
+    let file = ws.file("v6.txt", b"over ipv6");
+    let output = ftc(&ws.src(), &["send", &address, &file]);
+    output.success();
+    assert_eq!(ws.stored_names(), ["v6.txt"]);
+}
+
+#[test]
+fn help_documents_exit_codes_and_examples() {
+    let ws = Workspace::new();
+    let help = ftc(&ws.src(), &["--help"]);
+    help.success();
+    assert!(help.stdout.contains("Exit codes:"), "{help}");
+    let send_help = ftc(&ws.src(), &["send", "--help"]);
+    assert!(
+        send_help.stdout.contains("Examples:") && send_help.stdout.contains("--overwrite"),
+        "{send_help}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let ws = Workspace::new();
+    let mut server = ws.server(&[]);
+    let file = ws.file("before.txt", b"x");
+    ftc(&ws.src(), &["send", &server.address(), &file]).success();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(eventually(Duration::from_secs(1), || !server.is_running()));
+    assert!(
+        server.log().contains("SIGTERM received"),
+        "{}",
+        server.log()
+    );
+}

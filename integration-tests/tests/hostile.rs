@@ -1,0 +1,286 @@
+//! Untrusted input: hostile names, protocol violations and bad hashes never write outside
+//! DIR, never store unverified data, and never stop the server serving others.
+
+use std::{collections::BTreeSet, fs, path::Path};
+
+use bytes::Bytes;
+use ft_protocol::{
+    BeginFile, Chunk, ConflictPolicy, EndFile, ErrorCode, ErrorResponse, Hello, Request, Response,
+};
+use integration_tests::{ftc, listing, RawClient, Workspace};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn begin(id: u32, name: &str, size: u64) -> Request {
+    Request::BeginFile(BeginFile {
+        id,
+        name: name.to_owned(),
+        size,
+        conflict: ConflictPolicy::KeepBoth,
+    })
+}
+
+fn chunk(data: &'static [u8]) -> Request {
+    Request::Chunk(Chunk {
+        data: Bytes::from_static(data),
+    })
+}
+
+fn end(content: &[u8]) -> Request {
+    Request::EndFile(EndFile {
+        hash: blake3::hash(content).into(),
+    })
+}
+
+/// Every path under `root`, relative, for before/after comparisons.
+fn tree(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            out.insert(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn expect_file_error(response: Option<Response>, id: u32, code: ErrorCode) -> String {
+    match response {
+        Some(Response::Error(ErrorResponse {
+            id: Some(got),
+            code: got_code,
+            message,
+        })) if got == id && got_code == code => message,
+        other => panic!("expected {code} for file {id}, got {other:?}"),
+    }
+}
+
+fn expect_connection_error(response: Option<Response>, code: ErrorCode) -> String {
+    match response {
+        Some(Response::Error(ErrorResponse {
+            id: None,
+            code: got,
+            message,
+        })) if got == code => message,
+        other => panic!("expected connection error {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hostile_names_are_refused_and_nothing_is_written_outside_dir() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let outside_marker = format!("ft-escape-{}", std::process::id());
+    let absolute = format!("/tmp/{outside_marker}-abs");
+    let long_component = "x".repeat(300);
+    let hostile = [
+        format!("../{outside_marker}"),
+        format!("../../{outside_marker}"),
+        absolute.clone(),
+        format!("a/../../{outside_marker}"),
+        String::new(),
+        "nul\0byte".to_owned(),
+        "new\nline".to_owned(),
+        ".fts/catalog.db".to_owned(),
+        ".fts".to_owned(),
+        "..".to_owned(),
+        ".".to_owned(),
+        "dir/".to_owned(),
+        "a//b".to_owned(),
+        "..\\..\\windows".to_owned(),
+        long_component,
+    ];
+    let root = ws.root.path().to_path_buf();
+    let before = tree(&root);
+
+    let mut client = RawClient::handshake(server.addr).await;
+    for (id, name) in hostile.iter().enumerate() {
+        let id = id as u32;
+        client.send(begin(id, name, 5)).await;
+        client.send(chunk(b"pwned")).await;
+        client.send(end(b"pwned")).await;
+        let message = expect_file_error(client.recv().await, id, ErrorCode::InvalidName);
+        assert!(message.contains("refused"), "{message}");
+    }
+    // The session is still usable after the refusals.
+    client.send(begin(99, "fine.txt", 2)).await;
+    client.send(chunk(b"ok")).await;
+    client.send(end(b"ok")).await;
+    assert!(
+        matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 99 && ack.stored_name == "fine.txt")
+    );
+    drop(client);
+
+    let mut after = tree(&root);
+    after.retain(|path| !path.starts_with("recv/fine.txt") && !path.ends_with(".log"));
+    let mut before = before;
+    before.retain(|path| !path.ends_with(".log"));
+    // Only the catalog's own files may change inside .fts.
+    after.retain(|path| !path.starts_with("recv/.fts/catalog.db"));
+    before.retain(|path| !path.starts_with("recv/.fts/catalog.db"));
+    assert_eq!(after, before, "the tree changed beyond the one good file");
+    assert!(!Path::new(&absolute).exists());
+    assert!(!root.parent().unwrap().join(&outside_marker).exists());
+    assert_eq!(ws.stored_names(), ["fine.txt"]);
+    assert_eq!(listing(&server, &ws.src()).len(), 1);
+}
+
+#[tokio::test]
+async fn nested_names_create_folders_inside_dir() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let mut client = RawClient::handshake(server.addr).await;
+    client.send(begin(1, "photos/2024/ça.jpg", 3)).await;
+    client.send(chunk(b"jpg")).await;
+    client.send(end(b"jpg")).await;
+    assert!(
+        matches!(client.recv().await, Some(Response::Ack(ack)) if ack.stored_name == "photos/2024/ça.jpg")
+    );
+    assert_eq!(
+        fs::read(ws.recv().join("photos/2024/ça.jpg")).unwrap(),
+        b"jpg"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_hash_stores_nothing() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let mut client = RawClient::handshake(server.addr).await;
+    client.send(begin(1, "tampered.bin", 5)).await;
+    client.send(chunk(b"hello")).await;
+    client.send(end(b"HELLO")).await;
+    let message = expect_file_error(client.recv().await, 1, ErrorCode::HashMismatch);
+    assert!(message.contains("nothing was stored"), "{message}");
+    // The connection stays usable.
+    client.send(begin(2, "tampered.bin", 5)).await;
+    client.send(chunk(b"hello")).await;
+    client.send(end(b"hello")).await;
+    assert!(matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 2));
+    assert_eq!(ws.stored_names(), ["tampered.bin"]);
+    assert_eq!(fs::read(ws.recv().join("tampered.bin")).unwrap(), b"hello");
+    assert_eq!(ws.staging_entries(), 0);
+}
+
+#[tokio::test]
+async fn a_version_mismatch_is_named_on_both_sides() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let mut client = RawClient::connect(server.addr).await;
+    client
+        .send(Request::Hello(Hello {
+            protocol_version: 99,
+            software: "from the future".into(),
+            capabilities: vec![],
+        }))
+        .await;
+    let message = expect_connection_error(client.recv().await, ErrorCode::VersionMismatch);
+    assert!(message.contains("99") && message.contains('1'), "{message}");
+    assert!(
+        client.recv().await.is_none(),
+        "the server closes after a mismatch"
+    );
+}
+
+#[tokio::test]
+async fn protocol_violations_close_only_the_offending_connection() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let bystander_file = ws.file("bystander.txt", b"unaffected");
+
+    // Chunk without BeginFile.
+    let mut client = RawClient::handshake(server.addr).await;
+    client.send(chunk(b"orphan")).await;
+    expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+    assert!(client.recv().await.is_none());
+
+    // EndFile without BeginFile.
+    let mut client = RawClient::handshake(server.addr).await;
+    client.send(end(b"")).await;
+    expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+
+    // More bytes than declared.
+    let mut client = RawClient::handshake(server.addr).await;
+    client.send(begin(1, "liar.bin", 2)).await;
+    client.send(chunk(b"three")).await;
+    let message = expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+    assert!(message.contains("more than"), "{message}");
+
+    // Fewer bytes than declared.
+    let mut client = RawClient::handshake(server.addr).await;
+    client.send(begin(1, "short.bin", 10)).await;
+    client.send(chunk(b"abc")).await;
+    client.send(end(b"abc")).await;
+    expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+
+    // A first message that is not Hello.
+    let mut client = RawClient::connect(server.addr).await;
+    client.send(Request::List(ft_protocol::List {})).await;
+    expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+
+    // A huge length prefix followed by garbage: refused from the prefix.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        raw.read_to_end(&mut reply),
+    )
+    .await;
+    assert!(read.is_ok(), "the server must close the connection");
+    let payload = reply.get(4..).unwrap_or_default();
+    let response: Response = ft_protocol::codec::decode(payload).unwrap();
+    assert!(
+        matches!(
+            response,
+            Response::Error(ErrorResponse {
+                code: ErrorCode::ProtocolViolation,
+                ..
+            })
+        ),
+        "{response:?}"
+    );
+
+    // Garbage bytes in a well-sized frame.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    raw.write_all(&[0, 0, 0, 3, 0xee, 0xee, 0xee])
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        raw.read_to_end(&mut reply),
+    )
+    .await;
+    assert!(reply.len() > 4, "an error is sent before closing");
+
+    // Everyone else is still served.
+    ftc(&ws.src(), &["send", &server.address(), &bystander_file]).success();
+    assert_eq!(ws.stored_names(), ["bystander.txt"]);
+    assert_eq!(ws.staging_entries(), 0);
+}
+
+#[test]
+fn files_over_the_size_limit_are_refused_while_others_land() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--max-file-size", "1K"]);
+    let small = ws.file("small.txt", b"fits");
+    let big = ws.file("big.bin", &[1u8; 5000]);
+    let after = ws.file("after.txt", b"also fits");
+    let output = ftc(
+        &ws.src(),
+        &["send", &server.address(), &small, &big, &after],
+    );
+    output.expect_code(1);
+    assert!(
+        output.stderr.contains("big.bin") && output.stderr.contains("too-large"),
+        "{output}"
+    );
+    assert!(output.stdout.contains("2 of 3 files stored"), "{output}");
+    assert_eq!(ws.stored_names(), ["after.txt", "small.txt"]);
+}
