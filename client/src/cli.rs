@@ -61,6 +61,11 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     pub(crate) overwrite: bool,
 
+    /// Reconnect and resume up to N times in a row after the connection drops (the count
+    /// restarts whenever a retry makes progress). Backoff doubles from 0.5 s up to 30 s.
+    #[arg(long, value_name = "N", default_value_t = ft_client::DEFAULT_RETRIES)]
+    pub(crate) retries: u32,
+
     /// Don't draw progress bars (they are also hidden when stderr is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,

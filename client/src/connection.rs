@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use ft_protocol::{
     codec::{self, MessageReader, MessageWriter},
-    CatalogEntry, ErrorResponse, Hello, List, ProtocolError, Request, Response, Welcome,
-    PROTOCOL_VERSION,
+    CatalogEntry, ErrorResponse, FileIntent, FilePlan, Hello, List, Prepare, ProtocolError,
+    Request, Response, Welcome, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -20,6 +20,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time allowed for the server to answer a request that needs no disk work.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time allowed for a `Prepare`: the server re-reads the partial uploads it offers to resume,
+/// which can be gigabytes.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// An open session with a server.
 #[derive(Debug)]
@@ -98,6 +102,26 @@ impl Client {
         }
     }
 
+    /// Announces files before sending them; returns the server's plan for each, in order.
+    /// At most [`ft_protocol::MAX_PREPARE_FILES`] intents per call.
+    pub async fn prepare(&mut self, files: Vec<FileIntent>) -> Result<Vec<FilePlan>, ClientError> {
+        let expected = files.len();
+        self.writer
+            .send(Request::Prepare(Prepare { files }))
+            .await?;
+        match self
+            .receive(PREPARE_TIMEOUT, "waiting for the upload plan")
+            .await?
+        {
+            Response::Prepared(prepared) if prepared.plans.len() == expected => Ok(prepared.plans),
+            Response::Prepared(prepared) => Err(ClientError::Unexpected(format!(
+                "{} plans for {expected} files",
+                prepared.plans.len()
+            ))),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The next response; a connection-level error from the server becomes `Refused`.
     pub(crate) async fn receive(
         &mut self,
@@ -135,6 +159,7 @@ pub(crate) fn unexpected(response: Response) -> ClientError {
         Response::Ack(ack) => format!("Ack for file {}", ack.id),
         Response::Error(err) => format!("Error {}: {}", err.code, err.message),
         Response::Listing(_) => "Listing".to_owned(),
+        Response::Prepared(_) => "Prepared".to_owned(),
     };
     ClientError::Unexpected(what)
 }

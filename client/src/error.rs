@@ -50,6 +50,22 @@ pub enum ClientError {
     Timeout(Duration, &'static str),
 }
 
+impl ClientError {
+    /// Whether trying again (reconnecting) may help: the connection or the server's state
+    /// failed, not the request itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::LocalFiles(_) | ClientError::Unexpected(_) => false,
+            ClientError::Refused { code, .. } => code.is_transient(),
+            ClientError::Resolve { .. }
+            | ClientError::Connect { .. }
+            | ClientError::Protocol(_)
+            | ClientError::ConnectionClosed
+            | ClientError::Timeout(..) => true,
+        }
+    }
+}
+
 /// Why one local path cannot be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalFileError {

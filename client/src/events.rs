@@ -1,10 +1,12 @@
 //! Progress of a transfer as plain events, for any front end (CLI bars, JSON, a GUI).
 
+use std::time::Duration;
+
 use ft_protocol::Hash;
 
 /// Something that happened during a batch upload. Files are identified by their index in
-/// the batch. For each file, `FileStarted` comes first and exactly one of `FileStored` or
-/// `FileFailed` comes last.
+/// the batch. A file may start more than once (after a retry); exactly one of `FileStored`
+/// or `FileFailed` comes last for each file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferEvent {
     /// The batch begins: how much there is to send.
@@ -14,7 +16,7 @@ pub enum TransferEvent {
         /// Sum of their sizes.
         bytes: u64,
     },
-    /// A file's upload begins.
+    /// A file's upload (re)starts.
     FileStarted {
         /// Index in the batch.
         index: usize,
@@ -22,15 +24,15 @@ pub enum TransferEvent {
         name: String,
         /// Size in bytes.
         size: u64,
+        /// Bytes the server already holds and verified, not sent again (0 unless resumed).
+        offset: u64,
     },
     /// More of a file was handed to the network.
     FileProgress {
         /// Index in the batch.
         index: usize,
-        /// Bytes of this file sent so far.
-        sent: u64,
-        /// Bytes just added (the total's increment).
-        delta: u64,
+        /// Bytes of this file now sent or already held by the server.
+        position: u64,
     },
     /// The server stored and verified a file.
     FileStored {
@@ -45,15 +47,26 @@ pub enum TransferEvent {
         /// BLAKE3 agreed by both ends.
         hash: Hash,
     },
-    /// A file was not stored.
+    /// A file was not stored, for good.
     FileFailed {
         /// Index in the batch.
         index: usize,
         /// Name sent.
         name: String,
-        /// Machine-readable cause (a wire error code, or `local` for a local failure).
+        /// Machine-readable cause (a wire error code, or `local`, or `connection-lost`).
         code: String,
         /// Explanation.
         message: String,
+    },
+    /// The connection failed (or a file hit a transient error); trying again after `delay`.
+    Retrying {
+        /// Retry number, counting from 1.
+        attempt: u32,
+        /// The retry budget (`--retries`).
+        max: u32,
+        /// Pause before reconnecting.
+        delay: Duration,
+        /// What went wrong.
+        reason: String,
     },
 }

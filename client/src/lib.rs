@@ -1,13 +1,15 @@
 //! The ft client as a library: the `ftc` binary and a future GUI draw the same engine.
 //!
-//! [`Client::connect`] opens a session; [`send_files`] uploads a batch, reporting progress
-//! as [`TransferEvent`]s; [`Client::list`] reads the catalog. Nothing here prints.
+//! [`send_files`] uploads a batch (connecting, retrying and resuming by itself), reporting
+//! progress as [`TransferEvent`]s; [`Client::connect`] opens a session for other requests
+//! such as [`Client::list`]. Nothing here prints.
 
 pub mod address;
 pub mod connection;
 pub mod error;
 pub mod events;
 pub mod local;
+mod pipeline;
 pub mod transfer;
 
 pub use address::ServerAddress;
@@ -15,4 +17,6 @@ pub use connection::Client;
 pub use error::{ClientError, LocalFileError};
 pub use events::TransferEvent;
 pub use local::{plan_uploads, LocalFile};
-pub use transfer::{send_files, FileFailure, FileOutcome, SendOptions, SendReport, StoredFile};
+pub use transfer::{
+    send_files, FileFailure, FileOutcome, SendOptions, SendReport, StoredFile, DEFAULT_RETRIES,
+};

@@ -1,9 +1,12 @@
 //! Local files chosen for upload, checked before any connection is made.
 
 use std::{
-    fs::File,
+    fs::{File, Metadata},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
+
+use ft_protocol::Hash;
 
 use crate::error::{ClientError, LocalFileError};
 
@@ -16,6 +19,25 @@ pub struct LocalFile {
     pub name: String,
     /// Size when checked. If the file changes before it is sent, the upload is cancelled.
     pub size: u64,
+    /// Identity and version of the file (see [`upload_key`]); names its resumable upload.
+    pub key: Hash,
+}
+
+/// The resume key of a file: BLAKE3 over the name it is sent under and the file's identity
+/// and version (device, inode, size, modification time). Sending the same unchanged file
+/// again yields the same key, so an interrupted upload continues; a modified file yields a
+/// new key and starts from zero.
+pub fn upload_key(name: &str, meta: &Metadata) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"ft upload key v1\0");
+    hasher.update(&(name.len() as u64).to_le_bytes());
+    hasher.update(name.as_bytes());
+    for field in [meta.dev(), meta.ino(), meta.len()] {
+        hasher.update(&field.to_le_bytes());
+    }
+    hasher.update(&meta.mtime().to_le_bytes());
+    hasher.update(&meta.mtime_nsec().to_le_bytes());
+    hasher.finalize().into()
 }
 
 /// Checks every path and returns the files to send, or every problem found at once.
@@ -63,12 +85,33 @@ fn inspect(path: &Path) -> Result<LocalFile, LocalFileError> {
         path: path.to_path_buf(),
         name: name.to_owned(),
         size: meta.len(),
+        key: upload_key(name, &meta),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_changes_with_the_content_version_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            upload_key("f", &before),
+            upload_key("f", &std::fs::metadata(&path).unwrap())
+        );
+        assert_ne!(upload_key("f", &before), upload_key("g", &before));
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_ne!(
+            upload_key("f", &before),
+            upload_key("f", &std::fs::metadata(&path).unwrap())
+        );
+    }
 
     #[test]
     fn every_problem_is_reported_and_good_files_are_planned() {

@@ -1,5 +1,14 @@
 //! `ftc`: parses arguments, runs the library, and draws or prints what it reports.
 
+/// Like `println!`, but a closed stdout (`ftc list | head`) is not a panic: the reader has
+/// what it wanted, so the rest is dropped quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod exit;
 mod progress;
@@ -7,7 +16,10 @@ mod progress;
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use ft_client::{plan_uploads, send_files, Client, ClientError, SendOptions, SendReport};
+use ft_client::{
+    plan_uploads, send_files, transfer::CONNECTION_LOST, Client, ClientError, SendOptions,
+    SendReport,
+};
 use ft_protocol::ConflictPolicy;
 use indicatif::BinaryBytes;
 
@@ -44,22 +56,18 @@ async fn send(args: SendArgs) -> Exit {
         Ok(files) => files,
         Err(err) => return report_error(&err),
     };
-    let mut client = match Client::connect(&args.server).await {
-        Ok(client) => client,
-        Err(err) => return report_error(&err),
-    };
     let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal());
-    let options = SendOptions {
-        conflict: if args.overwrite {
-            ConflictPolicy::Overwrite
-        } else {
-            ConflictPolicy::KeepBoth
-        },
+    let conflict = if args.overwrite {
+        ConflictPolicy::Overwrite
+    } else {
+        ConflictPolicy::KeepBoth
     };
-    let report = send_files(&mut client, &files, options, &|event| {
-        progress.handle(&event)
-    })
-    .await;
+    let options = SendOptions {
+        retries: args.retries,
+        ..SendOptions::new(conflict)
+    };
+    let on_event = |event| progress.handle(&event);
+    let report = send_files(&args.server, &files, options, &on_event).await;
     progress.finish();
     print_report(&report)
 }
@@ -72,18 +80,28 @@ fn print_report(report: &SendReport) -> Exit {
         } else {
             format!(" as {}", stored.stored_name)
         };
-        println!(
+        out!(
             "stored {}{renamed} ({} bytes, blake3 {})",
-            file.name, stored.size, stored.hash
+            file.name,
+            stored.size,
+            stored.hash
         );
     }
+    let mut unconfirmed = 0;
     for (file, failure) in report.failed() {
+        if failure.code == CONNECTION_LOST {
+            unconfirmed += 1;
+            continue;
+        }
         eprintln!(
             "ftc: not stored: {}: {} ({})",
             file.path.display(),
             failure.message,
             failure.code
         );
+    }
+    if unconfirmed > 0 {
+        eprintln!("ftc: {unconfirmed} files not stored: the server did not confirm them");
     }
     let stored_files = report.stored().count();
     let stored_bytes: u64 = report.stored().map(|(_, stored)| stored.size).sum();
@@ -94,8 +112,18 @@ fn print_report(report: &SendReport) -> Exit {
     } else {
         format!("{} failed", report.outcomes.len() - stored_files)
     };
-    println!(
-        "{stored_files} of {} files stored, {stored_bytes} bytes ({}) in {seconds:.2}s ({rate}/s); {verdict}",
+    let mut extras = String::new();
+    if report.retries > 0 {
+        extras.push_str(&format!("; {} retries", report.retries));
+    }
+    if report.bytes_resumed > 0 {
+        extras.push_str(&format!(
+            "; {} bytes resumed, not sent again",
+            report.bytes_resumed
+        ));
+    }
+    out!(
+        "{stored_files} of {} files stored, {stored_bytes} bytes ({}) in {seconds:.2}s ({rate}/s); {verdict}{extras}",
         report.outcomes.len(),
         BinaryBytes(stored_bytes),
     );
@@ -127,7 +155,7 @@ async fn list(args: ListArgs) -> Exit {
                 "blake3": entry.hash.to_hex(),
                 "added_at": entry.added_at,
             });
-            println!("{line}");
+            out!("{line}");
         }
         return Exit::Success;
     }
@@ -148,9 +176,12 @@ async fn list(args: ListArgs) -> Exit {
         "SIZE", "ADDED", "BLAKE3"
     );
     for entry in &entries {
-        println!(
+        out!(
             "{:>size_width$}  {:<time_width$}  {}  {}",
-            entry.size, entry.added_at, entry.hash, entry.name
+            entry.size,
+            entry.added_at,
+            entry.hash,
+            entry.name
         );
     }
     let total: u64 = entries.iter().map(|entry| entry.size).sum();

@@ -21,6 +21,8 @@ pub(crate) struct Progress {
     multi: MultiProgress,
     total: ProgressBar,
     files: Mutex<HashMap<usize, ProgressBar>>,
+    /// Position of every file seen, so the total is their sum even across retries.
+    positions: Mutex<HashMap<usize, u64>>,
     done: Mutex<(usize, usize)>,
 }
 
@@ -40,6 +42,7 @@ impl Progress {
             multi,
             total,
             files: Mutex::new(HashMap::new()),
+            positions: Mutex::new(HashMap::new()),
             done: Mutex::new((0, 0)),
         }
     }
@@ -54,22 +57,45 @@ impl Progress {
                 }
                 self.total.set_message(format!("0/{files} files"));
             }
-            TransferEvent::FileStarted { index, name, size } => {
-                let bar = self
-                    .multi
-                    .add(ProgressBar::new(*size).with_style(bar_style("{prefix:>24}")));
+            TransferEvent::FileStarted {
+                index,
+                name,
+                size,
+                offset,
+            } => {
+                let bar = ProgressBar::new(*size).with_style(bar_style("{prefix:>24}"));
+                let bar = self.multi.add(bar);
                 bar.set_prefix(shorten(name, 24));
-                if let Ok(mut files) = self.files.lock() {
-                    files.insert(*index, bar);
+                bar.set_position(*offset);
+                if *offset > 0 {
+                    bar.set_message("resumed");
                 }
-            }
-            TransferEvent::FileProgress { index, sent, delta } => {
-                self.total.inc(*delta);
-                if let Ok(files) = self.files.lock() {
-                    if let Some(bar) = files.get(index) {
-                        bar.set_position(*sent);
+                if let Ok(mut files) = self.files.lock() {
+                    if let Some(old) = files.insert(*index, bar) {
+                        old.finish_and_clear();
+                        self.multi.remove(&old);
                     }
                 }
+                self.move_to(*index, *offset);
+            }
+            TransferEvent::FileProgress { index, position } => {
+                if let Ok(files) = self.files.lock() {
+                    if let Some(bar) = files.get(index) {
+                        bar.set_position(*position);
+                    }
+                }
+                self.move_to(*index, *position);
+            }
+            TransferEvent::Retrying {
+                attempt,
+                max,
+                delay,
+                reason,
+            } => {
+                self.total.set_message(format!(
+                    "retry {attempt}/{max} in {:.1}s: {reason}",
+                    delay.as_secs_f64()
+                ));
             }
             TransferEvent::FileStored { index, .. } | TransferEvent::FileFailed { index, .. } => {
                 if let Ok(mut files) = self.files.lock() {
@@ -84,6 +110,16 @@ impl Progress {
                         .set_message(format!("{}/{} files", done.0, done.1));
                 }
             }
+        }
+    }
+
+    /// Records that file `index` is at `position` and moves the total accordingly.
+    fn move_to(&self, index: usize, position: u64) {
+        if let Ok(mut positions) = self.positions.lock() {
+            let old = positions.insert(index, position).unwrap_or(0);
+            let total = self.total.position();
+            self.total
+                .set_position((total + position).saturating_sub(old));
         }
     }
 

@@ -1,55 +1,71 @@
-//! Pipelined batch upload: one task streams every file while another collects the answers.
+//! Batch upload with automatic retries and resume.
 //!
-//! The sender never waits for the server between chunks or between files; TCP flow control
-//! is the only brake. The server answers each `BeginFile` exactly once, in order, so the
-//! collector simply pairs answers with the files in the order they were begun. When a file is
-//! refused early (a bad name, too large), the collector flags it and the sender cancels the
-//! rest of that file instead of streaming it for nothing.
+//! [`send_files`] connects, announces the files (`Prepare`), and uploads them pipelined
+//! (see `pipeline.rs`). When the connection fails, it reconnects with exponential backoff and
+//! announces the files not yet stored again; the server offers to resume those it holds
+//! partially, so only the missing bytes travel again. Every outcome is recorded in a
+//! [`Ledger`], which also turns them into [`TransferEvent`]s for the caller.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Mutex,
     },
     time::{Duration, Instant},
 };
 
-use bytes::BytesMut;
-use ft_protocol::{
-    BeginFile, CancelFile, Chunk, ConflictPolicy, EndFile, ErrorCode, ErrorResponse, Hash, Request,
-    Response, CHUNK_SIZE,
-};
-use futures::{SinkExt, StreamExt};
-use tokio::{io::AsyncReadExt, sync::mpsc};
+use ft_protocol::{ConflictPolicy, FileIntent, FilePlan, Hash, MAX_PREPARE_FILES};
 
 use crate::{
-    connection::{interpret, unexpected, Client},
+    address::ServerAddress,
+    connection::Client,
     error::ClientError,
     events::TransferEvent,
     local::LocalFile,
+    pipeline::{self, Planned},
 };
-
-/// Longest the server may stay silent after the last byte was sent before the client gives up.
-/// Generous, because an answer waits on fsync.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Longest a single chunk may take to leave, i.e. the server not reading at all.
-const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// After a failed write, how long to keep reading for the server's explanation.
-const DRAIN_AFTER_SEND_FAILURE: Duration = Duration::from_secs(5);
 
 /// Error code reported for files that failed on this side.
 pub const LOCAL_FAILURE: &str = "local";
 
-/// Error code reported for files left unanswered when the connection failed.
+/// Error code reported for files left unanswered when the connection failed for good.
 pub const CONNECTION_LOST: &str = "connection-lost";
+
+/// Default for [`SendOptions::retries`].
+pub const DEFAULT_RETRIES: u32 = 5;
 
 /// How a batch is uploaded.
 #[derive(Debug, Clone, Copy)]
 pub struct SendOptions {
     /// What the server does when a name is taken.
     pub conflict: ConflictPolicy,
+    /// Reconnects allowed in a row without progress (a stored file or new bytes sent resets
+    /// the count). The first connection is never retried: an unreachable server is reported
+    /// at once.
+    pub retries: u32,
+    /// Pause before the first retry; doubles with each retry in a row.
+    pub first_backoff: Duration,
+    /// Longest pause between retries.
+    pub max_backoff: Duration,
+}
+
+impl SendOptions {
+    /// Defaults: keep both on conflict, [`DEFAULT_RETRIES`], backoff from 0.5 s up to 30 s.
+    pub fn new(conflict: ConflictPolicy) -> Self {
+        Self {
+            conflict,
+            retries: DEFAULT_RETRIES,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    fn backoff(&self, retry_in_a_row: u32) -> Duration {
+        let factor = 2u32.saturating_pow(retry_in_a_row.saturating_sub(1));
+        self.first_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
 }
 
 /// A file the server stored and verified.
@@ -66,7 +82,8 @@ pub struct StoredFile {
 /// Why one file was not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileFailure {
-    /// A wire error code ([`ErrorCode::as_str`]), [`LOCAL_FAILURE`] or [`CONNECTION_LOST`].
+    /// A wire error code ([`ft_protocol::ErrorCode::as_str`]), [`LOCAL_FAILURE`] or
+    /// [`CONNECTION_LOST`].
     pub code: String,
     /// Explanation.
     pub message: String,
@@ -86,10 +103,16 @@ pub struct FileOutcome {
 pub struct SendReport {
     /// One outcome per file, in batch order.
     pub outcomes: Vec<FileOutcome>,
-    /// Wall time from the first byte to the last answer.
+    /// Wall time from the start to the last answer.
     pub elapsed: Duration,
-    /// Set when the connection failed before every file was answered.
+    /// Set when the session failed for good before every file was answered.
     pub connection_error: Option<ClientError>,
+    /// Reconnects made.
+    pub retries: u32,
+    /// Content bytes put on the wire (including bytes of attempts that failed).
+    pub bytes_sent: u64,
+    /// Content bytes not sent because the server already held them (resume).
+    pub bytes_resumed: u64,
 }
 
 impl SendReport {
@@ -113,73 +136,181 @@ impl SendReport {
     }
 }
 
-/// State shared by the sender and the answer collector (both run in one task).
-struct Batch<'a> {
+/// The verdict on every file of the batch, and the event stream to the caller.
+pub(crate) struct Ledger<'a> {
     files: &'a [LocalFile],
-    results: Mutex<Vec<Option<Result<StoredFile, FileFailure>>>>,
-    /// The server already answered this file (with an error) before we finished sending it.
-    answered: Vec<AtomicBool>,
-    /// Hash the sender computed, to cross-check the server's Ack.
-    hashes: Mutex<Vec<Option<Hash>>>,
-    /// Why the sender cancelled a file, to show instead of the server's "cancelled".
-    cancel_reasons: Mutex<Vec<Option<String>>>,
-    last_write: Mutex<Instant>,
+    verdicts: Mutex<Vec<Option<Result<StoredFile, FileFailure>>>>,
+    /// The last transient failure of each unsettled file, shown if retries run out.
+    deferred: Mutex<Vec<Option<FileFailure>>>,
+    stored: AtomicUsize,
+    bytes_sent: AtomicU64,
+    bytes_resumed: AtomicU64,
     on_event: &'a (dyn Fn(TransferEvent) + Sync),
 }
 
-impl Batch<'_> {
-    fn settle(&self, index: usize, result: Result<StoredFile, FileFailure>) {
-        let file = &self.files[index];
-        (self.on_event)(match &result {
-            Ok(stored) => TransferEvent::FileStored {
-                index,
-                name: file.name.clone(),
-                stored_name: stored.stored_name.clone(),
-                size: stored.size,
-                hash: stored.hash,
-            },
-            Err(failure) => TransferEvent::FileFailed {
-                index,
-                name: file.name.clone(),
-                code: failure.code.clone(),
-                message: failure.message.clone(),
-            },
-        });
-        if let Ok(mut results) = self.results.lock() {
-            results[index] = Some(result);
+impl<'a> Ledger<'a> {
+    fn new(files: &'a [LocalFile], on_event: &'a (dyn Fn(TransferEvent) + Sync)) -> Self {
+        Self {
+            files,
+            verdicts: Mutex::new(vec![None; files.len()]),
+            deferred: Mutex::new(vec![None; files.len()]),
+            stored: AtomicUsize::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_resumed: AtomicU64::new(0),
+            on_event,
         }
     }
 
-    fn fail_locally(&self, index: usize, message: String) {
+    /// Passes an event on, accounting resumed bytes.
+    pub(crate) fn emit(&self, event: TransferEvent) {
+        if let TransferEvent::FileStarted { offset, .. } = &event {
+            self.bytes_resumed.fetch_add(*offset, Ordering::Relaxed);
+        }
+        (self.on_event)(event);
+    }
+
+    /// `len` more bytes of file `index` went out; it is now at `position`.
+    pub(crate) fn sent(&self, index: usize, position: u64, len: u64) {
+        self.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        (self.on_event)(TransferEvent::FileProgress { index, position });
+    }
+
+    /// File `index` is stored and verified.
+    pub(crate) fn store(&self, index: usize, stored: StoredFile) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        (self.on_event)(TransferEvent::FileStored {
+            index,
+            name: self.files[index].name.clone(),
+            stored_name: stored.stored_name.clone(),
+            size: stored.size,
+            hash: stored.hash,
+        });
+        self.settle(index, Ok(stored));
+    }
+
+    /// File `index` failed for good.
+    pub(crate) fn fail(&self, index: usize, code: &str, message: String) {
+        (self.on_event)(TransferEvent::FileFailed {
+            index,
+            name: self.files[index].name.clone(),
+            code: code.to_owned(),
+            message: message.clone(),
+        });
         self.settle(
             index,
             Err(FileFailure {
-                code: LOCAL_FAILURE.to_owned(),
+                code: code.to_owned(),
                 message,
             }),
         );
     }
 
-    fn touch(&self) {
-        if let Ok(mut last) = self.last_write.lock() {
-            *last = Instant::now();
+    /// File `index` failed in a way worth retrying; it stays unsettled.
+    pub(crate) fn defer(&self, index: usize, failure: FileFailure) {
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred[index] = Some(failure);
         }
     }
 
-    fn since_last_write(&self) -> Duration {
-        self.last_write
+    fn settle(&self, index: usize, verdict: Result<StoredFile, FileFailure>) {
+        if let Ok(mut verdicts) = self.verdicts.lock() {
+            verdicts[index] = Some(verdict);
+        }
+    }
+
+    fn unsettled(&self) -> Vec<usize> {
+        self.verdicts
             .lock()
-            .map(|last| last.elapsed())
+            .map(|verdicts| {
+                (0..verdicts.len())
+                    .filter(|&index| verdicts[index].is_none())
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Changes whenever the batch moves forward.
+    fn progress_mark(&self) -> (usize, u64) {
+        (
+            self.stored.load(Ordering::Relaxed),
+            self.bytes_sent.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Why the first of `pending` that failed transiently did so.
+    fn deferred_reason(&self, pending: &[usize]) -> Option<String> {
+        let deferred = self.deferred.lock().ok()?;
+        pending.iter().find_map(|&index| {
+            deferred[index].as_ref().map(|failure| {
+                format!(
+                    "{}: {} ({})",
+                    self.files[index].name, failure.message, failure.code
+                )
+            })
+        })
+    }
+
+    /// Fails every file still unsettled, with its last transient failure if it had one.
+    fn give_up(&self, connection_error: Option<&ClientError>) {
+        for index in self.unsettled() {
+            let deferred = self
+                .deferred
+                .lock()
+                .ok()
+                .and_then(|deferred| deferred[index].clone());
+            let failure = deferred.unwrap_or_else(|| FileFailure {
+                code: CONNECTION_LOST.to_owned(),
+                message: match connection_error {
+                    Some(err) => format!("not confirmed by the server: {err}"),
+                    None => "not confirmed by the server".to_owned(),
+                },
+            });
+            self.fail(index, &failure.code, failure.message);
+        }
+    }
+
+    fn into_report(
+        self,
+        started: Instant,
+        connection_error: Option<ClientError>,
+        retries: u32,
+    ) -> SendReport {
+        let verdicts = self
+            .verdicts
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outcomes = self
+            .files
+            .iter()
+            .zip(verdicts)
+            .map(|(file, verdict)| FileOutcome {
+                file: file.clone(),
+                result: verdict.unwrap_or_else(|| {
+                    Err(FileFailure {
+                        code: CONNECTION_LOST.to_owned(),
+                        message: "not confirmed by the server".to_owned(),
+                    })
+                }),
+            })
+            .collect();
+        SendReport {
+            outcomes,
+            elapsed: started.elapsed(),
+            connection_error,
+            retries,
+            bytes_sent: self.bytes_sent.into_inner(),
+            bytes_resumed: self.bytes_resumed.into_inner(),
+        }
     }
 }
 
-/// Uploads `files` over `client`'s session, pipelined, reporting progress through `on_event`.
+/// Uploads `files` to the server at `address`, retrying and resuming after connection
+/// failures, reporting progress through `on_event`.
 ///
-/// Returns a report even when the connection fails midway, so the caller can tell the user
-/// exactly which files landed.
+/// Returns a report in every case, so the caller can tell the user exactly which files
+/// landed; `connection_error` says why the batch stopped early, if it did.
 pub async fn send_files(
-    client: &mut Client,
+    address: &ServerAddress,
     files: &[LocalFile],
     options: SendOptions,
     on_event: &(dyn Fn(TransferEvent) + Sync),
@@ -189,280 +320,115 @@ pub async fn send_files(
         files: files.len(),
         bytes: files.iter().map(|file| file.size).sum(),
     });
-    let batch = Batch {
-        files,
-        results: Mutex::new(vec![None; files.len()]),
-        answered: files.iter().map(|_| AtomicBool::new(false)).collect(),
-        hashes: Mutex::new(vec![None; files.len()]),
-        cancel_reasons: Mutex::new(vec![None; files.len()]),
-        last_write: Mutex::new(Instant::now()),
-        on_event,
-    };
-    let connection_error = run_batch(client, &batch, options).await.err();
-
-    let results = batch
-        .results
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let outcomes = files
-        .iter()
-        .zip(results)
-        .map(|(file, result)| FileOutcome {
-            file: file.clone(),
-            result: result.unwrap_or_else(|| {
-                Err(FileFailure {
-                    code: CONNECTION_LOST.to_owned(),
-                    message: "the connection failed before the server confirmed this file"
-                        .to_owned(),
-                })
-            }),
-        })
-        .collect();
-    SendReport {
-        outcomes,
-        elapsed: started.elapsed(),
-        connection_error,
-    }
-}
-
-/// Runs the sender and the answer collector side by side. Returns the error that ended the
-/// session early, preferring the server's own explanation.
-async fn run_batch(
-    client: &mut Client,
-    batch: &Batch<'_>,
-    options: SendOptions,
-) -> Result<(), ClientError> {
-    let (begun_tx, begun_rx) = mpsc::unbounded_channel();
-    let sending = send_all(&mut client.writer, batch, options, begun_tx);
-    let collecting = collect_answers(&mut client.reader, batch, begun_rx);
-    tokio::pin!(sending, collecting);
-    let mut sent = None;
-    let collected = loop {
-        tokio::select! {
-            result = &mut sending, if sent.is_none() => {
-                let failed = result.is_err();
-                sent = Some(result);
-                if failed {
-                    // The server may have said why it hung up: give its message a moment.
-                    break tokio::time::timeout(DRAIN_AFTER_SEND_FAILURE, &mut collecting)
-                        .await
-                        .unwrap_or(Ok(()));
-                }
-            }
-            // An error here (the server ended the session) also abandons the sender.
-            result = &mut collecting => break result,
+    let ledger = Ledger::new(files, on_event);
+    let mut connected_once = false;
+    let mut retries = 0;
+    let mut in_a_row = 0;
+    let mut connection_error = None;
+    loop {
+        let pending = ledger.unsettled();
+        if pending.is_empty() {
+            connection_error = None;
+            break;
         }
-    };
-    collected?;
-    match sent {
-        Some(result) => result,
-        // The collector can only finish cleanly once the sender is done; take its result.
-        None => sending.await,
-    }
-}
-
-type Writer = ft_protocol::codec::MessageWriter<tokio::net::tcp::OwnedWriteHalf, Request>;
-
-/// Streams every file; tells the collector (through `begun`) which files await an answer.
-async fn send_all(
-    writer: &mut Writer,
-    batch: &Batch<'_>,
-    options: SendOptions,
-    begun: mpsc::UnboundedSender<usize>,
-) -> Result<(), ClientError> {
-    for (index, file) in batch.files.iter().enumerate() {
-        (batch.on_event)(TransferEvent::FileStarted {
-            index,
-            name: file.name.clone(),
-            size: file.size,
-        });
-        let mut handle = match tokio::fs::File::open(&file.path).await {
-            Ok(handle) => handle,
+        let mark = ledger.progress_mark();
+        let reason = match attempt(
+            address,
+            files,
+            &pending,
+            options,
+            &ledger,
+            &mut connected_once,
+        )
+        .await
+        {
+            Ok(()) => ledger
+                .deferred_reason(&pending)
+                .unwrap_or_else(|| "some files were not confirmed".to_owned()),
             Err(err) => {
-                batch.fail_locally(index, format!("cannot open {}: {err}", file.path.display()));
-                continue;
+                let retryable = err.is_transient() && connected_once;
+                let reason = err.to_string();
+                connection_error = Some(err);
+                if !retryable {
+                    break;
+                }
+                reason
             }
         };
-        let id =
-            u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
-        send(
-            writer,
-            batch,
-            Request::BeginFile(BeginFile {
-                id,
-                name: file.name.clone(),
-                size: file.size,
-                conflict: options.conflict,
-            }),
-        )
-        .await?;
-        // The collector expects an answer for this file from now on.
-        let _ = begun.send(index);
-
-        match stream_content(writer, batch, index, file, &mut handle).await? {
-            Streamed::Complete(hash) => {
-                if let Ok(mut hashes) = batch.hashes.lock() {
-                    hashes[index] = Some(hash);
-                }
-                send(writer, batch, Request::EndFile(EndFile { hash })).await?;
-            }
-            Streamed::Cancelled(reason) => {
-                if let Ok(mut reasons) = batch.cancel_reasons.lock() {
-                    reasons[index] = Some(reason.clone());
-                }
-                send(writer, batch, Request::CancelFile(CancelFile { reason })).await?;
-            }
+        if ledger.unsettled().is_empty() {
+            connection_error = None;
+            break;
         }
+        if ledger.progress_mark() != mark {
+            in_a_row = 0;
+        }
+        if in_a_row >= options.retries {
+            break;
+        }
+        in_a_row += 1;
+        retries += 1;
+        let delay = options.backoff(in_a_row);
+        on_event(TransferEvent::Retrying {
+            attempt: in_a_row,
+            max: options.retries,
+            delay,
+            reason,
+        });
+        tokio::time::sleep(delay).await;
     }
-    Ok(())
+    ledger.give_up(connection_error.as_ref());
+    ledger.into_report(started, connection_error, retries)
 }
 
-enum Streamed {
-    Complete(Hash),
-    Cancelled(String),
-}
-
-/// Sends exactly `file.size` bytes as chunks, hashing as it goes.
-async fn stream_content(
-    writer: &mut Writer,
-    batch: &Batch<'_>,
-    index: usize,
-    file: &LocalFile,
-    handle: &mut tokio::fs::File,
-) -> Result<Streamed, ClientError> {
-    let mut hasher = blake3::Hasher::new();
-    let mut sent = 0u64;
-    while sent < file.size {
-        if batch.answered[index].load(Ordering::Acquire) {
-            return Ok(Streamed::Cancelled("the server refused the file".into()));
-        }
-        let want =
-            usize::try_from(file.size - sent).map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE));
-        let mut buffer = BytesMut::with_capacity(want);
-        while buffer.len() < want {
-            let read = handle.read_buf(&mut buffer).await;
-            match read {
-                Ok(0) => {
-                    let reason = format!("{} shrank while being sent", file.path.display());
-                    return Ok(Streamed::Cancelled(reason));
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    let reason = format!("cannot read {}: {err}", file.path.display());
-                    return Ok(Streamed::Cancelled(reason));
-                }
-            }
-        }
-        hasher.update(&buffer);
-        let delta = buffer.len() as u64;
-        send(
-            writer,
-            batch,
-            Request::Chunk(Chunk {
-                data: buffer.freeze(),
-            }),
-        )
-        .await?;
-        sent += delta;
-        (batch.on_event)(TransferEvent::FileProgress { index, sent, delta });
-    }
-    let mut probe = [0u8; 1];
-    if !matches!(handle.read(&mut probe).await, Ok(0)) {
-        let reason = format!("{} changed while being sent", file.path.display());
-        return Ok(Streamed::Cancelled(reason));
-    }
-    Ok(Streamed::Complete(hasher.finalize().into()))
-}
-
-async fn send(writer: &mut Writer, batch: &Batch<'_>, request: Request) -> Result<(), ClientError> {
-    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.send(request)).await {
-        Ok(result) => {
-            result?;
-            batch.touch();
-            Ok(())
-        }
-        Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
-    }
-}
-
-type Reader = ft_protocol::codec::MessageReader<tokio::net::tcp::OwnedReadHalf, Response>;
-
-/// Pairs each answer with the file begun in the same position.
-async fn collect_answers(
-    reader: &mut Reader,
-    batch: &Batch<'_>,
-    mut begun: mpsc::UnboundedReceiver<usize>,
+/// One session: connect, then announce and upload the pending files page by page.
+async fn attempt(
+    address: &ServerAddress,
+    files: &[LocalFile],
+    pending: &[usize],
+    options: SendOptions,
+    ledger: &Ledger<'_>,
+    connected_once: &mut bool,
 ) -> Result<(), ClientError> {
-    while let Some(index) = begun.recv().await {
-        let response = next_answer(reader, batch).await?;
-        let expected_id = index as u32;
-        match response {
-            Response::Ack(ack) if ack.id == expected_id => {
-                let ours = batch.hashes.lock().ok().and_then(|hashes| hashes[index]);
-                if ours == Some(ack.hash) {
-                    batch.settle(
-                        index,
-                        Ok(StoredFile {
-                            stored_name: ack.stored_name,
-                            size: ack.size,
-                            hash: ack.hash,
-                        }),
-                    );
-                } else {
-                    batch.settle(
-                        index,
-                        Err(FileFailure {
-                            code: ErrorCode::HashMismatch.as_str().to_owned(),
-                            message: format!(
-                                "the server acknowledged hash {} which is not the local file's",
-                                ack.hash
-                            ),
-                        }),
-                    );
+    let mut client = Client::connect(address).await?;
+    *connected_once = true;
+    for page in pending.chunks(MAX_PREPARE_FILES) {
+        let intents = page
+            .iter()
+            .map(|&index| FileIntent {
+                name: files[index].name.clone(),
+                size: files[index].size,
+                key: files[index].key,
+            })
+            .collect();
+        let plans = client.prepare(intents).await?;
+        let mut planned = Vec::with_capacity(page.len());
+        for (&index, plan) in page.iter().zip(plans) {
+            match plan {
+                FilePlan::Refused { code, message } if code.is_transient() => {
+                    let code = code.as_str().to_owned();
+                    ledger.defer(index, FileFailure { code, message });
                 }
+                FilePlan::Refused { code, message } => ledger.fail(index, code.as_str(), message),
+                plan => planned.push(Planned {
+                    index,
+                    file: &files[index],
+                    plan,
+                }),
             }
-            Response::Error(ErrorResponse {
-                id: Some(id),
-                code,
-                message,
-            }) if id == expected_id => {
-                batch.answered[index].store(true, Ordering::Release);
-                let local_reason = batch
-                    .cancel_reasons
-                    .lock()
-                    .ok()
-                    .and_then(|reasons| reasons[index].clone());
-                let failure = match (code, local_reason) {
-                    (ErrorCode::Cancelled, Some(reason)) => FileFailure {
-                        code: LOCAL_FAILURE.to_owned(),
-                        message: reason,
-                    },
-                    _ => FileFailure {
-                        code: code.as_str().to_owned(),
-                        message,
-                    },
-                };
-                batch.settle(index, Err(failure));
-            }
-            other => return Err(unexpected(other)),
         }
+        pipeline::upload(&mut client, &planned, options, ledger).await?;
     }
     Ok(())
 }
 
-/// Waits for the next answer. Silence only counts once the sender has stopped writing:
-/// while a large file is still streaming, its answer cannot be due yet.
-async fn next_answer(reader: &mut Reader, batch: &Batch<'_>) -> Result<Response, ClientError> {
-    loop {
-        match tokio::time::timeout(ANSWER_TIMEOUT, reader.next()).await {
-            Ok(item) => return interpret(item),
-            Err(_) if batch.since_last_write() < ANSWER_TIMEOUT => continue,
-            Err(_) => {
-                return Err(ClientError::Timeout(
-                    ANSWER_TIMEOUT,
-                    "waiting for the server to confirm a file",
-                ))
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let options = SendOptions::new(ConflictPolicy::KeepBoth);
+        let delays: Vec<_> = (1..=8).map(|n| options.backoff(n).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]);
     }
 }

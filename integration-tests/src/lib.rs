@@ -11,6 +11,8 @@
 )]
 // A harness panics to fail the test that called it; that is its error handling.
 
+pub mod proxy;
+
 use std::{
     fs::{self, File},
     io::{BufRead, BufReader},
@@ -378,10 +380,27 @@ impl Workspace {
         names
     }
 
-    /// Files in the server's staging area.
-    pub fn staging_entries(&self) -> usize {
-        fs::read_dir(self.recv().join(".fts/staging"))
+    /// The server's area for uploads in progress or interrupted.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.recv().join(".fts/partial")
+    }
+
+    /// Uploads in progress or kept for resume.
+    pub fn partial_entries(&self) -> usize {
+        fs::read_dir(self.partial_dir())
             .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    /// Total bytes held in the partial area.
+    pub fn partial_bytes(&self) -> u64 {
+        fs::read_dir(self.partial_dir())
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
             .unwrap_or(0)
     }
 }

@@ -5,7 +5,8 @@ use std::{collections::BTreeSet, fs, path::Path};
 
 use bytes::Bytes;
 use ft_protocol::{
-    BeginFile, Chunk, ConflictPolicy, EndFile, ErrorCode, ErrorResponse, Hello, Request, Response,
+    BeginFile, Chunk, ConflictPolicy, EndFile, ErrorCode, ErrorResponse, Hash, Hello, Request,
+    Response, PROTOCOL_VERSION,
 };
 use integration_tests::{ftc, listing, RawClient, Workspace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +17,9 @@ fn begin(id: u32, name: &str, size: u64) -> Request {
         name: name.to_owned(),
         size,
         conflict: ConflictPolicy::KeepBoth,
+        // Distinct per call, as distinct local files would have.
+        key: Hash::from(blake3::hash(format!("{id}/{name}/{size}").as_bytes())),
+        offset: 0,
     })
 }
 
@@ -162,7 +166,7 @@ async fn a_wrong_hash_stores_nothing() {
     assert!(matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 2));
     assert_eq!(ws.stored_names(), ["tampered.bin"]);
     assert_eq!(fs::read(ws.recv().join("tampered.bin")).unwrap(), b"hello");
-    assert_eq!(ws.staging_entries(), 0);
+    assert_eq!(ws.partial_entries(), 0);
 }
 
 #[tokio::test]
@@ -178,7 +182,9 @@ async fn a_version_mismatch_is_named_on_both_sides() {
         }))
         .await;
     let message = expect_connection_error(client.recv().await, ErrorCode::VersionMismatch);
-    assert!(message.contains("99") && message.contains('1'), "{message}");
+    let expected =
+        format!("client speaks protocol version 99, this server speaks {PROTOCOL_VERSION}");
+    assert!(message.contains(&expected), "{message}");
     assert!(
         client.recv().await.is_none(),
         "the server closes after a mismatch"
@@ -262,7 +268,7 @@ async fn protocol_violations_close_only_the_offending_connection() {
     // Everyone else is still served.
     ftc(&ws.src(), &["send", &server.address(), &bystander_file]).success();
     assert_eq!(ws.stored_names(), ["bystander.txt"]);
-    assert_eq!(ws.staging_entries(), 0);
+    assert_eq!(ws.partial_entries(), 0);
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn boundary_sizes_arrive_identical_with_matching_hashes() {
         assert_eq!(entry["blake3"], hash.as_str());
         assert_eq!(entry["size"], content.len());
     }
-    assert_eq!(ws.staging_entries(), 0);
+    assert_eq!(ws.partial_entries(), 0);
 }
 
 #[test]

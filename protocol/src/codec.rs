@@ -205,8 +205,8 @@ mod tests {
 
     #[test]
     fn hello_bytes_are_pinned() {
-        let bytes = encode(&hello(1)).unwrap();
-        assert_eq!(bytes, [0x00, 0x01, 0x03, b'f', b't', b'c', 0x00]);
+        let bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
+        assert_eq!(bytes, [0x00, 0x02, 0x03, b'f', b't', b'c', 0x00]);
     }
 
     #[test]
@@ -216,10 +216,14 @@ mod tests {
             name: "a.txt".into(),
             size: 300,
             conflict: ConflictPolicy::Overwrite,
+            key: Hash([0x11; 32]),
+            offset: 5,
         });
-        let expected = [
+        let mut expected = vec![
             0x01, 0x07, 0x05, b'a', b'.', b't', b'x', b't', 0xac, 0x02, 0x01,
         ];
+        expected.extend([0x11; 32]);
+        expected.push(0x05);
         assert_eq!(encode(&message).unwrap(), expected);
     }
 
@@ -235,6 +239,27 @@ mod tests {
     fn error_bytes_are_pinned() {
         let message = Response::Error(ErrorResponse::new(Some(3), ErrorCode::HashMismatch, "bad"));
         let expected = [0x02, 0x01, 0x03, 0x04, 0x03, b'b', b'a', b'd'];
+        assert_eq!(encode(&message).unwrap(), expected);
+    }
+
+    #[test]
+    fn prepared_bytes_are_pinned() {
+        let message = Response::Prepared(crate::Prepared {
+            plans: vec![
+                crate::FilePlan::Fresh,
+                crate::FilePlan::Resume {
+                    offset: 1,
+                    prefix_hash: Hash([0; 32]),
+                },
+                crate::FilePlan::Refused {
+                    code: ErrorCode::NoSpace,
+                    message: "x".into(),
+                },
+            ],
+        });
+        let mut expected = vec![0x04, 0x03, 0x00, 0x01, 0x01];
+        expected.extend([0; 32]);
+        expected.extend([0x02, 0x0b, 0x01, b'x']);
         assert_eq!(encode(&message).unwrap(), expected);
     }
 

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Timeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// Not enough free space in the server's directory for the file.
+    NoSpace,
 }
 
 impl ErrorCode {
@@ -46,7 +48,24 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::NoSpace => "no-space",
         }
+    }
+}
+
+impl ErrorCode {
+    /// Whether sending the same file again later may succeed: the failure came from the
+    /// moment (load, shutdown, corruption on the way), not from the file itself.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::HashMismatch
+                | ErrorCode::Busy
+                | ErrorCode::Timeout
+                | ErrorCode::ShuttingDown
+                | ErrorCode::ProtocolViolation
+                | ErrorCode::Internal
+        )
     }
 }
 

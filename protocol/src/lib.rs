@@ -24,11 +24,10 @@
 //! # Message grammar
 //!
 //! ```text
-//! client: Hello  ( Upload | List )*
-//! Upload: BeginFile Chunk* ( EndFile | CancelFile )
-//! List:   List
+//! client:  Hello  ( Prepare | Upload | List )*
+//! Upload:  BeginFile Chunk* ( EndFile | CancelFile )
 //!
-//! server: ( Welcome | Error ) ( Ack | Error | Listing+ )*
+//! server:  ( Welcome | Error ) ( Prepared | Ack | Error | Listing+ )*
 //! ```
 //!
 //! - The client speaks first with [`Hello`]. The server answers [`Welcome`], or an
@@ -44,6 +43,22 @@
 //! - An `Ack` is sent only after the file's bytes and the directory entry are on stable
 //!   storage and the catalog records the file. Nothing unverified ever carries its final name.
 //! - `List` is answered by one or more [`Listing`] pages; the last has `last: true`.
+//! - `Prepare` is answered by one [`Prepared`] carrying a [`FilePlan`] per announced file:
+//!   send it whole, resume it from an offset, or don't send it (refused up front: bad name,
+//!   too large, not enough space). It is optional, but it is the only way to resume, and
+//!   the client uses it so a refused file costs no data transfer. At most
+//!   [`MAX_PREPARE_FILES`] files per `Prepare`.
+//!
+//! # Resume
+//!
+//! Each upload carries a `key` the client derives from the local file's identity and
+//! version. When a connection ends mid-file (or the server is killed), the server keeps the
+//! bytes it received under that key in a private area. A later `Prepare` for the same key
+//! is answered `Resume { offset, prefix_hash }`: the client hashes its own first `offset`
+//! bytes and, only if they match `prefix_hash`, sends `BeginFile { offset }` and the rest.
+//! The kept prefix is thus verified against the client's file, never trusted blindly; the
+//! hash in `EndFile` still covers the whole file and is checked against everything the
+//! server has on disk. A changed local file has a different key and starts from zero.
 //! - An [`ErrorResponse`] without an `id` concerns the whole connection (protocol violation,
 //!   version mismatch, server shutting down); the server closes the connection after it.
 //!   A client may see the connection close without any answer (the server was killed);
@@ -61,8 +76,8 @@
 //!
 //! Goals: integrity end to end (the BLAKE3 hash of the whole file travels in `EndFile` and
 //! is checked before the file gets its name), throughput (no round trip per chunk or per
-//! file), bounded memory on both sides. Not yet covered: resume, authentication,
-//! encryption and compression; each will arrive as a capability announced in the handshake.
+//! file), bounded memory on both sides, no re-sending of what already arrived. Not yet
+//! covered: authentication, encryption and compression.
 
 pub mod codec;
 mod error;
@@ -70,12 +85,17 @@ mod message;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use message::{
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorResponse, Hash,
-    Hello, List, Listing, Request, Response, Welcome,
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorResponse,
+    FileIntent, FilePlan, Hash, Hello, List, Listing, Prepare, Prepared, Request, Response,
+    Welcome,
 };
 
 /// The protocol version this crate speaks; both peers must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added `Prepare`/`Prepared`, resume (`key`, `offset` in `BeginFile`) and `NoSpace`.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Most files one [`Prepare`] may announce; the client splits larger batches.
+pub const MAX_PREPARE_FILES: usize = 1024;
 
 /// Largest frame payload, in bytes, either side accepts. Checked from the length prefix.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;

@@ -22,6 +22,8 @@ pub enum Request {
     CancelFile(CancelFile),
     /// Asks for the catalog.
     List(List),
+    /// Announces upcoming uploads; answered by [`Response::Prepared`]. Protocol 2.
+    Prepare(Prepare),
 }
 
 /// Everything a server may send. Variant order is the wire encoding: append only.
@@ -35,6 +37,8 @@ pub enum Response {
     Error(ErrorResponse),
     /// One page of the catalog.
     Listing(Listing),
+    /// The plan for each file of a [`Request::Prepare`]. Protocol 2.
+    Prepared(Prepared),
 }
 
 /// First client message: who is speaking and which protocol version.
@@ -77,10 +81,67 @@ pub struct BeginFile {
     pub id: u32,
     /// Relative name, `/`-separated. The server validates it (see the README's name rules).
     pub name: String,
-    /// Exact number of content bytes the chunks will carry.
+    /// Exact number of content bytes of the whole file.
     pub size: u64,
     /// Behaviour when `name` is taken.
     pub conflict: ConflictPolicy,
+    /// Identifies this version of this local file across connections; the server keeps
+    /// interrupted uploads under it. See [`FileIntent::key`].
+    pub key: Hash,
+    /// Where the chunks start. Non-zero only to take up a [`FilePlan::Resume`] offered in this
+    /// session for the same key and offset; the chunks then carry `size - offset` bytes.
+    pub offset: u64,
+}
+
+/// Announces uploads before any data is sent, so the server can refuse files up front
+/// (bad name, too large, no space) and offer to resume interrupted ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The files, in the order the plans will come back.
+    pub files: Vec<FileIntent>,
+}
+
+/// One announced upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIntent {
+    /// Name the file will be sent under.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// A digest the client derives from the file's identity and version (name, device,
+    /// inode, size, modification time). A changed file gets a new key, so its interrupted
+    /// upload is never continued with different content.
+    pub key: Hash,
+}
+
+/// The server's plan for each announced file, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// One plan per [`FileIntent`].
+    pub plans: Vec<FilePlan>,
+}
+
+/// What the server proposes for one announced file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilePlan {
+    /// Send the whole file.
+    Fresh,
+    /// The server holds the first `offset` bytes of an interrupted upload with this key.
+    /// The client compares `prefix_hash` (BLAKE3 of those bytes as the server has them on
+    /// disk) with its own file's prefix and resumes only on a match.
+    Resume {
+        /// Bytes the server holds.
+        offset: u64,
+        /// BLAKE3 of those bytes.
+        prefix_hash: Hash,
+    },
+    /// The file would be refused; don't send it.
+    Refused {
+        /// Why, machine-readable.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 /// A piece of the open upload's content, at most [`crate::CHUNK_SIZE`] bytes by convention

@@ -40,6 +40,10 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Interrupted uploads are kept this long for resume, then removed (e.g. 24h).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub partial_ttl: Duration,
+
     /// On SIGINT/SIGTERM, time granted to uploads in flight before they are cut.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -58,6 +62,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// See [`Args::shutdown_grace`].
     pub shutdown_grace: Duration,
+    /// See [`Args::partial_ttl`].
+    pub partial_ttl: Duration,
 }
 
 impl From<&Args> for Limits {
@@ -68,6 +74,7 @@ impl From<&Args> for Limits {
             handshake_timeout: args.handshake_timeout,
             idle_timeout: args.idle_timeout,
             shutdown_grace: args.shutdown_grace,
+            partial_ttl: args.partial_ttl,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod leases;
 pub mod listener;
 pub mod names;
 pub mod session;
@@ -17,21 +18,61 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog::Catalog, config::Limits, store::Store};
+use crate::{catalog::Catalog, config::Limits, leases::Leases, store::Store};
 
 /// What every session shares.
 #[derive(Debug)]
 pub struct ServerState {
     /// The storage directory.
-    pub store: Store,
+    pub store: Arc<Store>,
     /// The catalog of stored files.
     pub catalog: Catalog,
+    /// Which partial uploads are being written.
+    pub leases: Arc<Leases>,
     /// Limits enforced on clients.
     pub limits: Limits,
 }
 
-/// Serves clients on an already-bound listener until `shutdown` is cancelled.
-/// Taking a bound listener lets tests bind port 0 and learn the port first.
+impl ServerState {
+    /// State for a server over `store` and `catalog`.
+    pub fn new(store: Store, catalog: Catalog, limits: Limits) -> Self {
+        Self {
+            store: Arc::new(store),
+            catalog,
+            leases: Arc::default(),
+            limits,
+        }
+    }
+}
+
+/// Serves clients on an already-bound listener until `shutdown` is cancelled, sweeping
+/// stale partial uploads meanwhile. Taking a bound listener lets tests bind port 0 and
+/// learn the port first.
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    let sweeper = tokio::spawn(sweep_partials(Arc::clone(&state), shutdown.clone()));
     listener::run(listener, state, shutdown).await;
+    sweeper.abort();
+}
+
+/// Removes partial uploads older than `--partial-ttl`, at start and then periodically.
+async fn sweep_partials(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let ttl = state.limits.partial_ttl;
+    let period = (ttl / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(600),
+    );
+    loop {
+        let sweeping = Arc::clone(&state);
+        let _ = tokio::task::spawn_blocking(move || {
+            let leases = &sweeping.leases;
+            sweeping
+                .store
+                .sweep_partials(ttl, |key| leases.is_held(key))
+        })
+        .await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
 }

@@ -58,14 +58,26 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let state = Arc::new(ServerState {
-        store,
-        catalog,
-        limits: Limits::from(&args),
-    });
+    survive_file_size_limit();
+    let state = Arc::new(ServerState::new(store, catalog, Limits::from(&args)));
     ft_server::run(listener, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGXFSZ: the signal number on Linux for exceeding a file-size limit (`ulimit -f`).
+const SIGXFSZ: i32 = 25;
+
+/// By default a file-size limit kills the whole server in the middle of a write. With the
+/// signal caught, the write fails with EFBIG instead and only that upload fails, cleanly.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(SIGXFSZ)) {
+        Ok(mut stream) => {
+            tokio::spawn(async move { while stream.recv().await.is_some() {} });
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot catch SIGXFSZ"),
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

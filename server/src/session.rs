@@ -7,12 +7,13 @@
 //! `ft_protocol`'s docs is answered with a `ProtocolViolation` error and ends the session.
 //! Every read and write is bounded by a timeout.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
-    Ack, BeginFile, CatalogEntry, Chunk, EndFile, ErrorCode, ErrorResponse, Listing, ProtocolError,
-    Request, Response, Welcome, PROTOCOL_VERSION,
+    Ack, BeginFile, CatalogEntry, Chunk, EndFile, ErrorCode, ErrorResponse, FileIntent, FilePlan,
+    Hash, Listing, Prepare, Prepared, ProtocolError, Request, Response, Welcome, MAX_PREPARE_FILES,
+    PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -60,6 +61,9 @@ pub enum SessionError {
     /// The catalog failed.
     #[error("catalog: {0}")]
     Catalog(String),
+    /// A newer connection took over the upload in flight (the client reconnected).
+    #[error("upload of '{0}' taken over by a newer connection")]
+    Superseded(String),
 }
 
 /// The upload side of the session.
@@ -89,6 +93,7 @@ pub async fn serve(
         peer,
         state,
         transfer: Transfer::Idle,
+        prepared: HashMap::new(),
         files_stored: 0,
     };
     let started = std::time::Instant::now();
@@ -110,6 +115,8 @@ struct Session {
     peer: SocketAddr,
     state: Arc<ServerState>,
     transfer: Transfer,
+    /// Resumes offered by the last `Prepare`: key -> (offset, hash state of the prefix).
+    prepared: HashMap<Hash, (u64, blake3::Hasher)>,
     files_stored: u64,
 }
 
@@ -120,8 +127,19 @@ impl Session {
         }
         loop {
             let idle = matches!(self.transfer, Transfer::Idle);
+            let superseded = match &self.transfer {
+                Transfer::Receiving(upload) => Some(upload.superseded.clone()),
+                _ => None,
+            };
             let next = tokio::select! {
                 next = self.next_request() => next?,
+                // Dropping the upload keeps its partial file for the connection taking over.
+                () = cancelled(superseded) => {
+                    let Transfer::Receiving(upload) = std::mem::replace(&mut self.transfer, Transfer::Idle) else {
+                        return Ok(());
+                    };
+                    return Err(SessionError::Superseded(upload.name.as_str().to_owned()));
+                }
                 // Only between files: an upload in flight is allowed to finish.
                 () = shutdown.cancelled(), if idle => {
                     let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
@@ -131,10 +149,10 @@ impl Session {
             };
             let Some(request) = next else {
                 return match std::mem::replace(&mut self.transfer, Transfer::Idle) {
-                    // Dropping the upload closes its writer; the staging file is removed.
+                    // Dropping the upload closes its writer; the partial file stays for resume.
                     Transfer::Receiving(upload) => Err(SessionError::VanishedMidFile {
                         name: upload.name.as_str().to_owned(),
-                        received: upload.received(),
+                        received: upload.held(),
                         size: upload.size,
                     }),
                     _ => Ok(()),
@@ -147,6 +165,7 @@ impl Session {
                 Request::EndFile(end) => self.on_end_file(end).await?,
                 Request::CancelFile(cancel) => self.on_cancel_file(&cancel.reason).await?,
                 Request::List(_) => self.on_list().await?,
+                Request::Prepare(prepare) => self.on_prepare(prepare).await?,
             }
         }
     }
@@ -194,39 +213,100 @@ impl Session {
         Ok(true)
     }
 
+    async fn on_prepare(&mut self, prepare: Prepare) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("Prepare while a file is open").await);
+        }
+        if prepare.files.len() > MAX_PREPARE_FILES {
+            let what = format!("Prepare announces more than {MAX_PREPARE_FILES} files");
+            return Err(self.violation(&what).await);
+        }
+        // A key still held by a connection that died unnoticed is taken over first, so the
+        // partial length read below is final.
+        for intent in &prepare.files {
+            if self.state.leases.is_held(&intent.key) {
+                drop(self.state.leases.claim(intent.key).await);
+            }
+        }
+        let state = Arc::clone(&self.state);
+        let files = prepare.files;
+        let planned = tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|intent| plan_upload(&state, intent))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let planned = match planned {
+            Ok(planned) => planned,
+            Err(join) => {
+                let err = SessionError::Catalog(join.to_string());
+                return Err(self.refuse(ErrorCode::Internal, err).await);
+            }
+        };
+        self.prepared.clear();
+        let mut plans = Vec::with_capacity(planned.len());
+        for (plan, resume) in planned {
+            if let Some((key, offset, hasher)) = resume {
+                self.prepared.insert(key, (offset, hasher));
+            }
+            plans.push(plan);
+        }
+        self.send(Response::Prepared(Prepared { plans })).await
+    }
+
     async fn on_begin_file(&mut self, begin: BeginFile) -> Result<(), SessionError> {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("BeginFile while another file is open").await);
         }
-        let id = begin.id;
-        let max = self.state.limits.max_file_size;
-        if begin.size > max {
-            let message = format!(
-                "{} bytes exceeds the server's limit of {max} bytes",
-                begin.size
-            );
-            return self
-                .refuse_file(id, &begin.name, ErrorCode::TooLarge, message)
-                .await;
+        if begin.offset > begin.size {
+            return Err(self.violation("BeginFile offset beyond its size").await);
         }
-        let name = match ValidName::parse(&begin.name) {
+        let id = begin.id;
+        let name = match check_intent(&self.state, &begin.name, begin.size) {
             Ok(name) => name,
-            Err(err) => {
-                let message = format!("name {:?} refused: {err}", begin.name);
-                return self
-                    .refuse_file(id, &begin.name, ErrorCode::InvalidName, message)
-                    .await;
+            Err((code, message)) => return self.refuse_file(id, &begin.name, code, message).await,
+        };
+        let prefix = if begin.offset == 0 {
+            blake3::Hasher::new()
+        } else {
+            match self.prepared.remove(&begin.key) {
+                Some((offset, hasher)) if offset == begin.offset => hasher,
+                _ => {
+                    return Err(self
+                        .violation("BeginFile resumes at an offset not offered")
+                        .await)
+                }
             }
         };
-        match Upload::start(&self.state.store, &begin, name) {
-            Ok(upload) => self.transfer = Transfer::Receiving(upload),
+        if let Err((code, message)) = check_space(&self.state, begin.size - begin.offset) {
+            return self.refuse_file(id, &begin.name, code, message).await;
+        }
+        let lease = match self.state.leases.claim(begin.key).await {
+            Ok(lease) => lease,
             Err(err) => {
                 return self
-                    .refuse_file(id, &begin.name, ErrorCode::Storage, err.to_string())
-                    .await;
+                    .refuse_file(id, &begin.name, ErrorCode::Busy, err.to_string())
+                    .await
+            }
+        };
+        let store = Arc::clone(&self.state.store);
+        match Upload::start(store, &begin, name, lease, prefix).await {
+            Ok(upload) => {
+                if upload.offset > 0 {
+                    tracing::info!(
+                        peer = %self.peer, name = upload.name.as_str(), offset = upload.offset,
+                        size = upload.size, "resuming upload"
+                    );
+                }
+                self.transfer = Transfer::Receiving(upload);
+                Ok(())
+            }
+            Err(err) => {
+                self.refuse_file(id, &begin.name, ErrorCode::Storage, err.to_string())
+                    .await
             }
         }
-        Ok(())
     }
 
     async fn on_chunk(&mut self, chunk: Chunk) -> Result<(), SessionError> {
@@ -241,7 +321,13 @@ impl Session {
                 Err(self.violation(&err.to_string()).await)
             }
             Err(err) => {
-                let (id, name) = (upload.id, upload.name.as_str().to_owned());
+                let (id, name, key) = (upload.id, upload.name.as_str().to_owned(), upload.key);
+                if let Transfer::Receiving(upload) =
+                    std::mem::replace(&mut self.transfer, Transfer::Skipping)
+                {
+                    upload.stop().await;
+                }
+                self.discard_partial(key).await;
                 self.refuse_file(id, &name, ErrorCode::Storage, err.to_string())
                     .await
             }
@@ -249,6 +335,16 @@ impl Session {
     }
 
     async fn on_end_file(&mut self, end: EndFile) -> Result<(), SessionError> {
+        if let Transfer::Receiving(upload) = &self.transfer {
+            if upload.held() != upload.size {
+                let what = format!(
+                    "EndFile after {} of the {} bytes declared in BeginFile",
+                    upload.held(),
+                    upload.size
+                );
+                return Err(self.violation(&what).await);
+            }
+        }
         let upload = match std::mem::replace(&mut self.transfer, Transfer::Idle) {
             Transfer::Idle => return Err(self.violation("EndFile without BeginFile").await),
             Transfer::Skipping => return Ok(()),
@@ -256,22 +352,27 @@ impl Session {
         };
         let (id, name, size, started) =
             (upload.id, upload.name.clone(), upload.size, upload.started);
-        let conflict = upload.conflict;
+        let (conflict, key) = (upload.conflict, upload.key);
         let written = match upload.finish().await {
             Ok(written) => written,
             Err(err @ UploadError::MissingBytes { .. }) => {
                 return Err(self.violation(&err.to_string()).await)
             }
             Err(err) => {
+                self.discard_partial(key).await;
                 return self
                     .answer_file_error(id, name.as_str(), ErrorCode::Storage, err.to_string())
-                    .await
+                    .await;
             }
         };
         if written.hash != end.hash {
+            // The bytes held are not the client's file: start over next time.
+            let ours = written.hash;
+            drop(written);
+            self.discard_partial(key).await;
             let message = format!(
-                "content hash {} differs from the sender's {}; nothing was stored",
-                written.hash, end.hash
+                "content hash {ours} differs from the sender's {}; nothing was stored",
+                end.hash
             );
             return self
                 .answer_file_error(id, name.as_str(), ErrorCode::HashMismatch, message)
@@ -284,7 +385,7 @@ impl Session {
         let committed = tokio::task::spawn_blocking(move || {
             let stored = state
                 .store
-                .commit(written.file, &name, conflict)
+                .commit(&written.file, &key, &name, conflict)
                 .map_err(|err| err.to_string())?;
             state
                 .catalog
@@ -333,16 +434,13 @@ impl Session {
         match std::mem::replace(&mut self.transfer, Transfer::Idle) {
             Transfer::Idle => Err(self.violation("CancelFile without BeginFile").await),
             Transfer::Skipping => Ok(()),
-            // Dropping the upload removes its staging file.
             Transfer::Receiving(upload) => {
+                let (id, name, key) = (upload.id, upload.name.clone(), upload.key);
+                upload.stop().await;
+                self.discard_partial(key).await;
                 let message = format!("cancelled by the client: {reason}");
-                self.answer_file_error(
-                    upload.id,
-                    upload.name.as_str(),
-                    ErrorCode::Cancelled,
-                    message,
-                )
-                .await
+                self.answer_file_error(id, name.as_str(), ErrorCode::Cancelled, message)
+                    .await
             }
         }
     }
@@ -388,6 +486,15 @@ impl Session {
         Ok(())
     }
 
+    /// Removes the partial upload for `key` (its content was judged bad or abandoned).
+    async fn discard_partial(&self, key: Hash) {
+        let store = Arc::clone(&self.state.store);
+        let removed = tokio::task::spawn_blocking(move || store.discard_partial(&key)).await;
+        if let Ok(Err(err)) = removed {
+            tracing::warn!(peer = %self.peer, error = %err, "could not remove a partial upload");
+        }
+    }
+
     /// Answers a file with an error and skips whatever the client still sends for it.
     async fn refuse_file(
         &mut self,
@@ -423,7 +530,14 @@ impl Session {
         err
     }
 
+    /// Ends the session over a broken rule. An upload in flight is discarded with it: bytes
+    /// from a client that breaks the protocol are not worth keeping for resume.
     async fn violation(&mut self, what: &str) -> SessionError {
+        if let Transfer::Receiving(upload) = std::mem::replace(&mut self.transfer, Transfer::Idle) {
+            let key = upload.key;
+            upload.stop().await;
+            self.discard_partial(key).await;
+        }
         self.refuse(
             ErrorCode::ProtocolViolation,
             SessionError::Violation(what.to_owned()),
@@ -441,7 +555,11 @@ impl Session {
                 .await),
             Ok(None) => Ok(None),
             Ok(Some(Ok(request))) => Ok(Some(request)),
-            Ok(Some(Err(ProtocolError::Io(err)))) => Err(ProtocolError::Io(err).into()),
+            // A reset or an EOF in the middle of a frame is a hang-up like any other.
+            Ok(Some(Err(ProtocolError::Io(err)))) => {
+                tracing::debug!(peer = %self.peer, error = %err, "connection lost");
+                Ok(None)
+            }
             Ok(Some(Err(err))) => {
                 let message = err.to_string();
                 Err(self
@@ -462,5 +580,85 @@ impl Session {
             Ok(result) => Ok(result?),
             Err(_) => Err(SessionError::Timeout(timeout)),
         }
+    }
+}
+
+/// Resolves when `token` is cancelled; never, without a token.
+async fn cancelled(token: Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The checks every announced or begun file passes: a valid name and an acceptable size.
+fn check_intent(
+    state: &ServerState,
+    name: &str,
+    size: u64,
+) -> Result<ValidName, (ErrorCode, String)> {
+    let max = state.limits.max_file_size;
+    if size > max {
+        let message = format!("{size} bytes exceeds the server's limit of {max} bytes");
+        return Err((ErrorCode::TooLarge, message));
+    }
+    ValidName::parse(name).map_err(|err| {
+        (
+            ErrorCode::InvalidName,
+            format!("name {name:?} refused: {err}"),
+        )
+    })
+}
+
+/// Refuses an upload of `needed` more bytes when the storage directory lacks the room.
+fn check_space(state: &ServerState, needed: u64) -> Result<(), (ErrorCode, String)> {
+    match state.store.available_space() {
+        Ok(available) if available < needed => Err((
+            ErrorCode::NoSpace,
+            format!("{needed} bytes needed but only {available} bytes free on the server"),
+        )),
+        Ok(_) => Ok(()),
+        Err(err) => Err((ErrorCode::Storage, err.to_string())),
+    }
+}
+
+/// Decides how one announced file should be sent, offering to resume a verified prefix.
+/// Returns the plan and, for a resume, the key, offset and hash state of the prefix. Blocking.
+fn plan_upload(
+    state: &ServerState,
+    intent: &FileIntent,
+) -> (FilePlan, Option<(Hash, u64, blake3::Hasher)>) {
+    let refused =
+        |(code, message): (ErrorCode, String)| (FilePlan::Refused { code, message }, None);
+    if let Err(refusal) = check_intent(state, &intent.name, intent.size) {
+        return refused(refusal);
+    }
+    let store = &state.store;
+    let resume = match store.partial_len(&intent.key) {
+        Ok(Some(held)) if held > 0 && held <= intent.size => {
+            match store.hash_partial_prefix(&intent.key, held) {
+                Ok(hasher) => Some((held, hasher)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "unreadable partial upload; starting over");
+                    None
+                }
+            }
+        }
+        Ok(_) => None,
+        Err(err) => return refused((ErrorCode::Storage, err.to_string())),
+    };
+    let offset = resume.as_ref().map_or(0, |(held, _)| *held);
+    if let Err(refusal) = check_space(state, intent.size - offset) {
+        return refused(refusal);
+    }
+    match resume {
+        Some((offset, hasher)) => (
+            FilePlan::Resume {
+                offset,
+                prefix_hash: hasher.finalize().into(),
+            },
+            Some((intent.key, offset, hasher)),
+        ),
+        None => (FilePlan::Fresh, None),
     }
 }

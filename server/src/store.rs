@@ -6,22 +6,24 @@
 //! ```text
 //! DIR/                 stored files, under the names clients sent (folders allowed)
 //! DIR/.fts/catalog.db  the catalog (see catalog.rs)
-//! DIR/.fts/staging/    uploads in progress; never visible under a final name
+//! DIR/.fts/partial/    uploads in progress or interrupted, one `<key>.part` per upload key;
+//!                      never visible under a final name, kept for resume until the TTL
 //! ```
 //!
-//! An upload is written to a fresh file in staging. Only after its hash matched is it
-//! fsynced and moved into place with a single atomic rename, then its directory is fsynced.
-//! Staging is on the same filesystem as `DIR`, which is what makes the rename atomic.
+//! An upload is written to its partial file. Only after its hash matched is it fsynced and
+//! moved into place with a single atomic rename, then its directory is fsynced. The partial
+//! area is on the same filesystem as `DIR`, which is what makes the rename atomic.
 
 use std::{
     collections::BTreeSet,
-    fs::{self, File},
-    io,
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Seek, SeekFrom},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
-use ft_protocol::ConflictPolicy;
-use tempfile::NamedTempFile;
+use ft_protocol::{ConflictPolicy, Hash};
 
 use crate::names::{NameError, ValidName, PRIVATE_DIR};
 
@@ -66,28 +68,25 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
     }
 }
 
+/// Reads of a partial file's prefix go through a buffer of this size.
+const PREFIX_READ_BUFFER: usize = 1024 * 1024;
+
 /// The storage directory.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    staging: PathBuf,
+    partials: PathBuf,
 }
 
 impl Store {
-    /// Opens (creating if needed) the storage directory. Staging files left by a previous
-    /// run were never acknowledged, so they are removed.
+    /// Opens (creating if needed) the storage directory. Interrupted uploads of a previous
+    /// run stay in the partial area for resume (see [`Store::sweep_partials`]).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
         let root = dir.canonicalize().map_err(io_error("resolve", dir))?;
-        let staging = root.join(PRIVATE_DIR).join("staging");
-        fs::create_dir_all(&staging).map_err(io_error("create", &staging))?;
-        let stale = fs::read_dir(&staging).map_err(io_error("read", &staging))?;
-        for entry in stale.flatten() {
-            let path = entry.path();
-            tracing::info!(path = %path.display(), "removing unfinished upload from a previous run");
-            fs::remove_file(&path).map_err(io_error("remove", &path))?;
-        }
-        Ok(Self { root, staging })
+        let partials = root.join(PRIVATE_DIR).join("partial");
+        fs::create_dir_all(&partials).map_err(io_error("create", &partials))?;
+        Ok(Self { root, partials })
     }
 
     /// The canonical storage directory.
@@ -100,20 +99,112 @@ impl Store {
         self.root.join(PRIVATE_DIR)
     }
 
-    /// A new, empty staging file. It is deleted when dropped unless committed.
-    pub fn new_staged_file(&self) -> Result<NamedTempFile, StoreError> {
-        tempfile::Builder::new()
-            // Stored files are ordinary files (the umask still applies), not private temp files.
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
-                STORED_FILE_MODE,
-            ))
-            .prefix("upload-")
-            .suffix(".part")
-            .tempfile_in(&self.staging)
-            .map_err(io_error("create a staging file in", &self.staging))
+    /// Where the interrupted or in-progress upload with this key lives.
+    pub fn partial_path(&self, key: &Hash) -> PathBuf {
+        self.partials.join(format!("{}.part", key.to_hex()))
     }
 
-    /// Makes a verified staging file durable and gives it its name. Blocking.
+    /// Length of the partial upload with this key, if there is one. Blocking.
+    pub fn partial_len(&self, key: &Hash) -> Result<Option<u64>, StoreError> {
+        let path = self.partial_path(key);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("inspect", &path)(err)),
+        }
+    }
+
+    /// BLAKE3 state after reading the first `len` bytes of the partial upload. This re-reads
+    /// the bytes from disk, so what is vouched for is what is really stored. Blocking.
+    pub fn hash_partial_prefix(&self, key: &Hash, len: u64) -> Result<blake3::Hasher, StoreError> {
+        let path = self.partial_path(key);
+        let file = File::open(&path).map_err(io_error("open", &path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut reader = io::BufReader::with_capacity(PREFIX_READ_BUFFER, file.take(len));
+        let copied = io::copy(&mut reader, &mut hasher).map_err(io_error("read", &path))?;
+        if copied != len {
+            return Err(io_error("read", &path)(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("partial upload holds {copied} bytes, not {len}"),
+            )));
+        }
+        Ok(hasher)
+    }
+
+    /// Opens the partial upload for `key` for writing at `offset`, creating it if needed and
+    /// cutting anything beyond `offset` (bytes that were never verified). Blocking.
+    pub fn open_partial(&self, key: &Hash, offset: u64) -> Result<File, StoreError> {
+        let path = self.partial_path(key);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            // Stored files are ordinary files (the umask still applies), not private ones.
+            .mode(STORED_FILE_MODE)
+            .open(&path)
+            .map_err(io_error("open", &path))?;
+        let len = file.metadata().map_err(io_error("inspect", &path))?.len();
+        if len < offset {
+            return Err(io_error("resume", &path)(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("partial upload shrank to {len} bytes, below offset {offset}"),
+            )));
+        }
+        file.set_len(offset).map_err(io_error("truncate", &path))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_error("seek", &path))?;
+        Ok(file)
+    }
+
+    /// Removes the partial upload for `key`, if any. Blocking.
+    pub fn discard_partial(&self, key: &Hash) -> Result<(), StoreError> {
+        let path = self.partial_path(key);
+        match fs::remove_file(&path) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                Err(io_error("remove", &path)(err))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes partial uploads untouched for longer than `ttl`, except those `in_use`.
+    /// Returns how many were removed. Blocking.
+    pub fn sweep_partials(&self, ttl: Duration, in_use: impl Fn(&Hash) -> bool) -> usize {
+        let Ok(entries) = fs::read_dir(&self.partials) else {
+            return 0;
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let key = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .and_then(Hash::from_hex);
+            if key.as_ref().is_some_and(&in_use) {
+                continue;
+            }
+            let age = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok());
+            if age.is_some_and(|age| age > ttl) && fs::remove_file(&path).is_ok() {
+                tracing::info!(path = %path.display(), ?age, "removed stale partial upload");
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Bytes available to the server in the storage directory.
+    pub fn available_space(&self) -> Result<u64, StoreError> {
+        let stats = rustix::fs::statvfs(&self.root)
+            .map_err(|errno| io_error("query free space of", &self.root)(errno.into()))?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
+    /// Makes the verified partial upload `key` durable and gives it its name. Blocking.
     ///
     /// With [`ConflictPolicy::KeepBoth`] the first free name among `name`, `name (1)`, ... is
     /// taken atomically (no-clobber rename), so two uploads racing for one name both land.
@@ -121,25 +212,22 @@ impl Store {
     /// Returns the name the file is stored under.
     pub fn commit(
         &self,
-        staged: NamedTempFile,
+        file: &File,
+        key: &Hash,
         name: &ValidName,
         policy: ConflictPolicy,
     ) -> Result<ValidName, StoreError> {
-        staged
-            .as_file()
-            .sync_all()
-            .map_err(io_error("sync", staged.path()))?;
+        let partial = self.partial_path(key);
+        file.sync_all().map_err(io_error("sync", &partial))?;
         let created_dirs = self.create_parents(name)?;
 
         let stored = match policy {
             ConflictPolicy::Overwrite => {
                 let target = name.under(&self.root);
-                staged
-                    .persist(&target)
-                    .map_err(|err| io_error("replace", &target)(err.error))?;
+                fs::rename(&partial, &target).map_err(io_error("replace", &target))?;
                 name.clone()
             }
-            ConflictPolicy::KeepBoth => self.persist_under_free_name(staged, name)?,
+            ConflictPolicy::KeepBoth => self.place_under_free_name(&partial, name)?,
         };
 
         let target = stored.under(&self.root);
@@ -156,9 +244,9 @@ impl Store {
         Ok(stored)
     }
 
-    fn persist_under_free_name(
+    fn place_under_free_name(
         &self,
-        mut staged: NamedTempFile,
+        partial: &Path,
         name: &ValidName,
     ) -> Result<ValidName, StoreError> {
         for n in 0..=MAX_CONFLICT_SUFFIX {
@@ -168,10 +256,10 @@ impl Store {
                 name.numbered(n)?
             };
             let target = candidate.under(&self.root);
-            match staged.persist_noclobber(&target) {
-                Ok(_) => return Ok(candidate),
-                Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => staged = err.file,
-                Err(err) => return Err(io_error("store", &target)(err.error)),
+            match rename_no_clobber(partial, &target) {
+                Ok(()) => return Ok(candidate),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(io_error("store", &target)(err)),
             }
         }
         Err(StoreError::NoFreeName(name.as_str().to_owned()))
@@ -206,6 +294,20 @@ impl Store {
     }
 }
 
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), atomically:
+/// `renameat2(RENAME_NOREPLACE)`, or link + unlink on filesystems without it.
+fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == rustix::io::Errno::INVAL || errno == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 /// fsync a directory so that entries created or renamed in it survive a crash.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -219,8 +321,13 @@ mod tests {
 
     use super::*;
 
-    fn staged_with(store: &Store, content: &[u8]) -> NamedTempFile {
-        let mut file = store.new_staged_file().unwrap();
+    fn key(n: u8) -> Hash {
+        Hash([n; 32])
+    }
+
+    /// Writes `content` as the complete partial upload for `key` and returns its handle.
+    fn partial_with(store: &Store, key: &Hash, content: &[u8]) -> File {
+        let mut file = store.open_partial(key, 0).unwrap();
         file.write_all(content).unwrap();
         file
     }
@@ -229,48 +336,41 @@ mod tests {
         ValidName::parse(text).unwrap()
     }
 
+    fn commit(
+        store: &Store,
+        n: u8,
+        content: &[u8],
+        to: &str,
+        policy: ConflictPolicy,
+    ) -> Result<ValidName, StoreError> {
+        let file = partial_with(store, &key(n), content);
+        store.commit(&file, &key(n), &name(to), policy)
+    }
+
     #[test]
     fn keep_both_numbers_the_second_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let first = store
-            .commit(
-                staged_with(&store, b"one"),
-                &name("a.txt"),
-                ConflictPolicy::KeepBoth,
-            )
-            .unwrap();
-        let second = store
-            .commit(
-                staged_with(&store, b"two"),
-                &name("a.txt"),
-                ConflictPolicy::KeepBoth,
-            )
-            .unwrap();
+        let first = commit(&store, 1, b"one", "a.txt", ConflictPolicy::KeepBoth).unwrap();
+        let second = commit(&store, 2, b"two", "a.txt", ConflictPolicy::KeepBoth).unwrap();
         assert_eq!(first.as_str(), "a.txt");
         assert_eq!(second.as_str(), "a (1).txt");
         assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"one");
         assert_eq!(fs::read(dir.path().join("a (1).txt")).unwrap(), b"two");
+        assert_eq!(
+            store.partial_len(&key(2)).unwrap(),
+            None,
+            "committed uploads leave the partial area"
+        );
     }
 
     #[test]
     fn overwrite_replaces_and_folders_are_created() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        for content in [&b"old"[..], b"new"] {
-            store
-                .commit(
-                    staged_with(&store, content),
-                    &name("x/y/z"),
-                    ConflictPolicy::Overwrite,
-                )
-                .unwrap();
-        }
+        commit(&store, 1, b"old", "x/y/z", ConflictPolicy::Overwrite).unwrap();
+        commit(&store, 2, b"new", "x/y/z", ConflictPolicy::Overwrite).unwrap();
         assert_eq!(fs::read(dir.path().join("x/y/z")).unwrap(), b"new");
-        let staging = fs::read_dir(dir.path().join(".fts/staging"))
-            .unwrap()
-            .count();
-        assert_eq!(staging, 0, "committed files leave staging");
     }
 
     #[test]
@@ -278,13 +378,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         fs::write(dir.path().join("plain"), b"").unwrap();
-        let err = store
-            .commit(
-                staged_with(&store, b"x"),
-                &name("plain/inner"),
-                ConflictPolicy::KeepBoth,
-            )
-            .unwrap_err();
+        let err = commit(&store, 1, b"x", "plain/inner", ConflictPolicy::KeepBoth).unwrap_err();
         assert!(matches!(err, StoreError::ParentNotADirectory(p) if p == "plain"));
     }
 
@@ -294,28 +388,51 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        let err = store
-            .commit(
-                staged_with(&store, b"x"),
-                &name("link/f"),
-                ConflictPolicy::KeepBoth,
-            )
-            .unwrap_err();
+        let err = commit(&store, 1, b"x", "link/f", ConflictPolicy::KeepBoth).unwrap_err();
         assert!(matches!(err, StoreError::SymlinkInPath(_)));
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]
-    fn dropped_staging_files_vanish_and_stale_ones_are_swept() {
+    fn partials_resume_at_a_verified_offset_and_cut_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        drop(staged_with(&store, b"abandoned"));
-        let kept = staged_with(&store, b"crash leftover")
-            .into_temp_path()
-            .keep()
-            .unwrap();
-        assert!(kept.exists());
-        Store::open(dir.path()).unwrap();
-        assert!(!kept.exists());
+        drop(partial_with(&store, &key(7), b"hello world"));
+        assert_eq!(store.partial_len(&key(7)).unwrap(), Some(11));
+        let prefix = store.hash_partial_prefix(&key(7), 5).unwrap();
+        assert_eq!(prefix.finalize(), blake3::hash(b"hello"));
+        let mut file = store.open_partial(&key(7), 5).unwrap();
+        file.write_all(b", ft").unwrap();
+        assert_eq!(fs::read(store.partial_path(&key(7))).unwrap(), b"hello, ft");
+        assert!(
+            store.open_partial(&key(7), 100).is_err(),
+            "cannot resume beyond what is held"
+        );
+        assert!(store.hash_partial_prefix(&key(7), 100).is_err());
+    }
+
+    #[test]
+    fn sweeping_removes_only_old_unused_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for n in 1..=3 {
+            drop(partial_with(&store, &key(n), b"data"));
+        }
+        assert_eq!(
+            store.sweep_partials(Duration::from_secs(3600), |_| false),
+            0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let removed = store.sweep_partials(Duration::from_millis(1), |k| *k == key(2));
+        assert_eq!(removed, 2);
+        assert_eq!(store.partial_len(&key(2)).unwrap(), Some(4));
+        assert_eq!(store.partial_len(&key(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn free_space_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.available_space().unwrap() > 0);
     }
 }

@@ -1,18 +1,24 @@
-//! One upload in progress: its content is written to a staging file and hashed on a blocking
-//! thread, so disk and hashing overlap with reading the network.
+//! One upload in progress: its content is appended to the partial file for its key and
+//! hashed on a blocking thread, so disk and hashing overlap with reading the network.
 //!
 //! The session pushes chunks into a bounded queue ([`WRITE_QUEUE_CHUNKS`] deep), which is
 //! what keeps server memory independent of file size: a slow disk slows the client down
 //! through TCP flow control instead of filling RAM.
+//!
+//! If the upload is abandoned without a verdict (the client vanished, a newer connection
+//! took the key over, the server shuts down), the writer still drains what was queued and
+//! the partial file stays for resume. It is removed only on a verdict against its content:
+//! hash mismatch, write error, or cancellation by the client.
 
-use std::{io::Write, time::Instant};
+use std::{fs::File, io::Write, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use ft_protocol::{BeginFile, ConflictPolicy, Hash};
-use tempfile::NamedTempFile;
 use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
+    leases::Lease,
     names::ValidName,
     store::{Store, StoreError},
 };
@@ -34,10 +40,10 @@ pub enum UploadError {
     MissingBytes {
         /// Size from BeginFile.
         declared: u64,
-        /// Bytes actually received.
+        /// Bytes actually held.
         received: u64,
     },
-    /// Writing the staging file failed.
+    /// Writing the partial file failed.
     #[error("writing the file failed: {0}")]
     Write(#[source] std::io::Error),
     /// The writer thread panicked or was cancelled.
@@ -45,12 +51,12 @@ pub enum UploadError {
     Writer(#[from] tokio::task::JoinError),
 }
 
-/// The verified-so-far result of writing an upload's content.
+/// The complete content of an upload, hashed.
 #[derive(Debug)]
 pub struct Written {
-    /// The staging file, complete; removed if dropped uncommitted.
-    pub file: NamedTempFile,
-    /// BLAKE3 of everything written.
+    /// The partial file, complete.
+    pub file: File,
+    /// BLAKE3 of the whole content (kept prefix and new bytes).
     pub hash: Hash,
 }
 
@@ -61,49 +67,77 @@ pub struct Upload {
     pub id: u32,
     /// The validated name.
     pub name: ValidName,
-    /// Declared size.
+    /// The upload key, naming the partial file.
+    pub key: Hash,
+    /// Declared size of the whole file.
     pub size: u64,
     /// What to do if the name is taken.
     pub conflict: ConflictPolicy,
     /// When BeginFile arrived.
     pub started: Instant,
-    received: u64,
+    /// Where this session's bytes started (non-zero when resumed).
+    pub offset: u64,
+    /// Cancelled when another connection takes this key over.
+    pub superseded: CancellationToken,
+    held: u64,
     chunks: mpsc::Sender<Bytes>,
     writer: JoinHandle<std::io::Result<Written>>,
 }
 
 impl Upload {
-    /// Opens a staging file and starts its writer thread.
-    pub fn start(store: &Store, begin: &BeginFile, name: ValidName) -> Result<Self, StoreError> {
-        let file = store.new_staged_file()?;
+    /// Opens the partial file at `begin.offset` and starts its writer thread. `prefix` is the
+    /// hash state of the bytes kept before the offset (empty for a fresh upload). Blocking
+    /// filesystem work is moved off the async thread.
+    pub async fn start(
+        store: Arc<Store>,
+        begin: &BeginFile,
+        name: ValidName,
+        lease: Lease,
+        prefix: blake3::Hasher,
+    ) -> Result<Self, StoreError> {
+        let (key, offset) = (begin.key, begin.offset);
+        let opener = Arc::clone(&store);
+        let file = tokio::task::spawn_blocking(move || opener.open_partial(&key, offset))
+            .await
+            .map_err(|join| StoreError::Io {
+                action: "open",
+                path: store.partial_path(&key),
+                source: std::io::Error::other(join.to_string()),
+            })??;
+        let superseded = lease.superseded();
         let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
-        let writer = tokio::task::spawn_blocking(move || write_chunks(file, queue));
+        // The lease moves into the writer, so the key is released only once every queued
+        // byte is on disk.
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, prefix, queue, lease));
         Ok(Self {
             id: begin.id,
             name,
+            key,
             size: begin.size,
             conflict: begin.conflict,
             started: Instant::now(),
-            received: 0,
+            offset,
+            superseded,
+            held: offset,
             chunks,
             writer,
         })
     }
 
-    /// Bytes received so far.
-    pub fn received(&self) -> u64 {
-        self.received
+    /// Bytes of the file held so far, including a resumed prefix.
+    pub fn held(&self) -> u64 {
+        self.held
     }
 
     /// Queues a chunk for writing; waits while the queue is full.
     pub async fn push(&mut self, data: Bytes) -> Result<(), UploadError> {
         let len = data.len() as u64;
-        if self.received.saturating_add(len) > self.size {
+        if self.held.saturating_add(len) > self.size {
             return Err(UploadError::ExcessBytes {
                 declared: self.size,
             });
         }
-        self.received += len;
+        self.held += len;
         if self.chunks.send(data).await.is_err() {
             // The writer stopped early: it can only have failed. Report its error.
             return match (&mut self.writer).await? {
@@ -116,13 +150,19 @@ impl Upload {
         Ok(())
     }
 
+    /// Stops the upload and waits until its writer has let go of the partial file.
+    pub async fn stop(self) {
+        drop(self.chunks);
+        let _ = self.writer.await;
+    }
+
     /// Ends the content: waits for the writer to flush everything and returns the file and
-    /// the hash of what was written.
+    /// the hash of the whole content.
     pub async fn finish(self) -> Result<Written, UploadError> {
-        if self.received != self.size {
+        if self.held != self.size {
             return Err(UploadError::MissingBytes {
                 declared: self.size,
-                received: self.received,
+                received: self.held,
             });
         }
         drop(self.chunks);
@@ -132,10 +172,11 @@ impl Upload {
 
 /// Runs on a blocking thread until the session closes the queue.
 fn write_chunks(
-    mut file: NamedTempFile,
+    mut file: File,
+    mut hasher: blake3::Hasher,
     mut queue: mpsc::Receiver<Bytes>,
+    _lease: Lease,
 ) -> std::io::Result<Written> {
-    let mut hasher = blake3::Hasher::new();
     while let Some(chunk) = queue.blocking_recv() {
         file.write_all(&chunk)?;
         hasher.update(&chunk);

@@ -1,0 +1,397 @@
+//! One attempt at uploading files over one session, pipelined: one task streams every file
+//! while another collects the answers.
+//!
+//! The sender never waits for the server between chunks or between files; TCP flow control
+//! is the only brake. The server answers each `BeginFile` exactly once, in order, so the
+//! collector pairs answers with the files in the order they were begun. When a file is
+//! refused early (a bad name, too large), the collector flags it and the sender cancels the
+//! rest of that file instead of streaming it for nothing.
+
+use std::{
+    io::SeekFrom,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use ft_protocol::{
+    BeginFile, CancelFile, Chunk, EndFile, ErrorCode, ErrorResponse, FilePlan, Hash, Request,
+    Response, CHUNK_SIZE,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncSeekExt},
+    sync::mpsc,
+};
+
+use crate::{
+    connection::{interpret, unexpected, Client},
+    error::ClientError,
+    events::TransferEvent,
+    local::LocalFile,
+    transfer::{FileFailure, Ledger, SendOptions, StoredFile, LOCAL_FAILURE},
+};
+
+/// Longest the server may stay silent after the last byte was sent before the client gives
+/// up. Generous, because an answer waits on fsync.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Longest a single message may take to leave, i.e. the server not reading at all.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// After a failed write, how long to keep reading for the server's explanation.
+const DRAIN_AFTER_SEND_FAILURE: Duration = Duration::from_secs(5);
+
+/// A file of this attempt and how the server wants it.
+pub(crate) struct Planned<'a> {
+    /// Index in the whole batch.
+    pub index: usize,
+    /// The local file.
+    pub file: &'a LocalFile,
+    /// `Fresh` or `Resume` (refused files are not planned).
+    pub plan: FilePlan,
+}
+
+/// Uploads `files` over `client`. Verdicts go to the `ledger` as they arrive; a transient
+/// per-file failure leaves the file unsettled for the next attempt. Returns the error that
+/// ended the session early, preferring the server's own explanation.
+pub(crate) async fn upload(
+    client: &mut Client,
+    files: &[Planned<'_>],
+    options: SendOptions,
+    ledger: &Ledger<'_>,
+) -> Result<(), ClientError> {
+    let flags = Flags {
+        refused: files.iter().map(|_| AtomicBool::new(false)).collect(),
+        hashes: std::sync::Mutex::new(vec![None; files.len()]),
+        cancel_reasons: std::sync::Mutex::new(vec![None; files.len()]),
+        last_write: std::sync::Mutex::new(Instant::now()),
+    };
+    let (begun_tx, begun_rx) = mpsc::unbounded_channel();
+    let sending = send_all(&mut client.writer, files, options, ledger, &flags, begun_tx);
+    let collecting = collect_answers(&mut client.reader, files, ledger, &flags, begun_rx);
+    tokio::pin!(sending, collecting);
+    let mut sent = None;
+    let collected = loop {
+        tokio::select! {
+            result = &mut sending, if sent.is_none() => {
+                let failed = result.is_err();
+                sent = Some(result);
+                if failed {
+                    // The server may have said why it hung up: give its message a moment.
+                    break tokio::time::timeout(DRAIN_AFTER_SEND_FAILURE, &mut collecting)
+                        .await
+                        .unwrap_or(Ok(()));
+                }
+            }
+            // An error here (the server ended the session) also abandons the sender.
+            result = &mut collecting => break result,
+        }
+    };
+    collected?;
+    match sent {
+        Some(result) => result,
+        // The collector can only finish cleanly once the sender is done; take its result.
+        None => sending.await,
+    }
+}
+
+/// What the sender and the collector tell each other, by position in the attempt.
+struct Flags {
+    /// The server already answered this file (with an error) before it was fully sent.
+    refused: Vec<AtomicBool>,
+    /// Hash the sender computed, to cross-check the server's Ack.
+    hashes: std::sync::Mutex<Vec<Option<Hash>>>,
+    /// Why the sender cancelled a file, to show instead of the server's "cancelled".
+    cancel_reasons: std::sync::Mutex<Vec<Option<String>>>,
+    last_write: std::sync::Mutex<Instant>,
+}
+
+impl Flags {
+    fn touch(&self) {
+        if let Ok(mut last) = self.last_write.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    fn since_last_write(&self) -> Duration {
+        self.last_write
+            .lock()
+            .map(|last| last.elapsed())
+            .unwrap_or_default()
+    }
+}
+
+type Writer = ft_protocol::codec::MessageWriter<tokio::net::tcp::OwnedWriteHalf, Request>;
+type Reader = ft_protocol::codec::MessageReader<tokio::net::tcp::OwnedReadHalf, Response>;
+
+/// Streams every file; tells the collector (through `begun`) which files await an answer.
+async fn send_all(
+    writer: &mut Writer,
+    files: &[Planned<'_>],
+    options: SendOptions,
+    ledger: &Ledger<'_>,
+    flags: &Flags,
+    begun: mpsc::UnboundedSender<usize>,
+) -> Result<(), ClientError> {
+    for (position, planned) in files.iter().enumerate() {
+        let (index, file) = (planned.index, planned.file);
+        let mut handle = match tokio::fs::File::open(&file.path).await {
+            Ok(handle) => handle,
+            Err(err) => {
+                let message = format!("cannot open {}: {err}", file.path.display());
+                ledger.fail(index, LOCAL_FAILURE, message);
+                continue;
+            }
+        };
+        let (offset, hasher) = match verified_prefix(&mut handle, &planned.plan).await {
+            Ok(resume) => resume,
+            Err(err) => {
+                let message = format!("cannot read {}: {err}", file.path.display());
+                ledger.fail(index, LOCAL_FAILURE, message);
+                continue;
+            }
+        };
+        ledger.emit(TransferEvent::FileStarted {
+            index,
+            name: file.name.clone(),
+            size: file.size,
+            offset,
+        });
+        let id =
+            u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
+        let begin = BeginFile {
+            id,
+            name: file.name.clone(),
+            size: file.size,
+            conflict: options.conflict,
+            key: file.key,
+            offset,
+        };
+        send(writer, flags, Request::BeginFile(begin)).await?;
+        // The collector expects an answer for this file from now on.
+        let _ = begun.send(position);
+
+        let streamed = stream_content(
+            writer,
+            flags,
+            ledger,
+            position,
+            planned,
+            &mut handle,
+            offset,
+            hasher,
+        )
+        .await?;
+        match streamed {
+            Streamed::Complete(hash) => {
+                if let Ok(mut hashes) = flags.hashes.lock() {
+                    hashes[position] = Some(hash);
+                }
+                send(writer, flags, Request::EndFile(EndFile { hash })).await?;
+            }
+            Streamed::Cancelled(reason) => {
+                if let Ok(mut reasons) = flags.cancel_reasons.lock() {
+                    reasons[position] = Some(reason.clone());
+                }
+                send(writer, flags, Request::CancelFile(CancelFile { reason })).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// For a resume plan, hashes the local prefix and keeps the offer only if it matches what
+/// the server holds; otherwise rewinds to a fresh upload. Returns the offset to send from
+/// and the hash state of everything before it.
+async fn verified_prefix(
+    handle: &mut tokio::fs::File,
+    plan: &FilePlan,
+) -> std::io::Result<(u64, blake3::Hasher)> {
+    let FilePlan::Resume {
+        offset,
+        prefix_hash,
+    } = plan
+    else {
+        return Ok((0, blake3::Hasher::new()));
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut remaining = *offset;
+    let mut buffer = vec![0u8; CHUNK_SIZE];
+    while remaining > 0 {
+        let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE));
+        let read = handle.read(&mut buffer[..want]).await?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        remaining -= read as u64;
+    }
+    if remaining == 0 && Hash::from(hasher.finalize()) == *prefix_hash {
+        return Ok((*offset, hasher));
+    }
+    handle.seek(SeekFrom::Start(0)).await?;
+    Ok((0, blake3::Hasher::new()))
+}
+
+enum Streamed {
+    Complete(Hash),
+    Cancelled(String),
+}
+
+/// Sends the file's bytes from `offset` to its end as chunks, continuing `hasher`.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
+async fn stream_content(
+    writer: &mut Writer,
+    flags: &Flags,
+    ledger: &Ledger<'_>,
+    position: usize,
+    planned: &Planned<'_>,
+    handle: &mut tokio::fs::File,
+    offset: u64,
+    mut hasher: blake3::Hasher,
+) -> Result<Streamed, ClientError> {
+    let (index, file) = (planned.index, planned.file);
+    let mut sent = offset;
+    while sent < file.size {
+        if flags.refused[position].load(Ordering::Acquire) {
+            return Ok(Streamed::Cancelled("the server refused the file".into()));
+        }
+        let want =
+            usize::try_from(file.size - sent).map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE));
+        let mut buffer = BytesMut::with_capacity(want);
+        while buffer.len() < want {
+            match handle.read_buf(&mut buffer).await {
+                Ok(0) => {
+                    let reason = format!("{} shrank while being sent", file.path.display());
+                    return Ok(Streamed::Cancelled(reason));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let reason = format!("cannot read {}: {err}", file.path.display());
+                    return Ok(Streamed::Cancelled(reason));
+                }
+            }
+        }
+        hasher.update(&buffer);
+        let len = buffer.len() as u64;
+        send(
+            writer,
+            flags,
+            Request::Chunk(Chunk {
+                data: buffer.freeze(),
+            }),
+        )
+        .await?;
+        sent += len;
+        ledger.sent(index, sent, len);
+    }
+    if changed_since_planned(handle, file).await {
+        let reason = format!("{} changed while being sent", file.path.display());
+        return Ok(Streamed::Cancelled(reason));
+    }
+    Ok(Streamed::Complete(hasher.finalize().into()))
+}
+
+/// True if the file grew, or was modified in place, since it was planned. A same-size
+/// rewrite shows in the modification time, which is part of the key.
+async fn changed_since_planned(handle: &mut tokio::fs::File, file: &LocalFile) -> bool {
+    let mut probe = [0u8; 1];
+    if !matches!(handle.read(&mut probe).await, Ok(0)) {
+        return true;
+    }
+    match handle.metadata().await {
+        Ok(meta) => crate::local::upload_key(&file.name, &meta) != file.key,
+        Err(_) => true,
+    }
+}
+
+async fn send(writer: &mut Writer, flags: &Flags, request: Request) -> Result<(), ClientError> {
+    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.send(request)).await {
+        Ok(result) => {
+            result?;
+            flags.touch();
+            Ok(())
+        }
+        Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
+    }
+}
+
+/// Pairs each answer with the file begun in the same position.
+async fn collect_answers(
+    reader: &mut Reader,
+    files: &[Planned<'_>],
+    ledger: &Ledger<'_>,
+    flags: &Flags,
+    mut begun: mpsc::UnboundedReceiver<usize>,
+) -> Result<(), ClientError> {
+    while let Some(position) = begun.recv().await {
+        let index = files[position].index;
+        let expected_id = index as u32;
+        match next_answer(reader, flags).await? {
+            Response::Ack(ack) if ack.id == expected_id => {
+                let ours = flags.hashes.lock().ok().and_then(|hashes| hashes[position]);
+                if ours == Some(ack.hash) {
+                    ledger.store(
+                        index,
+                        StoredFile {
+                            stored_name: ack.stored_name,
+                            size: ack.size,
+                            hash: ack.hash,
+                        },
+                    );
+                } else {
+                    let message = format!(
+                        "the server acknowledged hash {} which is not the local file's",
+                        ack.hash
+                    );
+                    ledger.fail(index, ErrorCode::HashMismatch.as_str(), message);
+                }
+            }
+            Response::Error(ErrorResponse {
+                id: Some(id),
+                code,
+                message,
+            }) if id == expected_id => {
+                flags.refused[position].store(true, Ordering::Release);
+                let local_reason = flags
+                    .cancel_reasons
+                    .lock()
+                    .ok()
+                    .and_then(|reasons| reasons[position].clone());
+                match (code, local_reason) {
+                    (ErrorCode::Cancelled, Some(reason)) => {
+                        ledger.fail(index, LOCAL_FAILURE, reason)
+                    }
+                    (code, _) if code.is_transient() => ledger.defer(
+                        index,
+                        FileFailure {
+                            code: code.as_str().to_owned(),
+                            message,
+                        },
+                    ),
+                    (code, _) => ledger.fail(index, code.as_str(), message),
+                }
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the next answer. Silence only counts once the sender has stopped writing:
+/// while a large file is still streaming, its answer cannot be due yet.
+async fn next_answer(reader: &mut Reader, flags: &Flags) -> Result<Response, ClientError> {
+    loop {
+        match tokio::time::timeout(ANSWER_TIMEOUT, reader.next()).await {
+            Ok(item) => return interpret(item),
+            Err(_) if flags.since_last_write() < ANSWER_TIMEOUT => continue,
+            Err(_) => {
+                return Err(ClientError::Timeout(
+                    ANSWER_TIMEOUT,
+                    "waiting for the server to confirm a file",
+                ))
+            }
+        }
+    }
+}
