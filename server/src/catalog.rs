@@ -106,13 +106,20 @@ impl Catalog {
         Ok(added_at)
     }
 
-    /// Every recorded file, sorted by stored name. Blocking.
-    pub fn list(&self) -> Result<Vec<CatalogEntry>, CatalogError> {
+    /// Up to `limit` recorded files whose stored names sort after `after`, in name order.
+    /// Paging keeps both memory and the time the lock is held bounded. Blocking.
+    pub fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CatalogEntry>, CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
-        let mut statement = conn.prepare(
-            "SELECT stored_name, sent_name, size, blake3, added_at FROM files ORDER BY stored_name",
+        let mut statement = conn.prepare_cached(
+            "SELECT stored_name, sent_name, size, blake3, added_at FROM files
+             WHERE ?1 IS NULL OR stored_name > ?1 ORDER BY stored_name LIMIT ?2",
         )?;
-        let rows = statement.query_map([], |row| {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![after, limit], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -165,11 +172,27 @@ mod tests {
             let added = catalog.record(&record("a", b"a")).unwrap();
             assert!(humantime::parse_rfc3339(&added).is_ok(), "{added}");
         }
-        let entries = Catalog::open(&path).unwrap().list().unwrap();
+        let entries = Catalog::open(&path).unwrap().list_page(None, 10).unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(entries[1].size, 3);
         assert_eq!(entries[1].hash, Hash::from(blake3::hash(b"bee")));
+    }
+
+    #[test]
+    fn pages_continue_after_the_last_name_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
+        for name in ["c", "a", "e", "b", "d"] {
+            catalog.record(&record(name, name.as_bytes())).unwrap();
+        }
+        let first = catalog.list_page(None, 2).unwrap();
+        let second = catalog.list_page(Some("b"), 2).unwrap();
+        let last = catalog.list_page(Some("d"), 2).unwrap();
+        let names = |page: &[CatalogEntry]| page.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(names(&second), ["c", "d"]);
+        assert_eq!(names(&last), ["e"]);
     }
 
     #[test]
@@ -178,7 +201,7 @@ mod tests {
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
         catalog.record(&record("a", b"old")).unwrap();
         catalog.record(&record("a", b"newer")).unwrap();
-        let entries = catalog.list().unwrap();
+        let entries = catalog.list_page(None, 10).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].size, 5);
     }

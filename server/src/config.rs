@@ -24,8 +24,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
     pub listen: SocketAddr,
 
-    /// Clients served at once; more are refused with a "busy" error.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Clients served at once (at most 4096); more are refused with a "busy" error.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_connections: u32,
 
     /// Largest file accepted, in bytes (suffixes K, M, G, T are powers of 1024).

@@ -29,6 +29,8 @@ pub struct ServerState {
     pub catalog: Catalog,
     /// Which partial uploads are being written.
     pub leases: Arc<Leases>,
+    /// Serializes placing a file and recording it, so disk and catalog agree.
+    pub commit_lock: std::sync::Mutex<()>,
     /// Limits enforced on clients.
     pub limits: Limits,
 }
@@ -40,6 +42,7 @@ impl ServerState {
             store: Arc::new(store),
             catalog,
             leases: Arc::default(),
+            commit_lock: std::sync::Mutex::new(()),
             limits,
         }
     }

@@ -23,10 +23,15 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Time allowed to tell a refused client why, before dropping it.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Refusals being written at once; beyond this a flood of clients is dropped without a word,
+/// so refusing costs bounded memory too.
+const MAX_PENDING_REFUSALS: usize = 64;
+
 /// Accepts clients on `listener` until `shutdown` is cancelled, then waits up to the grace
 /// period for sessions to end.
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     let sessions = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -54,12 +59,20 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: Cance
                     drop(permit);
                 });
             }
-            Err(_) => {
-                sessions.spawn(refuse_busy(stream, peer));
-            }
+            Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
+                Ok(permit) => {
+                    sessions.spawn(async move {
+                        refuse_busy(stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => drop(stream),
+            },
         }
     }
 
+    // Stop the kernel from completing handshakes nobody will answer.
+    drop(listener);
     sessions.close();
     let grace = state.limits.shutdown_grace;
     tracing::info!(

@@ -18,9 +18,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Blocking threads beyond one per connection (each upload's writer holds one): commits,
+/// catalog reads, resume checks.
+const SPARE_BLOCKING_THREADS: usize = 64;
+
+fn main() -> ExitCode {
     let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(args.max_connections as usize + SPARE_BLOCKING_THREADS)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(async_main(args)),
+        Err(err) => {
+            eprintln!("fts: error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -11,8 +11,8 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
-    Ack, BeginFile, CatalogEntry, Chunk, EndFile, ErrorCode, ErrorResponse, FileIntent, FilePlan,
-    Hash, Listing, Prepare, Prepared, ProtocolError, Request, Response, Welcome, MAX_PREPARE_FILES,
+    Ack, BeginFile, Chunk, EndFile, ErrorCode, ErrorResponse, FileIntent, FilePlan, Hash, Listing,
+    Prepare, Prepared, ProtocolError, Request, Response, Welcome, CHUNK_SIZE, MAX_PREPARE_FILES,
     PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
@@ -310,6 +310,11 @@ impl Session {
     }
 
     async fn on_chunk(&mut self, chunk: Chunk) -> Result<(), SessionError> {
+        // Larger chunks would fit a frame but break the per-upload memory bound.
+        if chunk.data.len() > CHUNK_SIZE {
+            let what = format!("Chunk larger than {CHUNK_SIZE} bytes");
+            return Err(self.violation(&what).await);
+        }
         let upload = match &mut self.transfer {
             Transfer::Idle => return Err(self.violation("Chunk without BeginFile").await),
             Transfer::Skipping => return Ok(()),
@@ -382,37 +387,33 @@ impl Session {
         let state = Arc::clone(&self.state);
         let peer = self.peer;
         let hash = written.hash;
+        let name_for_log = name.clone();
         let committed = tokio::task::spawn_blocking(move || {
-            let stored = state
-                .store
-                .commit(&written.file, &key, &name, conflict)
-                .map_err(|err| err.to_string())?;
-            state
-                .catalog
-                .record(&NewRecord {
-                    stored_name: stored.as_str().to_owned(),
-                    sent_name: name.as_str().to_owned(),
-                    size,
-                    hash,
-                    client: peer,
-                })
-                .map_err(|err| {
-                    format!("stored as '{}' but not recorded: {err}", stored.as_str())
-                })?;
-            Ok::<_, String>((name, stored))
+            commit_and_record(
+                &state,
+                &written.file,
+                &key,
+                &name,
+                conflict,
+                size,
+                hash,
+                peer,
+            )
+            .map(|stored| (name, stored))
         })
         .await;
         let (name, stored) = match committed {
             Ok(Ok(names)) => names,
-            Ok(Err(message)) => {
+            Ok(Err((code, message))) => {
                 return self
-                    .answer_file_error(id, "", ErrorCode::Storage, message)
+                    .answer_file_error(id, name_for_log.as_str(), code, message)
                     .await
             }
             Err(join) => {
+                let message = join.to_string();
                 return self
-                    .answer_file_error(id, "", ErrorCode::Internal, join.to_string())
-                    .await
+                    .answer_file_error(id, name_for_log.as_str(), ErrorCode::Internal, message)
+                    .await;
             }
         };
         tracing::info!(
@@ -449,41 +450,35 @@ impl Session {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("List while a file is open").await);
         }
-        let catalog = self.state.catalog.clone();
-        let entries: Vec<CatalogEntry> =
-            match tokio::task::spawn_blocking(move || catalog.list()).await {
+        let mut after: Option<String> = None;
+        loop {
+            let catalog = self.state.catalog.clone();
+            let cursor = after.clone();
+            // One entry more than a page tells whether this page is the last.
+            let fetched = tokio::task::spawn_blocking(move || {
+                catalog.list_page(cursor.as_deref(), LISTING_PAGE_ENTRIES + 1)
+            })
+            .await;
+            let mut entries = match fetched {
                 Ok(Ok(entries)) => entries,
                 Ok(Err(err)) => {
-                    let message = err.to_string();
-                    return Err(self
-                        .refuse(ErrorCode::Internal, SessionError::Catalog(message))
-                        .await);
+                    let err = SessionError::Catalog(err.to_string());
+                    return Err(self.refuse(ErrorCode::Internal, err).await);
                 }
                 Err(join) => {
-                    let message = join.to_string();
-                    return Err(self
-                        .refuse(ErrorCode::Internal, SessionError::Catalog(message))
-                        .await);
+                    let err = SessionError::Catalog(join.to_string());
+                    return Err(self.refuse(ErrorCode::Internal, err).await);
                 }
             };
-        let mut pages = entries.chunks(LISTING_PAGE_ENTRIES).peekable();
-        if pages.peek().is_none() {
-            return self
-                .send(Response::Listing(Listing {
-                    entries: Vec::new(),
-                    last: true,
-                }))
-                .await;
+            let last = entries.len() <= LISTING_PAGE_ENTRIES;
+            entries.truncate(LISTING_PAGE_ENTRIES);
+            after = entries.last().map(|entry| entry.name.clone());
+            self.send(Response::Listing(Listing { entries, last }))
+                .await?;
+            if last {
+                return Ok(());
+            }
         }
-        while let Some(page) = pages.next() {
-            let last = pages.peek().is_none();
-            self.send(Response::Listing(Listing {
-                entries: page.to_vec(),
-                last,
-            }))
-            .await?;
-        }
-        Ok(())
     }
 
     /// Removes the partial upload for `key` (its content was judged bad or abandoned).
@@ -602,12 +597,18 @@ fn check_intent(
         let message = format!("{size} bytes exceeds the server's limit of {max} bytes");
         return Err((ErrorCode::TooLarge, message));
     }
-    ValidName::parse(name).map_err(|err| {
+    let refused = |err: &dyn std::fmt::Display| {
         (
             ErrorCode::InvalidName,
             format!("name {name:?} refused: {err}"),
         )
-    })
+    };
+    let valid = ValidName::parse(name).map_err(|err| refused(&err))?;
+    state
+        .store
+        .check_placeable(&valid)
+        .map_err(|err| refused(&err))?;
+    Ok(valid)
 }
 
 /// Refuses an upload of `needed` more bytes when the storage directory lacks the room.
@@ -661,4 +662,60 @@ fn plan_upload(
         ),
         None => (FilePlan::Fresh, None),
     }
+}
+
+/// Places a verified upload under its name and records it, as one step with respect to
+/// other commits: two `--overwrite` uploads of one name cannot leave the disk holding one
+/// file and the catalog describing the other. If the record cannot be written, a newly
+/// placed file is taken back, so nothing unrecorded appears under a name. Blocking.
+#[allow(clippy::too_many_arguments)] // one call site; all are facts of the one upload
+fn commit_and_record(
+    state: &ServerState,
+    file: &std::fs::File,
+    key: &Hash,
+    name: &ValidName,
+    conflict: ft_protocol::ConflictPolicy,
+    size: u64,
+    hash: Hash,
+    client: SocketAddr,
+) -> Result<ValidName, (ErrorCode, String)> {
+    // The slow part, the file's own fsync, happens before taking the lock.
+    file.sync_all()
+        .map_err(|err| (ErrorCode::Storage, format!("cannot sync the upload: {err}")))?;
+    let _serialized = state
+        .commit_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let stored = state
+        .store
+        .commit(file, key, name, conflict)
+        .map_err(|err| {
+            let code = if err.is_about_the_name() {
+                ErrorCode::InvalidName
+            } else {
+                ErrorCode::Storage
+            };
+            (code, err.to_string())
+        })?;
+    let record = NewRecord {
+        stored_name: stored.as_str().to_owned(),
+        sent_name: name.as_str().to_owned(),
+        size,
+        hash,
+        client,
+    };
+    if let Err(err) = state.catalog.record(&record) {
+        let message = match conflict {
+            ft_protocol::ConflictPolicy::KeepBoth => {
+                let _ = std::fs::remove_file(stored.under(state.store.root()));
+                format!("not stored: the catalog could not record it: {err}")
+            }
+            ft_protocol::ConflictPolicy::Overwrite => format!(
+                "stored as '{}' (replacing the old file) but not recorded in the catalog: {err}",
+                stored.as_str()
+            ),
+        };
+        return Err((ErrorCode::Storage, message));
+    }
+    Ok(stored)
 }

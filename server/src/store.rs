@@ -15,7 +15,6 @@
 //! area is on the same filesystem as `DIR`, which is what makes the rename atomic.
 
 use std::{
-    collections::BTreeSet,
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom},
     os::unix::fs::OpenOptionsExt,
@@ -29,6 +28,9 @@ use crate::names::{NameError, ValidName, PRIVATE_DIR};
 
 /// How many `name (n).ext` variants are tried before giving up on a crowded name.
 const MAX_CONFLICT_SUFFIX: u32 = 10_000;
+
+/// Linux's PATH_MAX: longest path, in bytes, system calls accept.
+const MAX_PATH_LEN: usize = 4096;
 
 /// Permission bits of stored files, before the umask.
 const STORED_FILE_MODE: u32 = 0o644;
@@ -58,6 +60,25 @@ pub enum StoreError {
     /// A numbered variant of the name broke a name rule (it became too long).
     #[error("no numbered variant of the name is valid: {0}")]
     Name(#[from] NameError),
+    /// The storage directory plus the name exceed the system's path length limit.
+    #[error("'{0}' is too long a path inside the storage directory")]
+    PathTooLong(String),
+    /// Another `fts` serves this directory.
+    #[error("{0} is already served by another fts process")]
+    Locked(PathBuf),
+}
+
+impl StoreError {
+    /// Whether the failure is the name's fault (then the client gets `invalid-name`).
+    pub fn is_about_the_name(&self) -> bool {
+        matches!(
+            self,
+            StoreError::ParentNotADirectory(_)
+                | StoreError::SymlinkInPath(_)
+                | StoreError::Name(_)
+                | StoreError::PathTooLong(_)
+        )
+    }
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -76,6 +97,8 @@ const PREFIX_READ_BUFFER: usize = 1024 * 1024;
 pub struct Store {
     root: PathBuf,
     partials: PathBuf,
+    /// Holds an exclusive lock on `.fts/lock` for as long as the store is open.
+    _lock: File,
 }
 
 impl Store {
@@ -86,7 +109,21 @@ impl Store {
         let root = dir.canonicalize().map_err(io_error("resolve", dir))?;
         let partials = root.join(PRIVATE_DIR).join("partial");
         fs::create_dir_all(&partials).map_err(io_error("create", &partials))?;
-        Ok(Self { root, partials })
+        let lock_path = root.join(PRIVATE_DIR).join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error("open", &lock_path))?;
+        // Two servers on one directory would sweep and resume each other's uploads.
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| StoreError::Locked(root.clone()))?;
+        Ok(Self {
+            root,
+            partials,
+            _lock: lock,
+        })
     }
 
     /// The canonical storage directory.
@@ -219,7 +256,7 @@ impl Store {
     ) -> Result<ValidName, StoreError> {
         let partial = self.partial_path(key);
         file.sync_all().map_err(io_error("sync", &partial))?;
-        let created_dirs = self.create_parents(name)?;
+        self.walk_parents(name, true)?;
 
         let stored = match policy {
             ConflictPolicy::Overwrite => {
@@ -230,18 +267,26 @@ impl Store {
             ConflictPolicy::KeepBoth => self.place_under_free_name(&partial, name)?,
         };
 
+        // Every folder from the file's up to the root: one of them may have been created a
+        // moment ago by another upload that has not synced it yet.
         let target = stored.under(&self.root);
-        let mut dirs_to_sync: BTreeSet<PathBuf> = created_dirs
-            .iter()
-            .filter_map(|dir| dir.parent().map(Path::to_path_buf))
-            .collect();
-        if let Some(parent) = target.parent() {
-            dirs_to_sync.insert(parent.to_path_buf());
-        }
-        for dir in &dirs_to_sync {
+        let mut folder = target.parent();
+        while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
             sync_dir(dir)?;
+            folder = dir.parent();
         }
         Ok(stored)
+    }
+
+    /// Checks, without creating anything, that the folders of `name` are folders (or absent)
+    /// and not symbolic links, and that the full path fits the system limit. Lets a doomed
+    /// upload be refused before its bytes are sent. Blocking (a few `lstat`s).
+    pub fn check_placeable(&self, name: &ValidName) -> Result<(), StoreError> {
+        let full = name.under(&self.root);
+        if full.as_os_str().len() >= MAX_PATH_LEN {
+            return Err(StoreError::PathTooLong(name.as_str().to_owned()));
+        }
+        self.walk_parents(name, false).map(drop)
     }
 
     fn place_under_free_name(
@@ -265,9 +310,9 @@ impl Store {
         Err(StoreError::NoFreeName(name.as_str().to_owned()))
     }
 
-    /// Creates the folders of `name` below the root, refusing to pass through symbolic links
-    /// or files. Returns the folders it created.
-    fn create_parents(&self, name: &ValidName) -> Result<Vec<PathBuf>, StoreError> {
+    /// Walks the folders of `name` below the root, refusing to pass through symbolic links
+    /// or files; with `create`, makes the missing ones. Returns the folders it created.
+    fn walk_parents(&self, name: &ValidName, create: bool) -> Result<Vec<PathBuf>, StoreError> {
         let mut created = Vec::new();
         let mut path = self.root.clone();
         let parts: Vec<&str> = name.as_str().split('/').collect();
@@ -281,6 +326,7 @@ impl Store {
                     return Err(StoreError::SymlinkInPath(shown()))
                 }
                 Ok(_) => return Err(StoreError::ParentNotADirectory(shown())),
+                Err(err) if err.kind() == io::ErrorKind::NotFound && !create => break,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => match fs::create_dir(&path) {
                     Ok(()) => created.push(path.clone()),
                     // Another upload created it a moment ago: fine if it is a folder.
@@ -427,6 +473,34 @@ mod tests {
         assert_eq!(removed, 2);
         assert_eq!(store.partial_len(&key(2)).unwrap(), Some(4));
         assert_eq!(store.partial_len(&key(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
+        drop(first);
+        assert!(Store::open(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn doomed_names_are_caught_before_any_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::write(dir.path().join("file"), b"").unwrap();
+        assert!(store.check_placeable(&name("new/folder/f")).is_ok());
+        assert!(!dir.path().join("new").exists(), "checking creates nothing");
+        let err = store.check_placeable(&name("file/inner")).unwrap_err();
+        assert!(err.is_about_the_name());
+        let deep = vec!["d".repeat(255); 16].join("/"); // 4095 bytes: a valid name, too long a path
+        assert!(matches!(
+            store.check_placeable(&name(&deep)),
+            Err(StoreError::PathTooLong(_))
+        ));
     }
 
     #[test]
