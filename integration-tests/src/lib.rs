@@ -107,9 +107,24 @@ impl Server {
 
     /// Starts `fts --dir dir --listen listen extra...` and waits for its address.
     pub fn start_on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Self::spawn(Command::new(bin("fts")), dir, listen, extra)
+    }
+
+    /// Starts `fts` under a file-size limit of `blocks` 512-byte blocks (`ulimit -f`), to
+    /// make writes fail the way a full disk makes them fail.
+    pub fn start_with_file_size_limit(dir: &Path, blocks: u64, extra: &[&str]) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
+            .arg(bin("fts"));
+        Self::spawn(command, dir, "127.0.0.1:0", extra)
+    }
+
+    fn spawn(mut command: Command, dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let log_dir = dir.parent().unwrap_or(dir);
         let stderr_path = log_dir.join(format!("fts-{:x}.log", rand_u64()));
-        let mut child = Command::new(bin("fts"))
+        let mut child = command
             .arg("--dir")
             .arg(dir)
             .args(["--listen", listen])
