@@ -1,0 +1,183 @@
+//! Property tests: every message survives encoding, and no input bytes can make the
+//! decoders panic or allocate beyond the frame limit.
+
+use bytes::{Bytes, BytesMut};
+use ft_protocol::{
+    codec::{decode, decode_hello, encode, FrameCodec},
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorCode,
+    ErrorResponse, FileIntent, FilePlan, Hash, Hello, List, Listing, Prepare, Prepared, Request,
+    Response, Welcome, MAX_FRAME_LEN,
+};
+use proptest::prelude::*;
+use tokio_util::codec::{Decoder, Encoder};
+
+fn hash() -> impl Strategy<Value = Hash> {
+    any::<[u8; 32]>().prop_map(Hash)
+}
+
+fn code() -> impl Strategy<Value = ErrorCode> {
+    prop::sample::select(vec![
+        ErrorCode::Internal,
+        ErrorCode::VersionMismatch,
+        ErrorCode::ProtocolViolation,
+        ErrorCode::InvalidName,
+        ErrorCode::HashMismatch,
+        ErrorCode::TooLarge,
+        ErrorCode::Storage,
+        ErrorCode::Cancelled,
+        ErrorCode::Busy,
+        ErrorCode::Timeout,
+        ErrorCode::ShuttingDown,
+        ErrorCode::NoSpace,
+    ])
+}
+
+fn name() -> impl Strategy<Value = String> {
+    ".{0,40}"
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (any::<u32>(), name(), prop::collection::vec(name(), 0..3)).prop_map(|(v, s, c)| {
+            Request::Hello(Hello {
+                protocol_version: v,
+                software: s,
+                capabilities: c,
+            })
+        }),
+        (
+            any::<u32>(),
+            name(),
+            any::<u64>(),
+            any::<bool>(),
+            hash(),
+            any::<u64>()
+        )
+            .prop_map(|(id, name, size, overwrite, key, offset)| {
+                Request::BeginFile(BeginFile {
+                    id,
+                    name,
+                    size,
+                    conflict: if overwrite {
+                        ConflictPolicy::Overwrite
+                    } else {
+                        ConflictPolicy::KeepBoth
+                    },
+                    key,
+                    offset,
+                })
+            }),
+        prop::collection::vec(any::<u8>(), 0..2048).prop_map(|data| Request::Chunk(Chunk {
+            data: Bytes::from(data)
+        })),
+        hash().prop_map(|hash| Request::EndFile(EndFile { hash })),
+        name().prop_map(|reason| Request::CancelFile(CancelFile { reason })),
+        Just(Request::List(List {})),
+        prop::collection::vec((name(), any::<u64>(), hash()), 0..8).prop_map(|files| {
+            Request::Prepare(Prepare {
+                files: files
+                    .into_iter()
+                    .map(|(name, size, key)| FileIntent { name, size, key })
+                    .collect(),
+            })
+        }),
+    ]
+}
+
+fn plan() -> impl Strategy<Value = FilePlan> {
+    prop_oneof![
+        Just(FilePlan::Fresh),
+        (any::<u64>(), hash()).prop_map(|(offset, prefix_hash)| FilePlan::Resume {
+            offset,
+            prefix_hash
+        }),
+        (code(), name()).prop_map(|(code, message)| FilePlan::Refused { code, message }),
+    ]
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        (any::<u32>(), name(), any::<u64>()).prop_map(|(v, s, max)| Response::Welcome(Welcome {
+            protocol_version: v,
+            software: s,
+            capabilities: vec![],
+            max_file_size: max,
+        })),
+        (any::<u32>(), name(), any::<u64>(), hash()).prop_map(|(id, stored_name, size, hash)| {
+            Response::Ack(Ack {
+                id,
+                stored_name,
+                size,
+                hash,
+            })
+        }),
+        (any::<Option<u32>>(), code(), name())
+            .prop_map(|(id, code, message)| Response::Error(ErrorResponse { id, code, message })),
+        (
+            prop::collection::vec((name(), name(), any::<u64>(), hash(), name()), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(entries, last)| Response::Listing(Listing {
+                entries: entries
+                    .into_iter()
+                    .map(|(name, sent_name, size, hash, added_at)| CatalogEntry {
+                        name,
+                        sent_name,
+                        size,
+                        hash,
+                        added_at,
+                    })
+                    .collect(),
+                last,
+            })),
+        prop::collection::vec(plan(), 0..8)
+            .prop_map(|plans| Response::Prepared(Prepared { plans })),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_request_round_trips(message in request()) {
+        let bytes = encode(&message).unwrap();
+        prop_assert_eq!(decode::<Request>(&bytes).unwrap(), message);
+    }
+
+    #[test]
+    fn every_response_round_trips(message in response()) {
+        let bytes = encode(&message).unwrap();
+        prop_assert_eq!(decode::<Response>(&bytes).unwrap(), message);
+    }
+
+    #[test]
+    fn frames_round_trip(payload in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        codec.encode(Bytes::from(payload.clone()), &mut wire).unwrap();
+        let frame = codec.decode(&mut wire).unwrap().unwrap();
+        prop_assert_eq!(&frame[..], &payload[..]);
+        prop_assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<Request>(&bytes);
+        let _ = decode::<Response>(&bytes);
+        let _ = decode_hello(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_streams_never_make_the_framer_panic_or_overallocate(
+        bytes in prop::collection::vec(any::<u8>(), 0..1024)
+    ) {
+        let mut codec = FrameCodec::new();
+        let mut buffer = BytesMut::from(&bytes[..]);
+        // Bounded: each round consumes a frame or stops.
+        for _ in 0..bytes.len() + 1 {
+            match codec.decode(&mut buffer) {
+                Ok(Some(frame)) => { let _ = decode::<Request>(&frame); }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        prop_assert!(buffer.capacity() <= MAX_FRAME_LEN + bytes.len() + 8);
+    }
+}
