@@ -102,3 +102,90 @@ fn sigterm_stops_the_server_cleanly() {
         server.log()
     );
 }
+
+/// A stand-in server that answers the first frame with `reply` and closes.
+fn fake_server(reply: ft_protocol::Response) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let Ok((mut socket, _)) = listener.accept() else {
+            return;
+        };
+        let mut header = [0u8; 4];
+        if socket.read_exact(&mut header).is_err() {
+            return;
+        }
+        let mut hello = vec![0u8; u32::from_be_bytes(header) as usize];
+        let _ = socket.read_exact(&mut hello);
+        let payload = ft_protocol::codec::encode(&reply).unwrap();
+        let _ = socket.write_all(&(payload.len() as u32).to_be_bytes());
+        let _ = socket.write_all(&payload);
+    });
+    addr
+}
+
+#[test]
+fn ftc_names_a_version_mismatch_whichever_side_notices() {
+    let ws = Workspace::new();
+    let file = ws.file("a.txt", b"a");
+
+    // A newer server that notices first answers with the frozen Error message.
+    let refusing = fake_server(ft_protocol::Response::Error(
+        ft_protocol::ErrorResponse::new(
+            None,
+            ft_protocol::ErrorCode::VersionMismatch,
+            "client speaks protocol version 2, this server speaks 99",
+        ),
+    ));
+    let output = ftc(&ws.src(), &["send", &refusing.to_string(), &file]);
+    output.expect_code(3);
+    assert!(
+        output.stderr.contains("this server speaks 99")
+            && output.stderr.contains("version-mismatch"),
+        "{output}"
+    );
+
+    // A server that welcomes with another version is caught by the client.
+    let welcoming = fake_server(ft_protocol::Response::Welcome(ft_protocol::Welcome {
+        protocol_version: 99,
+        software: "fts 99".into(),
+        capabilities: vec![],
+        max_file_size: 1,
+    }));
+    let output = ftc(&ws.src(), &["list", &welcoming.to_string()]);
+    output.expect_code(3);
+    let expected = format!(
+        "server speaks protocol version 99, this client speaks {}",
+        ft_protocol::PROTOCOL_VERSION
+    );
+    assert!(output.stderr.contains(&expected), "{output}");
+}
+
+#[test]
+fn a_host_name_resolves() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let file = ws.file("by-name.txt", b"resolved");
+    let address = format!("localhost:{}", server.addr.port());
+    ftc(&ws.src(), &["send", &address, &file]).success();
+    assert_eq!(ws.stored_names(), ["by-name.txt"]);
+}
+
+#[test]
+fn an_unreadable_local_file_is_refused_before_connecting() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    // A FIFO is neither a regular file nor a folder.
+    let fifo = ws.src().join("pipe");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !status.map(|s| s.success()).unwrap_or(false) {
+        panic!("mkfifo is needed for this test");
+    }
+    let output = ftc(
+        &ws.src(),
+        &["send", &server.address(), fifo.to_str().unwrap()],
+    );
+    output.expect_code(2);
+    assert!(output.stderr.contains("not a regular file"), "{output}");
+}

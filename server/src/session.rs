@@ -21,6 +21,7 @@ use tokio::net::{
     TcpStream,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     catalog::NewRecord,
@@ -96,15 +97,16 @@ pub async fn serve(
         prepared: HashMap::new(),
         files_stored: 0,
     };
+    // Every line logged for this connection carries its peer.
+    let span = tracing::info_span!("connection", %peer);
     let started = std::time::Instant::now();
-    let result = session.run(&shutdown).await;
+    let result = session.run(&shutdown).instrument(span.clone()).await;
     let elapsed = started.elapsed();
+    let _entered = span.enter();
     match result {
-        Ok(()) => tracing::info!(
-            %peer, files = session.files_stored, ?elapsed, "connection closed"
-        ),
+        Ok(()) => tracing::info!(files = session.files_stored, ?elapsed, "connection closed"),
         Err(err) => tracing::warn!(
-            %peer, files = session.files_stored, ?elapsed, error = %err, "connection ended"
+            files = session.files_stored, ?elapsed, error = %err, "connection ended"
         ),
     }
 }
@@ -202,7 +204,7 @@ impl Session {
                 return Err(self.refuse(code, err.into()).await);
             }
         };
-        tracing::info!(peer = %self.peer, client = %hello.software, "client connected");
+        tracing::info!(client = %hello.software, "client connected");
         self.send(Response::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
             software: format!("fts {}", env!("CARGO_PKG_VERSION")),
@@ -295,8 +297,10 @@ impl Session {
             Ok(upload) => {
                 if upload.offset > 0 {
                     tracing::info!(
-                        peer = %self.peer, name = upload.name.as_str(), offset = upload.offset,
-                        size = upload.size, "resuming upload"
+                        name = upload.name.as_str(),
+                        offset = upload.offset,
+                        size = upload.size,
+                        "resuming upload"
                     );
                 }
                 self.transfer = Transfer::Receiving(upload);
@@ -417,7 +421,7 @@ impl Session {
             }
         };
         tracing::info!(
-            peer = %self.peer, name = name.as_str(), stored = stored.as_str(), bytes = size,
+            name = name.as_str(), stored = stored.as_str(), bytes = size,
             elapsed = ?started.elapsed(), result = "stored", "file received"
         );
         self.files_stored += 1;
@@ -486,7 +490,7 @@ impl Session {
         let store = Arc::clone(&self.state.store);
         let removed = tokio::task::spawn_blocking(move || store.discard_partial(&key)).await;
         if let Ok(Err(err)) = removed {
-            tracing::warn!(peer = %self.peer, error = %err, "could not remove a partial upload");
+            tracing::warn!(error = %err, "could not remove a partial upload");
         }
     }
 
@@ -511,7 +515,7 @@ impl Session {
         code: ErrorCode,
         message: String,
     ) -> Result<(), SessionError> {
-        tracing::warn!(peer = %self.peer, name, result = %code, %message, "file refused");
+        tracing::warn!(name, result = %code, %message, "file refused");
         self.send(Response::Error(ErrorResponse::new(Some(id), code, message)))
             .await?;
         Ok(())
@@ -552,7 +556,7 @@ impl Session {
             Ok(Some(Ok(request))) => Ok(Some(request)),
             // A reset or an EOF in the middle of a frame is a hang-up like any other.
             Ok(Some(Err(ProtocolError::Io(err)))) => {
-                tracing::debug!(peer = %self.peer, error = %err, "connection lost");
+                tracing::debug!(error = %err, "connection lost");
                 Ok(None)
             }
             Ok(Some(Err(err))) => {
