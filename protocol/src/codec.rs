@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn hello_bytes_are_pinned() {
         let bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
-        assert_eq!(bytes, [0x00, 0x02, 0x03, b'f', b't', b'c', 0x00]);
+        assert_eq!(bytes, [0x00, 0x03, 0x03, b'f', b't', b'c', 0x00]);
     }
 
     #[test]
@@ -264,6 +264,21 @@ mod tests {
     }
 
     #[test]
+    fn get_and_sending_bytes_are_pinned() {
+        let get = Request::Get(crate::Get {
+            name: "a".into(),
+            offset: 2,
+            prefix_hash: None,
+        });
+        assert_eq!(encode(&get).unwrap(), [0x07, 0x01, b'a', 0x02, 0x00]);
+        let failed = Response::Failed(crate::Failed {
+            code: ErrorCode::NotFound,
+            message: "x".into(),
+        });
+        assert_eq!(encode(&failed).unwrap(), [0x0a, 0x0c, 0x01, b'x']);
+    }
+
+    #[test]
     fn end_file_carries_the_raw_32_byte_hash() {
         let message = Request::EndFile(crate::EndFile {
             hash: Hash([0xab; 32]),
@@ -307,7 +322,7 @@ mod tests {
         bytes.extend_from_slice(&[1, 2, 3]);
         assert_eq!(decode_hello(&bytes).unwrap().software, "ftc");
 
-        let list = encode(&Request::List(crate::List {})).unwrap();
+        let list = encode(&Request::List(crate::List { pattern: None })).unwrap();
         assert_eq!(decode_hello(&list), Err(HelloError::NotHello));
         assert_eq!(decode_hello(&[]), Err(HelloError::NotHello));
     }

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Not enough free space in the server's directory for the file.
     NoSpace,
+    /// No stored file has that name.
+    NotFound,
 }
 
 impl ErrorCode {
@@ -49,6 +51,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::NoSpace => "no-space",
+            ErrorCode::NotFound => "not-found",
         }
     }
 }

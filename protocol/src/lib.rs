@@ -24,10 +24,12 @@
 //! # Message grammar
 //!
 //! ```text
-//! client:  Hello  ( Prepare | Upload | List )*
+//! client:  Hello  ( Prepare | Upload | List | Get | Delete | Info | MakeDir )*
 //! Upload:  BeginFile Chunk* ( EndFile | CancelFile )
 //!
-//! server:  ( Welcome | Error ) ( Prepared | Ack | Error | Listing+ )*
+//! server:  ( Welcome | Error )
+//!          ( Prepared | Ack | Error | Listing+ | Sending Data* | Deleted | ServerInfo
+//!          | DirMade | Failed )*
 //! ```
 //!
 //! - The client speaks first with [`Hello`]. The server answers [`Welcome`], or an
@@ -48,6 +50,13 @@
 //!   too large, not enough space). It is optional, but it is the only way to resume, and
 //!   the client uses it so a refused file costs no data transfer. At most
 //!   [`MAX_PREPARE_FILES`] files per `Prepare`.
+//!
+//! - `Get` is answered by `Sending { size, hash, offset }` followed by exactly
+//!   `size - offset` bytes in [`Response::Data`] messages — or by [`Failed`] (unknown name),
+//!   or by `Failed` in place of the remaining data if the stored file cannot be read. The
+//!   client verifies the whole file against `hash`, the catalog's record, so a file that
+//!   rotted on the server's disk is detected. `Delete`, `MakeDir` and `Info` get one answer
+//!   each (`Deleted`/`Failed`, `DirMade`/`Failed`, `ServerInfo`).
 //!
 //! # Resume
 //!
@@ -85,14 +94,15 @@ mod message;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use message::{
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorResponse,
-    FileIntent, FilePlan, Hash, Hello, List, Listing, Prepare, Prepared, Request, Response,
-    Welcome,
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, Delete, Deleted, DirMade,
+    EndFile, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Hello, InfoRequest, List,
+    Listing, MakeDir, Prepare, Prepared, Request, Response, Sending, ServerInfo, Welcome,
 };
 
 /// The protocol version this crate speaks; both peers must speak the same one.
 /// Version 2 added `Prepare`/`Prepared`, resume (`key`, `offset` in `BeginFile`) and `NoSpace`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 added `Get`, `Delete`, `Info`, `MakeDir`, list patterns and `NotFound`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Most files one [`Prepare`] may announce; the client splits larger batches.
 pub const MAX_PREPARE_FILES: usize = 1024;

@@ -24,6 +24,14 @@ pub enum Request {
     List(List),
     /// Announces upcoming uploads; answered by [`Response::Prepared`]. Protocol 2.
     Prepare(Prepare),
+    /// Asks for a stored file's content. Protocol 3.
+    Get(Get),
+    /// Deletes a stored file. Protocol 3.
+    Delete(Delete),
+    /// Asks for the server's version, limits and usage. Protocol 3.
+    Info(InfoRequest),
+    /// Creates a folder (so empty folders can be sent). Protocol 3.
+    MakeDir(MakeDir),
 }
 
 /// Everything a server may send. Variant order is the wire encoding: append only.
@@ -39,6 +47,18 @@ pub enum Response {
     Listing(Listing),
     /// The plan for each file of a [`Request::Prepare`]. Protocol 2.
     Prepared(Prepared),
+    /// A download begins; `size - offset` bytes follow as [`Response::Data`]. Protocol 3.
+    Sending(Sending),
+    /// A piece of a download. Protocol 3.
+    Data(Chunk),
+    /// A file was deleted. Protocol 3.
+    Deleted(Deleted),
+    /// The answer to [`Request::Info`]. Protocol 3.
+    ServerInfo(ServerInfo),
+    /// A folder exists now. Protocol 3.
+    DirMade(DirMade),
+    /// A `Get`, `Delete` or `MakeDir` failed; the session goes on. Protocol 3.
+    Failed(Failed),
 }
 
 /// First client message: who is speaking and which protocol version.
@@ -175,9 +195,103 @@ pub struct CancelFile {
     pub reason: String,
 }
 
-/// Asks for the whole catalog.
+/// Asks for the catalog, optionally only names matching a glob pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct List {}
+pub struct List {
+    /// `*` matches any run of characters (including `/`), `?` one character, `[abc]` a set.
+    pub pattern: Option<String>,
+}
+
+/// Asks for a stored file, from `offset` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Get {
+    /// The stored name.
+    pub name: String,
+    /// Bytes the client already holds from an interrupted download.
+    pub offset: u64,
+    /// BLAKE3 of those bytes. The server resumes only if its file's prefix has the same
+    /// hash; otherwise it sends from zero.
+    pub prefix_hash: Option<Hash>,
+}
+
+/// The header of a download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sending {
+    /// The stored name.
+    pub name: String,
+    /// Size of the whole file, as the catalog records it.
+    pub size: u64,
+    /// BLAKE3 of the whole file, as the catalog records it; the client verifies against it.
+    pub hash: Hash,
+    /// Where the data starts (the requested offset, or 0 if the prefix did not match).
+    pub offset: u64,
+}
+
+/// Deletes a stored file and its catalog record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    /// The stored name.
+    pub name: String,
+}
+
+/// Confirms a deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// The stored name.
+    pub name: String,
+    /// Size of the deleted file.
+    pub size: u64,
+}
+
+/// Asks for [`ServerInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoRequest {}
+
+/// The server's identity, limits and usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Server software and version.
+    pub software: String,
+    /// Protocol version.
+    pub protocol_version: u32,
+    /// Optional features.
+    pub capabilities: Vec<String>,
+    /// Files in the catalog.
+    pub files: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// Free bytes in the storage directory.
+    pub free_bytes: u64,
+    /// Largest file accepted.
+    pub max_file_size: u64,
+    /// Clients served at once.
+    pub max_connections: u32,
+}
+
+/// Creates a folder and any missing parents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakeDir {
+    /// Relative folder name, same rules as file names.
+    pub name: String,
+}
+
+/// Confirms a folder exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirMade {
+    /// The folder name.
+    pub name: String,
+    /// False if it existed already.
+    pub created: bool,
+}
+
+/// A request other than an upload failed; the connection stays usable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// Machine-readable cause.
+    pub code: ErrorCode,
+    /// Explanation.
+    pub message: String,
+}
 
 /// A file is stored, verified and recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,9 +4,10 @@
 use bytes::{Bytes, BytesMut};
 use ft_protocol::{
     codec::{decode, decode_hello, encode, FrameCodec},
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, EndFile, ErrorCode,
-    ErrorResponse, FileIntent, FilePlan, Hash, Hello, List, Listing, Prepare, Prepared, Request,
-    Response, Welcome, MAX_FRAME_LEN,
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, Delete, Deleted, DirMade,
+    EndFile, ErrorCode, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Hello, InfoRequest,
+    List, Listing, MakeDir, Prepare, Prepared, Request, Response, Sending, ServerInfo, Welcome,
+    MAX_FRAME_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -29,6 +30,7 @@ fn code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::Timeout,
         ErrorCode::ShuttingDown,
         ErrorCode::NoSpace,
+        ErrorCode::NotFound,
     ])
 }
 
@@ -72,7 +74,17 @@ fn request() -> impl Strategy<Value = Request> {
         })),
         hash().prop_map(|hash| Request::EndFile(EndFile { hash })),
         name().prop_map(|reason| Request::CancelFile(CancelFile { reason })),
-        Just(Request::List(List {})),
+        prop::option::of(name()).prop_map(|pattern| Request::List(List { pattern })),
+        (name(), any::<u64>(), prop::option::of(hash())).prop_map(|(name, offset, prefix_hash)| {
+            Request::Get(Get {
+                name,
+                offset,
+                prefix_hash,
+            })
+        }),
+        name().prop_map(|name| Request::Delete(Delete { name })),
+        Just(Request::Info(InfoRequest {})),
+        name().prop_map(|name| Request::MakeDir(MakeDir { name })),
         prop::collection::vec((name(), any::<u64>(), hash()), 0..8).prop_map(|files| {
             Request::Prepare(Prepare {
                 files: files

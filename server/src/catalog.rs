@@ -106,46 +106,84 @@ impl Catalog {
         Ok(added_at)
     }
 
-    /// Up to `limit` recorded files whose stored names sort after `after`, in name order.
-    /// Paging keeps both memory and the time the lock is held bounded. Blocking.
+    /// Up to `limit` recorded files whose stored names sort after `after` and match the glob
+    /// `pattern` (SQLite GLOB: `*`, `?`, `[...]`, case-sensitive), in name order. Paging keeps
+    /// both memory and the time the lock is held bounded. Blocking.
     pub fn list_page(
         &self,
+        pattern: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<CatalogEntry>, CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let mut statement = conn.prepare_cached(
             "SELECT stored_name, sent_name, size, blake3, added_at FROM files
-             WHERE ?1 IS NULL OR stored_name > ?1 ORDER BY stored_name LIMIT ?2",
+             WHERE (?1 IS NULL OR stored_name > ?1) AND (?2 IS NULL OR stored_name GLOB ?2)
+             ORDER BY stored_name LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement.query_map(params![after, limit], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (name, sent_name, size, hash, added_at) = row?;
-            let corrupt = |what| CatalogError::Corrupt {
-                name: name.clone(),
-                what,
-            };
-            let size = u64::try_from(size).map_err(|_| corrupt("negative size"))?;
-            let hash = Hash::from_hex(&hash).ok_or_else(|| corrupt("malformed hash"))?;
-            Ok(CatalogEntry {
-                name,
-                sent_name,
-                size,
-                hash,
-                added_at,
-            })
-        })
-        .collect()
+        let rows = statement.query_map(params![after, pattern, limit], read_row)?;
+        rows.map(|row| entry_from(row?)).collect()
     }
+
+    /// The record of one stored name. Blocking.
+    pub fn get(&self, name: &str) -> Result<Option<CatalogEntry>, CatalogError> {
+        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let mut statement = conn.prepare_cached(
+            "SELECT stored_name, sent_name, size, blake3, added_at FROM files WHERE stored_name = ?1",
+        )?;
+        let mut rows = statement.query_map(params![name], read_row)?;
+        rows.next().map(|row| entry_from(row?)).transpose()
+    }
+
+    /// Removes the record of one stored name; false if there was none. Blocking.
+    pub fn remove(&self, name: &str) -> Result<bool, CatalogError> {
+        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let removed = conn.execute("DELETE FROM files WHERE stored_name = ?1", params![name])?;
+        Ok(removed > 0)
+    }
+
+    /// Number of recorded files and the sum of their sizes. Blocking.
+    pub fn totals(&self) -> Result<(u64, u64), CatalogError> {
+        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let (count, bytes): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok((
+            u64::try_from(count).unwrap_or(0),
+            u64::try_from(bytes).unwrap_or(0),
+        ))
+    }
+}
+
+type Row = (String, String, i64, String, String);
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn entry_from((name, sent_name, size, hash, added_at): Row) -> Result<CatalogEntry, CatalogError> {
+    let corrupt = |what| CatalogError::Corrupt {
+        name: name.clone(),
+        what,
+    };
+    let size = u64::try_from(size).map_err(|_| corrupt("negative size"))?;
+    let hash = Hash::from_hex(&hash).ok_or_else(|| corrupt("malformed hash"))?;
+    Ok(CatalogEntry {
+        name,
+        sent_name,
+        size,
+        hash,
+        added_at,
+    })
 }
 
 #[cfg(test)]
@@ -172,7 +210,10 @@ mod tests {
             let added = catalog.record(&record("a", b"a")).unwrap();
             assert!(humantime::parse_rfc3339(&added).is_ok(), "{added}");
         }
-        let entries = Catalog::open(&path).unwrap().list_page(None, 10).unwrap();
+        let entries = Catalog::open(&path)
+            .unwrap()
+            .list_page(None, None, 10)
+            .unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(entries[1].size, 3);
@@ -186,13 +227,33 @@ mod tests {
         for name in ["c", "a", "e", "b", "d"] {
             catalog.record(&record(name, name.as_bytes())).unwrap();
         }
-        let first = catalog.list_page(None, 2).unwrap();
-        let second = catalog.list_page(Some("b"), 2).unwrap();
-        let last = catalog.list_page(Some("d"), 2).unwrap();
+        let first = catalog.list_page(None, None, 2).unwrap();
+        let second = catalog.list_page(None, Some("b"), 2).unwrap();
+        let last = catalog.list_page(None, Some("d"), 2).unwrap();
         let names = |page: &[CatalogEntry]| page.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&first), ["a", "b"]);
         assert_eq!(names(&second), ["c", "d"]);
         assert_eq!(names(&last), ["e"]);
+    }
+
+    #[test]
+    fn patterns_totals_lookup_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
+        for name in ["photos/a.jpg", "photos/b.png", "notes.txt"] {
+            catalog.record(&record(name, name.as_bytes())).unwrap();
+        }
+        let jpgs = catalog.list_page(Some("*.jpg"), None, 10).unwrap();
+        assert_eq!(jpgs.len(), 1);
+        assert_eq!(
+            catalog.list_page(Some("photos/*"), None, 10).unwrap().len(),
+            2
+        );
+        assert_eq!(catalog.totals().unwrap(), (3, 12 + 12 + 9));
+        assert_eq!(catalog.get("notes.txt").unwrap().unwrap().size, 9);
+        assert!(catalog.remove("notes.txt").unwrap());
+        assert!(!catalog.remove("notes.txt").unwrap());
+        assert!(catalog.get("notes.txt").unwrap().is_none());
     }
 
     #[test]
@@ -201,7 +262,7 @@ mod tests {
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
         catalog.record(&record("a", b"old")).unwrap();
         catalog.record(&record("a", b"newer")).unwrap();
-        let entries = catalog.list_page(None, 10).unwrap();
+        let entries = catalog.list_page(None, None, 10).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].size, 5);
     }

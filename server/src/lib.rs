@@ -1,11 +1,13 @@
 //! The `fts` server as a library: `main.rs` only parses flags and calls [`run`].
 //!
 //! Where things are: flags in [`config`], the accept loop in [`listener`], one connection's
-//! protocol in [`session`], an upload in flight in [`upload`], name rules in [`names`],
-//! every filesystem touch in [`store`], the SQLite catalog in [`catalog`].
+//! protocol in [`session`], an upload in flight in [`upload`], a download in [`download`],
+//! who writes which partial upload in [`leases`], name rules in [`names`], every filesystem
+//! touch in [`store`], the SQLite catalog in [`catalog`].
 
 pub mod catalog;
 pub mod config;
+pub mod download;
 pub mod leases;
 pub mod listener;
 pub mod names;

@@ -11,9 +11,9 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
-    Ack, BeginFile, Chunk, EndFile, ErrorCode, ErrorResponse, FileIntent, FilePlan, Hash, Listing,
-    Prepare, Prepared, ProtocolError, Request, Response, Welcome, CHUNK_SIZE, MAX_PREPARE_FILES,
-    PROTOCOL_VERSION,
+    Ack, BeginFile, Chunk, Delete, Deleted, DirMade, EndFile, ErrorCode, ErrorResponse, Failed,
+    FileIntent, FilePlan, Get, Hash, Listing, MakeDir, Prepare, Prepared, ProtocolError, Request,
+    Response, Sending, ServerInfo, Welcome, CHUNK_SIZE, MAX_PREPARE_FILES, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -25,7 +25,9 @@ use tracing::Instrument;
 
 use crate::{
     catalog::NewRecord,
+    download,
     names::ValidName,
+    store::Store,
     upload::{Upload, UploadError},
     ServerState,
 };
@@ -166,8 +168,12 @@ impl Session {
                 Request::Chunk(chunk) => self.on_chunk(chunk).await?,
                 Request::EndFile(end) => self.on_end_file(end).await?,
                 Request::CancelFile(cancel) => self.on_cancel_file(&cancel.reason).await?,
-                Request::List(_) => self.on_list().await?,
+                Request::List(list) => self.on_list(list.pattern).await?,
                 Request::Prepare(prepare) => self.on_prepare(prepare).await?,
+                Request::Get(get) => self.on_get(get).await?,
+                Request::Delete(delete) => self.on_delete(delete).await?,
+                Request::Info(_) => self.on_info().await?,
+                Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
             }
         }
     }
@@ -450,7 +456,129 @@ impl Session {
         }
     }
 
-    async fn on_list(&mut self) -> Result<(), SessionError> {
+    async fn on_get(&mut self, get: Get) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("Get while an upload is open").await);
+        }
+        let started = std::time::Instant::now();
+        let state = Arc::clone(&self.state);
+        let found = tokio::task::spawn_blocking(move || open_for_download(&state, &get)).await;
+        let (file, header) = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err((code, message))) => return self.fail(code, message).await,
+            Err(join) => return self.fail(ErrorCode::Internal, join.to_string()).await,
+        };
+        let (name, size, offset) = (header.name.clone(), header.size, header.offset);
+        self.send(Response::Sending(header)).await?;
+        let mut chunks = download::read_chunks(file, offset, size - offset);
+        while let Some(chunk) = chunks.recv().await {
+            match chunk {
+                Ok(data) => self.send(Response::Data(Chunk { data })).await?,
+                Err(err) => {
+                    let message = format!("cannot read '{name}': {err}");
+                    return self.fail(ErrorCode::Storage, message).await;
+                }
+            }
+        }
+        tracing::info!(
+            name, bytes = size - offset, offset, elapsed = ?started.elapsed(),
+            result = "sent", "file downloaded"
+        );
+        Ok(())
+    }
+
+    async fn on_delete(&mut self, delete: Delete) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("Delete while an upload is open").await);
+        }
+        let state = Arc::clone(&self.state);
+        let deleted =
+            tokio::task::spawn_blocking(move || delete_stored(&state, &delete.name)).await;
+        match deleted {
+            Ok(Ok(deleted)) => {
+                tracing::info!(
+                    name = deleted.name,
+                    bytes = deleted.size,
+                    result = "deleted",
+                    "file deleted"
+                );
+                self.send(Response::Deleted(deleted)).await
+            }
+            Ok(Err((code, message))) => self.fail(code, message).await,
+            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+        }
+    }
+
+    async fn on_info(&mut self) -> Result<(), SessionError> {
+        let state = Arc::clone(&self.state);
+        let info = tokio::task::spawn_blocking(move || {
+            let (files, bytes) = state.catalog.totals().map_err(|err| err.to_string())?;
+            let free_bytes = state
+                .store
+                .available_space()
+                .map_err(|err| err.to_string())?;
+            Ok::<_, String>(ServerInfo {
+                software: format!("fts {}", env!("CARGO_PKG_VERSION")),
+                protocol_version: PROTOCOL_VERSION,
+                capabilities: Vec::new(),
+                files,
+                bytes,
+                free_bytes,
+                max_file_size: state.limits.max_file_size,
+                max_connections: u32::try_from(state.limits.max_connections).unwrap_or(u32::MAX),
+            })
+        })
+        .await;
+        match info {
+            Ok(Ok(info)) => self.send(Response::ServerInfo(info)).await,
+            Ok(Err(message)) => self.fail(ErrorCode::Storage, message).await,
+            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+        }
+    }
+
+    async fn on_make_dir(&mut self, make_dir: MakeDir) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("MakeDir while an upload is open").await);
+        }
+        let name = match ValidName::parse(&make_dir.name) {
+            Ok(name) => name,
+            Err(err) => {
+                let message = format!("folder name {:?} refused: {err}", make_dir.name);
+                return self.fail(ErrorCode::InvalidName, message).await;
+            }
+        };
+        let store = Arc::clone(&self.state.store);
+        let folder = name.clone();
+        match tokio::task::spawn_blocking(move || store.make_dir(&folder)).await {
+            Ok(Ok(created)) => {
+                let name = name.as_str().to_owned();
+                self.send(Response::DirMade(DirMade { name, created }))
+                    .await
+            }
+            Ok(Err(err)) => {
+                let code = if err.is_about_the_name() {
+                    ErrorCode::InvalidName
+                } else {
+                    ErrorCode::Storage
+                };
+                self.fail(code, err.to_string()).await
+            }
+            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+        }
+    }
+
+    /// Answers a non-upload request with a failure; the session goes on.
+    async fn fail(&mut self, code: ErrorCode, message: String) -> Result<(), SessionError> {
+        tracing::warn!(result = %code, %message, "request failed");
+        let mut failed = ErrorResponse::new(None, code, message);
+        self.send(Response::Failed(Failed {
+            code,
+            message: std::mem::take(&mut failed.message),
+        }))
+        .await
+    }
+
+    async fn on_list(&mut self, pattern: Option<String>) -> Result<(), SessionError> {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("List while a file is open").await);
         }
@@ -458,9 +586,10 @@ impl Session {
         loop {
             let catalog = self.state.catalog.clone();
             let cursor = after.clone();
+            let glob = pattern.clone();
             // One entry more than a page tells whether this page is the last.
             let fetched = tokio::task::spawn_blocking(move || {
-                catalog.list_page(cursor.as_deref(), LISTING_PAGE_ENTRIES + 1)
+                catalog.list_page(glob.as_deref(), cursor.as_deref(), LISTING_PAGE_ENTRIES + 1)
             })
             .await;
             let mut entries = match fetched {
@@ -722,4 +851,82 @@ fn commit_and_record(
         return Err((ErrorCode::Storage, message));
     }
     Ok(stored)
+}
+
+/// Finds a stored file for `get`, deciding where to start: at the client's offset only if
+/// the client's prefix hash matches the stored file's. Blocking.
+fn open_for_download(
+    state: &ServerState,
+    get: &Get,
+) -> Result<(std::fs::File, Sending), (ErrorCode, String)> {
+    let not_found = || {
+        (
+            ErrorCode::NotFound,
+            format!("no stored file named {:?}", get.name),
+        )
+    };
+    let name = ValidName::parse(&get.name).map_err(|_| not_found())?;
+    let entry = state
+        .catalog
+        .get(name.as_str())
+        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
+        .ok_or_else(not_found)?;
+    let file = state
+        .store
+        .open_stored(&name)
+        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
+        .ok_or_else(|| {
+            let message = format!("'{}' is in the catalog but missing on disk", entry.name);
+            (ErrorCode::Storage, message)
+        })?;
+    let mut offset = 0;
+    if let Some(prefix_hash) = get.prefix_hash {
+        if get.offset > 0 && get.offset <= entry.size {
+            let ours = Store::hash_prefix(&file, get.offset)
+                .map_err(|err| (ErrorCode::Storage, err.to_string()))?;
+            if ours.is_some_and(|hasher| Hash::from(hasher.finalize()) == prefix_hash) {
+                offset = get.offset;
+            }
+        }
+    }
+    let header = Sending {
+        name: entry.name,
+        size: entry.size,
+        hash: entry.hash,
+        offset,
+    };
+    Ok((file, header))
+}
+
+/// Deletes a stored file and its record, as one step with respect to commits. Blocking.
+fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, (ErrorCode, String)> {
+    let not_found = || {
+        (
+            ErrorCode::NotFound,
+            format!("no stored file named {name:?}"),
+        )
+    };
+    let valid = ValidName::parse(name).map_err(|_| not_found())?;
+    let _serialized = state
+        .commit_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let storage = |err: &dyn std::fmt::Display| (ErrorCode::Storage, err.to_string());
+    let entry = state
+        .catalog
+        .get(valid.as_str())
+        .map_err(|err| storage(&err))?
+        .ok_or_else(not_found)?;
+    state
+        .store
+        .remove_stored(&valid)
+        .map_err(|err| storage(&err))?;
+    state
+        .catalog
+        .remove(valid.as_str())
+        .map_err(|err| storage(&err))?;
+    Ok(Deleted {
+        name: entry.name,
+        size: entry.size,
+    })
 }

@@ -278,6 +278,76 @@ impl Store {
         Ok(stored)
     }
 
+    /// Opens a stored file for reading, refusing symbolic links anywhere in its path.
+    /// Returns `None` if no regular file has that name. Blocking.
+    pub fn open_stored(&self, name: &ValidName) -> Result<Option<File>, StoreError> {
+        if self.walk_parents(name, false).is_err() {
+            return Ok(None);
+        }
+        let path = name.under(&self.root);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                File::open(&path).map(Some).map_err(io_error("open", &path))
+            }
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("inspect", &path)(err)),
+        }
+    }
+
+    /// BLAKE3 state after reading the first `len` bytes of `file`, if it has that many.
+    /// Blocking.
+    pub fn hash_prefix(file: &File, len: u64) -> io::Result<Option<blake3::Hasher>> {
+        let mut hasher = blake3::Hasher::new();
+        let mut reader = io::BufReader::with_capacity(PREFIX_READ_BUFFER, file.take(len));
+        let copied = io::copy(&mut reader, &mut hasher)?;
+        Ok((copied == len).then_some(hasher))
+    }
+
+    /// Deletes a stored file (never through a link) and syncs its folder. Returns false if no
+    /// regular file had that name. Blocking.
+    pub fn remove_stored(&self, name: &ValidName) -> Result<bool, StoreError> {
+        if self.walk_parents(name, false).is_err() {
+            return Ok(false);
+        }
+        let path = name.under(&self.root);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(io_error("inspect", &path)(err)),
+        }
+    }
+
+    /// Creates the folder `name` and its missing parents inside the root. Returns false if it
+    /// existed already. Blocking.
+    pub fn make_dir(&self, name: &ValidName) -> Result<bool, StoreError> {
+        self.walk_parents(name, true)?;
+        let path = name.under(&self.root);
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() => Ok(false),
+                    _ => Err(StoreError::ParentNotADirectory(name.as_str().to_owned())),
+                };
+            }
+            Err(err) => return Err(io_error("create folder", &path)(err)),
+        }
+        let mut folder = path.parent();
+        while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
+            sync_dir(dir)?;
+            folder = dir.parent();
+        }
+        Ok(true)
+    }
+
     /// Checks, without creating anything, that the folders of `name` are folders (or absent)
     /// and not symbolic links, and that the full path fits the system limit. Lets a doomed
     /// upload be refused before its bytes are sent. Blocking (a few `lstat`s).
@@ -501,6 +571,26 @@ mod tests {
             store.check_placeable(&name(&deep)),
             Err(StoreError::PathTooLong(_))
         ));
+    }
+
+    #[test]
+    fn stored_files_open_delete_and_folders_are_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        commit(&store, 1, b"content", "a/b.txt", ConflictPolicy::KeepBoth).unwrap();
+        let file = store.open_stored(&name("a/b.txt")).unwrap().unwrap();
+        let prefix = Store::hash_prefix(&file, 3).unwrap().unwrap();
+        assert_eq!(prefix.finalize(), blake3::hash(b"con"));
+        assert!(store.open_stored(&name("a/missing")).unwrap().is_none());
+        assert!(
+            store.open_stored(&name("a")).unwrap().is_none(),
+            "folders are not files"
+        );
+        assert!(store.remove_stored(&name("a/b.txt")).unwrap());
+        assert!(!store.remove_stored(&name("a/b.txt")).unwrap());
+        assert!(store.make_dir(&name("x/y/z")).unwrap());
+        assert!(!store.make_dir(&name("x/y/z")).unwrap());
+        assert!(dir.path().join("x/y/z").is_dir());
     }
 
     #[test]
