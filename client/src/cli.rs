@@ -5,17 +5,27 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ft_client::ServerAddress;
 
-/// Shown at the end of every --help: the one place exit codes are documented for users.
-pub(crate) const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success: every file was stored and verified
-  1  some files were not stored (the others were; see the messages)
-  2  bad arguments or unusable local files; nothing was sent
-  3  the server could not be reached, refused the session, or the connection failed";
+/// Shown at the end of every --help (a macro so `concat!` can append it to each
+/// subcommand's examples): the one place exit codes are documented for users.
+macro_rules! exit_codes_help {
+    () => {
+        "\n\
+Finding the server: HOST:PORT may be left out when FTC_SERVER is set or the config file
+($XDG_CONFIG_HOME/ftc/config.toml, else ~/.config/ftc/config.toml) has `server = \"host:port\"`.
+An explicit --server, or a first argument with a ':PORT', wins over both; the environment
+wins over the file. The port defaults to 7878.
 
-/// ftc: send files to an fts server, verified end to end with BLAKE3.
+Exit codes (the same for every subcommand):
+  0  success: everything asked for was done and verified
+  1  some files or names failed (the others succeeded; see the messages)
+  2  bad arguments, configuration or local files; nothing was sent
+  3  the server could not be reached, refused the session, or the connection failed"
+    };
+}
+
+/// ftc: send files to an fts server and manage them there, verified end to end with BLAKE3.
 #[derive(Debug, Parser)]
-#[command(name = "ftc", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "ftc", version, after_help = exit_codes_help!())]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -25,60 +35,192 @@ pub(crate) struct Cli {
 /// ftc's subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Upload files; each is stored only once the server has verified its BLAKE3 hash.
+    /// Upload files and folders; each file is stored only once the server verified its BLAKE3.
     #[command(
         visible_alias = "put",
         after_help = concat!(
             "Examples:\n",
             "  ftc send backup.example.org:7878 db.dump logs.tar.gz\n",
-            "  ftc send 10.0.0.5 *.iso               (default port 7878)\n",
-            "  ftc send [::1]:7878 report.pdf --overwrite\n\n",
+            "  ftc send 10.0.0.5 photos/             (a folder, default port 7878)\n",
+            "  ftc send [::1]:7878 report.pdf --overwrite\n",
+            "  FTC_SERVER=backup:7878 ftc send *.iso --json\n\n",
             "A name that already exists on the server is kept, and the new file is stored as\n",
-            "'name (1).ext' unless --overwrite is given.\n\n",
+            "'name (1).ext' unless --overwrite is given. Folders keep their structure; symbolic\n",
+            "links inside folders are not followed (they are listed as skipped); empty folders\n",
+            "are created. After a connection loss ftc reconnects and resumes by itself.\n",
+            exit_codes_help!(),
         ),
     )]
     Send(SendArgs),
-    /// Show what the server has stored: size, time added, BLAKE3 and name.
+    /// Download stored files, verified against the BLAKE3 recorded in the catalog.
+    #[command(
+        after_help = concat!(
+            "Examples:\n",
+            "  ftc get backup:7878 db.dump\n",
+            "  ftc get backup:7878 photos/2024/a.jpg -o ~/restore   (saved as ~/restore/photos/2024/a.jpg)\n",
+            "  ftc get backup:7878 report.pdf --force                (replace the local file)\n\n",
+            "A file is written to a hidden '.NAME.ftc-part' next to its destination and gets its\n",
+            "name only once verified. An interrupted download resumes from that partial file.\n",
+            exit_codes_help!(),
+        ),
+    )]
+    Get(GetArgs),
+    /// Show what the server has stored: size, time added, BLAKE3 and name, sorted by name.
     #[command(
         visible_alias = "ls",
-        after_help = "Examples:\n  ftc list backup.example.org:7878\n  ftc list 127.0.0.1:7878 --json | jq .name\n"
+        after_help = concat!(
+            "Examples:\n",
+            "  ftc list backup:7878\n",
+            "  ftc list backup:7878 'photos/*.jpg'\n",
+            "  ftc list backup:7878 --json | jq -r 'select(.event == \"entry\") | .name'\n\n",
+            "PATTERN: '*' matches anything (including '/'), '?' one character, [abc] a set.\n",
+            exit_codes_help!(),
+        ),
     )]
     List(ListArgs),
+    /// Delete stored files and their catalog records.
+    #[command(
+        visible_alias = "delete",
+        after_help = concat!(
+            "Examples:\n  ftc rm backup:7878 old.dump\n  ftc rm backup:7878 'a (1).txt' b.txt --json\n",
+            exit_codes_help!(),
+        )
+    )]
+    Rm(RmArgs),
+    /// Show the server's version, capabilities, usage, free space and limits.
+    #[command(after_help = concat!(
+        "Examples:\n  ftc info backup:7878\n  ftc info --json\n",
+        exit_codes_help!(),
+    ))]
+    Info(InfoArgs),
+    /// Interactive session over one connection: ls, put, get, rm, info, help, quit.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ftc shell backup:7878\n",
+        "  printf 'put a.txt\\nls\\n' | ftc shell backup:7878   (scripted)\n\n",
+        "Line editing and history when stdin is a terminal. A failed command does not end the\n",
+        "session; the exit code is the worst any command earned.\n",
+        exit_codes_help!(),
+    ))]
+    Shell(ShellArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  ftc completions bash > /etc/bash_completion.d/ftc\n  ftc completions zsh > ~/.zfunc/_ftc\n"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(after_help = "Examples:\n  ftc man > /usr/share/man/man1/ftc.1\n")]
+    Man,
 }
 
-/// Arguments of `ftc send`.
+/// Options every server command takes.
 #[derive(Debug, Args)]
-pub(crate) struct SendArgs {
-    /// Server as HOST[:PORT]; HOST is a name, an IPv4 address or a bracketed IPv6 address.
-    #[arg(value_name = "HOST:PORT")]
-    pub(crate) server: ServerAddress,
+pub(crate) struct ServerOptions {
+    /// Server as HOST[:PORT]: a name, an IPv4 or a bracketed IPv6 address.
+    #[arg(short, long, value_name = "HOST:PORT")]
+    pub(crate) server: Option<ServerAddress>,
 
-    /// Files to upload. Each is stored under its file name (without folders).
-    #[arg(value_name = "FILE", required = true)]
-    pub(crate) paths: Vec<PathBuf>,
-
-    /// Replace files of the same name on the server instead of keeping both.
+    /// Print one JSON object per line (NDJSON) instead of text; see the README for the schema.
     #[arg(long)]
-    pub(crate) overwrite: bool,
+    pub(crate) json: bool,
+}
 
+/// Options of commands that move file content.
+#[derive(Debug, Args)]
+pub(crate) struct TransferOptions {
     /// Reconnect and resume up to N times in a row after the connection drops (the count
     /// restarts whenever a retry makes progress). Backoff doubles from 0.5 s up to 30 s.
-    #[arg(long, value_name = "N", default_value_t = ft_client::DEFAULT_RETRIES)]
-    pub(crate) retries: u32,
+    /// Default 5, or `retries` from the config file.
+    #[arg(long, value_name = "N")]
+    pub(crate) retries: Option<u32>,
 
     /// Don't draw progress bars (they are also hidden when stderr is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,
 }
 
+/// Arguments of `ftc send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
+    #[command(flatten)]
+    pub(crate) transfer: TransferOptions,
+
+    /// [HOST:PORT] then the files and folders to upload.
+    #[arg(value_name = "[HOST:PORT] PATH", required = true)]
+    pub(crate) args: Vec<String>,
+
+    /// Replace files of the same name on the server instead of keeping both.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+}
+
+/// Arguments of `ftc get`.
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
+    #[command(flatten)]
+    pub(crate) transfer: TransferOptions,
+
+    /// [HOST:PORT] then the stored names to download.
+    #[arg(value_name = "[HOST:PORT] NAME", required = true)]
+    pub(crate) args: Vec<String>,
+
+    /// Folder to save into (default: the current folder, or `output` from the config file).
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Replace local files of the same name.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
 /// Arguments of `ftc list`.
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
-    /// Server as HOST[:PORT].
-    #[arg(value_name = "HOST:PORT")]
-    pub(crate) server: ServerAddress,
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
 
-    /// Print one JSON object per line instead of columns.
-    #[arg(long)]
-    pub(crate) json: bool,
+    /// [HOST:PORT] then an optional glob PATTERN.
+    #[arg(value_name = "[HOST:PORT] [PATTERN]", num_args = 0..=2)]
+    pub(crate) args: Vec<String>,
+}
+
+/// Arguments of `ftc rm`.
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
+
+    /// [HOST:PORT] then the stored names to delete.
+    #[arg(value_name = "[HOST:PORT] NAME", required = true)]
+    pub(crate) args: Vec<String>,
+}
+
+/// Arguments of `ftc info`.
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
+
+    /// The server, unless configured.
+    #[arg(value_name = "HOST:PORT", num_args = 0..=1)]
+    pub(crate) args: Vec<String>,
+}
+
+/// Arguments of `ftc shell`.
+#[derive(Debug, Args)]
+pub(crate) struct ShellArgs {
+    /// Server as HOST[:PORT].
+    #[arg(short, long, value_name = "HOST:PORT")]
+    pub(crate) server: Option<ServerAddress>,
+
+    /// The server, unless configured.
+    #[arg(value_name = "HOST:PORT", num_args = 0..=1)]
+    pub(crate) args: Vec<String>,
 }

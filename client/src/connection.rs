@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use ft_protocol::{
     codec::{self, MessageReader, MessageWriter},
-    CatalogEntry, ErrorResponse, FileIntent, FilePlan, Hello, List, Prepare, ProtocolError,
-    Request, Response, Welcome, PROTOCOL_VERSION,
+    CatalogEntry, Delete, Deleted, DirMade, ErrorResponse, Failed, FileIntent, FilePlan, Hello,
+    InfoRequest, List, MakeDir, Prepare, ProtocolError, Request, Response, ServerInfo, Welcome,
+    PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -82,9 +83,13 @@ impl Client {
         &self.welcome
     }
 
-    /// Fetches the whole catalog, sorted by stored name.
-    pub async fn list(&mut self) -> Result<Vec<CatalogEntry>, ClientError> {
-        self.writer.send(Request::List(List {})).await?;
+    /// Fetches the catalog, sorted by stored name; with a pattern, only matching names
+    /// (`*`, `?`, `[...]`, case-sensitive).
+    pub async fn list(
+        &mut self,
+        pattern: Option<String>,
+    ) -> Result<Vec<CatalogEntry>, ClientError> {
+        self.writer.send(Request::List(List { pattern })).await?;
         let mut entries = Vec::new();
         loop {
             match self
@@ -99,6 +104,54 @@ impl Client {
                 }
                 other => return Err(unexpected(other)),
             }
+        }
+    }
+
+    /// Deletes a stored file; a name that does not exist is a [`ClientError::Failed`].
+    pub async fn delete(&mut self, name: &str) -> Result<Deleted, ClientError> {
+        let request = Request::Delete(Delete {
+            name: name.to_owned(),
+        });
+        self.writer.send(request).await?;
+        match self
+            .receive(REPLY_TIMEOUT, "waiting for the deletion")
+            .await?
+        {
+            Response::Deleted(deleted) => Ok(deleted),
+            Response::Failed(Failed { code, message }) => {
+                Err(ClientError::Failed { code, message })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The server's version, limits and usage.
+    pub async fn info(&mut self) -> Result<ServerInfo, ClientError> {
+        self.writer.send(Request::Info(InfoRequest {})).await?;
+        match self
+            .receive(REPLY_TIMEOUT, "waiting for the server information")
+            .await?
+        {
+            Response::ServerInfo(info) => Ok(info),
+            Response::Failed(Failed { code, message }) => {
+                Err(ClientError::Failed { code, message })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a folder (and its parents) on the server.
+    pub async fn make_dir(&mut self, name: &str) -> Result<DirMade, ClientError> {
+        let request = Request::MakeDir(MakeDir {
+            name: name.to_owned(),
+        });
+        self.writer.send(request).await?;
+        match self.receive(REPLY_TIMEOUT, "waiting for a folder").await? {
+            Response::DirMade(made) => Ok(made),
+            Response::Failed(Failed { code, message }) => {
+                Err(ClientError::Failed { code, message })
+            }
+            other => Err(unexpected(other)),
         }
     }
 
@@ -160,6 +213,12 @@ pub(crate) fn unexpected(response: Response) -> ClientError {
         Response::Error(err) => format!("Error {}: {}", err.code, err.message),
         Response::Listing(_) => "Listing".to_owned(),
         Response::Prepared(_) => "Prepared".to_owned(),
+        Response::Sending(sending) => format!("Sending {}", sending.name),
+        Response::Data(_) => "Data".to_owned(),
+        Response::Deleted(deleted) => format!("Deleted {}", deleted.name),
+        Response::ServerInfo(_) => "ServerInfo".to_owned(),
+        Response::DirMade(made) => format!("DirMade {}", made.name),
+        Response::Failed(failed) => format!("Failed {}: {}", failed.code, failed.message),
     };
     ClientError::Unexpected(what)
 }

@@ -45,6 +45,26 @@ pub enum ClientError {
     /// The server sent a message the protocol does not allow at this point.
     #[error("unexpected message from the server: {0}")]
     Unexpected(String),
+    /// The server could not do what was asked (unknown name, refused folder, ...); the
+    /// session goes on.
+    #[error("{message} ({code})")]
+    Failed {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// A local file could not be written (downloads).
+    #[error("{}: {source}", path.display())]
+    LocalWrite {
+        /// The local path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The configuration (file or environment) is unusable.
+    #[error("{0}")]
+    Config(String),
     /// The server did not answer in time.
     #[error("no answer from the server within {0:?} while {1}")]
     Timeout(Duration, &'static str),
@@ -55,7 +75,11 @@ impl ClientError {
     /// failed, not the request itself.
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::LocalFiles(_) | ClientError::Unexpected(_) => false,
+            ClientError::LocalFiles(_)
+            | ClientError::Unexpected(_)
+            | ClientError::LocalWrite { .. }
+            | ClientError::Config(_) => false,
+            ClientError::Failed { code, .. } => code.is_transient(),
             ClientError::Refused { code, .. } => code.is_transient(),
             ClientError::Resolve { .. }
             | ClientError::Connect { .. }
@@ -77,11 +101,13 @@ pub enum LocalFileError {
         /// The OS error.
         source: io::Error,
     },
-    /// The path is a folder.
-    #[error("{}: is a folder; folder transfers are not supported yet", path.display())]
-    IsFolder {
-        /// The path given.
+    /// Walking a folder failed.
+    #[error("{}: cannot read the folder: {source}", path.display())]
+    UnreadableFolder {
+        /// The folder.
         path: PathBuf,
+        /// The OS error.
+        source: io::Error,
     },
     /// The path is a device, socket or pipe.
     #[error("{}: not a regular file", path.display())]

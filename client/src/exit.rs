@@ -1,18 +1,19 @@
 //! Outcomes mapped to exit codes, in one place (documented in cli::EXIT_CODES_HELP and the
-//! README).
+//! README). The same codes for every subcommand.
 
 use std::process::ExitCode;
 
 use ft_client::ClientError;
 
 /// The exit statuses of `ftc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Exit {
     /// Everything asked for was done and verified.
     Success = 0,
-    /// Some files were not stored; the others were.
+    /// Some files or names failed; the others succeeded.
     SomeFilesFailed = 1,
-    /// Bad arguments or local files; nothing was sent. (clap also exits 2 on usage errors.)
+    /// Bad arguments, configuration or local files; nothing was sent. (clap also exits 2
+    /// on usage errors.)
     BadInput = 2,
     /// The server was unreachable, refused the session, or the connection failed.
     Connection = 3,
@@ -22,7 +23,8 @@ impl Exit {
     /// The exit status for an operation that failed as a whole.
     pub(crate) fn for_error(err: &ClientError) -> Self {
         match err {
-            ClientError::LocalFiles(_) => Exit::BadInput,
+            ClientError::LocalFiles(_) | ClientError::Config(_) => Exit::BadInput,
+            ClientError::Failed { .. } | ClientError::LocalWrite { .. } => Exit::SomeFilesFailed,
             _ => Exit::Connection,
         }
     }

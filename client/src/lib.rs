@@ -6,17 +6,20 @@
 
 pub mod address;
 pub mod connection;
+pub mod download;
 pub mod error;
 pub mod events;
 pub mod local;
 mod pipeline;
+pub mod session;
 pub mod transfer;
 
 pub use address::ServerAddress;
 pub use connection::Client;
 pub use error::{ClientError, LocalFileError};
 pub use events::TransferEvent;
-pub use local::{plan_uploads, LocalFile};
+pub use local::{plan_uploads, LocalFile, Skipped, UploadPlan};
+pub use session::Session;
 pub use transfer::{
     send_files, FileFailure, FileOutcome, SendOptions, SendReport, StoredFile, DEFAULT_RETRIES,
 };

@@ -40,34 +40,149 @@ pub fn upload_key(name: &str, meta: &Metadata) -> Hash {
     hasher.finalize().into()
 }
 
-/// Checks every path and returns the files to send, or every problem found at once.
-pub fn plan_uploads(paths: &[PathBuf]) -> Result<Vec<LocalFile>, ClientError> {
-    let mut files = Vec::with_capacity(paths.len());
+/// Everything one `send` will do: files to upload, empty folders to create, and what was
+/// left out (with why).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadPlan {
+    /// Files, in a stable order (arguments in order, folder contents sorted by name).
+    pub files: Vec<LocalFile>,
+    /// Folders with nothing to send inside, created on the server so the tree is kept.
+    pub folders: Vec<String>,
+    /// Entries inside folders that are not sent.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry inside a sent folder that is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The entry.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Checks every path and plans the upload, or returns every problem found at once.
+///
+/// A file is sent under its own file name. A folder is sent with its structure under its own
+/// name: `photos/` becomes `photos/...` on the server. Inside folders, symbolic links are
+/// never followed (so nothing outside the tree is sent) and other special files are skipped;
+/// both are listed in [`UploadPlan::skipped`]. A path named on the command line is followed
+/// even if it is a link: the user chose it.
+pub fn plan_uploads(paths: &[PathBuf]) -> Result<UploadPlan, ClientError> {
+    let mut plan = UploadPlan::default();
     let mut problems = Vec::new();
     for path in paths {
-        match inspect(path) {
-            Ok(file) => files.push(file),
-            Err(problem) => problems.push(problem),
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => match folder_name(path) {
+                Ok(name) => {
+                    walk(path, &name, &mut plan, &mut problems);
+                }
+                Err(problem) => problems.push(problem),
+            },
+            Ok(_) => match inspect(path, None) {
+                Ok(file) => plan.files.push(file),
+                Err(problem) => problems.push(problem),
+            },
+            Err(source) => problems.push(LocalFileError::Unreadable {
+                path: path.clone(),
+                source,
+            }),
         }
     }
     if problems.is_empty() {
-        Ok(files)
+        Ok(plan)
     } else {
         Err(ClientError::LocalFiles(problems))
     }
 }
 
-fn inspect(path: &Path) -> Result<LocalFile, LocalFileError> {
+/// The name a folder argument is sent under: its own last component (`.` resolves to the
+/// current folder's name).
+fn folder_name(path: &Path) -> Result<String, LocalFileError> {
+    let resolved = path
+        .canonicalize()
+        .map_err(|source| LocalFileError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    resolved
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| LocalFileError::NonUtf8Name {
+            path: path.to_path_buf(),
+        })
+}
+
+/// Adds the contents of folder `dir` (sent as `name`). Returns whether anything inside will
+/// be sent; an empty folder is recorded to be created as such.
+fn walk(dir: &Path, name: &str, plan: &mut UploadPlan, problems: &mut Vec<LocalFileError>) -> bool {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(source) => {
+            problems.push(LocalFileError::UnreadableFolder {
+                path: dir.to_path_buf(),
+                source,
+            });
+            return true;
+        }
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|entry| entry.file_name());
+    let mut has_content = false;
+    for entry in entries {
+        let path = entry.path();
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .map(|child| format!("{name}/{child}"))
+        else {
+            problems.push(LocalFileError::NonUtf8Name { path });
+            continue;
+        };
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(source) => {
+                problems.push(LocalFileError::Unreadable { path, source });
+                continue;
+            }
+        };
+        if kind.is_symlink() {
+            plan.skipped.push(Skipped {
+                path,
+                reason: "symbolic link, not followed",
+            });
+        } else if kind.is_dir() {
+            walk(&path, &child, plan, problems);
+            has_content = true;
+        } else if kind.is_file() {
+            match inspect(&path, Some(child)) {
+                Ok(file) => {
+                    plan.files.push(file);
+                    has_content = true;
+                }
+                Err(problem) => problems.push(problem),
+            }
+        } else {
+            plan.skipped.push(Skipped {
+                path,
+                reason: "not a regular file",
+            });
+        }
+    }
+    if !has_content {
+        plan.folders.push(name.to_owned());
+    }
+    has_content
+}
+
+/// Checks one regular file; `name` defaults to its file name.
+fn inspect(path: &Path, name: Option<String>) -> Result<LocalFile, LocalFileError> {
     let unreadable = |source| LocalFileError::Unreadable {
         path: path.to_path_buf(),
         source,
     };
     let meta = std::fs::metadata(path).map_err(unreadable)?;
-    if meta.is_dir() {
-        return Err(LocalFileError::IsFolder {
-            path: path.to_path_buf(),
-        });
-    }
     if !meta.is_file() {
         return Err(LocalFileError::NotRegular {
             path: path.to_path_buf(),
@@ -75,17 +190,21 @@ fn inspect(path: &Path) -> Result<LocalFile, LocalFileError> {
     }
     // Opening proves read permission now rather than halfway through a batch.
     File::open(path).map_err(unreadable)?;
-    let name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .ok_or_else(|| LocalFileError::NonUtf8Name {
-            path: path.to_path_buf(),
-        })?;
+    let name = match name {
+        Some(name) => name,
+        None => path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| LocalFileError::NonUtf8Name {
+                path: path.to_path_buf(),
+            })?,
+    };
     Ok(LocalFile {
         path: path.to_path_buf(),
-        name: name.to_owned(),
+        key: upload_key(&name, &meta),
+        name,
         size: meta.len(),
-        key: upload_key(name, &meta),
     })
 }
 
@@ -119,17 +238,36 @@ mod tests {
         let good = dir.path().join("good.txt");
         std::fs::write(&good, b"12345").unwrap();
         let planned = plan_uploads(std::slice::from_ref(&good)).unwrap();
-        assert_eq!(planned[0].name, "good.txt");
-        assert_eq!(planned[0].size, 5);
+        assert_eq!(planned.files[0].name, "good.txt");
+        assert_eq!(planned.files[0].size, 5);
 
         let missing = dir.path().join("missing");
-        let err = plan_uploads(&[good, missing.clone(), dir.path().to_path_buf()]).unwrap_err();
+        let err =
+            plan_uploads(&[good, missing.clone(), dir.path().join("also-missing")]).unwrap_err();
         let ClientError::LocalFiles(problems) = &err else {
             panic!("{err:?}");
         };
         assert_eq!(problems.len(), 2);
-        let text = err.to_string();
-        assert!(text.contains("missing"), "{text}");
-        assert!(text.contains("is a folder"), "{text}");
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn folders_keep_their_structure_and_links_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"no").unwrap();
+        let root = dir.path().join("photos");
+        std::fs::create_dir_all(root.join("2024/empty")).unwrap();
+        std::fs::create_dir_all(root.join("nothing")).unwrap();
+        std::fs::write(root.join("2024/b.jpg"), b"b").unwrap();
+        std::fs::write(root.join("a.jpg"), b"a").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+
+        let plan = plan_uploads(&[root]).unwrap();
+        let names: Vec<_> = plan.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["photos/2024/b.jpg", "photos/a.jpg"]);
+        assert_eq!(plan.folders, ["photos/2024/empty", "photos/nothing"]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(plan.skipped[0].path.ends_with("escape"));
     }
 }

@@ -23,6 +23,10 @@ pub(crate) struct Progress {
     files: Mutex<HashMap<usize, ProgressBar>>,
     /// Position of every file seen, so the total is their sum even across retries.
     positions: Mutex<HashMap<usize, u64>>,
+    /// Sizes of files seen; when the batch's total was not known up front (downloads), the
+    /// total bar grows as files start.
+    sizes: Mutex<HashMap<usize, u64>>,
+    total_known: std::sync::atomic::AtomicBool,
     done: Mutex<(usize, usize)>,
 }
 
@@ -43,6 +47,8 @@ impl Progress {
             total,
             files: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
+            total_known: std::sync::atomic::AtomicBool::new(true),
             done: Mutex::new((0, 0)),
         }
     }
@@ -52,6 +58,10 @@ impl Progress {
         match event {
             TransferEvent::BatchStarted { files, bytes } => {
                 self.total.set_length(*bytes);
+                self.total_known.store(
+                    *bytes > 0 || *files == 0,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if let Ok(mut done) = self.done.lock() {
                     *done = (0, *files);
                 }
@@ -67,6 +77,14 @@ impl Progress {
                 let bar = self.multi.add(bar);
                 bar.set_prefix(shorten(name, 24));
                 bar.set_position(*offset);
+                let first_start = self
+                    .sizes
+                    .lock()
+                    .map(|mut sizes| sizes.insert(*index, *size).is_none())
+                    .unwrap_or(false);
+                if first_start && !self.total_known.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.total.inc_length(*size);
+                }
                 if *offset > 0 {
                     bar.set_message("resumed");
                 }

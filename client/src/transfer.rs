@@ -17,12 +17,11 @@ use std::{
 use ft_protocol::{ConflictPolicy, FileIntent, FilePlan, Hash, MAX_PREPARE_FILES};
 
 use crate::{
-    address::ServerAddress,
-    connection::Client,
     error::ClientError,
     events::TransferEvent,
-    local::LocalFile,
+    local::{LocalFile, UploadPlan},
     pipeline::{self, Planned},
+    session::Session,
 };
 
 /// Error code reported for files that failed on this side.
@@ -60,7 +59,8 @@ impl SendOptions {
         }
     }
 
-    fn backoff(&self, retry_in_a_row: u32) -> Duration {
+    /// Pause before the `retry_in_a_row`-th retry in a row.
+    pub fn backoff(&self, retry_in_a_row: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry_in_a_row.saturating_sub(1));
         self.first_backoff
             .saturating_mul(factor)
@@ -113,6 +113,10 @@ pub struct SendReport {
     pub bytes_sent: u64,
     /// Content bytes not sent because the server already held them (resume).
     pub bytes_resumed: u64,
+    /// Empty folders created on the server.
+    pub folders_made: Vec<String>,
+    /// Empty folders the server refused, with why.
+    pub folder_failures: Vec<(String, FileFailure)>,
 }
 
 impl SendReport {
@@ -130,9 +134,9 @@ impl SendReport {
             .filter_map(|outcome| outcome.result.as_ref().err().map(|f| (&outcome.file, f)))
     }
 
-    /// True when every file was stored and verified.
+    /// True when every file was stored and verified and every folder made.
     pub fn all_stored(&self) -> bool {
-        self.failed().next().is_none()
+        self.failed().next().is_none() && self.folder_failures.is_empty()
     }
 }
 
@@ -274,6 +278,7 @@ impl<'a> Ledger<'a> {
         started: Instant,
         connection_error: Option<ClientError>,
         retries: u32,
+        folders: Folders,
     ) -> SendReport {
         let verdicts = self
             .verdicts
@@ -300,53 +305,66 @@ impl<'a> Ledger<'a> {
             retries,
             bytes_sent: self.bytes_sent.into_inner(),
             bytes_resumed: self.bytes_resumed.into_inner(),
+            folders_made: folders.made,
+            folder_failures: folders.failed,
         }
     }
 }
 
-/// Uploads `files` to the server at `address`, retrying and resuming after connection
-/// failures, reporting progress through `on_event`.
+/// Progress on the empty folders of a plan.
+#[derive(Default)]
+struct Folders {
+    made: Vec<String>,
+    failed: Vec<(String, FileFailure)>,
+}
+
+impl Folders {
+    fn pending<'a>(&self, plan: &'a UploadPlan) -> Vec<&'a String> {
+        plan.folders
+            .iter()
+            .filter(|folder| {
+                !self.made.contains(folder) && !self.failed.iter().any(|(f, _)| f == *folder)
+            })
+            .collect()
+    }
+}
+
+/// Uploads a plan (files and empty folders) over `session`, retrying and resuming after
+/// connection failures, reporting progress through `on_event`.
 ///
 /// Returns a report in every case, so the caller can tell the user exactly which files
 /// landed; `connection_error` says why the batch stopped early, if it did.
 pub async fn send_files(
-    address: &ServerAddress,
-    files: &[LocalFile],
+    session: &mut Session,
+    plan: &UploadPlan,
     options: SendOptions,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> SendReport {
     let started = Instant::now();
+    let files = &plan.files;
     on_event(TransferEvent::BatchStarted {
         files: files.len(),
         bytes: files.iter().map(|file| file.size).sum(),
     });
     let ledger = Ledger::new(files, on_event);
-    let mut connected_once = false;
+    let mut folders = Folders::default();
     let mut retries = 0;
     let mut in_a_row = 0;
     let mut connection_error = None;
     loop {
         let pending = ledger.unsettled();
-        if pending.is_empty() {
+        if pending.is_empty() && folders.pending(plan).is_empty() {
             connection_error = None;
             break;
         }
         let mark = ledger.progress_mark();
-        let reason = match attempt(
-            address,
-            files,
-            &pending,
-            options,
-            &ledger,
-            &mut connected_once,
-        )
-        .await
-        {
+        let reason = match attempt(session, plan, &pending, options, &ledger, &mut folders).await {
             Ok(()) => ledger
                 .deferred_reason(&pending)
                 .unwrap_or_else(|| "some files were not confirmed".to_owned()),
             Err(err) => {
-                let retryable = err.is_transient() && connected_once;
+                session.reset();
+                let retryable = err.is_transient() && session.connected_once();
                 let reason = err.to_string();
                 connection_error = Some(err);
                 if !retryable {
@@ -355,7 +373,7 @@ pub async fn send_files(
                 reason
             }
         };
-        if ledger.unsettled().is_empty() {
+        if ledger.unsettled().is_empty() && folders.pending(plan).is_empty() {
             connection_error = None;
             break;
         }
@@ -377,20 +395,33 @@ pub async fn send_files(
         tokio::time::sleep(delay).await;
     }
     ledger.give_up(connection_error.as_ref());
-    ledger.into_report(started, connection_error, retries)
+    ledger.into_report(started, connection_error, retries, folders)
 }
 
-/// One session: connect, then announce and upload the pending files page by page.
+/// One session: make the empty folders, then announce and upload the pending files page by
+/// page.
 async fn attempt(
-    address: &ServerAddress,
-    files: &[LocalFile],
+    session: &mut Session,
+    plan: &UploadPlan,
     pending: &[usize],
     options: SendOptions,
     ledger: &Ledger<'_>,
-    connected_once: &mut bool,
+    folders: &mut Folders,
 ) -> Result<(), ClientError> {
-    let mut client = Client::connect(address).await?;
-    *connected_once = true;
+    let client = session.client().await?;
+    for folder in folders.pending(plan) {
+        match client.make_dir(folder).await {
+            Ok(_) => folders.made.push(folder.clone()),
+            Err(ClientError::Failed { code, message }) if !code.is_transient() => {
+                let code = code.as_str().to_owned();
+                folders
+                    .failed
+                    .push((folder.clone(), FileFailure { code, message }));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let files = &plan.files;
     for page in pending.chunks(MAX_PREPARE_FILES) {
         let intents = page
             .iter()
@@ -416,7 +447,7 @@ async fn attempt(
                 }),
             }
         }
-        pipeline::upload(&mut client, &planned, options, ledger).await?;
+        pipeline::upload(client, &planned, options, ledger).await?;
     }
     Ok(())
 }

@@ -446,15 +446,31 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// Parses `ftc list --json` output into (name, size, blake3, added_at) rows.
-pub fn listing(server: &Server, cwd: &Path) -> Vec<serde_json::Value> {
-    let output = ftc(cwd, &["list", &server.address(), "--json"]);
-    output.success();
+/// Parses NDJSON output into objects, failing the test on any line that is not JSON.
+pub fn ndjson(output: &Output) -> Vec<serde_json::Value> {
     output
         .stdout
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}\n{output}"))
+        })
         .collect()
+}
+
+/// The catalog as `ftc list --json` reports it: the `entry` objects (name, sent_name, size,
+/// blake3, added_at), checked against the closing summary.
+pub fn listing(server: &Server, cwd: &Path) -> Vec<serde_json::Value> {
+    let output = ftc(cwd, &["list", &server.address(), "--json"]);
+    output.success();
+    let mut lines = ndjson(&output);
+    let summary = lines.pop().expect("a summary line");
+    assert_eq!(summary["event"], "summary", "{output}");
+    assert!(
+        lines.iter().all(|line| line["event"] == "entry"),
+        "{output}"
+    );
+    assert_eq!(summary["files"], lines.len(), "{output}");
+    lines
 }
 
 /// A hand-driven protocol client for tests of hostile or broken behaviour.

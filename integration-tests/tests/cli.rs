@@ -11,11 +11,17 @@ fn missing_local_files_are_reported_before_anything_is_sent() {
     let good = ws.file("good.txt", b"good");
     let output = ftc(
         &ws.src(),
-        &["send", &server.address(), &good, "does-not-exist.txt", "."],
+        &[
+            "send",
+            &server.address(),
+            &good,
+            "does-not-exist.txt",
+            "also-missing/",
+        ],
     );
     output.expect_code(2);
     assert!(output.stderr.contains("does-not-exist.txt"), "{output}");
-    assert!(output.stderr.contains("is a folder"), "{output}");
+    assert!(output.stderr.contains("also-missing"), "{output}");
     assert!(
         !server.log().contains("client connected"),
         "ftc must not even connect"
@@ -79,12 +85,24 @@ fn help_documents_exit_codes_and_examples() {
     let ws = Workspace::new();
     let help = ftc(&ws.src(), &["--help"]);
     help.success();
-    assert!(help.stdout.contains("Exit codes:"), "{help}");
-    let send_help = ftc(&ws.src(), &["send", "--help"]);
-    assert!(
-        send_help.stdout.contains("Examples:") && send_help.stdout.contains("--overwrite"),
-        "{send_help}"
-    );
+    assert!(help.stdout.contains("Exit codes"), "{help}");
+    for command in [
+        "send",
+        "get",
+        "list",
+        "rm",
+        "info",
+        "shell",
+        "completions",
+        "man",
+    ] {
+        let help = ftc(&ws.src(), &[command, "--help"]);
+        help.success();
+        assert!(help.stdout.contains("Examples:"), "{help}");
+        if command != "completions" && command != "man" {
+            assert!(help.stdout.contains("Exit codes"), "{help}");
+        }
+    }
 }
 
 #[test]

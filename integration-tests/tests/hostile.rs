@@ -224,7 +224,9 @@ async fn protocol_violations_close_only_the_offending_connection() {
 
     // A first message that is not Hello.
     let mut client = RawClient::connect(server.addr).await;
-    client.send(Request::List(ft_protocol::List {})).await;
+    client
+        .send(Request::List(ft_protocol::List { pattern: None }))
+        .await;
     expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
 
     // A huge length prefix followed by garbage: refused from the prefix.

@@ -144,6 +144,33 @@ fn response() -> impl Strategy<Value = Response> {
             })),
         prop::collection::vec(plan(), 0..8)
             .prop_map(|plans| Response::Prepared(Prepared { plans })),
+        (name(), any::<u64>(), hash(), any::<u64>()).prop_map(|(name, size, hash, offset)| {
+            Response::Sending(Sending {
+                name,
+                size,
+                hash,
+                offset,
+            })
+        }),
+        prop::collection::vec(any::<u8>(), 0..2048).prop_map(|data| Response::Data(Chunk {
+            data: Bytes::from(data)
+        })),
+        (name(), any::<u64>()).prop_map(|(name, size)| Response::Deleted(Deleted { name, size })),
+        (any::<u64>(), any::<u64>(), any::<u32>()).prop_map(|(files, bytes, max)| {
+            Response::ServerInfo(ServerInfo {
+                software: "fts".into(),
+                protocol_version: 3,
+                capabilities: vec![],
+                files,
+                bytes,
+                free_bytes: bytes / 2,
+                max_file_size: bytes,
+                max_connections: max,
+            })
+        }),
+        (name(), any::<bool>())
+            .prop_map(|(name, created)| Response::DirMade(DirMade { name, created })),
+        (code(), name()).prop_map(|(code, message)| Response::Failed(Failed { code, message })),
     ]
 }
 

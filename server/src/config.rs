@@ -16,8 +16,12 @@ use ft_protocol::DEFAULT_PORT;
 )]
 pub struct Args {
     /// Directory where received files are stored (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "man")]
+    pub dir: Option<PathBuf>,
+
+    /// Print the man page (roff) to stdout and exit.
+    #[arg(long)]
+    pub man: bool,
 
     /// Address to listen on; port 0 picks a free port. The chosen address is printed
     /// on stdout as `listening on IP:PORT`.

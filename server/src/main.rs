@@ -24,6 +24,16 @@ const SPARE_BLOCKING_THREADS: usize = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory;
+        return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("fts: error: cannot write the man page: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(args.max_connections as usize + SPARE_BLOCKING_THREADS)
@@ -55,8 +65,9 @@ async fn async_main(args: Args) -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&args.dir)
-        .with_context(|| format!("cannot use {} as the storage directory", args.dir.display()))?;
+    let dir = args.dir.clone().context("--dir is required")?;
+    let store = Store::open(&dir)
+        .with_context(|| format!("cannot use {} as the storage directory", dir.display()))?;
     let catalog_path = store.private_dir().join(CATALOG_FILE);
     let catalog = Catalog::open(&catalog_path)
         .with_context(|| format!("cannot open the catalog {}", catalog_path.display()))?;

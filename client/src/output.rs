@@ -1,0 +1,395 @@
+//! What `ftc` prints: text for people, NDJSON for scripts (`--json`). Results go to stdout,
+//! diagnostics and progress bars to stderr. The JSON schema is documented in the README.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ft_client::{
+    download::DownloadReport, transfer::CONNECTION_LOST, ClientError, SendReport, Skipped,
+    TransferEvent,
+};
+use ft_protocol::{CatalogEntry, ServerInfo};
+use indicatif::BinaryBytes;
+use serde_json::{json, Value};
+
+use crate::{exit::Exit, progress::Progress};
+
+/// Like `println!`, but a closed stdout (`ftc list | head`) is not a panic: the reader has
+/// what it wanted, so the rest is dropped quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+pub(crate) use out;
+
+/// Progress events are printed at most this often per file in JSON mode (plus the last).
+const JSON_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Prints one JSON object as a line.
+pub(crate) fn emit(value: &Value) {
+    out!("{value}");
+}
+
+/// Reports a failure of a whole command: text on stderr, and a JSON line in JSON mode.
+pub(crate) fn report_error(err: &ClientError, json: bool) -> Exit {
+    match err {
+        ClientError::LocalFiles(problems) => {
+            for problem in problems {
+                eprintln!("ftc: error: {problem}");
+            }
+        }
+        other => eprintln!("ftc: error: {other}"),
+    }
+    if json {
+        emit(&json!({"event": "error", "message": err.to_string()}));
+    }
+    Exit::for_error(err)
+}
+
+/// Draws transfer events: bars for people, throttled NDJSON for scripts.
+pub(crate) struct EventOutput {
+    json: bool,
+    bars: Progress,
+    /// Per file: name, size, and when progress was last printed.
+    files: Mutex<HashMap<usize, (String, u64, Instant)>>,
+}
+
+impl EventOutput {
+    pub(crate) fn new(json: bool, bars: bool) -> Self {
+        Self {
+            json,
+            bars: Progress::new(bars && !json),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn handle(&self, event: &TransferEvent) {
+        self.bars.handle(event);
+        if self.json {
+            if let Some(line) = self.to_json(event) {
+                emit(&line);
+            }
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bars.finish();
+    }
+
+    fn to_json(&self, event: &TransferEvent) -> Option<Value> {
+        Some(match event {
+            TransferEvent::BatchStarted { files, bytes } => {
+                json!({"event": "started", "files": files, "bytes": bytes})
+            }
+            TransferEvent::FileStarted {
+                index,
+                name,
+                size,
+                offset,
+            } => {
+                if let Ok(mut files) = self.files.lock() {
+                    files.insert(*index, (name.clone(), *size, Instant::now()));
+                }
+                json!({"event": "file_started", "index": index, "name": name, "size": size, "offset": offset})
+            }
+            TransferEvent::FileProgress { index, position } => {
+                let mut files = self.files.lock().ok()?;
+                let (name, size, last) = files.get_mut(index)?;
+                if *position < *size && last.elapsed() < JSON_PROGRESS_INTERVAL {
+                    return None;
+                }
+                *last = Instant::now();
+                json!({"event": "progress", "index": index, "name": name, "bytes": position, "size": size})
+            }
+            TransferEvent::FileStored {
+                index,
+                name,
+                stored_name,
+                size,
+                hash,
+            } => json!({
+                "event": "file_done", "index": index, "name": name, "stored_name": stored_name,
+                "size": size, "blake3": hash.to_hex(),
+            }),
+            TransferEvent::FileFailed {
+                index,
+                name,
+                code,
+                message,
+            } => json!({
+                "event": "file_failed", "index": index, "name": name, "code": code, "message": message,
+            }),
+            TransferEvent::Retrying {
+                attempt,
+                max,
+                delay,
+                reason,
+            } => json!({
+                "event": "retry", "attempt": attempt, "max": max,
+                "delay_ms": delay.as_millis() as u64, "reason": reason,
+            }),
+        })
+    }
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> BinaryBytes {
+    BinaryBytes((bytes as f64 / elapsed.as_secs_f64().max(1e-6)) as u64)
+}
+
+/// Prints what landed, what did not, and one summary line; returns the exit status.
+pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) -> Exit {
+    let stored_files = report.stored().count();
+    let stored_bytes: u64 = report.stored().map(|(_, stored)| stored.size).sum();
+    let failed = report.outcomes.len() - stored_files;
+    if json {
+        for skip in skipped {
+            emit(
+                &json!({"event": "skipped", "path": skip.path.display().to_string(), "reason": skip.reason}),
+            );
+        }
+        for (folder, failure) in &report.folder_failures {
+            emit(
+                &json!({"event": "folder_failed", "name": folder, "code": failure.code, "message": failure.message}),
+            );
+        }
+        emit(&json!({
+            "event": "summary", "files": report.outcomes.len(), "stored": stored_files,
+            "failed": failed, "bytes": stored_bytes, "elapsed_ms": report.elapsed.as_millis() as u64,
+            "retries": report.retries, "bytes_resumed": report.bytes_resumed,
+            "folders_made": report.folders_made.len(), "skipped": skipped.len(),
+            "ok": report.all_stored() && report.connection_error.is_none(),
+        }));
+    } else {
+        for (file, stored) in report.stored() {
+            let renamed = if stored.stored_name == file.name {
+                String::new()
+            } else {
+                format!(" as {}", stored.stored_name)
+            };
+            out!(
+                "stored {}{renamed} ({} bytes, blake3 {})",
+                file.name,
+                stored.size,
+                stored.hash
+            );
+        }
+        for folder in &report.folders_made {
+            out!("made folder {folder}");
+        }
+        for skip in skipped {
+            eprintln!("ftc: skipped {}: {}", skip.path.display(), skip.reason);
+        }
+        let mut unconfirmed = 0;
+        for (file, failure) in report.failed() {
+            if failure.code == CONNECTION_LOST {
+                unconfirmed += 1;
+                continue;
+            }
+            eprintln!(
+                "ftc: not stored: {}: {} ({})",
+                file.path.display(),
+                failure.message,
+                failure.code
+            );
+        }
+        for (folder, failure) in &report.folder_failures {
+            eprintln!(
+                "ftc: folder not made: {folder}: {} ({})",
+                failure.message, failure.code
+            );
+        }
+        if unconfirmed > 0 {
+            eprintln!("ftc: {unconfirmed} files not stored: the server did not confirm them");
+        }
+        let verdict = if report.all_stored() {
+            format!("all {stored_files} verified (BLAKE3)")
+        } else {
+            format!("{failed} failed")
+        };
+        let mut extras = String::new();
+        if report.retries > 0 {
+            extras.push_str(&format!("; {} retries", report.retries));
+        }
+        if report.bytes_resumed > 0 {
+            extras.push_str(&format!(
+                "; {} bytes resumed, not sent again",
+                report.bytes_resumed
+            ));
+        }
+        out!(
+            "{stored_files} of {} files stored, {stored_bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
+            report.outcomes.len(),
+            BinaryBytes(stored_bytes),
+            report.elapsed.as_secs_f64(),
+            rate(stored_bytes, report.elapsed),
+        );
+    }
+    if let Some(err) = &report.connection_error {
+        eprintln!("ftc: error: {err}");
+        return Exit::Connection;
+    }
+    if report.all_stored() {
+        Exit::Success
+    } else {
+        Exit::SomeFilesFailed
+    }
+}
+
+/// Prints what was saved and what was not; returns the exit status.
+pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
+    let saved: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok().map(|d| (&o.name, d)))
+        .collect();
+    let bytes: u64 = saved.iter().map(|(_, d)| d.size).sum();
+    let failed = report.outcomes.len() - saved.len();
+    if json {
+        emit(&json!({
+            "event": "summary", "files": report.outcomes.len(), "saved": saved.len(),
+            "failed": failed, "bytes": bytes, "elapsed_ms": report.elapsed.as_millis() as u64,
+            "retries": report.retries, "bytes_resumed": report.bytes_resumed,
+            "ok": report.all_saved() && report.connection_error.is_none(),
+        }));
+    } else {
+        for (name, done) in &saved {
+            out!(
+                "saved {name} to {} ({} bytes, blake3 {})",
+                done.path.display(),
+                done.size,
+                done.hash
+            );
+        }
+        for outcome in &report.outcomes {
+            if let Err(failure) = &outcome.result {
+                eprintln!(
+                    "ftc: not saved: {}: {} ({})",
+                    outcome.name, failure.message, failure.code
+                );
+            }
+        }
+        let verdict = if report.all_saved() {
+            format!("all {} verified (BLAKE3)", saved.len())
+        } else {
+            format!("{failed} failed")
+        };
+        let mut extras = String::new();
+        if report.retries > 0 {
+            extras.push_str(&format!("; {} retries", report.retries));
+        }
+        if report.bytes_resumed > 0 {
+            extras.push_str(&format!(
+                "; {} bytes resumed, not downloaded again",
+                report.bytes_resumed
+            ));
+        }
+        out!(
+            "{} of {} files saved, {bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
+            saved.len(),
+            report.outcomes.len(),
+            BinaryBytes(bytes),
+            report.elapsed.as_secs_f64(),
+            rate(bytes, report.elapsed),
+        );
+    }
+    if let Some(err) = &report.connection_error {
+        eprintln!("ftc: error: {err}");
+        return Exit::Connection;
+    }
+    if report.all_saved() {
+        Exit::Success
+    } else {
+        Exit::SomeFilesFailed
+    }
+}
+
+/// Prints the catalog: aligned columns, or one JSON object per entry and a summary.
+pub(crate) fn listing(entries: &[CatalogEntry], json: bool) {
+    let total: u64 = entries.iter().map(|entry| entry.size).sum();
+    if json {
+        for entry in entries {
+            emit(&json!({
+                "event": "entry", "name": entry.name, "sent_name": entry.sent_name,
+                "size": entry.size, "blake3": entry.hash.to_hex(), "added_at": entry.added_at,
+            }));
+        }
+        emit(&json!({"event": "summary", "files": entries.len(), "bytes": total}));
+        return;
+    }
+    let size_width = entries
+        .iter()
+        .map(|entry| entry.size.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("SIZE".len());
+    let time_width = entries
+        .iter()
+        .map(|entry| entry.added_at.len())
+        .max()
+        .unwrap_or(0)
+        .max("ADDED".len());
+    out!(
+        "{:>size_width$}  {:<time_width$}  {:<64}  NAME",
+        "SIZE",
+        "ADDED",
+        "BLAKE3"
+    );
+    for entry in entries {
+        out!(
+            "{:>size_width$}  {:<time_width$}  {}  {}",
+            entry.size,
+            entry.added_at,
+            entry.hash,
+            entry.name
+        );
+    }
+    out!(
+        "{} files, {total} bytes ({})",
+        entries.len(),
+        BinaryBytes(total)
+    );
+}
+
+/// Prints the server's information.
+pub(crate) fn info(server: &str, info: &ServerInfo, json: bool) {
+    if json {
+        emit(&json!({
+            "event": "info", "server": server, "software": info.software,
+            "protocol_version": info.protocol_version, "capabilities": info.capabilities,
+            "files": info.files, "bytes": info.bytes, "free_bytes": info.free_bytes,
+            "max_file_size": info.max_file_size, "max_connections": info.max_connections,
+        }));
+        return;
+    }
+    let capabilities = if info.capabilities.is_empty() {
+        "none".to_owned()
+    } else {
+        info.capabilities.join(", ")
+    };
+    out!("server:           {server}");
+    out!("software:         {}", info.software);
+    out!("protocol:         {}", info.protocol_version);
+    out!("capabilities:     {capabilities}");
+    out!("files stored:     {}", info.files);
+    out!(
+        "bytes stored:     {} ({})",
+        info.bytes,
+        BinaryBytes(info.bytes)
+    );
+    out!(
+        "free space:       {} ({})",
+        info.free_bytes,
+        BinaryBytes(info.free_bytes)
+    );
+    out!(
+        "max file size:    {} ({})",
+        info.max_file_size,
+        BinaryBytes(info.max_file_size)
+    );
+    out!("max connections:  {}", info.max_connections);
+}
