@@ -95,7 +95,7 @@ pub async fn download_files(
         let mut in_a_row = 0;
         let result = loop {
             let mut resumed = 0;
-            match download_one(
+            let attempt = download_one(
                 session,
                 index,
                 name,
@@ -104,12 +104,12 @@ pub async fn download_files(
                 on_event,
                 &mut resumed,
             )
-            .await
-            {
+            .await;
+            bytes_resumed += resumed;
+            match attempt {
                 Ok(done) => break Ok(done),
                 Err(Outcome::Failed(failure)) => break Err(failure),
                 Err(Outcome::Connection(err, progressed)) => {
-                    bytes_resumed += resumed;
                     session.reset();
                     if progressed {
                         in_a_row = 0;

@@ -249,6 +249,21 @@ pub fn ftc(cwd: &Path, args: &[&str]) -> Output {
     spawn_ftc(cwd, args).finish()
 }
 
+/// Runs `ftc args...` with extra environment variables and, optionally, bytes on stdin.
+pub fn ftc_with(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let input = stdin.map(|bytes| {
+        let path = cwd.join(format!(".ftc-{}.in", rand_u64()));
+        fs::write(&path, bytes).unwrap();
+        path
+    });
+    let run = spawn_ftc_with(cwd, args, env, input.as_deref());
+    let output = run.finish();
+    if let Some(path) = input {
+        let _ = fs::remove_file(path);
+    }
+    output
+}
+
 /// An `ftc` running in the background, its stdout and stderr captured to files.
 pub struct RunningFtc {
     pub child: Child,
@@ -259,13 +274,31 @@ pub struct RunningFtc {
 
 /// Starts `ftc args...` in the background.
 pub fn spawn_ftc(cwd: &Path, args: &[&str]) -> RunningFtc {
+    spawn_ftc_with(cwd, args, &[], None)
+}
+
+/// Starts `ftc` isolated from the developer's own configuration: no `FTC_SERVER`, and a
+/// config folder that does not exist, unless `env` sets them.
+fn spawn_ftc_with(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&Path>,
+) -> RunningFtc {
     let tag = rand_u64();
     let stdout_path = cwd.join(format!(".ftc-{tag}.out"));
     let stderr_path = cwd.join(format!(".ftc-{tag}.err"));
+    let stdin = match stdin {
+        Some(path) => Stdio::from(File::open(path).unwrap()),
+        None => Stdio::null(),
+    };
     let child = Command::new(bin("ftc"))
         .args(args)
         .current_dir(cwd)
-        .stdin(Stdio::null())
+        .env_remove("FTC_SERVER")
+        .env("XDG_CONFIG_HOME", cwd.join(".no-ftc-config"))
+        .envs(env.iter().copied())
+        .stdin(stdin)
         .stdout(File::create(&stdout_path).unwrap())
         .stderr(File::create(&stderr_path).unwrap())
         .spawn()

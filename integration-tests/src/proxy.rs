@@ -26,6 +26,8 @@ pub enum Fault {
     StallAfter(u64),
     /// Forward at most this many bytes per second.
     Throttle(u64),
+    /// Forward server-to-client bytes (downloads) at most this fast; uploads are untouched.
+    ThrottleDown(u64),
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -103,18 +105,30 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, counter: &Atomic
     let _ = server.set_nodelay(true);
     let (client_read, server_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let (server_read, client_write) = (server, client);
-    let downstream = thread::spawn(move || copy_plain(server_read, client_write));
+    let down_rate = match fault {
+        Fault::ThrottleDown(rate) => Some(rate),
+        _ => None,
+    };
+    let downstream = thread::spawn(move || copy_plain(server_read, client_write, down_rate));
     copy_with_fault(client_read, server_write, fault, counter);
     let _ = downstream.join();
 }
 
-/// Server to client: untouched.
-fn copy_plain(mut from: TcpStream, mut to: TcpStream) {
+/// Server to client: untouched, but optionally slowed down.
+fn copy_plain(mut from: TcpStream, mut to: TcpStream, rate: Option<u64>) {
     let mut buffer = [0u8; 64 * 1024];
+    let (started, mut forwarded) = (Instant::now(), 0u64);
     loop {
         match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64((forwarded + n as u64) as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        thread::sleep(wait);
+                    }
+                }
+                forwarded += n as u64;
                 if to.write_all(&buffer[..n]).is_err() {
                     break;
                 }
