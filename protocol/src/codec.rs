@@ -123,8 +123,7 @@ pub type MessageReader<R, T> =
     tokio_serde::Framed<FramedRead<R, FrameCodec>, T, (), Postcard<T, ()>>;
 
 /// A sink of messages of type `T` written to `W`.
-pub type MessageWriter<W, T> =
-    tokio_serde::Framed<FramedWrite<W, FrameCodec>, (), T, Postcard<(), T>>;
+pub type MessageWriter<W, T> = FramedWrite<W, MessageEncoder<T>>;
 
 /// Reads messages of type `T` (a [`crate::Request`] on the server, a [`crate::Response`] on the
 /// client) from the read half of a connection.
@@ -137,10 +136,46 @@ pub fn message_reader<R: AsyncRead, T>(read_half: R) -> MessageReader<R, T> {
 
 /// Writes messages of type `T` to the write half of a connection.
 pub fn message_writer<W: AsyncWrite, T>(write_half: W) -> MessageWriter<W, T> {
-    tokio_serde::Framed::new(
-        FramedWrite::new(write_half, FrameCodec::new()),
-        Postcard::default(),
-    )
+    FramedWrite::new(write_half, MessageEncoder::default())
+}
+
+/// Encodes a message straight into the outgoing buffer: the length prefix, then postcard.
+///
+/// The writing side does not go through tokio-serde, whose serializer must return a fresh
+/// `Bytes` per message: for 256 KiB chunks that meant an allocation (and its page faults) and
+/// an extra copy per chunk, measured at a quarter of the client's CPU time. The bytes on the
+/// wire are identical to [`FrameCodec`] + [`encode`].
+#[derive(Debug)]
+pub struct MessageEncoder<T> {
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T> Default for MessageEncoder<T> {
+    fn default() -> Self {
+        Self { _type: PhantomData }
+    }
+}
+
+impl<T: Serialize> Encoder<T> for MessageEncoder<T> {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, message: T, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        use bytes::BufMut;
+        let start = dst.len();
+        dst.put_u32(0);
+        let writer = postcard::to_io(&message, dst.writer()).map_err(ProtocolError::Encode);
+        if let Err(err) = writer {
+            dst.truncate(start);
+            return Err(err);
+        }
+        let len = dst.len() - start - 4;
+        if len > MAX_FRAME_LEN {
+            dst.truncate(start);
+            return Err(ProtocolError::FrameTooLarge { max: MAX_FRAME_LEN });
+        }
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
 }
 
 /// Why the first frame of a session is not an acceptable [`Hello`].
@@ -346,6 +381,36 @@ mod tests {
         let mut dst = BytesMut::new();
         codec.encode(Bytes::from_static(b"abc"), &mut dst).unwrap();
         assert_eq!(&dst[..], &[0, 0, 0, 3, b'a', b'b', b'c']);
+    }
+
+    #[test]
+    fn the_direct_encoder_writes_the_same_bytes_as_frame_plus_postcard() {
+        let message = Request::Chunk(Chunk {
+            data: Bytes::from(vec![1u8; 1000]),
+        });
+        let mut direct = BytesMut::new();
+        MessageEncoder::default()
+            .encode(message.clone(), &mut direct)
+            .unwrap();
+        let mut layered = BytesMut::new();
+        FrameCodec::new()
+            .encode(Bytes::from(encode(&message).unwrap()), &mut layered)
+            .unwrap();
+        assert_eq!(direct, layered);
+
+        let too_big = Request::Chunk(Chunk {
+            data: Bytes::from(vec![0u8; MAX_FRAME_LEN]),
+        });
+        let mut out = BytesMut::from(&b"kept"[..]);
+        assert!(matches!(
+            MessageEncoder::default().encode(too_big, &mut out),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        assert_eq!(
+            &out[..],
+            b"kept",
+            "a refused message leaves the buffer as it was"
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod direct_write;
 pub mod download;
 pub mod leases;
 pub mod listener;

@@ -10,7 +10,7 @@
 //! the partial file stays for resume. It is removed only on a verdict against its content:
 //! hash mismatch, write error, or cancellation by the client.
 
-use std::{fs::File, io::Write, sync::Arc, time::Instant};
+use std::{fs::File, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use ft_protocol::{BeginFile, ConflictPolicy, Hash};
@@ -18,13 +18,15 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    direct_write::DirectWriter,
     leases::Lease,
     names::ValidName,
     store::{Store, StoreError},
 };
 
-/// Chunks queued between the session and the writer thread, per upload.
-const WRITE_QUEUE_CHUNKS: usize = 8;
+/// Chunks queued between the session and the writer thread, per upload. With the writer's
+/// own 512 KiB buffer, an upload holds at most about 1.5 MiB.
+const WRITE_QUEUE_CHUNKS: usize = 4;
 
 /// Why an upload could not continue.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +110,8 @@ impl Upload {
         let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
         // The lease moves into the writer, so the key is released only once every queued
         // byte is on disk.
-        let writer = tokio::task::spawn_blocking(move || write_chunks(file, prefix, queue, lease));
+        let writer =
+            tokio::task::spawn_blocking(move || write_chunks(file, offset, prefix, queue, lease));
         Ok(Self {
             id: begin.id,
             name,
@@ -172,17 +175,19 @@ impl Upload {
 
 /// Runs on a blocking thread until the session closes the queue.
 fn write_chunks(
-    mut file: File,
+    file: File,
+    offset: u64,
     mut hasher: blake3::Hasher,
     mut queue: mpsc::Receiver<Bytes>,
     _lease: Lease,
 ) -> std::io::Result<Written> {
+    let mut writer = DirectWriter::new(file, offset);
     while let Some(chunk) = queue.blocking_recv() {
-        file.write_all(&chunk)?;
         hasher.update(&chunk);
+        writer.write(&chunk)?;
     }
     Ok(Written {
-        file,
+        file: writer.finish()?,
         hash: hasher.finalize().into(),
     })
 }
