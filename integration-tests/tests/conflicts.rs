@@ -92,3 +92,16 @@ fn clients_racing_for_one_name_all_land() {
     assert_eq!(stored, sent, "every racer's content is stored exactly once");
     assert_eq!(listing(&server, &ws.src()).len(), racers);
 }
+
+#[test]
+fn the_same_file_twice_in_one_batch_is_stored_twice() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let path = ws.file("twice.txt", b"same bytes");
+    let output = ftc(&ws.src(), &["send", &server.address(), &path, &path]);
+    output.success();
+    assert_eq!(ws.stored_names(), ["twice (1).txt", "twice.txt"]);
+    for name in ws.stored_names() {
+        assert_eq!(fs::read(ws.recv().join(name)).unwrap(), b"same bytes");
+    }
+}

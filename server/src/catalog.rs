@@ -106,6 +106,39 @@ impl Catalog {
         Ok(added_at)
     }
 
+    /// Records a group of stored files in one transaction (one flush), replacing earlier
+    /// records of the same stored names. Blocking.
+    pub fn record_all(&self, records: &[NewRecord]) -> Result<(), CatalogError> {
+        let added_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let transaction = conn.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (stored_name) DO UPDATE SET
+                    sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
+                    added_at = excluded.added_at, client_addr = excluded.client_addr",
+            )?;
+            for record in records {
+                let size = i64::try_from(record.size).map_err(|_| CatalogError::Corrupt {
+                    name: record.stored_name.clone(),
+                    what: "size does not fit the database",
+                })?;
+                insert.execute(params![
+                    record.stored_name,
+                    record.sent_name,
+                    size,
+                    record.hash.to_hex(),
+                    added_at,
+                    record.client.to_string(),
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
     /// Up to `limit` recorded files whose stored names sort after `after` and match the glob
     /// `pattern` (SQLite GLOB: `*`, `?`, `[...]`, case-sensitive), in name order. Paging keeps
     /// both memory and the time the lock is held bounded. Blocking.
@@ -254,6 +287,18 @@ mod tests {
         assert!(catalog.remove("notes.txt").unwrap());
         assert!(!catalog.remove("notes.txt").unwrap());
         assert!(catalog.get("notes.txt").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_group_is_recorded_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
+        let group: Vec<_> = ["x", "y", "z"]
+            .iter()
+            .map(|n| record(n, n.as_bytes()))
+            .collect();
+        catalog.record_all(&group).unwrap();
+        assert_eq!(catalog.totals().unwrap(), (3, 3));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! touch in [`store`], the SQLite catalog in [`catalog`].
 
 pub mod catalog;
+pub mod commit;
 pub mod config;
 pub mod direct_write;
 pub mod download;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    catalog::NewRecord,
+    commit::{self, Verified, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_WAIT},
     download,
     names::ValidName,
     store::Store,
@@ -97,6 +97,8 @@ pub async fn serve(
         state,
         transfer: Transfer::Idle,
         prepared: HashMap::new(),
+        group: Vec::new(),
+        group_bytes: 0,
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
@@ -121,6 +123,9 @@ struct Session {
     transfer: Transfer,
     /// Resumes offered by the last `Prepare`: key -> (offset, hash state of the prefix).
     prepared: HashMap<Hash, (u64, blake3::Hasher)>,
+    /// Verified uploads waiting for their group commit, and their total size.
+    group: Vec<Verified>,
+    group_bytes: u64,
     files_stored: u64,
 }
 
@@ -135,8 +140,14 @@ impl Session {
                 Transfer::Receiving(upload) => Some(upload.superseded.clone()),
                 _ => None,
             };
+            let grouping = !self.group.is_empty();
             let next = tokio::select! {
                 next = self.next_request() => next?,
+                // The client paused: commit what is verified rather than keep it waiting.
+                () = tokio::time::sleep(GROUP_WAIT), if grouping => {
+                    self.commit_group().await?;
+                    continue;
+                }
                 // Dropping the upload keeps its partial file for the connection taking over.
                 () = cancelled(superseded) => {
                     let Transfer::Receiving(upload) = std::mem::replace(&mut self.transfer, Transfer::Idle) else {
@@ -146,6 +157,7 @@ impl Session {
                 }
                 // Only between files: an upload in flight is allowed to finish.
                 () = shutdown.cancelled(), if idle => {
+                    self.commit_group().await?;
                     let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
                     let _ = self.send(Response::Error(bye)).await;
                     return Ok(());
@@ -162,6 +174,18 @@ impl Session {
                     _ => Ok(()),
                 };
             };
+            let reads_the_store = matches!(
+                request,
+                Request::List(_)
+                    | Request::Prepare(_)
+                    | Request::Get(_)
+                    | Request::Delete(_)
+                    | Request::Info(_)
+                    | Request::MakeDir(_)
+            );
+            if reads_the_store {
+                self.commit_group().await?;
+            }
             match request {
                 Request::Hello(_) => return Err(self.violation("Hello sent twice").await),
                 Request::BeginFile(begin) => self.on_begin_file(begin).await?,
@@ -290,6 +314,10 @@ impl Session {
         if let Err((code, message)) = check_space(&self.state, begin.size - begin.offset) {
             return self.refuse_file(id, &begin.name, code, message).await;
         }
+        if self.group.iter().any(|verified| verified.key == begin.key) {
+            // The same local file again: its first copy must leave the partial area first.
+            self.commit_group().await?;
+        }
         let lease = match self.state.leases.claim(begin.key).await {
             Ok(lease) => lease,
             Err(err) => {
@@ -394,50 +422,75 @@ impl Session {
                 .await;
         }
 
-        let state = Arc::clone(&self.state);
-        let peer = self.peer;
-        let hash = written.hash;
-        let name_for_log = name.clone();
+        self.group_bytes += size;
+        self.group.push(Verified {
+            id,
+            name,
+            key,
+            conflict,
+            size,
+            hash: written.hash,
+            file: written.file,
+            started,
+            _lease: written.lease,
+        });
+        if self.group.len() >= GROUP_MAX_FILES || self.group_bytes >= GROUP_MAX_BYTES {
+            self.commit_group().await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the verified files collected so far (see commit.rs) and answers each.
+    async fn commit_group(&mut self) -> Result<(), SessionError> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.group);
+        self.group_bytes = 0;
+        let (state, peer) = (Arc::clone(&self.state), self.peer);
         let committed = tokio::task::spawn_blocking(move || {
-            commit_and_record(
-                &state,
-                &written.file,
-                &key,
-                &name,
-                conflict,
-                size,
-                hash,
-                peer,
-            )
-            .map(|stored| (name, stored))
+            let placed = commit::commit_group(&state, &group, peer);
+            (group, placed)
         })
         .await;
-        let (name, stored) = match committed {
-            Ok(Ok(names)) => names,
-            Ok(Err((code, message))) => {
-                return self
-                    .answer_file_error(id, name_for_log.as_str(), code, message)
-                    .await
-            }
+        let (group, placed) = match committed {
+            Ok(done) => done,
             Err(join) => {
-                let message = join.to_string();
-                return self
-                    .answer_file_error(id, name_for_log.as_str(), ErrorCode::Internal, message)
-                    .await;
+                let err = SessionError::Catalog(format!("commit task failed: {join}"));
+                return Err(self.refuse(ErrorCode::Internal, err).await);
             }
         };
-        tracing::info!(
-            name = name.as_str(), stored = stored.as_str(), bytes = size,
-            elapsed = ?started.elapsed(), result = "stored", "file received"
-        );
-        self.files_stored += 1;
-        self.send(Response::Ack(Ack {
-            id,
-            stored_name: stored.as_str().to_owned(),
-            size,
-            hash,
-        }))
-        .await?;
+        for (verified, placed) in group.into_iter().zip(placed) {
+            let Verified {
+                id,
+                name,
+                size,
+                hash,
+                started,
+                ..
+            } = verified;
+            match placed {
+                Ok(stored) => {
+                    tracing::info!(
+                        name = name.as_str(), stored = stored.as_str(), bytes = size,
+                        elapsed = ?started.elapsed(), result = "stored", "file received"
+                    );
+                    self.files_stored += 1;
+                    let stored_name = stored.as_str().to_owned();
+                    self.send(Response::Ack(Ack {
+                        id,
+                        stored_name,
+                        size,
+                        hash,
+                    }))
+                    .await?;
+                }
+                Err((code, message)) => {
+                    self.answer_file_error(id, name.as_str(), code, message)
+                        .await?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -795,62 +848,6 @@ fn plan_upload(
         ),
         None => (FilePlan::Fresh, None),
     }
-}
-
-/// Places a verified upload under its name and records it, as one step with respect to
-/// other commits: two `--overwrite` uploads of one name cannot leave the disk holding one
-/// file and the catalog describing the other. If the record cannot be written, a newly
-/// placed file is taken back, so nothing unrecorded appears under a name. Blocking.
-#[allow(clippy::too_many_arguments)] // one call site; all are facts of the one upload
-fn commit_and_record(
-    state: &ServerState,
-    file: &std::fs::File,
-    key: &Hash,
-    name: &ValidName,
-    conflict: ft_protocol::ConflictPolicy,
-    size: u64,
-    hash: Hash,
-    client: SocketAddr,
-) -> Result<ValidName, (ErrorCode, String)> {
-    // The slow part, the file's own fsync, happens before taking the lock.
-    file.sync_all()
-        .map_err(|err| (ErrorCode::Storage, format!("cannot sync the upload: {err}")))?;
-    let _serialized = state
-        .commit_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let stored = state
-        .store
-        .commit(file, key, name, conflict)
-        .map_err(|err| {
-            let code = if err.is_about_the_name() {
-                ErrorCode::InvalidName
-            } else {
-                ErrorCode::Storage
-            };
-            (code, err.to_string())
-        })?;
-    let record = NewRecord {
-        stored_name: stored.as_str().to_owned(),
-        sent_name: name.as_str().to_owned(),
-        size,
-        hash,
-        client,
-    };
-    if let Err(err) = state.catalog.record(&record) {
-        let message = match conflict {
-            ft_protocol::ConflictPolicy::KeepBoth => {
-                let _ = std::fs::remove_file(stored.under(state.store.root()));
-                format!("not stored: the catalog could not record it: {err}")
-            }
-            ft_protocol::ConflictPolicy::Overwrite => format!(
-                "stored as '{}' (replacing the old file) but not recorded in the catalog: {err}",
-                stored.as_str()
-            ),
-        };
-        return Err((ErrorCode::Storage, message));
-    }
-    Ok(stored)
 }
 
 /// Finds a stored file for `get`, deciding where to start: at the client's offset only if

@@ -256,16 +256,7 @@ impl Store {
     ) -> Result<ValidName, StoreError> {
         let partial = self.partial_path(key);
         file.sync_all().map_err(io_error("sync", &partial))?;
-        self.walk_parents(name, true)?;
-
-        let stored = match policy {
-            ConflictPolicy::Overwrite => {
-                let target = name.under(&self.root);
-                fs::rename(&partial, &target).map_err(io_error("replace", &target))?;
-                name.clone()
-            }
-            ConflictPolicy::KeepBoth => self.place_under_free_name(&partial, name)?,
-        };
+        let stored = self.place(key, name, policy)?;
 
         // Every folder from the file's up to the root: one of them may have been created a
         // moment ago by another upload that has not synced it yet.
@@ -357,6 +348,52 @@ impl Store {
             return Err(StoreError::PathTooLong(name.as_str().to_owned()));
         }
         self.walk_parents(name, false).map(drop)
+    }
+
+    /// Renames the partial upload `key` to `name` (creating its folders), without syncing:
+    /// the caller makes data durable before and names durable after (see commit.rs).
+    /// Blocking.
+    pub fn place(
+        &self,
+        key: &Hash,
+        name: &ValidName,
+        policy: ConflictPolicy,
+    ) -> Result<ValidName, StoreError> {
+        let partial = self.partial_path(key);
+        self.walk_parents(name, true)?;
+        match policy {
+            ConflictPolicy::Overwrite => {
+                let target = name.under(&self.root);
+                fs::rename(&partial, &target).map_err(io_error("replace", &target))?;
+                Ok(name.clone())
+            }
+            ConflictPolicy::KeepBoth => self.place_under_free_name(&partial, name),
+        }
+    }
+
+    /// Makes the data of `files` durable: one `syncfs` of the storage filesystem, or an
+    /// fsync per file where `syncfs` is unavailable. Blocking.
+    pub fn sync_all_data<'a>(
+        &self,
+        files: impl Iterator<Item = &'a File>,
+    ) -> Result<(), StoreError> {
+        if self.sync_filesystem().is_ok() {
+            return Ok(());
+        }
+        for file in files {
+            file.sync_all().map_err(io_error("sync", &self.partials))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every rename and new folder durable: one `syncfs`. Blocking.
+    pub fn sync_names(&self) -> Result<(), StoreError> {
+        self.sync_filesystem()
+    }
+
+    fn sync_filesystem(&self) -> Result<(), StoreError> {
+        rustix::fs::syncfs(&self._lock)
+            .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
     }
 
     fn place_under_free_name(

@@ -60,6 +60,8 @@ pub struct Written {
     pub file: File,
     /// BLAKE3 of the whole content (kept prefix and new bytes).
     pub hash: Hash,
+    /// The right to the partial file, held until it is committed or discarded.
+    pub lease: Lease,
 }
 
 /// An open upload.
@@ -109,7 +111,7 @@ impl Upload {
         let superseded = lease.superseded();
         let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
         // The lease moves into the writer, so the key is released only once every queued
-        // byte is on disk.
+        // byte is written (or, when complete, once the file is committed).
         let writer =
             tokio::task::spawn_blocking(move || write_chunks(file, offset, prefix, queue, lease));
         Ok(Self {
@@ -179,7 +181,7 @@ fn write_chunks(
     offset: u64,
     mut hasher: blake3::Hasher,
     mut queue: mpsc::Receiver<Bytes>,
-    _lease: Lease,
+    lease: Lease,
 ) -> std::io::Result<Written> {
     let mut writer = DirectWriter::new(file, offset);
     while let Some(chunk) = queue.blocking_recv() {
@@ -189,5 +191,6 @@ fn write_chunks(
     Ok(Written {
         file: writer.finish()?,
         hash: hasher.finalize().into(),
+        lease,
     })
 }

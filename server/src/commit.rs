@@ -1,0 +1,136 @@
+//! Group commit: verified uploads become durable and named in batches.
+//!
+//! Making one file durable costs several flushes (its data, its folder, the catalog). For
+//! many small files that dominates everything else, so a session collects the files it has
+//! verified and commits them together, in this order:
+//!
+//! 1. `syncfs` once: the data of every file in the group is on stable storage.
+//! 2. Each file is renamed from its partial file to its name (keep-both or overwrite).
+//! 3. `syncfs` once more: the new names are on stable storage.
+//! 4. One catalog transaction records the whole group.
+//! 5. Only then is each file acknowledged.
+//!
+//! So an Ack still means exactly what it meant with one file at a time: the content, its
+//! name and its record survive a crash. And a name never points at data that is not yet
+//! durable, because renames happen only after the first flush. A group closes when it holds
+//! [`GROUP_MAX_FILES`] files or [`GROUP_MAX_BYTES`] bytes, when the client pauses for
+//! [`GROUP_WAIT`], or before any request that reads the store. If the connection drops
+//! before the commit, the verified files stay in the partial area and a retry resumes them
+//! at their full length, so nothing is stored twice.
+
+use std::{fs::File, net::SocketAddr, time::Duration};
+
+use ft_protocol::{ConflictPolicy, ErrorCode, Hash};
+
+use crate::{catalog::NewRecord, names::ValidName, ServerState};
+
+/// Most files in one group.
+pub const GROUP_MAX_FILES: usize = 1024;
+
+/// Most content bytes in one group; beyond this, waiting for more files saves little.
+pub const GROUP_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A group is committed when no request arrives for this long.
+pub const GROUP_WAIT: Duration = Duration::from_millis(2);
+
+/// A verified upload waiting for its group's commit.
+#[derive(Debug)]
+pub struct Verified {
+    /// The client's id for the file.
+    pub id: u32,
+    /// The name it was sent under.
+    pub name: ValidName,
+    /// Its partial file's key.
+    pub key: Hash,
+    /// Keep both or overwrite.
+    pub conflict: ConflictPolicy,
+    /// Its size.
+    pub size: u64,
+    /// Its verified BLAKE3.
+    pub hash: Hash,
+    /// The partial file (kept open until the commit).
+    pub file: File,
+    /// When its upload began, for the log.
+    pub started: std::time::Instant,
+    /// Keeps other connections off the partial file until it is renamed away.
+    pub _lease: crate::leases::Lease,
+}
+
+/// The result for one file of a group: the name it is stored under, or why it is not.
+pub type Placed = Result<ValidName, (ErrorCode, String)>;
+
+/// Commits a group as described in the module docs. Returns one result per file, in order.
+/// Blocking.
+pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr) -> Vec<Placed> {
+    if let Err(err) = state.store.sync_all_data(group.iter().map(|v| &v.file)) {
+        let message = format!("cannot make the upload durable: {err}");
+        return group
+            .iter()
+            .map(|_| Err((ErrorCode::Storage, message.clone())))
+            .collect();
+    }
+    let _serialized = state
+        .commit_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut placed: Vec<Placed> = group
+        .iter()
+        .map(|verified| {
+            state
+                .store
+                .place(&verified.key, &verified.name, verified.conflict)
+                .map_err(|err| {
+                    let code = if err.is_about_the_name() {
+                        ErrorCode::InvalidName
+                    } else {
+                        ErrorCode::Storage
+                    };
+                    (code, err.to_string())
+                })
+        })
+        .collect();
+    if let Err(err) = state.store.sync_names() {
+        let message = format!("cannot make the names durable: {err}");
+        undo_placements(state, group, &mut placed, &message);
+        return placed;
+    }
+    let records: Vec<NewRecord> = group
+        .iter()
+        .zip(&placed)
+        .filter_map(|(verified, placed)| {
+            let stored = placed.as_ref().ok()?;
+            Some(NewRecord {
+                stored_name: stored.as_str().to_owned(),
+                sent_name: verified.name.as_str().to_owned(),
+                size: verified.size,
+                hash: verified.hash,
+                client,
+            })
+        })
+        .collect();
+    if let Err(err) = state.catalog.record_all(&records) {
+        let message = format!("not stored: the catalog could not record it: {err}");
+        undo_placements(state, group, &mut placed, &message);
+    }
+    placed
+}
+
+/// Takes back the keep-both placements of a group whose commit failed, so nothing unrecorded
+/// carries a name; an overwrite cannot be taken back and says so.
+fn undo_placements(state: &ServerState, group: &[Verified], placed: &mut [Placed], message: &str) {
+    for (verified, result) in group.iter().zip(placed.iter_mut()) {
+        if let Ok(stored) = result {
+            let message = match verified.conflict {
+                ConflictPolicy::KeepBoth => {
+                    let _ = std::fs::remove_file(stored.under(state.store.root()));
+                    message.to_owned()
+                }
+                ConflictPolicy::Overwrite => format!(
+                    "stored as '{}' (replacing the old file) but not recorded: {message}",
+                    stored.as_str()
+                ),
+            };
+            *result = Err((ErrorCode::Storage, message));
+        }
+    }
+}
