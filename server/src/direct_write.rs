@@ -43,6 +43,8 @@ pub struct DirectWriter {
 impl DirectWriter {
     /// Appends to `file`, whose cursor is at `position`.
     pub fn new(file: File, position: u64) -> Self {
+        // Zeroing half a megabyte is not free; it is done once per upload, and small uploads
+        // never get here (see upload.rs).
         let storage = vec![0u8; BUFFER_BYTES + BLOCK];
         let window = storage.as_ptr().align_offset(BLOCK).min(BLOCK);
         let mut writer = Self {
