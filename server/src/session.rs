@@ -71,6 +71,7 @@ pub enum SessionError {
 
 /// The upload side of the session.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per session; boxing would add an allocation per file
 enum Transfer {
     /// No file open: the next upload message must be BeginFile.
     Idle,

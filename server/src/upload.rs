@@ -105,7 +105,8 @@ enum Sink {
     Gathered {
         store: Arc<Store>,
         bytes: Vec<u8>,
-        prefix: blake3::Hasher,
+        /// Boxed: a BLAKE3 state is about 2 KiB, and most uploads are threaded.
+        prefix: Box<blake3::Hasher>,
         lease: Lease,
     },
 }
@@ -127,7 +128,7 @@ impl Upload {
             Sink::Gathered {
                 store,
                 bytes: Vec::with_capacity((begin.size - offset) as usize),
-                prefix,
+                prefix: Box::new(prefix),
                 lease,
             }
         } else {
