@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Benchmark ft against rsync and the raw loopback link, on one machine, in one run.
+
+Run it through bench/run.sh, which installs the tools and builds the binaries:
+
+    bash bench/run.sh              # full: W1, W2, W3 x 5 runs, then the scaling runs
+    bash bench/run.sh --smoke      # tiny workloads, one run: checks the script works
+
+Workloads (generated once, kept under bench/out/):
+  W1  one 1 GiB file of random bytes
+  W2  10,000 files of 4 KiB in 100 folders
+  W3  64 files of 16 MiB
+
+Tools, all over 127.0.0.1:
+  ft     ftc send -> fts (BLAKE3 verified end to end, fsync/syncfs before each Ack)
+  rsync  rsync -a --whole-file -> a local rsync daemon (no end-to-end check, no fsync)
+  iperf3 one TCP stream of the same number of bytes (memory to memory)
+  nc     cat of the workload's files | nc -> nc > /dev/null
+
+Each cell: one warm-up run, then N timed runs; median and min-max wall time, MB/s
+(10^6 bytes/s of file content), and ft/rsync throughput ratio. Peak RSS of fts (VmHWM) and
+ftc (rusage) per workload. Nothing is deleted between runs: every run receives into its own
+fresh folder, because on these machines creating many files soon after deleting many is
+several times slower, and every tool must get the same conditions. Everything under
+bench/out/ is removed at the end (unless --keep).
+"""
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1024 * 1024
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_random(path, size, block=MIB):
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(block, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def make_workloads(out, smoke):
+    """Creates W1, W2, W3 (once) and returns {name: (path, files, bytes)}."""
+    sizes = {
+        "W1": (1, 8 * MIB if smoke else 1024 * MIB),
+        "W2": (200 if smoke else 10_000, 4096),
+        "W3": (4 if smoke else 64, 1 * MIB if smoke else 16 * MIB),
+    }
+    workloads = {}
+    for name, (count, size) in sizes.items():
+        base = os.path.join(out, "data", name)
+        marker = os.path.join(base, ".complete")
+        if not os.path.exists(marker):
+            shutil.rmtree(base, ignore_errors=True)
+            os.makedirs(base)
+            if name == "W2":
+                per_folder = max(1, count // 100)
+                for i in range(count):
+                    folder = os.path.join(base, f"d{i // per_folder:03}")
+                    os.makedirs(folder, exist_ok=True)
+                    with open(os.path.join(folder, f"f{i:05}.bin"), "wb") as f:
+                        f.write(os.urandom(size))
+            else:
+                for i in range(count):
+                    write_random(os.path.join(base, f"file{i:03}.bin"), size)
+            open(marker, "w").close()
+        workloads[name] = (base, count, count * size)
+    subprocess.run(["sync"], check=False)
+    return workloads
+
+
+def send_paths(base):
+    """What ftc/nc get for a workload: its folders (W2) or its files."""
+    entries = sorted(e for e in os.listdir(base) if not e.startswith("."))
+    return [os.path.join(base, e) for e in entries]
+
+
+def all_files(base):
+    files = []
+    for dirpath, _, names in os.walk(base):
+        files += [os.path.join(dirpath, n) for n in sorted(names) if not n.startswith(".")]
+    return sorted(files)
+
+
+class Fts:
+    """A running fts with its own fresh directory."""
+
+    def __init__(self, bin_dir, directory, extra=()):
+        self.proc = subprocess.Popen(
+            [os.path.join(bin_dir, "fts"), "--dir", directory, "--listen", "127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        line = self.proc.stdout.readline()
+        match = re.match(r"listening on (\S+)", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"fts did not start: {line!r}")
+        self.address = match.group(1)
+
+    def peak_rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_timed(argv, **kwargs):
+    """Runs a command; returns (seconds, peak RSS KiB of that process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise RuntimeError(f"{' '.join(argv[:3])}... failed ({proc.returncode}): {err[-2000:]}")
+    return elapsed, usage.ru_maxrss
+
+
+class Rsyncd:
+    def __init__(self, out):
+        self.root = os.path.join(out, "recv-rsync")
+        os.makedirs(self.root, exist_ok=True)
+        self.port = free_port()
+        conf = os.path.join(out, "rsyncd.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"pid file = {out}/rsyncd.pid\nport = {self.port}\naddress = 127.0.0.1\n"
+                f"use chroot = no\n[bench]\npath = {self.root}\nread only = no\n"
+                "uid = root\ngid = root\n"
+            )
+        self.proc = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={conf}"])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("rsync daemon did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def have(tool):
+    return shutil.which(tool) is not None
+
+
+def ft_run(bin_dir, out, workload, tag, extra_send=()):
+    base = workload[0]
+    fts = Fts(bin_dir, os.path.join(out, "recv-ft", tag))
+    try:
+        seconds, ftc_rss = run_timed(
+            [os.path.join(bin_dir, "ftc"), "send", fts.address, *send_paths(base), "--no-progress", *extra_send]
+        )
+        return seconds, fts.peak_rss_kib(), ftc_rss
+    finally:
+        fts.stop()
+
+
+def rsync_run(rsyncd, workload, tag):
+    base = workload[0]
+    seconds, _ = run_timed(
+        ["rsync", "-a", "--whole-file", *send_paths(base), f"rsync://127.0.0.1:{rsyncd.port}/bench/{tag}/"]
+    )
+    return seconds
+
+
+def iperf_run(total_bytes):
+    port = free_port()
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        seconds, _ = run_timed(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-n", str(total_bytes), "-P", "1"])
+        return seconds
+    finally:
+        server.wait(timeout=30)
+
+
+def nc_run(workload):
+    port = free_port()
+    sink = subprocess.Popen(["nc", "-l", "127.0.0.1", str(port)], stdout=subprocess.DEVNULL)
+    time.sleep(0.2)
+    files = all_files(workload[0])
+    start = time.perf_counter()
+    sender = subprocess.Popen(["nc", "-N", "127.0.0.1", str(port)], stdin=subprocess.PIPE)
+    for path in files:
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, sender.stdin, 4 * MIB)
+    sender.stdin.close()
+    sender.wait(timeout=600)
+    sink.wait(timeout=600)
+    return time.perf_counter() - start
+
+
+def summarize(times, total_bytes):
+    med = statistics.median(times)
+    return {
+        "median": med,
+        "min": min(times),
+        "max": max(times),
+        "mbps": total_bytes / med / 1e6,
+    }
+
+
+def cell(stats):
+    if not stats:
+        return "n/a"
+    return f"{stats['mbps']:.0f} MB/s ({stats['median']:.2f} s; {stats['min']:.2f}–{stats['max']:.2f})"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny workloads, one run, no scaling")
+    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep bench/out afterwards")
+    args = parser.parse_args()
+    runs, warmups = (1, 0) if args.smoke else (args.runs, 1)
+
+    os.makedirs(args.out, exist_ok=True)
+    report = [f"Machine: {machine()}. Runs per cell: {runs} after {warmups} warm-up.", ""]
+    print(report[0], flush=True)
+    workloads = make_workloads(args.out, args.smoke)
+    rsyncd = Rsyncd(args.out) if have("rsync") else None
+
+    header = "| workload | ft (ftc → fts) | rsync --whole-file | ft / rsync | iperf3 (1 stream) | nc | fts peak RSS | ftc peak RSS |"
+    rows = [header, "|---|---|---|---|---|---|---|---|"]
+    try:
+        for name, workload in workloads.items():
+            _, files, total = workload
+            ft_times, rs_times, ip_times, nc_times = [], [], [], []
+            fts_rss = ftc_rss = 0
+            for i in range(warmups + runs):
+                tag = f"{name}-run{i}"
+                seconds, server_rss, client_rss = ft_run(args.bin_dir, args.out, workload, tag)
+                rs = rsync_run(rsyncd, workload, tag) if rsyncd else None
+                ip = iperf_run(total) if have("iperf3") else None
+                nc = nc_run(workload) if have("nc") else None
+                if i < warmups:
+                    continue
+                ft_times.append(seconds)
+                fts_rss, ftc_rss = max(fts_rss, server_rss), max(ftc_rss, client_rss)
+                for store, value in ((rs_times, rs), (ip_times, ip), (nc_times, nc)):
+                    if value is not None:
+                        store.append(value)
+                print(f"  {tag}: ft {seconds:.2f}s  rsync {rs if rs is None else round(rs, 2)}s", flush=True)
+            ft = summarize(ft_times, total)
+            rs = summarize(rs_times, total) if rs_times else None
+            ratio = f"{ft['mbps'] / rs['mbps']:.2f}×" if rs else "n/a"
+            label = f"{name}: {files} × {total // files // 1024} KiB" if files > 1 else f"{name}: 1 × {total // MIB} MiB"
+            rows.append(
+                f"| {label} | {cell(ft)} | {cell(rs)} | {ratio} | "
+                f"{cell(summarize(ip_times, total) if ip_times else None)} | "
+                f"{cell(summarize(nc_times, total) if nc_times else None)} | "
+                f"{fts_rss / 1024:.1f} MiB | {ftc_rss / 1024:.1f} MiB |"
+            )
+            print(rows[-1], flush=True)
+        report += rows
+
+        if not (args.smoke or args.no_scaling):
+            report += ["", *scaling(args)]
+    finally:
+        if rsyncd:
+            rsyncd.stop()
+        if not args.keep:
+            shutil.rmtree(args.out, ignore_errors=True)
+
+    text = "\n".join(report)
+    print("\n" + text)
+    results = os.path.join(ROOT, "bench", "results.md" if not args.smoke else "smoke-results.md")
+    with open(results, "w") as f:
+        f.write(text + "\n")
+    print(f"\nwritten to {results}")
+
+
+def scaling(args):
+    """Time vs file size, vs number of files, and aggregate throughput vs concurrent clients."""
+    out = os.path.join(args.out, "scaling")
+    os.makedirs(out, exist_ok=True)
+    lines = ["Scaling (ft only, one run each):", "", "| file size | time | MB/s |", "|---|---|---|"]
+    for size_mib in (1, 16, 256, 1024, 4096):
+        path = os.path.join(out, f"size-{size_mib}")
+        os.makedirs(path, exist_ok=True)
+        write_random(os.path.join(path, "file.bin"), size_mib * MIB, 4 * MIB)
+        seconds, _, _ = ft_run(args.bin_dir, out, (path, 1, size_mib * MIB), f"size-{size_mib}")
+        lines.append(f"| {size_mib} MiB | {seconds:.2f} s | {size_mib * MIB / seconds / 1e6:.0f} |")
+        print(lines[-1], flush=True)
+        os.remove(os.path.join(path, "file.bin"))
+
+    lines += ["", "| files of 4 KiB | time | files/s |", "|---|---|---|"]
+    for count in (100, 1000, 10_000, 100_000):
+        path = os.path.join(out, f"count-{count}")
+        per_folder = 1000
+        for i in range(count):
+            folder = os.path.join(path, f"d{i // per_folder:03}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, f"f{i:06}"), "wb") as f:
+                f.write(os.urandom(4096))
+        seconds, _, _ = ft_run(args.bin_dir, out, (path, count, count * 4096), f"count-{count}")
+        lines.append(f"| {count} | {seconds:.2f} s | {count / seconds:.0f} |")
+        print(lines[-1], flush=True)
+
+    lines += ["", "| concurrent clients (4 MiB each) | time | aggregate MB/s | fts peak RSS |", "|---|---|---|---|"]
+    data = os.path.join(out, "clients")
+    os.makedirs(data, exist_ok=True)
+    for i in range(200):
+        write_random(os.path.join(data, f"client{i:03}.bin"), 4 * MIB)
+    for clients in (1, 10, 50, 200):
+        fts = Fts(args.bin_dir, os.path.join(out, f"recv-clients-{clients}"))
+        try:
+            start = time.perf_counter()
+            procs = [
+                subprocess.Popen(
+                    [os.path.join(args.bin_dir, "ftc"), "send", fts.address,
+                     os.path.join(data, f"client{i:03}.bin"), "--no-progress"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                for i in range(clients)
+            ]
+            failed = sum(1 for p in procs if p.wait(timeout=1200) != 0)
+            seconds = time.perf_counter() - start
+            rss = fts.peak_rss_kib()
+        finally:
+            fts.stop()
+        note = f" ({failed} failed)" if failed else ""
+        lines.append(f"| {clients}{note} | {seconds:.2f} s | {clients * 4 * MIB / seconds / 1e6:.0f} | {rss / 1024:.1f} MiB |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
