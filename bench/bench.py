@@ -259,6 +259,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="tiny workloads, one run, no scaling")
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep bench/out afterwards")
+    parser.add_argument("--only", help="comma-separated workloads to run, e.g. W2,W3")
     args = parser.parse_args()
     runs, warmups = (1, 0) if args.smoke else (args.runs, 1)
 
@@ -272,13 +273,20 @@ def main():
     rows = [header, "|---|---|---|---|---|---|---|---|"]
     try:
         for name, workload in workloads.items():
+            if args.only and name not in args.only.split(","):
+                continue
             _, files, total = workload
             ft_times, rs_times, ip_times, nc_times = [], [], [], []
             fts_rss = ftc_rss = 0
             for i in range(warmups + runs):
                 tag = f"{name}-run{i}"
+                # Every tool starts with nothing dirty in the page cache: rsync does not fsync,
+                # so without this the next tool would pay for writing rsync's data back.
+                subprocess.run(["sync"], check=False)
                 seconds, server_rss, client_rss = ft_run(args.bin_dir, args.out, workload, tag)
+                subprocess.run(["sync"], check=False)
                 rs = rsync_run(rsyncd, workload, tag) if rsyncd else None
+                subprocess.run(["sync"], check=False)
                 ip = iperf_run(total) if have("iperf3") else None
                 nc = nc_run(workload) if have("nc") else None
                 if i < warmups:
@@ -327,6 +335,7 @@ def scaling(args):
         path = os.path.join(out, f"size-{size_mib}")
         os.makedirs(path, exist_ok=True)
         write_random(os.path.join(path, "file.bin"), size_mib * MIB, 4 * MIB)
+        subprocess.run(["sync"], check=False)
         seconds, _, _ = ft_run(args.bin_dir, out, (path, 1, size_mib * MIB), f"size-{size_mib}")
         lines.append(f"| {size_mib} MiB | {seconds:.2f} s | {size_mib * MIB / seconds / 1e6:.0f} |")
         print(lines[-1], flush=True)
@@ -341,6 +350,7 @@ def scaling(args):
             os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, f"f{i:06}"), "wb") as f:
                 f.write(os.urandom(4096))
+        subprocess.run(["sync"], check=False)
         seconds, _, _ = ft_run(args.bin_dir, out, (path, count, count * 4096), f"count-{count}")
         lines.append(f"| {count} | {seconds:.2f} s | {count / seconds:.0f} |")
         print(lines[-1], flush=True)
@@ -351,6 +361,7 @@ def scaling(args):
     for i in range(200):
         write_random(os.path.join(data, f"client{i:03}.bin"), 4 * MIB)
     for clients in (1, 10, 50, 200):
+        subprocess.run(["sync"], check=False)
         fts = Fts(args.bin_dir, os.path.join(out, f"recv-clients-{clients}"))
         try:
             start = time.perf_counter()

@@ -7,6 +7,9 @@
 //! 1. `syncfs` once: the data of every file in the group is on stable storage.
 //! 2. Each file is renamed from its partial file to its name (keep-both or overwrite).
 //! 3. `syncfs` once more: the new names are on stable storage.
+//!
+//! (A group of a few files is synced file by file and folder by folder instead, which does
+//! not depend on how much other data is dirty on the filesystem.)
 //! 4. One catalog transaction records the whole group.
 //! 5. Only then is each file acknowledged.
 //!
@@ -29,6 +32,10 @@ pub const GROUP_MAX_FILES: usize = 1024;
 
 /// Most content bytes in one group; beyond this, waiting for more files saves little.
 pub const GROUP_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Groups of at most this many files are synced file by file and folder by folder instead
+/// of with `syncfs`.
+const PER_FILE_SYNC_MAX: usize = 4;
 
 /// A group is committed when no request arrives for this long.
 pub const GROUP_WAIT: Duration = Duration::from_millis(2);
@@ -62,7 +69,22 @@ pub type Placed = Result<ValidName, (ErrorCode, String)>;
 /// Commits a group as described in the module docs. Returns one result per file, in order.
 /// Blocking.
 pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr) -> Vec<Placed> {
-    if let Err(err) = state.store.sync_all_data(group.iter().map(|v| &v.file)) {
+    // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
+    // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
+    // its folders costs less and depends on nobody else.
+    let per_file = group.len() <= PER_FILE_SYNC_MAX;
+    let synced = if per_file {
+        group
+            .iter()
+            .try_for_each(|verified| verified.file.sync_all())
+            .map_err(|err| err.to_string())
+    } else {
+        state
+            .store
+            .sync_all_data(group.iter().map(|v| &v.file))
+            .map_err(|err| err.to_string())
+    };
+    if let Err(err) = synced {
         let message = format!("cannot make the upload durable: {err}");
         return group
             .iter()
@@ -89,7 +111,14 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
                 })
         })
         .collect();
-    if let Err(err) = state.store.sync_names() {
+    let names_synced = if per_file {
+        state
+            .store
+            .sync_folders_of(placed.iter().filter_map(|p| p.as_ref().ok()))
+    } else {
+        state.store.sync_names()
+    };
+    if let Err(err) = names_synced {
         let message = format!("cannot make the names durable: {err}");
         undo_placements(state, group, &mut placed, &message);
         return placed;

@@ -386,6 +386,26 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the names of `stored` files durable by syncing every folder from each file's
+    /// up to the root (each folder once). Blocking.
+    pub fn sync_folders_of<'a>(
+        &self,
+        stored: impl Iterator<Item = &'a ValidName>,
+    ) -> Result<(), StoreError> {
+        let mut folders = std::collections::BTreeSet::new();
+        for name in stored {
+            let target = name.under(&self.root);
+            let mut folder = target.parent();
+            while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
+                if !folders.insert(dir.to_path_buf()) {
+                    break;
+                }
+                folder = dir.parent();
+            }
+        }
+        folders.iter().try_for_each(|dir| sync_dir(dir))
+    }
+
     /// Makes every rename and new folder durable: one `syncfs`. Blocking.
     pub fn sync_names(&self) -> Result<(), StoreError> {
         self.sync_filesystem()
