@@ -68,6 +68,7 @@ pub(crate) async fn upload(
         last_write: std::sync::Mutex::new(Instant::now()),
     };
     let (begun_tx, begun_rx) = mpsc::unbounded_channel();
+    client.writer.set_backpressure_boundary(WRITE_BUFFER_BYTES);
     let sending = send_all(&mut client.writer, files, options, ledger, &flags, begun_tx);
     let collecting = collect_answers(&mut client.reader, files, ledger, &flags, begun_rx);
     tokio::pin!(sending, collecting);
@@ -195,7 +196,7 @@ async fn send_all(
             }
         }
     }
-    Ok(())
+    flush(writer, flags).await
 }
 
 /// Files up to this size are read in one go on the sending task: a thread hand-off per file
@@ -407,8 +408,11 @@ fn read_content(
     Streamed::Complete(hasher.finalize().into())
 }
 
+/// Queues a message. The writer goes to the socket when its buffer passes
+/// [`WRITE_BUFFER_BYTES`], and at the end of the batch: one system call carries many small
+/// files instead of one per message.
 async fn send(writer: &mut Writer, flags: &Flags, request: Request) -> Result<(), ClientError> {
-    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.send(request)).await {
+    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.feed(request)).await {
         Ok(result) => {
             result?;
             flags.touch();
@@ -417,6 +421,21 @@ async fn send(writer: &mut Writer, flags: &Flags, request: Request) -> Result<()
         Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
     }
 }
+
+/// Writes out whatever is queued.
+async fn flush(writer: &mut Writer, flags: &Flags) -> Result<(), ClientError> {
+    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.flush()).await {
+        Ok(result) => {
+            result?;
+            flags.touch();
+            Ok(())
+        }
+        Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
+    }
+}
+
+/// Bytes queued before the writer goes to the socket.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Pairs each answer with the file begun in the same position.
 async fn collect_answers(

@@ -25,7 +25,7 @@ use std::{fs::File, net::SocketAddr, time::Duration};
 
 use ft_protocol::{ConflictPolicy, ErrorCode, Hash};
 
-use crate::{catalog::NewRecord, names::ValidName, ServerState};
+use crate::{catalog::NewRecord, names::ValidName, store::KnownFolders, ServerState};
 
 /// Most files in one group.
 pub const GROUP_MAX_FILES: usize = 1024;
@@ -95,12 +95,13 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
         .commit_lock
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut known = KnownFolders::default();
     let mut placed: Vec<Placed> = group
         .iter()
         .map(|verified| {
             state
                 .store
-                .place(&verified.key, &verified.name, verified.conflict)
+                .place(&verified.key, &verified.name, verified.conflict, &mut known)
                 .map_err(|err| {
                     let code = if err.is_about_the_name() {
                         ErrorCode::InvalidName

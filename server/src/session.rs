@@ -27,7 +27,7 @@ use crate::{
     commit::{self, Verified, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_WAIT},
     download,
     names::ValidName,
-    store::Store,
+    store::{KnownFolders, Store},
     upload::{Upload, UploadError},
     ServerState,
 };
@@ -98,6 +98,7 @@ pub async fn serve(
         state,
         transfer: Transfer::Idle,
         prepared: HashMap::new(),
+        checked: std::collections::HashSet::new(),
         group: Vec::new(),
         group_bytes: 0,
         files_stored: 0,
@@ -124,6 +125,8 @@ struct Session {
     transfer: Transfer,
     /// Resumes offered by the last `Prepare`: key -> (offset, hash state of the prefix).
     prepared: HashMap<Hash, (u64, blake3::Hasher)>,
+    /// Keys the last `Prepare` accepted: their folders and space need no second check.
+    checked: std::collections::HashSet<Hash>,
     /// Verified uploads waiting for their group commit, and their total size.
     group: Vec<Verified>,
     group_bytes: u64,
@@ -264,10 +267,16 @@ impl Session {
         let state = Arc::clone(&self.state);
         let files = prepare.files;
         let planned = tokio::task::spawn_blocking(move || {
-            files
+            let mut context = PlanContext {
+                free_bytes: state.store.available_space().ok(),
+                partials: state.store.partial_keys(),
+                folders: KnownFolders::default(),
+            };
+            let plans = files
                 .iter()
-                .map(|intent| plan_upload(&state, intent))
-                .collect::<Vec<_>>()
+                .map(|intent| plan_upload(&state, intent, &mut context))
+                .collect::<Vec<_>>();
+            (files, plans)
         })
         .await;
         let planned = match planned {
@@ -277,11 +286,16 @@ impl Session {
                 return Err(self.refuse(ErrorCode::Internal, err).await);
             }
         };
+        let (files, planned) = planned;
         self.prepared.clear();
+        self.checked.clear();
         let mut plans = Vec::with_capacity(planned.len());
-        for (plan, resume) in planned {
+        for (intent, (plan, resume)) in files.iter().zip(planned) {
             if let Some((key, offset, hasher)) = resume {
                 self.prepared.insert(key, (offset, hasher));
+            }
+            if !matches!(plan, FilePlan::Refused { .. }) {
+                self.checked.insert(intent.key);
             }
             plans.push(plan);
         }
@@ -296,7 +310,11 @@ impl Session {
             return Err(self.violation("BeginFile offset beyond its size").await);
         }
         let id = begin.id;
-        let name = match check_intent(&self.state, &begin.name, begin.size) {
+        // Folders and free space were just checked if this file was announced with Prepare.
+        let announced = self.checked.remove(&begin.key);
+        let mut folders = KnownFolders::default();
+        let check_folders = (!announced).then_some(&mut folders);
+        let name = match check_intent(&self.state, &begin.name, begin.size, check_folders) {
             Ok(name) => name,
             Err((code, message)) => return self.refuse_file(id, &begin.name, code, message).await,
         };
@@ -312,8 +330,10 @@ impl Session {
                 }
             }
         };
-        if let Err((code, message)) = check_space(&self.state, begin.size - begin.offset) {
-            return self.refuse_file(id, &begin.name, code, message).await;
+        if !announced {
+            if let Err((code, message)) = check_space(&self.state, begin.size - begin.offset) {
+                return self.refuse_file(id, &begin.name, code, message).await;
+            }
         }
         if self.group.iter().any(|verified| verified.key == begin.key) {
             // The same local file again: its first copy must leave the partial area first.
@@ -478,7 +498,7 @@ impl Session {
                     );
                     self.files_stored += 1;
                     let stored_name = stored.as_str().to_owned();
-                    self.send(Response::Ack(Ack {
+                    self.queue(Response::Ack(Ack {
                         id,
                         stored_name,
                         size,
@@ -492,7 +512,8 @@ impl Session {
                 }
             }
         }
-        Ok(())
+        // All the group's answers leave in as few writes as possible.
+        self.send_queued().await
     }
 
     async fn on_cancel_file(&mut self, reason: &str) -> Result<(), SessionError> {
@@ -754,6 +775,24 @@ impl Session {
         }
     }
 
+    /// Queues one response without writing it out yet (see [`Session::send_queued`]).
+    async fn queue(&mut self, response: Response) -> Result<(), SessionError> {
+        let timeout = self.state.limits.idle_timeout;
+        match tokio::time::timeout(timeout, self.writer.feed(response)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SessionError::Timeout(timeout)),
+        }
+    }
+
+    /// Writes out queued responses.
+    async fn send_queued(&mut self) -> Result<(), SessionError> {
+        let timeout = self.state.limits.idle_timeout;
+        match tokio::time::timeout(timeout, self.writer.flush()).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SessionError::Timeout(timeout)),
+        }
+    }
+
     /// Sends one response, bounded by the idle timeout so a client that stops reading
     /// cannot park this task forever.
     async fn send(&mut self, response: Response) -> Result<(), SessionError> {
@@ -778,6 +817,7 @@ fn check_intent(
     state: &ServerState,
     name: &str,
     size: u64,
+    folders: Option<&mut KnownFolders>,
 ) -> Result<ValidName, (ErrorCode, String)> {
     let max = state.limits.max_file_size;
     if size > max {
@@ -791,10 +831,12 @@ fn check_intent(
         )
     };
     let valid = ValidName::parse(name).map_err(|err| refused(&err))?;
-    state
-        .store
-        .check_placeable(&valid)
-        .map_err(|err| refused(&err))?;
+    if let Some(known) = folders {
+        state
+            .store
+            .check_placeable_in(&valid, known)
+            .map_err(|err| refused(&err))?;
+    }
     Ok(valid)
 }
 
@@ -812,17 +854,34 @@ fn check_space(state: &ServerState, needed: u64) -> Result<(), (ErrorCode, Strin
 
 /// Decides how one announced file should be sent, offering to resume a verified prefix.
 /// Returns the plan and, for a resume, the key, offset and hash state of the prefix. Blocking.
+/// What one `Prepare` learns once and reuses for all its files.
+struct PlanContext {
+    /// Free space not yet promised to earlier files of the batch (None if unknown).
+    free_bytes: Option<u64>,
+    /// Keys with a partial upload.
+    partials: std::collections::HashSet<Hash>,
+    /// Folders already checked.
+    folders: KnownFolders,
+}
+
 fn plan_upload(
     state: &ServerState,
     intent: &FileIntent,
+    context: &mut PlanContext,
 ) -> (FilePlan, Option<(Hash, u64, blake3::Hasher)>) {
     let refused =
         |(code, message): (ErrorCode, String)| (FilePlan::Refused { code, message }, None);
-    if let Err(refusal) = check_intent(state, &intent.name, intent.size) {
+    if let Err(refusal) = check_intent(state, &intent.name, intent.size, Some(&mut context.folders))
+    {
         return refused(refusal);
     }
     let store = &state.store;
-    let resume = match store.partial_len(&intent.key) {
+    let held = if context.partials.contains(&intent.key) {
+        store.partial_len(&intent.key)
+    } else {
+        Ok(None)
+    };
+    let resume = match held {
         Ok(Some(held)) if held > 0 && held <= intent.size => {
             match store.hash_partial_prefix(&intent.key, held) {
                 Ok(hasher) => Some((held, hasher)),
@@ -836,8 +895,19 @@ fn plan_upload(
         Err(err) => return refused((ErrorCode::Storage, err.to_string())),
     };
     let offset = resume.as_ref().map_or(0, |(held, _)| *held);
-    if let Err(refusal) = check_space(state, intent.size - offset) {
-        return refused(refusal);
+    // The batch's files are counted against the free space together.
+    let needed = intent.size - offset;
+    match &mut context.free_bytes {
+        Some(free) if *free < needed => {
+            let message = format!("{needed} bytes needed but only {free} bytes free on the server");
+            return refused((ErrorCode::NoSpace, message));
+        }
+        Some(free) => *free -= needed,
+        None => {
+            if let Err(refusal) = check_space(state, needed) {
+                return refused(refusal);
+            }
+        }
     }
     match resume {
         Some((offset, hasher)) => (

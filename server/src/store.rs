@@ -92,6 +92,10 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) 
 /// Reads of a partial file's prefix go through a buffer of this size.
 const PREFIX_READ_BUFFER: usize = 1024 * 1024;
 
+/// Folders inside the root already found to be real folders during one batch of work.
+#[derive(Debug, Default)]
+pub struct KnownFolders(std::collections::HashSet<PathBuf>);
+
 /// The storage directory.
 #[derive(Debug)]
 pub struct Store {
@@ -172,6 +176,16 @@ impl Store {
     /// cutting anything beyond `offset` (bytes that were never verified). Blocking.
     pub fn open_partial(&self, key: &Hash, offset: u64) -> Result<File, StoreError> {
         let path = self.partial_path(key);
+        if offset == 0 {
+            // A fresh upload: one system call instead of open, stat, truncate and seek.
+            return OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(STORED_FILE_MODE)
+                .open(&path)
+                .map_err(io_error("open", &path));
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -256,7 +270,7 @@ impl Store {
     ) -> Result<ValidName, StoreError> {
         let partial = self.partial_path(key);
         file.sync_all().map_err(io_error("sync", &partial))?;
-        let stored = self.place(key, name, policy)?;
+        let stored = self.place(key, name, policy, &mut KnownFolders::default())?;
 
         // Every folder from the file's up to the root: one of them may have been created a
         // moment ago by another upload that has not synced it yet.
@@ -343,11 +357,37 @@ impl Store {
     /// and not symbolic links, and that the full path fits the system limit. Lets a doomed
     /// upload be refused before its bytes are sent. Blocking (a few `lstat`s).
     pub fn check_placeable(&self, name: &ValidName) -> Result<(), StoreError> {
+        self.check_placeable_in(name, &mut KnownFolders::default())
+    }
+
+    /// [`Store::check_placeable`] for one of many names checked together.
+    pub fn check_placeable_in(
+        &self,
+        name: &ValidName,
+        known: &mut KnownFolders,
+    ) -> Result<(), StoreError> {
         let full = name.under(&self.root);
         if full.as_os_str().len() >= MAX_PATH_LEN {
             return Err(StoreError::PathTooLong(name.as_str().to_owned()));
         }
-        self.walk_parents(name, false).map(drop)
+        self.walk_parents_in(name, false, known).map(drop)
+    }
+
+    /// Keys of the partial uploads present, read in one pass over the partial area.
+    /// Blocking.
+    pub fn partial_keys(&self) -> std::collections::HashSet<Hash> {
+        fs::read_dir(&self.partials)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| {
+                        let name = entry.file_name();
+                        let stem = name.to_str()?.strip_suffix(".part")?.to_owned();
+                        Hash::from_hex(&stem)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Renames the partial upload `key` to `name` (creating its folders), without syncing:
@@ -358,9 +398,10 @@ impl Store {
         key: &Hash,
         name: &ValidName,
         policy: ConflictPolicy,
+        known: &mut KnownFolders,
     ) -> Result<ValidName, StoreError> {
         let partial = self.partial_path(key);
-        self.walk_parents(name, true)?;
+        self.walk_parents_in(name, true, known)?;
         match policy {
             ConflictPolicy::Overwrite => {
                 let target = name.under(&self.root);
@@ -440,22 +481,46 @@ impl Store {
     /// Walks the folders of `name` below the root, refusing to pass through symbolic links
     /// or files; with `create`, makes the missing ones. Returns the folders it created.
     fn walk_parents(&self, name: &ValidName, create: bool) -> Result<Vec<PathBuf>, StoreError> {
+        self.walk_parents_in(name, create, &mut KnownFolders::default())
+    }
+
+    /// [`Store::walk_parents`], skipping folders already seen in `known` (one batch sees the
+    /// same few folders thousands of times).
+    fn walk_parents_in(
+        &self,
+        name: &ValidName,
+        create: bool,
+        known: &mut KnownFolders,
+    ) -> Result<Vec<PathBuf>, StoreError> {
         let mut created = Vec::new();
         let mut path = self.root.clone();
         let parts: Vec<&str> = name.as_str().split('/').collect();
         let folder_parts = &parts[..parts.len().saturating_sub(1)];
+        if let Some(parent) = name.under(&self.root).parent() {
+            if known.0.contains(parent) {
+                return Ok(created);
+            }
+        }
         for (depth, part) in folder_parts.iter().enumerate() {
             path.push(part);
+            if known.0.contains(&path) {
+                continue;
+            }
             let shown = || folder_parts[..=depth].join("/");
             match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.is_dir() => {
+                    known.0.insert(path.clone());
+                }
                 Ok(meta) if meta.file_type().is_symlink() => {
                     return Err(StoreError::SymlinkInPath(shown()))
                 }
                 Ok(_) => return Err(StoreError::ParentNotADirectory(shown())),
                 Err(err) if err.kind() == io::ErrorKind::NotFound && !create => break,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => match fs::create_dir(&path) {
-                    Ok(()) => created.push(path.clone()),
+                    Ok(()) => {
+                        created.push(path.clone());
+                        known.0.insert(path.clone());
+                    }
                     // Another upload created it a moment ago: fine if it is a folder.
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
                     Err(err) => return Err(io_error("create folder", &path)(err)),
