@@ -23,9 +23,16 @@
 
 use std::{fs::File, net::SocketAddr, time::Duration};
 
+use crate::upload::Content;
+
 use ft_protocol::{ConflictPolicy, ErrorCode, Hash};
 
-use crate::{catalog::NewRecord, names::ValidName, store::KnownFolders, ServerState};
+use crate::{
+    catalog::NewRecord,
+    names::ValidName,
+    store::{KnownFolders, StoreError},
+    ServerState,
+};
 
 /// Most files in one group.
 pub const GROUP_MAX_FILES: usize = 1024;
@@ -36,6 +43,9 @@ pub const GROUP_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Groups of at most this many files are synced file by file and folder by folder instead
 /// of with `syncfs`.
 const PER_FILE_SYNC_MAX: usize = 4;
+
+/// Most bytes of small uploads a group holds in memory.
+pub const GROUP_MAX_MEMORY: u64 = 8 * 1024 * 1024;
 
 /// A group is committed when no request arrives for this long.
 pub const GROUP_WAIT: Duration = Duration::from_millis(2);
@@ -55,8 +65,8 @@ pub struct Verified {
     pub size: u64,
     /// Its verified BLAKE3.
     pub hash: Hash,
-    /// The partial file (kept open until the commit).
-    pub file: File,
+    /// Its bytes: a partial file (kept open until the commit) or, for a small file, memory.
+    pub content: Content,
     /// When its upload began, for the log.
     pub started: std::time::Instant,
     /// Keeps other connections off the partial file until it is renamed away.
@@ -69,19 +79,27 @@ pub type Placed = Result<ValidName, (ErrorCode, String)>;
 /// Commits a group as described in the module docs. Returns one result per file, in order.
 /// Blocking.
 pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr) -> Vec<Placed> {
+    let mut known = KnownFolders::default();
+    // Small uploads are written now, each into an unnamed file in its own folder.
+    let files: Vec<Result<Staged, (ErrorCode, String)>> = group
+        .iter()
+        .map(|verified| stage(state, verified, &mut known))
+        .collect();
+
     // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
     // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
     // its folders costs less and depends on nobody else.
     let per_file = group.len() <= PER_FILE_SYNC_MAX;
     let synced = if per_file {
-        group
+        files
             .iter()
-            .try_for_each(|verified| verified.file.sync_all())
+            .flatten()
+            .try_for_each(|staged| staged.file().sync_all())
             .map_err(|err| err.to_string())
     } else {
         state
             .store
-            .sync_all_data(group.iter().map(|v| &v.file))
+            .sync_all_data(files.iter().flatten().map(Staged::file))
             .map_err(|err| err.to_string())
     };
     if let Err(err) = synced {
@@ -95,21 +113,27 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
         .commit_lock
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut known = KnownFolders::default();
     let mut placed: Vec<Placed> = group
         .iter()
-        .map(|verified| {
-            state
-                .store
-                .place(&verified.key, &verified.name, verified.conflict, &mut known)
-                .map_err(|err| {
-                    let code = if err.is_about_the_name() {
-                        ErrorCode::InvalidName
-                    } else {
-                        ErrorCode::Storage
-                    };
-                    (code, err.to_string())
-                })
+        .zip(&files)
+        .map(|(verified, staged)| {
+            let staged = staged.as_ref().map_err(Clone::clone)?;
+            let placed = match staged {
+                Staged::Partial(_) | Staged::WrittenPartial(_) => {
+                    state
+                        .store
+                        .place(&verified.key, &verified.name, verified.conflict, &mut known)
+                }
+                Staged::Unnamed(file) => state.store.link_unnamed(file, &verified.name),
+            };
+            placed.map_err(|err| {
+                let code = if err.is_about_the_name() {
+                    ErrorCode::InvalidName
+                } else {
+                    ErrorCode::Storage
+                };
+                (code, err.to_string())
+            })
         })
         .collect();
     let names_synced = if per_file {
@@ -143,6 +167,61 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
         undo_placements(state, group, &mut placed, &message);
     }
     placed
+}
+
+/// A file of the group on disk, ready to be given its name.
+enum Staged<'a> {
+    /// Its partial file, renamed into place.
+    Partial(&'a File),
+    /// A small upload written to its partial file just now, renamed into place.
+    WrittenPartial(File),
+    /// A small upload in an unnamed file in its destination folder, linked into place.
+    Unnamed(File),
+}
+
+impl Staged<'_> {
+    fn file(&self) -> &File {
+        match self {
+            Staged::Partial(file) => file,
+            Staged::WrittenPartial(file) | Staged::Unnamed(file) => file,
+        }
+    }
+}
+
+/// Puts a group member's bytes on disk without a name. A small keep-both upload goes into an
+/// unnamed file in its destination folder; otherwise (an overwrite, or a filesystem without
+/// unnamed files) into its partial file.
+fn stage<'a>(
+    state: &ServerState,
+    verified: &'a Verified,
+    known: &mut KnownFolders,
+) -> Result<Staged<'a>, (ErrorCode, String)> {
+    let bytes = match &verified.content {
+        Content::Partial(file) => return Ok(Staged::Partial(file)),
+        Content::Memory(bytes) => bytes,
+    };
+    let failed = |err: StoreError| {
+        let code = if err.is_about_the_name() {
+            ErrorCode::InvalidName
+        } else {
+            ErrorCode::Storage
+        };
+        (code, err.to_string())
+    };
+    if verified.conflict == ConflictPolicy::KeepBoth {
+        if let Some(file) = state
+            .store
+            .create_unnamed(&verified.name, bytes, known)
+            .map_err(failed)?
+        {
+            return Ok(Staged::Unnamed(file));
+        }
+    }
+    let file = state
+        .store
+        .write_partial(&verified.key, bytes)
+        .map_err(failed)?;
+    Ok(Staged::WrittenPartial(file))
 }
 
 /// Takes back the keep-both placements of a group whose commit failed, so nothing unrecorded

@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    commit::{self, Verified, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_WAIT},
+    commit::{self, Verified, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY, GROUP_WAIT},
     download,
     names::ValidName,
     store::{KnownFolders, Store},
-    upload::{Upload, UploadError},
+    upload::{Content, Upload, UploadError},
     ServerState,
 };
 
@@ -101,6 +101,7 @@ pub async fn serve(
         checked: std::collections::HashSet::new(),
         group: Vec::new(),
         group_bytes: 0,
+        group_memory: 0,
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
@@ -130,6 +131,8 @@ struct Session {
     /// Verified uploads waiting for their group commit, and their total size.
     group: Vec<Verified>,
     group_bytes: u64,
+    /// Bytes of the group held in memory (small uploads).
+    group_memory: u64,
     files_stored: u64,
 }
 
@@ -444,6 +447,9 @@ impl Session {
         }
 
         self.group_bytes += size;
+        if matches!(written.content, Content::Memory(_)) {
+            self.group_memory += size;
+        }
         self.group.push(Verified {
             id,
             name,
@@ -451,11 +457,14 @@ impl Session {
             conflict,
             size,
             hash: written.hash,
-            file: written.file,
+            content: written.content,
             started,
             _lease: written.lease,
         });
-        if self.group.len() >= GROUP_MAX_FILES || self.group_bytes >= GROUP_MAX_BYTES {
+        if self.group.len() >= GROUP_MAX_FILES
+            || self.group_bytes >= GROUP_MAX_BYTES
+            || self.group_memory >= GROUP_MAX_MEMORY
+        {
             self.commit_group().await?;
         }
         Ok(())
@@ -468,6 +477,7 @@ impl Session {
         }
         let group = std::mem::take(&mut self.group);
         self.group_bytes = 0;
+        self.group_memory = 0;
         let (state, peer) = (Arc::clone(&self.state), self.peer);
         let committed = tokio::task::spawn_blocking(move || {
             let placed = commit::commit_group(&state, &group, peer);

@@ -16,7 +16,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Seek, SeekFrom},
+    io::{self, Read, Seek, SeekFrom, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -412,6 +412,70 @@ impl Store {
         }
     }
 
+    /// Writes `bytes` into a new file without a name inside the folder of `name` (creating
+    /// the folders), to be given its name by [`Store::link_unnamed`]. Nothing is left behind
+    /// if the server dies first. `None` where the filesystem has no unnamed files (then the
+    /// caller uses the partial area). Blocking.
+    pub fn create_unnamed(
+        &self,
+        name: &ValidName,
+        bytes: &[u8],
+        known: &mut KnownFolders,
+    ) -> Result<Option<File>, StoreError> {
+        self.walk_parents_in(name, true, known)?;
+        let target = name.under(&self.root);
+        let folder = target.parent().unwrap_or(&self.root);
+        let opened = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
+            .mode(STORED_FILE_MODE)
+            .open(folder);
+        let mut file = match opened {
+            Ok(file) => file,
+            // Old kernels and some filesystems (EOPNOTSUPP, EISDIR, EINVAL).
+            Err(_) => return Ok(None),
+        };
+        file.write_all(bytes).map_err(io_error("write", folder))?;
+        Ok(Some(file))
+    }
+
+    /// Gives an unnamed file its name, keeping both on a conflict: the first free name among
+    /// `name`, `name (1)`, ... (a link fails atomically if the name is taken). Blocking.
+    pub fn link_unnamed(&self, file: &File, name: &ValidName) -> Result<ValidName, StoreError> {
+        use std::os::fd::AsRawFd;
+        // The portable way to name an O_TMPFILE without extra privileges.
+        let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        for n in 0..=MAX_CONFLICT_SUFFIX {
+            let candidate = if n == 0 {
+                name.clone()
+            } else {
+                name.numbered(n)?
+            };
+            let target = candidate.under(&self.root);
+            let linked = rustix::fs::linkat(
+                rustix::fs::CWD,
+                &source,
+                rustix::fs::CWD,
+                &target,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            );
+            match linked {
+                Ok(()) => return Ok(candidate),
+                Err(errno) if errno == rustix::io::Errno::EXIST => {}
+                Err(errno) => return Err(io_error("store", &target)(errno.into())),
+            }
+        }
+        Err(StoreError::NoFreeName(name.as_str().to_owned()))
+    }
+
+    /// Writes a small upload's bytes as its complete partial file. Blocking.
+    pub fn write_partial(&self, key: &Hash, bytes: &[u8]) -> Result<File, StoreError> {
+        let mut file = self.open_partial(key, 0)?;
+        file.write_all(bytes)
+            .map_err(io_error("write", &self.partial_path(key)))?;
+        Ok(file)
+    }
+
     /// Makes the data of `files` durable: one `syncfs` of the storage filesystem, or an
     /// fsync per file where `syncfs` is unavailable. Blocking.
     pub fn sync_all_data<'a>(
@@ -713,6 +777,50 @@ mod tests {
         assert!(store.make_dir(&name("x/y/z")).unwrap());
         assert!(!store.make_dir(&name("x/y/z")).unwrap());
         assert!(dir.path().join("x/y/z").is_dir());
+    }
+
+    #[test]
+    fn unnamed_files_get_free_names_and_leave_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut known = KnownFolders::default();
+        let Some(first) = store
+            .create_unnamed(&name("a/b.txt"), b"one", &mut known)
+            .unwrap()
+        else {
+            return; // no O_TMPFILE here: the partial area is used instead
+        };
+        let second = store
+            .create_unnamed(&name("a/b.txt"), b"two", &mut known)
+            .unwrap()
+            .unwrap();
+        let dropped = store
+            .create_unnamed(&name("a/c.txt"), b"gone", &mut known)
+            .unwrap()
+            .unwrap();
+        drop(dropped);
+        assert_eq!(
+            store
+                .link_unnamed(&first, &name("a/b.txt"))
+                .unwrap()
+                .as_str(),
+            "a/b.txt"
+        );
+        assert_eq!(
+            store
+                .link_unnamed(&second, &name("a/b.txt"))
+                .unwrap()
+                .as_str(),
+            "a/b (1).txt"
+        );
+        assert_eq!(fs::read(dir.path().join("a/b.txt")).unwrap(), b"one");
+        assert_eq!(fs::read(dir.path().join("a/b (1).txt")).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]
