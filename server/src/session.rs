@@ -69,6 +69,9 @@ pub enum SessionError {
     Superseded(String),
 }
 
+/// What a commit task returns: the group and each file's fate.
+type Committed = Result<(Vec<Verified>, Vec<commit::Placed>), tokio::task::JoinError>;
+
 /// The upload side of the session.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per session; boxing would add an allocation per file
@@ -101,6 +104,7 @@ pub async fn serve(
         checked: std::collections::HashSet::new(),
         group: Vec::new(),
         group_bytes: 0,
+        committing: None,
         group_memory: 0,
         files_stored: 0,
     };
@@ -131,6 +135,8 @@ struct Session {
     /// Verified uploads waiting for their group commit, and their total size.
     group: Vec<Verified>,
     group_bytes: u64,
+    /// The group being committed on a blocking thread, if any.
+    committing: Option<tokio::task::JoinHandle<(Vec<Verified>, Vec<commit::Placed>)>>,
     /// Bytes of the group held in memory (small uploads).
     group_memory: u64,
     files_stored: u64,
@@ -148,15 +154,28 @@ impl Session {
                 _ => None,
             };
             let grouping = !self.group.is_empty();
+            // Held outside `self` for the select, so the request branch can borrow `self`.
+            let mut committing = self.committing.take();
             let next = tokio::select! {
-                next = self.next_request() => next?,
+                next = self.next_request() => {
+                    self.committing = committing;
+                    next?
+                }
+                committed = async { committing.as_mut()?.await.into() }, if committing.is_some() => {
+                    if let Some(committed) = committed {
+                        self.answer_commit(committed).await?;
+                    }
+                    continue;
+                }
                 // The client paused: commit what is verified rather than keep it waiting.
                 () = tokio::time::sleep(GROUP_WAIT), if grouping => {
-                    self.commit_group().await?;
+                    self.committing = committing;
+                    self.start_commit().await?;
                     continue;
                 }
                 // Dropping the upload keeps its partial file for the connection taking over.
                 () = cancelled(superseded) => {
+                    self.committing = committing;
                     let Transfer::Receiving(upload) = std::mem::replace(&mut self.transfer, Transfer::Idle) else {
                         return Ok(());
                     };
@@ -164,6 +183,7 @@ impl Session {
                 }
                 // Only between files: an upload in flight is allowed to finish.
                 () = shutdown.cancelled(), if idle => {
+                    self.committing = committing;
                     self.commit_group().await?;
                     let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
                     let _ = self.send(Response::Error(bye)).await;
@@ -171,6 +191,8 @@ impl Session {
                 }
             };
             let Some(request) = next else {
+                // Answers for a commit in flight may still reach a client that half-closed.
+                let _ = self.finish_commit().await;
                 return match std::mem::replace(&mut self.transfer, Transfer::Idle) {
                     // Dropping the upload closes its writer; the partial file stays for resume.
                     Transfer::Receiving(upload) => Err(SessionError::VanishedMidFile {
@@ -338,8 +360,9 @@ impl Session {
                 return self.refuse_file(id, &begin.name, code, message).await;
             }
         }
-        if self.group.iter().any(|verified| verified.key == begin.key) {
-            // The same local file again: its first copy must leave the partial area first.
+        if self.state.leases.is_held(&begin.key) {
+            // Perhaps the same local file again, its first copy still in this session's group
+            // (or its commit): that copy must be committed and let go first.
             self.commit_group().await?;
         }
         let lease = match self.state.leases.claim(begin.key).await {
@@ -465,25 +488,48 @@ impl Session {
             || self.group_bytes >= GROUP_MAX_BYTES
             || self.group_memory >= GROUP_MAX_MEMORY
         {
-            self.commit_group().await?;
+            self.start_commit().await?;
         }
         Ok(())
     }
 
-    /// Commits the verified files collected so far (see commit.rs) and answers each.
+    /// Commits the verified files collected so far (see commit.rs) and answers each, waiting
+    /// until it is done. Used before anything that reads the store.
     async fn commit_group(&mut self) -> Result<(), SessionError> {
+        self.start_commit().await?;
+        self.finish_commit().await
+    }
+
+    /// Starts committing the collected group on a blocking thread and returns, so the next
+    /// files are received while this group is flushed. One commit at a time: answers leave
+    /// in the order the files were begun.
+    async fn start_commit(&mut self) -> Result<(), SessionError> {
         if self.group.is_empty() {
             return Ok(());
         }
+        self.finish_commit().await?;
         let group = std::mem::take(&mut self.group);
         self.group_bytes = 0;
         self.group_memory = 0;
         let (state, peer) = (Arc::clone(&self.state), self.peer);
-        let committed = tokio::task::spawn_blocking(move || {
+        self.committing = Some(tokio::task::spawn_blocking(move || {
             let placed = commit::commit_group(&state, &group, peer);
             (group, placed)
-        })
-        .await;
+        }));
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any, and sends its answers.
+    async fn finish_commit(&mut self) -> Result<(), SessionError> {
+        let Some(committing) = self.committing.take() else {
+            return Ok(());
+        };
+        let committed = committing.await;
+        self.answer_commit(committed).await
+    }
+
+    /// Sends the answers of a finished commit.
+    async fn answer_commit(&mut self, committed: Committed) -> Result<(), SessionError> {
         let (group, placed) = match committed {
             Ok(done) => done,
             Err(join) => {
