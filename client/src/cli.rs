@@ -157,6 +157,11 @@ pub(crate) struct SendArgs {
     /// Replace files of the same name on the server instead of keeping both.
     #[arg(long)]
     pub(crate) overwrite: bool,
+
+    /// Compress with zstd (level 1) on the way; chunks that do not shrink go as they are.
+    /// Worth it on slow links with compressible data. Default: `compress` from the config file.
+    #[arg(long)]
+    pub(crate) compress: bool,
 }
 
 /// Arguments of `ftc get`.

@@ -30,6 +30,7 @@ pub(crate) async fn send(
     paths: &[PathBuf],
     conflict: ConflictPolicy,
     retries: u32,
+    compress: bool,
     style: Style,
 ) -> Exit {
     if paths.is_empty() {
@@ -44,6 +45,7 @@ pub(crate) async fn send(
     };
     let options = SendOptions {
         retries,
+        compress,
         ..SendOptions::new(conflict)
     };
     let events = EventOutput::new(style.json, style.bars);

@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     pub(crate) output: Option<PathBuf>,
     /// False to never draw progress bars.
     pub(crate) progress: Option<bool>,
+    /// Default for `send --compress`.
+    pub(crate) compress: Option<bool>,
 }
 
 /// The config file's schema. Unknown keys are errors, so a typo is not silently ignored.
@@ -31,6 +33,7 @@ struct FileConfig {
     retries: Option<u32>,
     output: Option<PathBuf>,
     progress: Option<bool>,
+    compress: Option<bool>,
 }
 
 fn server_from_text<'de, D: serde::Deserializer<'de>>(
@@ -64,6 +67,7 @@ pub(crate) fn load() -> Result<Settings, ClientError> {
                     retries: file.retries,
                     output: file.output,
                     progress: file.progress,
+                    compress: file.compress,
                 };
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

@@ -6,7 +6,7 @@ use ft_protocol::{
     codec::{self, MessageReader, MessageWriter},
     CatalogEntry, Delete, Deleted, DirMade, ErrorResponse, Failed, FileIntent, FilePlan, Hello,
     InfoRequest, List, MakeDir, Prepare, ProtocolError, Request, Response, ServerInfo, Welcome,
-    PROTOCOL_VERSION,
+    CAPABILITY_ZSTD, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -56,7 +56,8 @@ impl Client {
             .send(Request::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 software: format!("ftc {}", env!("CARGO_PKG_VERSION")),
-                capabilities: Vec::new(),
+                // Asked for always; used only when a send wants compression.
+                capabilities: vec![CAPABILITY_ZSTD.to_owned()],
             }))
             .await?;
         match client
@@ -76,6 +77,14 @@ impl Client {
             }),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Whether the server accepts zstd-compressed chunks.
+    pub fn accepts_zstd(&self) -> bool {
+        self.welcome
+            .capabilities
+            .iter()
+            .any(|capability| capability == CAPABILITY_ZSTD)
     }
 
     /// The server's handshake answer: its software, version and limits.

@@ -76,11 +76,13 @@ async fn run(command: Command, settings: &Settings) -> Exit {
                 bars: bars(args.transfer.no_progress, settings),
             };
             let mut session = Session::new(server);
+            let compress = args.compress || settings.compress == Some(true);
             commands::send(
                 &mut session,
                 &paths,
                 conflict,
                 retries(args.transfer.retries),
+                compress,
                 style,
             )
             .await

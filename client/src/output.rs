@@ -161,6 +161,7 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
             "event": "summary", "files": report.outcomes.len(), "stored": stored_files,
             "failed": failed, "bytes": stored_bytes, "elapsed_ms": report.elapsed.as_millis() as u64,
             "retries": report.retries, "bytes_resumed": report.bytes_resumed,
+            "bytes_sent": report.bytes_sent, "bytes_on_wire": report.bytes_on_wire,
             "folders_made": report.folders_made.len(), "skipped": skipped.len(),
             "ok": report.all_stored() && report.connection_error.is_none(),
         }));
@@ -219,6 +220,13 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
             extras.push_str(&format!(
                 "; {} bytes resumed, not sent again",
                 report.bytes_resumed
+            ));
+        }
+        if report.bytes_on_wire < report.bytes_sent {
+            extras.push_str(&format!(
+                "; {} bytes on the wire (zstd, {:.1}x smaller)",
+                report.bytes_on_wire,
+                report.bytes_sent as f64 / report.bytes_on_wire.max(1) as f64
             ));
         }
         out!(

@@ -16,7 +16,8 @@ use crate::{commands, commands::Style, config::Settings, exit::Exit};
 const HELP: &str = "\
 commands:
   ls [PATTERN]                 list stored files (glob: * ? [abc])
-  put PATH... [--overwrite]    upload files and folders
+  put PATH... [--overwrite] [--compress]
+                               upload files and folders
   get NAME... [-o DIR] [--force]
                                download stored files (into the current folder by default)
   rm NAME...                   delete stored files
@@ -109,9 +110,11 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
             }
             "put" | "send" => {
                 let overwrite = args.iter().any(|arg| arg == "--overwrite");
+                let compress =
+                    args.iter().any(|arg| arg == "--compress") || settings.compress == Some(true);
                 let paths: Vec<PathBuf> = args
                     .iter()
-                    .filter(|arg| *arg != "--overwrite")
+                    .filter(|arg| *arg != "--overwrite" && *arg != "--compress")
                     .map(PathBuf::from)
                     .collect();
                 let conflict = if overwrite {
@@ -119,7 +122,7 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                 } else {
                     ConflictPolicy::KeepBoth
                 };
-                commands::send(&mut session, &paths, conflict, retries, style).await
+                commands::send(&mut session, &paths, conflict, retries, compress, style).await
             }
             "get" => match GetLine::parse(args) {
                 Some(get) => {

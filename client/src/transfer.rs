@@ -46,6 +46,9 @@ pub struct SendOptions {
     pub first_backoff: Duration,
     /// Longest pause between retries.
     pub max_backoff: Duration,
+    /// Compress chunks with zstd when the server agrees; chunks that do not shrink are sent
+    /// as they are, and a file whose first chunks do not shrink is not tried further.
+    pub compress: bool,
 }
 
 impl SendOptions {
@@ -56,6 +59,7 @@ impl SendOptions {
             retries: DEFAULT_RETRIES,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            compress: false,
         }
     }
 
@@ -113,6 +117,8 @@ pub struct SendReport {
     pub bytes_sent: u64,
     /// Content bytes not sent because the server already held them (resume).
     pub bytes_resumed: u64,
+    /// Content bytes as they went on the wire (smaller than `bytes_sent` when compressed).
+    pub bytes_on_wire: u64,
     /// Empty folders created on the server.
     pub folders_made: Vec<String>,
     /// Empty folders the server refused, with why.
@@ -148,6 +154,7 @@ pub(crate) struct Ledger<'a> {
     deferred: Mutex<Vec<Option<FileFailure>>>,
     stored: AtomicUsize,
     bytes_sent: AtomicU64,
+    bytes_on_wire: AtomicU64,
     bytes_resumed: AtomicU64,
     on_event: &'a (dyn Fn(TransferEvent) + Sync),
 }
@@ -160,6 +167,7 @@ impl<'a> Ledger<'a> {
             deferred: Mutex::new(vec![None; files.len()]),
             stored: AtomicUsize::new(0),
             bytes_sent: AtomicU64::new(0),
+            bytes_on_wire: AtomicU64::new(0),
             bytes_resumed: AtomicU64::new(0),
             on_event,
         }
@@ -173,9 +181,10 @@ impl<'a> Ledger<'a> {
         (self.on_event)(event);
     }
 
-    /// `len` more bytes of file `index` went out; it is now at `position`.
-    pub(crate) fn sent(&self, index: usize, position: u64, len: u64) {
+    /// `len` more bytes of file `index` went out, as `wire` bytes; it is now at `position`.
+    pub(crate) fn sent(&self, index: usize, position: u64, len: u64, wire: u64) {
         self.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        self.bytes_on_wire.fetch_add(wire, Ordering::Relaxed);
         (self.on_event)(TransferEvent::FileProgress { index, position });
     }
 
@@ -305,6 +314,7 @@ impl<'a> Ledger<'a> {
             retries,
             bytes_sent: self.bytes_sent.into_inner(),
             bytes_resumed: self.bytes_resumed.into_inner(),
+            bytes_on_wire: self.bytes_on_wire.into_inner(),
             folders_made: folders.made,
             folder_failures: folders.failed,
         }

@@ -528,12 +528,17 @@ impl RawClient {
 
     /// Connects and completes the handshake.
     pub async fn handshake(addr: SocketAddr) -> RawClient {
+        Self::handshake_with(addr, &[]).await
+    }
+
+    /// Connects and completes the handshake asking for `capabilities`.
+    pub async fn handshake_with(addr: SocketAddr, capabilities: &[&str]) -> RawClient {
         let mut client = Self::connect(addr).await;
         client
             .send(Request::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 software: "raw-test-client".into(),
-                capabilities: vec![],
+                capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             }))
             .await;
         match client.recv().await {

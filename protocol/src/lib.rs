@@ -25,7 +25,7 @@
 //!
 //! ```text
 //! client:  Hello  ( Prepare | Upload | List | Get | Delete | Info | MakeDir )*
-//! Upload:  BeginFile Chunk* ( EndFile | CancelFile )
+//! Upload:  BeginFile ( Chunk | CompressedChunk )* ( EndFile | CancelFile )
 //!
 //! server:  ( Welcome | Error )
 //!          ( Prepared | Ack | Error | Listing+ | Sending Data* | Deleted | ServerInfo
@@ -85,8 +85,9 @@
 //!
 //! Goals: integrity end to end (the BLAKE3 hash of the whole file travels in `EndFile` and
 //! is checked before the file gets its name), throughput (no round trip per chunk or per
-//! file), bounded memory on both sides, no re-sending of what already arrived. Not yet
-//! covered: authentication, encryption and compression.
+//! file), bounded memory on both sides, no re-sending of what already arrived, optional
+//! per-chunk zstd compression (negotiated; incompressible chunks travel raw). Not yet
+//! covered: authentication and encryption.
 
 pub mod codec;
 mod error;
@@ -94,15 +95,21 @@ mod message;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use message::{
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, Delete, Deleted, DirMade,
-    EndFile, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Hello, InfoRequest, List,
-    Listing, MakeDir, Prepare, Prepared, Request, Response, Sending, ServerInfo, Welcome,
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, CompressedChunk, ConflictPolicy, Delete,
+    Deleted, DirMade, EndFile, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Hello,
+    InfoRequest, List, Listing, MakeDir, Prepare, Prepared, Request, Response, Sending, ServerInfo,
+    Welcome,
 };
 
 /// The protocol version this crate speaks; both peers must speak the same one.
 /// Version 2 added `Prepare`/`Prepared`, resume (`key`, `offset` in `BeginFile`) and `NoSpace`.
 /// Version 3 added `Get`, `Delete`, `Info`, `MakeDir`, list patterns and `NotFound`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 4 added `CompressedChunk` and the `zstd` capability.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
+/// `Hello`; the server echoes it in `Welcome` if it agrees.
+pub const CAPABILITY_ZSTD: &str = "zstd";
 
 /// Most files one [`Prepare`] may announce; the client splits larger batches.
 pub const MAX_PREPARE_FILES: usize = 1024;

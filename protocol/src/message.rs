@@ -32,6 +32,9 @@ pub enum Request {
     Info(InfoRequest),
     /// Creates a folder (so empty folders can be sent). Protocol 3.
     MakeDir(MakeDir),
+    /// A piece of the open upload's content, zstd-compressed; only once both sides announced
+    /// [`crate::CAPABILITY_ZSTD`]. Protocol 4.
+    CompressedChunk(CompressedChunk),
 }
 
 /// Everything a server may send. Variant order is the wire encoding: append only.
@@ -175,6 +178,24 @@ pub struct Chunk {
 impl fmt::Debug for Chunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chunk")
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// A zstd frame holding `raw_len` bytes of content (at most [`crate::CHUNK_SIZE`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressedChunk {
+    /// Bytes after decompression; the receiver refuses to produce more.
+    pub raw_len: u32,
+    /// The zstd frame.
+    pub data: Bytes,
+}
+
+impl fmt::Debug for CompressedChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompressedChunk")
+            .field("raw_len", &self.raw_len)
             .field("len", &self.data.len())
             .finish()
     }

@@ -4,10 +4,10 @@
 use bytes::{Bytes, BytesMut};
 use ft_protocol::{
     codec::{decode, decode_hello, encode, FrameCodec},
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, ConflictPolicy, Delete, Deleted, DirMade,
-    EndFile, ErrorCode, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Hello, InfoRequest,
-    List, Listing, MakeDir, Prepare, Prepared, Request, Response, Sending, ServerInfo, Welcome,
-    MAX_FRAME_LEN,
+    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, CompressedChunk, ConflictPolicy, Delete,
+    Deleted, DirMade, EndFile, ErrorCode, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash,
+    Hello, InfoRequest, List, Listing, MakeDir, Prepare, Prepared, Request, Response, Sending,
+    ServerInfo, Welcome, MAX_FRAME_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -85,6 +85,12 @@ fn request() -> impl Strategy<Value = Request> {
         name().prop_map(|name| Request::Delete(Delete { name })),
         Just(Request::Info(InfoRequest {})),
         name().prop_map(|name| Request::MakeDir(MakeDir { name })),
+        (any::<u32>(), prop::collection::vec(any::<u8>(), 0..512)).prop_map(|(raw_len, data)| {
+            Request::CompressedChunk(CompressedChunk {
+                raw_len,
+                data: Bytes::from(data),
+            })
+        }),
         prop::collection::vec((name(), any::<u64>(), hash()), 0..8).prop_map(|files| {
             Request::Prepare(Prepare {
                 files: files

@@ -11,9 +11,10 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
-    Ack, BeginFile, Chunk, Delete, Deleted, DirMade, EndFile, ErrorCode, ErrorResponse, Failed,
-    FileIntent, FilePlan, Get, Hash, Listing, MakeDir, Prepare, Prepared, ProtocolError, Request,
-    Response, Sending, ServerInfo, Welcome, CHUNK_SIZE, MAX_PREPARE_FILES, PROTOCOL_VERSION,
+    Ack, BeginFile, Chunk, CompressedChunk, Delete, Deleted, DirMade, EndFile, ErrorCode,
+    ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Listing, MakeDir, Prepare, Prepared,
+    ProtocolError, Request, Response, Sending, ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE,
+    MAX_PREPARE_FILES, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -101,6 +102,7 @@ pub async fn serve(
         state,
         transfer: Transfer::Idle,
         prepared: HashMap::new(),
+        zstd: false,
         checked: std::collections::HashSet::new(),
         group: Vec::new(),
         group_bytes: 0,
@@ -130,6 +132,8 @@ struct Session {
     transfer: Transfer,
     /// Resumes offered by the last `Prepare`: key -> (offset, hash state of the prefix).
     prepared: HashMap<Hash, (u64, blake3::Hasher)>,
+    /// The client may send zstd-compressed chunks.
+    zstd: bool,
     /// Keys the last `Prepare` accepted: their folders and space need no second check.
     checked: std::collections::HashSet<Hash>,
     /// Verified uploads waiting for their group commit, and their total size.
@@ -227,6 +231,7 @@ impl Session {
                 Request::Delete(delete) => self.on_delete(delete).await?,
                 Request::Info(_) => self.on_info().await?,
                 Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
+                Request::CompressedChunk(chunk) => self.on_compressed_chunk(chunk).await?,
             }
         }
     }
@@ -264,10 +269,16 @@ impl Session {
             }
         };
         tracing::info!(client = %hello.software, "client connected");
+        self.zstd = hello.capabilities.iter().any(|c| c == CAPABILITY_ZSTD);
+        let capabilities = if self.zstd {
+            vec![CAPABILITY_ZSTD.to_owned()]
+        } else {
+            Vec::new()
+        };
         self.send(Response::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
             software: format!("fts {}", env!("CARGO_PKG_VERSION")),
-            capabilities: Vec::new(),
+            capabilities,
             max_file_size: self.state.limits.max_file_size,
         }))
         .await?;
@@ -422,6 +433,33 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// Decompresses into at most `raw_len` (itself at most one chunk) bytes, so a small frame
+    /// cannot expand into a large allocation, then handles the result as a [`Chunk`].
+    async fn on_compressed_chunk(&mut self, chunk: CompressedChunk) -> Result<(), SessionError> {
+        if !self.zstd {
+            return Err(self
+                .violation("CompressedChunk without the zstd capability")
+                .await);
+        }
+        let raw_len = chunk.raw_len as usize;
+        if raw_len > CHUNK_SIZE {
+            let what = format!("CompressedChunk larger than {CHUNK_SIZE} bytes");
+            return Err(self.violation(&what).await);
+        }
+        let data = match zstd::bulk::decompress(&chunk.data, raw_len) {
+            Ok(data) if data.len() == raw_len => data,
+            Ok(_) | Err(_) => {
+                return Err(self
+                    .violation("CompressedChunk does not decompress to raw_len bytes")
+                    .await)
+            }
+        };
+        self.on_chunk(Chunk {
+            data: bytes::Bytes::from(data),
+        })
+        .await
     }
 
     async fn on_end_file(&mut self, end: EndFile) -> Result<(), SessionError> {
@@ -651,7 +689,7 @@ impl Session {
             Ok::<_, String>(ServerInfo {
                 software: format!("fts {}", env!("CARGO_PKG_VERSION")),
                 protocol_version: PROTOCOL_VERSION,
-                capabilities: Vec::new(),
+                capabilities: vec![CAPABILITY_ZSTD.to_owned()],
                 files,
                 bytes,
                 free_bytes,
