@@ -187,6 +187,63 @@ def ft_run(bin_dir, out, workload, tag, extra_send=()):
         fts.stop()
 
 
+def ft_json_run(bin_dir, out, paths, tag, extra=()):
+    """One ftc send with --json; returns (seconds, the summary object)."""
+    import json
+    fts = Fts(bin_dir, os.path.join(out, "recv-ft", tag))
+    try:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [os.path.join(bin_dir, "ftc"), "send", fts.address, *paths, "--no-progress", "--json", *extra],
+            capture_output=True, text=True, check=True,
+        )
+        seconds = time.perf_counter() - start
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        return seconds, summary
+    finally:
+        fts.stop()
+
+
+def compression(args, smoke, rsyncd):
+    """ft with and without --compress on a text corpus (and on W1's random bytes)."""
+    out = os.path.join(args.out, "compression")
+    os.makedirs(out, exist_ok=True)
+    corpus = os.path.join(out, "corpus.txt")
+    size = 8 * MIB if smoke else 256 * MIB
+    words = [w.encode() for w in (
+        "the of and to in is that for it as with was on be by this are or from at which file "
+        "server client transfer verified hash catalog storage network log error warning info "
+        "request response byte chunk frame session upload download folder name size time"
+    ).split()]
+    with open(corpus, "wb") as f:
+        written, seed = 0, os.urandom(1 << 16)
+        while written < size:
+            line = b" ".join(words[b % len(words)] for b in seed[written % 60000: written % 60000 + 12]) + b"\n"
+            f.write(line)
+            written += len(line)
+    subprocess.run(["sync"], check=False)
+    lines = ["", "Compression (zstd level 1, `ftc send --compress`) on a text corpus of "
+             f"{os.path.getsize(corpus) // MIB} MiB, loopback:", "",
+             "| tool | time | MB/s | bytes on the wire |", "|---|---|---|---|"]
+    total = os.path.getsize(corpus)
+    for label, extra in (("ft", ()), ("ft --compress", ("--compress",))):
+        times, wire = [], 0
+        for i in range(1 if smoke else 3):
+            seconds, summary = ft_json_run(args.bin_dir, out, [corpus], f"zstd-{len(extra)}-{i}", extra)
+            times.append(seconds)
+            wire = summary.get("bytes_on_wire", 0)
+            subprocess.run(["sync"], check=False)
+        med = statistics.median(times)
+        lines.append(f"| {label} | {med:.2f} s | {total / med / 1e6:.0f} | {wire} ({wire / total:.0%}) |")
+        print(lines[-1], flush=True)
+    if rsyncd:
+        seconds, _ = run_timed(["rsync", "-a", "--whole-file", corpus, f"rsync://127.0.0.1:{rsyncd.port}/bench/zstd/"])
+        lines.append(f"| rsync --whole-file | {seconds:.2f} s | {total / seconds / 1e6:.0f} | {total} (100%) |")
+        seconds, _ = run_timed(["rsync", "-a", "--whole-file", "-z", corpus, f"rsync://127.0.0.1:{rsyncd.port}/bench/zstd-z/"])
+        lines.append(f"| rsync --whole-file -z | {seconds:.2f} s | {total / seconds / 1e6:.0f} | (not reported) |")
+    return lines
+
+
 def rsync_run(rsyncd, workload, tag):
     base = workload[0]
     seconds, _ = run_timed(
@@ -309,6 +366,8 @@ def main():
             )
             print(rows[-1], flush=True)
         report += rows
+        if not args.only:
+            report += compression(args, args.smoke, rsyncd)
 
         if not (args.smoke or args.no_scaling):
             report += ["", *scaling(args)]
