@@ -154,7 +154,9 @@ class Rsyncd:
             f.write(
                 f"pid file = {out}/rsyncd.pid\nport = {self.port}\naddress = 127.0.0.1\n"
                 f"use chroot = no\n[bench]\npath = {self.root}\nread only = no\n"
-                "uid = root\ngid = root\n"
+                # As root the daemon would otherwise switch to "nobody"; as anyone else it
+                # cannot switch at all.
+                + ("uid = root\ngid = root\n" if os.geteuid() == 0 else "")
             )
         self.proc = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={conf}"])
         deadline = time.time() + 10
