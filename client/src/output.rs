@@ -237,15 +237,7 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
             rate(stored_bytes, report.elapsed),
         );
     }
-    if let Some(err) = &report.connection_error {
-        eprintln!("ftc: error: {err}");
-        return Exit::Connection;
-    }
-    if report.all_stored() {
-        Exit::Success
-    } else {
-        Exit::SomeFilesFailed
-    }
+    batch_exit(report.connection_error.as_ref(), report.all_stored())
 }
 
 /// Prints what was saved and what was not; returns the exit status.
@@ -305,11 +297,16 @@ pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
             rate(bytes, report.elapsed),
         );
     }
-    if let Some(err) = &report.connection_error {
+    batch_exit(report.connection_error.as_ref(), report.all_saved())
+}
+
+/// The exit status of a batch: a failed connection outranks failed files.
+fn batch_exit(connection_error: Option<&ClientError>, all_ok: bool) -> Exit {
+    if let Some(err) = connection_error {
         eprintln!("ftc: error: {err}");
         return Exit::Connection;
     }
-    if report.all_saved() {
+    if all_ok {
         Exit::Success
     } else {
         Exit::SomeFilesFailed

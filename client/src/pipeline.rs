@@ -160,26 +160,10 @@ async fn send_all(
                 continue;
             }
         };
-        ledger.emit(TransferEvent::FileStarted {
-            index,
-            name: file.name.clone(),
-            size: file.size,
-            offset,
-        });
-        let id =
-            u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
-        let begin = BeginFile {
-            id,
-            name: file.name.clone(),
-            size: file.size,
-            conflict: options.conflict,
-            key: file.key,
-            offset,
-        };
-        send(writer, flags, Request::BeginFile(begin)).await?;
-        // The collector expects an answer for this file from now on.
-        let _ = begun.send(position);
-
+        begin_file(
+            writer, ledger, flags, &begun, position, planned, options, offset,
+        )
+        .await?;
         let streamed = stream_content(
             writer, flags, ledger, position, planned, handle, offset, hasher,
         )
@@ -200,6 +184,40 @@ async fn send_all(
         }
     }
     flush(writer, flags).await
+}
+
+/// Announces the start of a file to the caller and the server, and tells the collector an
+/// answer is due for it from now on.
+#[allow(clippy::too_many_arguments)] // two call sites; all are facts of this one file
+async fn begin_file(
+    writer: &mut Writer,
+    ledger: &Ledger<'_>,
+    flags: &Flags,
+    begun: &mpsc::UnboundedSender<usize>,
+    position: usize,
+    planned: &Planned<'_>,
+    options: SendOptions,
+    offset: u64,
+) -> Result<(), ClientError> {
+    let (index, file) = (planned.index, planned.file);
+    ledger.emit(TransferEvent::FileStarted {
+        index,
+        name: file.name.clone(),
+        size: file.size,
+        offset,
+    });
+    let id = u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
+    let begin = BeginFile {
+        id,
+        name: file.name.clone(),
+        size: file.size,
+        conflict: options.conflict,
+        key: file.key,
+        offset,
+    };
+    send(writer, flags, Request::BeginFile(begin)).await?;
+    let _ = begun.send(position);
+    Ok(())
 }
 
 /// Files up to this size are read in one go on the sending task: a thread hand-off per file
@@ -225,23 +243,7 @@ async fn send_small(
             return Ok(());
         }
     };
-    ledger.emit(TransferEvent::FileStarted {
-        index,
-        name: file.name.clone(),
-        size: file.size,
-        offset: 0,
-    });
-    let id = u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
-    let begin = BeginFile {
-        id,
-        name: file.name.clone(),
-        size: file.size,
-        conflict: options.conflict,
-        key: file.key,
-        offset: 0,
-    };
-    send(writer, flags, Request::BeginFile(begin)).await?;
-    let _ = begun.send(position);
+    begin_file(writer, ledger, flags, begun, position, planned, options, 0).await?;
     let hash = Hash::from(blake3::hash(&data));
     if let Ok(mut hashes) = flags.hashes.lock() {
         hashes[position] = Some(hash);

@@ -82,33 +82,12 @@ impl Catalog {
     /// Records a stored file, replacing any earlier record of the same stored name.
     /// Returns the time recorded (UTC, RFC 3339). Blocking.
     pub fn record(&self, record: &NewRecord) -> Result<String, CatalogError> {
-        let added_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let size = i64::try_from(record.size).map_err(|_| CatalogError::Corrupt {
-            name: record.stored_name.clone(),
-            what: "size does not fit the database",
-        })?;
-        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
-        conn.execute(
-            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (stored_name) DO UPDATE SET
-                sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
-                added_at = excluded.added_at, client_addr = excluded.client_addr",
-            params![
-                record.stored_name,
-                record.sent_name,
-                size,
-                record.hash.to_hex(),
-                added_at,
-                record.client.to_string(),
-            ],
-        )?;
-        Ok(added_at)
+        self.record_all(std::slice::from_ref(record))
     }
 
     /// Records a group of stored files in one transaction (one flush), replacing earlier
-    /// records of the same stored names. Blocking.
-    pub fn record_all(&self, records: &[NewRecord]) -> Result<(), CatalogError> {
+    /// records of the same stored names. Returns the time recorded (UTC, RFC 3339). Blocking.
+    pub fn record_all(&self, records: &[NewRecord]) -> Result<String, CatalogError> {
         let added_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let transaction = conn.transaction()?;
@@ -136,7 +115,7 @@ impl Catalog {
             }
         }
         transaction.commit()?;
-        Ok(())
+        Ok(added_at)
     }
 
     /// Up to `limit` recorded files whose stored names sort after `after` and match the glob

@@ -667,6 +667,49 @@ mod tests {
     }
 
     #[test]
+    fn uploads_racing_for_one_name_all_get_distinct_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let racers = 16u8;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(racers as usize));
+        let handles: Vec<_> = (0..racers)
+            .map(|n| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let file = partial_with(&store, &key(n), &[n]);
+                    file.sync_all().unwrap();
+                    barrier.wait(); // all place at the same moment
+                    store
+                        .place(
+                            &key(n),
+                            &name("race/same.bin"),
+                            ConflictPolicy::KeepBoth,
+                            &mut KnownFolders::default(),
+                        )
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut names: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().as_str().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), racers as usize, "every racer got its own name");
+        let mut contents: Vec<u8> = names
+            .iter()
+            .map(|n| fs::read(dir.path().join(n)).unwrap()[0])
+            .collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            (0..racers).collect::<Vec<_>>(),
+            "and kept its own bytes"
+        );
+    }
+
+    #[test]
     fn overwrite_replaces_and_folders_are_created() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
