@@ -16,7 +16,8 @@
 //! So an Ack still means exactly what it meant with one file at a time: the content, its
 //! name and its record survive a crash. And a name never points at data that is not yet
 //! durable, because renames happen only after the first flush. A group closes when it holds
-//! [`GROUP_MAX_FILES`] files or [`GROUP_MAX_BYTES`] bytes, when the client pauses for
+//! [`GROUP_MAX_FILES`] files, [`GROUP_MAX_BYTES`] bytes or [`GROUP_MAX_MEMORY`] bytes of small
+//! files in memory, when its first file is [`GROUP_MAX_AGE`] old, when the client pauses for
 //! [`GROUP_WAIT`], or before any request that reads the store. If the connection drops
 //! before the commit, the verified files stay in the partial area and a retry resumes them
 //! at their full length, so nothing is stored twice.
@@ -47,6 +48,10 @@ const PER_FILE_SYNC_MAX: usize = 4;
 /// Most bytes of small uploads a group holds in memory.
 pub const GROUP_MAX_MEMORY: u64 = 8 * 1024 * 1024;
 
+/// A group is committed once its first file has waited this long, even while files keep
+/// coming (a slow link trickling large files would otherwise hold Acks back).
+pub const GROUP_MAX_AGE: Duration = Duration::from_millis(500);
+
 /// A group is committed when no request arrives for this long.
 pub const GROUP_WAIT: Duration = Duration::from_millis(2);
 
@@ -69,6 +74,8 @@ pub struct Verified {
     pub content: Content,
     /// When its upload began, for the log.
     pub started: std::time::Instant,
+    /// When it was verified: a group is not kept open for long (see [`GROUP_MAX_AGE`]).
+    pub verified_at: std::time::Instant,
     /// Keeps other connections off the partial file until it is renamed away.
     pub _lease: crate::leases::Lease,
 }

@@ -25,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    commit::{self, Verified, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY, GROUP_WAIT},
+    commit::{
+        self, Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
+        GROUP_WAIT,
+    },
     download,
     names::ValidName,
     store::{KnownFolders, Store},
@@ -520,11 +523,17 @@ impl Session {
             hash: written.hash,
             content: written.content,
             started,
+            verified_at: std::time::Instant::now(),
             _lease: written.lease,
         });
+        let oldest = self
+            .group
+            .first()
+            .map(|verified| verified.verified_at.elapsed());
         if self.group.len() >= GROUP_MAX_FILES
             || self.group_bytes >= GROUP_MAX_BYTES
             || self.group_memory >= GROUP_MAX_MEMORY
+            || oldest.is_some_and(|age| age >= GROUP_MAX_AGE)
         {
             self.start_commit().await?;
         }
