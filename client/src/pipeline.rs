@@ -313,7 +313,11 @@ fn read_small(file: &LocalFile) -> Result<bytes::Bytes, String> {
     let unreadable = |err: std::io::Error| format!("cannot read {}: {err}", file.path.display());
     let mut handle = std::fs::File::open(&file.path).map_err(unreadable)?;
     let mut data = Vec::with_capacity(file.size as usize + 1);
-    handle.read_to_end(&mut data).map_err(unreadable)?;
+    // One byte more than planned is enough to see that the file grew.
+    (&mut handle)
+        .take(file.size + 1)
+        .read_to_end(&mut data)
+        .map_err(unreadable)?;
     let meta = handle.metadata().map_err(unreadable)?;
     if data.len() as u64 != file.size || crate::local::upload_key(&file.name, &meta) != file.key {
         return Err(format!(

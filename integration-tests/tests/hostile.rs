@@ -292,3 +292,24 @@ fn files_over_the_size_limit_are_refused_while_others_land() {
     assert!(output.stdout.contains("2 of 3 files stored"), "{output}");
     assert_eq!(ws.stored_names(), ["after.txt", "small.txt"]);
 }
+
+#[tokio::test]
+async fn answers_keep_the_order_files_were_begun_even_when_a_later_one_fails() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let mut client = RawClient::handshake(server.addr).await;
+    // Pipelined, as ftc does: the good file is still waiting for its group commit when the
+    // bad one is judged.
+    client.send(begin(1, "good.txt", 4)).await;
+    client.send(chunk(b"good")).await;
+    client.send(end(b"good")).await;
+    client.send(begin(2, "bad.txt", 3)).await;
+    client.send(chunk(b"bad")).await;
+    client.send(end(b"BAD")).await;
+    assert!(
+        matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 1),
+        "the first file is answered first"
+    );
+    expect_file_error(client.recv().await, 2, ErrorCode::HashMismatch);
+    assert_eq!(ws.stored_names(), ["good.txt"]);
+}

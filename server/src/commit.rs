@@ -45,6 +45,10 @@ pub const GROUP_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// of with `syncfs`.
 const PER_FILE_SYNC_MAX: usize = 4;
 
+/// Most partial files a group holds open (each verified upload over the in-memory size keeps
+/// its file open until the commit).
+pub const GROUP_MAX_OPEN_FILES: usize = 128;
+
 /// Most bytes of small uploads a group holds in memory.
 pub const GROUP_MAX_MEMORY: u64 = 8 * 1024 * 1024;
 
@@ -120,6 +124,8 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
         .commit_lock
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Folders are checked again when placing: the checks above happened before the flush.
+    let mut known = KnownFolders::default();
     let mut placed: Vec<Placed> = group
         .iter()
         .zip(&files)

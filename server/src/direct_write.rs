@@ -11,7 +11,7 @@
 
 use std::{
     fs::File,
-    io::{self, Write},
+    io::{self, Seek, SeekFrom, Write},
 };
 
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
@@ -118,7 +118,18 @@ impl DirectWriter {
             return Ok(());
         }
         let start = self.window;
-        self.file.write_all(&self.storage[start..start + whole])?;
+        if let Err(err) = self.file.write_all(&self.storage[start..start + whole]) {
+            // A device whose blocks are larger than 4 KiB refuses these writes (EINVAL):
+            // fall back to ordinary writes for the rest of this upload. The failed write
+            // may have written a prefix, so continue from the file's real offset.
+            if err.raw_os_error() != Some(rustix::io::Errno::INVAL.raw_os_error()) {
+                return Err(err);
+            }
+            self.set_direct(false)?;
+            self.direct_possible = false;
+            self.file.seek(SeekFrom::Start(self.position))?;
+            self.file.write_all(&self.storage[start..start + whole])?;
+        }
         self.position += whole as u64;
         self.storage
             .copy_within(start + whole..start + self.filled, start);
@@ -147,8 +158,6 @@ impl DirectWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Seek, SeekFrom};
-
     use super::*;
 
     fn pattern(len: usize) -> Vec<u8> {

@@ -22,8 +22,20 @@ use tracing_subscriber::EnvFilter;
 /// catalog reads, resume checks.
 const SPARE_BLOCKING_THREADS: usize = 64;
 
+/// Every upload in flight or awaiting its group commit holds a file open; the default soft
+/// limit (often 1024) would be reached by one busy client. Raise it to the hard limit.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    raise_open_file_limit();
     if args.man {
         use clap::CommandFactory;
         return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::{
     commit::{
         self, Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
-        GROUP_WAIT,
+        GROUP_MAX_OPEN_FILES, GROUP_WAIT,
     },
     download,
     names::ValidName,
@@ -111,6 +111,7 @@ pub async fn serve(
         group_bytes: 0,
         committing: None,
         group_memory: 0,
+        group_open_files: 0,
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
@@ -146,6 +147,8 @@ struct Session {
     committing: Option<tokio::task::JoinHandle<(Vec<Verified>, Vec<commit::Placed>)>>,
     /// Bytes of the group held in memory (small uploads).
     group_memory: u64,
+    /// Partial files the group holds open.
+    group_open_files: usize,
     files_stored: u64,
 }
 
@@ -161,6 +164,12 @@ impl Session {
                 _ => None,
             };
             let grouping = !self.group.is_empty();
+            let group_deadline = self
+                .group
+                .first()
+                .map_or_else(tokio::time::Instant::now, |first| {
+                    tokio::time::Instant::from_std(first.verified_at) + GROUP_MAX_AGE
+                });
             // Held outside `self` for the select, so the request branch can borrow `self`.
             let mut committing = self.committing.take();
             let next = tokio::select! {
@@ -174,8 +183,14 @@ impl Session {
                     }
                     continue;
                 }
-                // The client paused: commit what is verified rather than keep it waiting.
+                // The client paused, or the group's first file waited long enough: commit
+                // what is verified rather than keep it waiting.
                 () = tokio::time::sleep(GROUP_WAIT), if grouping => {
+                    self.committing = committing;
+                    self.start_commit().await?;
+                    continue;
+                }
+                () = tokio::time::sleep_until(group_deadline), if grouping => {
                     self.committing = committing;
                     self.start_commit().await?;
                     continue;
@@ -198,7 +213,9 @@ impl Session {
                 }
             };
             let Some(request) = next else {
-                // Answers for a commit in flight may still reach a client that half-closed.
+                // The commit in flight completes (and its answers may still reach a client that
+                // half-closed). The group not yet committed is not: a client that vanished
+                // will resume those files at their full length instead of storing them twice.
                 let _ = self.finish_commit().await;
                 return match std::mem::replace(&mut self.transfer, Transfer::Idle) {
                     // Dropping the upload closes its writer; the partial file stays for resume.
@@ -298,9 +315,11 @@ impl Session {
         }
         // A key still held by a connection that died unnoticed is taken over first, so the
         // partial length read below is final.
+        let mut still_held = std::collections::HashSet::new();
         for intent in &prepare.files {
-            if self.state.leases.is_held(&intent.key) {
-                drop(self.state.leases.claim(intent.key).await);
+            let held = self.state.leases.is_held(&intent.key) && !still_held.contains(&intent.key);
+            if held && self.state.leases.claim(intent.key).await.is_err() {
+                still_held.insert(intent.key);
             }
         }
         let state = Arc::clone(&self.state);
@@ -329,7 +348,21 @@ impl Session {
         self.prepared.clear();
         self.checked.clear();
         let mut plans = Vec::with_capacity(planned.len());
-        for (intent, (plan, resume)) in files.iter().zip(planned) {
+        let mut seen = std::collections::HashSet::new();
+        for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {
+            if still_held.contains(&intent.key) {
+                let message = "this file is being uploaded by another connection".to_owned();
+                (plan, resume) = (
+                    FilePlan::Refused {
+                        code: ErrorCode::Busy,
+                        message,
+                    },
+                    None,
+                );
+            } else if !seen.insert(intent.key) && matches!(plan, FilePlan::Resume { .. }) {
+                // The same file twice in one batch: only its first copy can resume.
+                (plan, resume) = (FilePlan::Fresh, None);
+            }
             if let Some((key, offset, hasher)) = resume {
                 self.prepared.insert(key, (offset, hasher));
             }
@@ -511,8 +544,9 @@ impl Session {
         }
 
         self.group_bytes += size;
-        if matches!(written.content, Content::Memory(_)) {
-            self.group_memory += size;
+        match written.content {
+            Content::Memory(_) => self.group_memory += size,
+            Content::Partial(_) => self.group_open_files += 1,
         }
         self.group.push(Verified {
             id,
@@ -533,6 +567,7 @@ impl Session {
         if self.group.len() >= GROUP_MAX_FILES
             || self.group_bytes >= GROUP_MAX_BYTES
             || self.group_memory >= GROUP_MAX_MEMORY
+            || self.group_open_files >= GROUP_MAX_OPEN_FILES
             || oldest.is_some_and(|age| age >= GROUP_MAX_AGE)
         {
             self.start_commit().await?;
@@ -558,6 +593,7 @@ impl Session {
         let group = std::mem::take(&mut self.group);
         self.group_bytes = 0;
         self.group_memory = 0;
+        self.group_open_files = 0;
         let (state, peer) = (Arc::clone(&self.state), self.peer);
         self.committing = Some(tokio::task::spawn_blocking(move || {
             let placed = commit::commit_group(&state, &group, peer);
@@ -610,7 +646,7 @@ impl Session {
                     .await?;
                 }
                 Err((code, message)) => {
-                    self.answer_file_error(id, name.as_str(), code, message)
+                    self.queue(file_error(id, name.as_str(), code, message))
                         .await?;
                 }
             }
@@ -814,7 +850,9 @@ impl Session {
         Ok(())
     }
 
-    /// Sends a file-level error; the upload state is left to the caller.
+    /// Sends a file-level error; the upload state is left to the caller. Files verified
+    /// before this one are committed and answered first: answers leave in the order the
+    /// files were begun, which is how the client pairs them.
     async fn answer_file_error(
         &mut self,
         id: u32,
@@ -822,10 +860,8 @@ impl Session {
         code: ErrorCode,
         message: String,
     ) -> Result<(), SessionError> {
-        tracing::warn!(name, result = %code, %message, "file refused");
-        self.send(Response::Error(ErrorResponse::new(Some(id), code, message)))
-            .await?;
-        Ok(())
+        self.commit_group().await?;
+        self.send(file_error(id, name, code, message)).await
     }
 
     /// Tells the client why the connection is being closed and returns the error to log.
@@ -839,6 +875,9 @@ impl Session {
     /// Ends the session over a broken rule. An upload in flight is discarded with it: bytes
     /// from a client that breaks the protocol are not worth keeping for resume.
     async fn violation(&mut self, what: &str) -> SessionError {
+        // Files verified before the violation are still stored and answered: the client
+        // would otherwise send them again and they would be stored twice.
+        let _ = self.commit_group().await;
         if let Transfer::Receiving(upload) = std::mem::replace(&mut self.transfer, Transfer::Idle) {
             let key = upload.key;
             upload.stop().await;
@@ -1037,6 +1076,11 @@ fn open_for_download(
         )
     };
     let name = ValidName::parse(&get.name).map_err(|_| not_found())?;
+    // The record and the file are read as one step with respect to commits and deletions.
+    let serialized = state
+        .commit_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let entry = state
         .catalog
         .get(name.as_str())
@@ -1050,6 +1094,8 @@ fn open_for_download(
             let message = format!("'{}' is in the catalog but missing on disk", entry.name);
             (ErrorCode::Storage, message)
         })?;
+    // The open file keeps its content even if it is replaced or deleted from now on.
+    drop(serialized);
     let mut offset = 0;
     if let Some(prefix_hash) = get.prefix_hash {
         if get.offset > 0 && get.offset <= entry.size {
@@ -1100,4 +1146,10 @@ fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, (ErrorCode,
         name: entry.name,
         size: entry.size,
     })
+}
+
+/// A file-level error answer, logged.
+fn file_error(id: u32, name: &str, code: ErrorCode, message: String) -> Response {
+    tracing::warn!(name, result = %code, %message, "file refused");
+    Response::Error(ErrorResponse::new(Some(id), code, message))
 }

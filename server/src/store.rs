@@ -17,7 +17,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -63,6 +63,9 @@ pub enum StoreError {
     /// The storage directory plus the name exceed the system's path length limit.
     #[error("'{0}' is too long a path inside the storage directory")]
     PathTooLong(String),
+    /// A folder in the name is another filesystem mounted inside the storage directory.
+    #[error("'{0}' is on another filesystem; files are only stored on the directory's own")]
+    OtherFilesystem(String),
     /// Another `fts` serves this directory.
     #[error("{0} is already served by another fts process")]
     Locked(PathBuf),
@@ -77,6 +80,7 @@ impl StoreError {
                 | StoreError::SymlinkInPath(_)
                 | StoreError::Name(_)
                 | StoreError::PathTooLong(_)
+                | StoreError::OtherFilesystem(_)
         )
     }
 }
@@ -103,6 +107,8 @@ pub struct Store {
     partials: PathBuf,
     /// Holds an exclusive lock on `.fts/lock` for as long as the store is open.
     _lock: File,
+    /// The root's device: every folder written to must be on it.
+    device: u64,
 }
 
 impl Store {
@@ -123,10 +129,14 @@ impl Store {
         // Two servers on one directory would sweep and resume each other's uploads.
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| StoreError::Locked(root.clone()))?;
+        let device = fs::metadata(&root)
+            .map_err(io_error("inspect", &root))?
+            .dev();
         Ok(Self {
             root,
             partials,
             _lock: lock,
+            device,
         })
     }
 
@@ -186,12 +196,9 @@ impl Store {
                 .open(&path)
                 .map_err(io_error("open", &path));
         }
+        // Resuming: the partial must exist (no empty file is created in its place).
         let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
             .write(true)
-            // Stored files are ordinary files (the umask still applies), not private ones.
-            .mode(STORED_FILE_MODE)
             .open(&path)
             .map_err(io_error("open", &path))?;
         let len = file.metadata().map_err(io_error("inspect", &path))?.len();
@@ -572,6 +579,11 @@ impl Store {
             }
             let shown = || folder_parts[..=depth].join("/");
             match fs::symlink_metadata(&path) {
+                // Another filesystem mounted inside the root would escape `syncfs` of the
+                // root's filesystem, so a durable Ack could not be promised there.
+                Ok(meta) if meta.is_dir() && meta.dev() != self.device => {
+                    return Err(StoreError::OtherFilesystem(shown()))
+                }
                 Ok(meta) if meta.is_dir() => {
                     known.0.insert(path.clone());
                 }
@@ -586,7 +598,9 @@ impl Store {
                         known.0.insert(path.clone());
                     }
                     // Another upload created it a moment ago: fine if it is a folder.
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                    Err(err)
+                        if err.kind() == io::ErrorKind::AlreadyExists
+                            && fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) => {}
                     Err(err) => return Err(io_error("create folder", &path)(err)),
                 },
                 Err(err) => return Err(io_error("inspect", &path)(err)),

@@ -109,7 +109,8 @@ enum Sink {
     /// A writer thread appending to the partial file.
     Threaded {
         chunks: mpsc::Sender<Bytes>,
-        writer: JoinHandle<std::io::Result<Written>>,
+        /// Taken once awaited (a JoinHandle must not be polled after it completed).
+        writer: Option<JoinHandle<std::io::Result<Written>>>,
     },
     /// A small fresh upload, gathered in memory (at most [`SMALL_UPLOAD_BYTES`]).
     Gathered {
@@ -154,7 +155,10 @@ impl Upload {
             let writer = tokio::task::spawn_blocking(move || {
                 write_chunks(file, offset, prefix, queue, lease)
             });
-            Sink::Threaded { chunks, writer }
+            Sink::Threaded {
+                chunks,
+                writer: Some(writer),
+            }
         };
         Ok(Self {
             id: begin.id,
@@ -192,6 +196,9 @@ impl Upload {
             Sink::Threaded { chunks, writer } => {
                 if chunks.send(data).await.is_err() {
                     // The writer stopped early: it can only have failed. Report its error.
+                    let Some(writer) = writer.take() else {
+                        return Err(UploadError::Write(std::io::Error::other("writer gone")));
+                    };
                     return match writer.await? {
                         Err(err) => Err(UploadError::Write(err)),
                         Ok(_) => Err(UploadError::Write(std::io::Error::other(
@@ -208,7 +215,9 @@ impl Upload {
     pub async fn stop(self) {
         if let Sink::Threaded { chunks, writer } = self.sink {
             drop(chunks);
-            let _ = writer.await;
+            if let Some(writer) = writer {
+                let _ = writer.await;
+            }
         }
     }
 
@@ -224,7 +233,10 @@ impl Upload {
         match self.sink {
             Sink::Threaded { chunks, writer } => {
                 drop(chunks);
-                writer.await?.map_err(UploadError::Write)
+                match writer {
+                    Some(writer) => writer.await?.map_err(UploadError::Write),
+                    None => Err(UploadError::Write(std::io::Error::other("writer gone"))),
+                }
             }
             // A few kilobytes: kept in memory and written by the group commit.
             Sink::Gathered {
