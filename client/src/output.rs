@@ -212,16 +212,7 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
         } else {
             format!("{failed} failed")
         };
-        let mut extras = String::new();
-        if report.retries > 0 {
-            extras.push_str(&format!("; {} retries", report.retries));
-        }
-        if report.bytes_resumed > 0 {
-            extras.push_str(&format!(
-                "; {} bytes resumed, not sent again",
-                report.bytes_resumed
-            ));
-        }
+        let mut extras = retries_and_resumes(report.retries, report.bytes_resumed, "sent");
         if report.bytes_on_wire < report.bytes_sent {
             extras.push_str(&format!(
                 "; {} bytes on the wire (zstd, {:.1}x smaller)",
@@ -278,16 +269,7 @@ pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
         } else {
             format!("{failed} failed")
         };
-        let mut extras = String::new();
-        if report.retries > 0 {
-            extras.push_str(&format!("; {} retries", report.retries));
-        }
-        if report.bytes_resumed > 0 {
-            extras.push_str(&format!(
-                "; {} bytes resumed, not downloaded again",
-                report.bytes_resumed
-            ));
-        }
+        let extras = retries_and_resumes(report.retries, report.bytes_resumed, "downloaded");
         out!(
             "{} of {} files saved, {bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
             saved.len(),
@@ -298,6 +280,21 @@ pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
         );
     }
     batch_exit(report.connection_error.as_ref(), report.all_saved())
+}
+
+/// The summary's notes on reconnects and on bytes a resume saved (`moved`: sent or
+/// downloaded).
+fn retries_and_resumes(retries: u32, bytes_resumed: u64, moved: &str) -> String {
+    let mut extras = String::new();
+    if retries > 0 {
+        extras.push_str(&format!("; {retries} retries"));
+    }
+    if bytes_resumed > 0 {
+        extras.push_str(&format!(
+            "; {bytes_resumed} bytes resumed, not {moved} again"
+        ));
+    }
+    extras
 }
 
 /// The exit status of a batch: a failed connection outranks failed files.
