@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ft_protocol::{MAX_NAME_COMPONENT_LEN, MAX_NAME_LEN};
 
-/// The directory inside the storage root that belongs to the server (catalog, staging).
+/// The directory inside the storage root that belongs to the server (catalog, partials).
 pub const PRIVATE_DIR: &str = ".fts";
 
 /// Why a name was refused. The message is sent to the client as is.

@@ -1,4 +1,4 @@
-//! Every filesystem touch of the storage directory: staging files, placing verified files
+//! Every filesystem touch of the storage directory: partial uploads, placing verified files
 //! under their names, and the durability (fsync) that makes an Ack a promise.
 //!
 //! Layout of `DIR`:
