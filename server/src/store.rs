@@ -281,12 +281,7 @@ impl Store {
 
         // Every folder from the file's up to the root: one of them may have been created a
         // moment ago by another upload that has not synced it yet.
-        let target = stored.under(&self.root);
-        let mut folder = target.parent();
-        while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
-            sync_dir(dir)?;
-            folder = dir.parent();
-        }
+        self.sync_folders_of(std::iter::once(&stored))?;
         Ok(stored)
     }
 
@@ -352,11 +347,7 @@ impl Store {
             }
             Err(err) => return Err(io_error("create folder", &path)(err)),
         }
-        let mut folder = path.parent();
-        while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
-            sync_dir(dir)?;
-            folder = dir.parent();
-        }
+        self.sync_folders_of(std::iter::once(name))?;
         Ok(true)
     }
 
@@ -452,27 +443,16 @@ impl Store {
         use std::os::fd::AsRawFd;
         // The portable way to name an O_TMPFILE without extra privileges.
         let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        for n in 0..=MAX_CONFLICT_SUFFIX {
-            let candidate = if n == 0 {
-                name.clone()
-            } else {
-                name.numbered(n)?
-            };
-            let target = candidate.under(&self.root);
-            let linked = rustix::fs::linkat(
+        self.first_free_name(name, |target| {
+            rustix::fs::linkat(
                 rustix::fs::CWD,
                 &source,
                 rustix::fs::CWD,
-                &target,
+                target,
                 rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            );
-            match linked {
-                Ok(()) => return Ok(candidate),
-                Err(errno) if errno == rustix::io::Errno::EXIST => {}
-                Err(errno) => return Err(io_error("store", &target)(errno.into())),
-            }
-        }
-        Err(StoreError::NoFreeName(name.as_str().to_owned()))
+            )
+            .map_err(io::Error::from)
+        })
     }
 
     /// Writes a small upload's bytes as its complete partial file. Blocking.
@@ -533,6 +513,17 @@ impl Store {
         partial: &Path,
         name: &ValidName,
     ) -> Result<ValidName, StoreError> {
+        self.first_free_name(name, |target| rename_no_clobber(partial, target))
+    }
+
+    /// Tries `take` on `name`, `name (1)`, `name (2)`, ... until it does not fail with
+    /// `AlreadyExists`; `take` must be atomic and never replace (a no-clobber rename or a
+    /// link), which is what makes racing uploads all land.
+    fn first_free_name(
+        &self,
+        name: &ValidName,
+        mut take: impl FnMut(&Path) -> io::Result<()>,
+    ) -> Result<ValidName, StoreError> {
         for n in 0..=MAX_CONFLICT_SUFFIX {
             let candidate = if n == 0 {
                 name.clone()
@@ -540,7 +531,7 @@ impl Store {
                 name.numbered(n)?
             };
             let target = candidate.under(&self.root);
-            match rename_no_clobber(partial, &target) {
+            match take(&target) {
                 Ok(()) => return Ok(candidate),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(io_error("store", &target)(err)),
