@@ -205,7 +205,10 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
             );
         }
         if unconfirmed > 0 {
-            eprintln!("ftc: {unconfirmed} files not stored: the server did not confirm them");
+            eprintln!(
+                "ftc: {unconfirmed} {} not stored: the server did not confirm them",
+                files_word(unconfirmed)
+            );
         }
         let verdict = if report.all_stored() {
             format!("all {stored_files} verified (BLAKE3)")
@@ -221,8 +224,9 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
             ));
         }
         out!(
-            "{stored_files} of {} files stored, {stored_bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
+            "{stored_files} of {} {} stored, {stored_bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
             report.outcomes.len(),
+            files_word(report.outcomes.len()),
             BinaryBytes(stored_bytes),
             report.elapsed.as_secs_f64(),
             rate(stored_bytes, report.elapsed),
@@ -271,9 +275,10 @@ pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
         };
         let extras = retries_and_resumes(report.retries, report.bytes_resumed, "downloaded");
         out!(
-            "{} of {} files saved, {bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
+            "{} of {} {} saved, {bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
             saved.len(),
             report.outcomes.len(),
+            files_word(report.outcomes.len()),
             BinaryBytes(bytes),
             report.elapsed.as_secs_f64(),
             rate(bytes, report.elapsed),
@@ -295,6 +300,15 @@ fn retries_and_resumes(retries: u32, bytes_resumed: u64, moved: &str) -> String 
         ));
     }
     extras
+}
+
+/// "file" or "files".
+fn files_word(count: usize) -> &'static str {
+    if count == 1 {
+        "file"
+    } else {
+        "files"
+    }
 }
 
 /// The exit status of a batch: a failed connection outranks failed files.
@@ -351,8 +365,9 @@ pub(crate) fn listing(entries: &[CatalogEntry], json: bool) {
         );
     }
     out!(
-        "{} files, {total} bytes ({})",
+        "{} {}, {total} bytes ({})",
         entries.len(),
+        files_word(entries.len()),
         BinaryBytes(total)
     );
 }

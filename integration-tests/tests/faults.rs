@@ -104,7 +104,7 @@ fn retries_exhausted_fail_with_a_clear_message() {
     output.expect_code(3);
     assert!(output.stderr.contains("ftc: error:"), "{output}");
     assert!(
-        output.stdout.contains("0 of 1 files stored") && output.stdout.contains("2 retries"),
+        output.stdout.contains("0 of 1 file stored") && output.stdout.contains("2 retries"),
         "{output}"
     );
     assert_eq!(proxy.connections(), 3, "{output}");
