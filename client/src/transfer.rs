@@ -408,6 +408,30 @@ pub async fn send_files(
     ledger.into_report(started, connection_error, retries, folders)
 }
 
+/// Splits the pending files into `Prepare` pages: at most [`MAX_PREPARE_FILES`] files, and an
+/// encoded size safely inside one frame (names can be long).
+fn prepare_pages<'a>(files: &[LocalFile], pending: &'a [usize]) -> Vec<&'a [usize]> {
+    /// Bytes a page may take: half a frame leaves room for postcard's own overhead.
+    const PAGE_BYTES: usize = ft_protocol::MAX_FRAME_LEN / 2;
+    /// Per intent besides its name: a 32-byte key and a few varints.
+    const INTENT_OVERHEAD: usize = 48;
+    let mut pages = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (position, &index) in pending.iter().enumerate() {
+        let size = files[index].name.len() + INTENT_OVERHEAD;
+        if position > start && (position - start == MAX_PREPARE_FILES || bytes + size > PAGE_BYTES)
+        {
+            pages.push(&pending[start..position]);
+            (start, bytes) = (position, 0);
+        }
+        bytes += size;
+    }
+    if start < pending.len() {
+        pages.push(&pending[start..]);
+    }
+    pages
+}
+
 /// One session: make the empty folders, then announce and upload the pending files page by
 /// page.
 async fn attempt(
@@ -432,7 +456,7 @@ async fn attempt(
         }
     }
     let files = &plan.files;
-    for page in pending.chunks(MAX_PREPARE_FILES) {
+    for page in prepare_pages(files, pending) {
         let intents = page
             .iter()
             .map(|&index| FileIntent {
@@ -465,6 +489,37 @@ async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_respect_the_file_count_and_the_frame_size() {
+        let file = |name: String| LocalFile {
+            path: name.clone().into(),
+            name,
+            size: 1,
+            key: Hash([0; 32]),
+        };
+        let short: Vec<_> = (0..MAX_PREPARE_FILES + 5)
+            .map(|i| file(format!("f{i}")))
+            .collect();
+        let pending: Vec<usize> = (0..short.len()).collect();
+        let sizes: Vec<usize> = prepare_pages(&short, &pending)
+            .iter()
+            .map(|p| p.len())
+            .collect();
+        assert_eq!(sizes, [MAX_PREPARE_FILES, 5]);
+
+        let long: Vec<_> = (0..400)
+            .map(|i| file(format!("{i}{}", "x".repeat(4000))))
+            .collect();
+        let pending: Vec<usize> = (0..long.len()).collect();
+        let pages = prepare_pages(&long, &pending);
+        assert!(pages.len() > 1);
+        assert_eq!(pages.iter().map(|p| p.len()).sum::<usize>(), 400);
+        for page in pages {
+            let encoded: usize = page.iter().map(|&i| long[i].name.len() + 48).sum();
+            assert!(encoded <= ft_protocol::MAX_FRAME_LEN / 2);
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

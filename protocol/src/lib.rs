@@ -105,14 +105,17 @@ pub use message::{
 /// Version 2 added `Prepare`/`Prepared`, resume (`key`, `offset` in `BeginFile`) and `NoSpace`.
 /// Version 3 added `Get`, `Delete`, `Info`, `MakeDir`, list patterns and `NotFound`.
 /// Version 4 added `CompressedChunk` and the `zstd` capability.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5 raised [`MAX_PREPARE_FILES`] from 1024 to 8192.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.
 pub const CAPABILITY_ZSTD: &str = "zstd";
 
-/// Most files one [`Prepare`] may announce; the client splits larger batches.
-pub const MAX_PREPARE_FILES: usize = 1024;
+/// Most files one [`Prepare`] may announce; the client splits larger batches (and keeps each
+/// `Prepare` within [`MAX_FRAME_LEN`]). Large, because the client waits for every answer of
+/// one `Prepare` before announcing the next files: each `Prepare` is a pause in the pipeline.
+pub const MAX_PREPARE_FILES: usize = 8192;
 
 /// Largest frame payload, in bytes, either side accepts. Checked from the length prefix.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
