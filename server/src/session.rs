@@ -530,10 +530,13 @@ impl Session {
             }
         };
         if written.hash != end.hash {
-            // The bytes held are not the client's file: start over next time.
+            // The bytes held are not the client's file: start over next time. The lease is
+            // held until the partial is gone, so no reconnecting upload can pick it up.
             let ours = written.hash;
-            drop(written);
+            let lease = written.lease;
+            drop(written.content);
             self.discard_partial(key).await;
+            drop(lease);
             let message = format!(
                 "content hash {ours} differs from the sender's {}; nothing was stored",
                 end.hash
