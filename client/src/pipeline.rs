@@ -308,23 +308,38 @@ impl Compressor {
 }
 
 /// Reads a whole small file, checking it is still the version that was planned.
+///
+/// Four system calls: open, one read (asking for a byte more than planned, so a file that
+/// grew shows), fstat (a same-size rewrite shows in the modification time, part of the
+/// key), close.
 fn read_small(file: &LocalFile) -> Result<bytes::Bytes, String> {
     use std::io::Read;
     let unreadable = |err: std::io::Error| format!("cannot read {}: {err}", file.path.display());
     let mut handle = std::fs::File::open(&file.path).map_err(unreadable)?;
-    let mut data = Vec::with_capacity(file.size as usize + 1);
-    // One byte more than planned is enough to see that the file grew.
-    (&mut handle)
-        .take(file.size + 1)
-        .read_to_end(&mut data)
-        .map_err(unreadable)?;
+    let want = file.size as usize + 1;
+    let mut data = vec![0u8; want];
+    let mut filled = 0;
+    // A regular file reads short only at its end; loop anyway for filesystems that do not
+    // promise it, until the planned size is reached or the file ends.
+    while filled < file.size as usize {
+        match handle.read(&mut data[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(unreadable(err)),
+        }
+    }
     let meta = handle.metadata().map_err(unreadable)?;
-    if data.len() as u64 != file.size || crate::local::upload_key(&file.name, &meta) != file.key {
+    let unchanged = filled as u64 == file.size
+        && meta.len() == file.size
+        && crate::local::upload_key(&file.name, &meta) == file.key;
+    if !unchanged {
         return Err(format!(
             "{} changed since it was checked",
             file.path.display()
         ));
     }
+    data.truncate(filled);
     Ok(bytes::Bytes::from(data))
 }
 
@@ -583,5 +598,43 @@ async fn next_answer(reader: &mut Reader, flags: &Flags) -> Result<Response, Cli
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(path: &std::path::Path) -> LocalFile {
+        let plan = crate::local::plan_uploads(&[path.to_path_buf()]).unwrap();
+        plan.files[0].clone()
+    }
+
+    #[test]
+    fn small_files_are_read_whole_and_changes_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.bin");
+        std::fs::write(&path, b"four").unwrap();
+        let file = planned(&path);
+        assert_eq!(read_small(&file).unwrap(), &b"four"[..]);
+
+        std::fs::write(&path, b"fourteen").unwrap();
+        let grown = read_small(&file).unwrap_err();
+        assert!(grown.contains("changed since it was checked"), "{grown}");
+
+        std::fs::write(&path, b"fo").unwrap();
+        assert!(read_small(&file).is_err());
+
+        // Same size, new content: the modification time tells.
+        std::fs::write(&path, b"FOUR").unwrap();
+        let handle = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        handle
+            .set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert!(read_small(&file).is_err());
+
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(read_small(&planned(&empty)).unwrap().is_empty());
     }
 }

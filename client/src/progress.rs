@@ -16,8 +16,18 @@ fn bar_style(label: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-/// Progress bars for one batch.
+/// Files smaller than this get no bar of their own: they come and go faster than a bar can
+/// be drawn, and creating one per file cost a tenth of the client's time on 10,000 small
+/// files. They still move the total.
+const FILE_BAR_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Progress bars for one batch, or nothing at all when they are not shown.
 pub(crate) struct Progress {
+    bars: Option<Bars>,
+}
+
+/// The bars themselves.
+struct Bars {
     multi: MultiProgress,
     total: ProgressBar,
     files: Mutex<HashMap<usize, ProgressBar>>,
@@ -31,14 +41,31 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// Bars drawn on stderr when `visible`, otherwise a silent sink.
+    /// Bars drawn on stderr when `visible`, otherwise nothing (events cost nothing then).
     pub(crate) fn new(visible: bool) -> Self {
-        let target = if visible {
-            ProgressDrawTarget::stderr_with_hz(10)
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let multi = MultiProgress::with_draw_target(target);
+        Self {
+            bars: visible.then(Bars::new),
+        }
+    }
+
+    /// Draws one event.
+    pub(crate) fn handle(&self, event: &TransferEvent) {
+        if let Some(bars) = &self.bars {
+            bars.handle(event);
+        }
+    }
+
+    /// Removes the bars so the summary prints on a clean terminal.
+    pub(crate) fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            bars.finish();
+        }
+    }
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let total = multi.add(ProgressBar::new(0).with_style(bar_style("{prefix:>24.bold}")));
         total.set_prefix("total");
         total.enable_steady_tick(Duration::from_millis(200));
@@ -53,8 +80,7 @@ impl Progress {
         }
     }
 
-    /// Draws one event.
-    pub(crate) fn handle(&self, event: &TransferEvent) {
+    fn handle(&self, event: &TransferEvent) {
         match event {
             TransferEvent::BatchStarted { files, bytes } => {
                 self.total.set_length(*bytes);
@@ -73,10 +99,6 @@ impl Progress {
                 size,
                 offset,
             } => {
-                let bar = ProgressBar::new(*size).with_style(bar_style("{prefix:>24}"));
-                let bar = self.multi.add(bar);
-                bar.set_prefix(shorten(name, 24));
-                bar.set_position(*offset);
                 let first_start = self
                     .sizes
                     .lock()
@@ -85,14 +107,8 @@ impl Progress {
                 if first_start && !self.total_known.load(std::sync::atomic::Ordering::Relaxed) {
                     self.total.inc_length(*size);
                 }
-                if *offset > 0 {
-                    bar.set_message("resumed");
-                }
-                if let Ok(mut files) = self.files.lock() {
-                    if let Some(old) = files.insert(*index, bar) {
-                        old.finish_and_clear();
-                        self.multi.remove(&old);
-                    }
+                if *size >= FILE_BAR_MIN_BYTES {
+                    self.add_file_bar(*index, name, *size, *offset);
                 }
                 self.move_to(*index, *offset);
             }
@@ -131,6 +147,24 @@ impl Progress {
         }
     }
 
+    /// Shows a bar for file `index`, replacing the one of an earlier attempt.
+    fn add_file_bar(&self, index: usize, name: &str, size: u64, offset: u64) {
+        let bar = self
+            .multi
+            .add(ProgressBar::new(size).with_style(bar_style("{prefix:>24}")));
+        bar.set_prefix(shorten(name, 24));
+        bar.set_position(offset);
+        if offset > 0 {
+            bar.set_message("resumed");
+        }
+        if let Ok(mut files) = self.files.lock() {
+            if let Some(old) = files.insert(index, bar) {
+                old.finish_and_clear();
+                self.multi.remove(&old);
+            }
+        }
+    }
+
     /// Records that file `index` is at `position` and moves the total accordingly.
     fn move_to(&self, index: usize, position: u64) {
         if let Ok(mut positions) = self.positions.lock() {
@@ -141,8 +175,7 @@ impl Progress {
         }
     }
 
-    /// Removes the bars so the summary prints on a clean terminal.
-    pub(crate) fn finish(&self) {
+    fn finish(&self) {
         if let Ok(mut files) = self.files.lock() {
             for (_, bar) in files.drain() {
                 bar.finish_and_clear();

@@ -129,10 +129,14 @@ pub type MessageWriter<W, T> = FramedWrite<W, MessageEncoder<T>>;
 /// client) from the read half of a connection.
 pub fn message_reader<R: AsyncRead, T>(read_half: R) -> MessageReader<R, T> {
     tokio_serde::Framed::new(
-        FramedRead::new(read_half, FrameCodec::new()),
+        FramedRead::with_capacity(read_half, FrameCodec::new(), READ_BUFFER_BYTES),
         Postcard::default(),
     )
 }
+
+/// Bytes asked of the socket per read. tokio-util's default (8 KiB) meant one system call
+/// per two small files; a pipelined stream of small files fills this at once.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Writes messages of type `T` to the write half of a connection.
 pub fn message_writer<W: AsyncWrite, T>(write_half: W) -> MessageWriter<W, T> {

@@ -4,6 +4,8 @@
 //! many small files that dominates everything else, so a session collects the files it has
 //! verified and commits them together, in this order:
 //!
+//! 0. Staging, in batches while the group is still filling (see group.rs): each small
+//!    upload is written from memory into an unnamed file in its folder.
 //! 1. `syncfs` once: the data of every file in the group is on stable storage.
 //! 2. Each file is renamed from its partial file to its name (keep-both or overwrite).
 //! 3. `syncfs` once more: the new names are on stable storage.
@@ -87,30 +89,51 @@ pub struct Verified {
 /// The result for one file of a group: the name it is stored under, or why it is not.
 pub type Placed = Result<ValidName, (ErrorCode, String)>;
 
-/// Commits a group as described in the module docs. Returns one result per file, in order.
-/// Blocking.
-pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr) -> Vec<Placed> {
-    let mut known = KnownFolders::default();
-    // Small uploads are written now, each into an unnamed file in its own folder.
-    let files: Vec<Result<Staged, (ErrorCode, String)>> = group
-        .iter()
-        .map(|verified| stage(state, verified, &mut known))
-        .collect();
+/// How a group member's bytes reached the disk, ready to be given a name; or why not.
+pub type StageResult = Result<Staged, (ErrorCode, String)>;
 
+/// Stages every file of `batch` (step 0). Small uploads' bytes are dropped once written.
+/// Blocking.
+pub fn stage_batch(state: &ServerState, batch: Vec<Verified>) -> Vec<(Verified, StageResult)> {
+    let mut known = KnownFolders::default();
+    batch
+        .into_iter()
+        .map(|mut verified| {
+            let staged = stage(state, &verified, &mut known);
+            if matches!(verified.content, Content::Memory(_)) {
+                verified.content = Content::Memory(Vec::new());
+            }
+            (verified, staged)
+        })
+        .collect()
+}
+
+/// Commits a staged group (steps 1 to 4 of the module docs). Returns one result per file,
+/// in order. Blocking.
+pub fn commit_staged(
+    state: &ServerState,
+    group: &[Verified],
+    files: Vec<StageResult>,
+    client: SocketAddr,
+) -> Vec<Placed> {
+    let on_disk = || {
+        group
+            .iter()
+            .zip(&files)
+            .filter_map(|(verified, staged)| staged.as_ref().ok()?.file(verified))
+    };
     // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
     // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
     // its folders costs less and depends on nobody else.
     let per_file = group.len() <= PER_FILE_SYNC_MAX;
     let synced = if per_file {
-        files
-            .iter()
-            .flatten()
-            .try_for_each(|staged| staged.file().sync_all())
+        on_disk()
+            .try_for_each(File::sync_all)
             .map_err(|err| err.to_string())
     } else {
         state
             .store
-            .sync_all_data(files.iter().flatten().map(Staged::file))
+            .sync_all_data(on_disk())
             .map_err(|err| err.to_string())
     };
     if let Err(err) = synced {
@@ -132,7 +155,7 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
         .map(|(verified, staged)| {
             let staged = staged.as_ref().map_err(Clone::clone)?;
             let placed = match staged {
-                Staged::Partial(_) | Staged::WrittenPartial(_) => {
+                Staged::Partial | Staged::WrittenPartial(_) => {
                     state
                         .store
                         .place(&verified.key, &verified.name, verified.conflict, &mut known)
@@ -183,20 +206,23 @@ pub fn commit_group(state: &ServerState, group: &[Verified], client: SocketAddr)
 }
 
 /// A file of the group on disk, ready to be given its name.
-enum Staged<'a> {
-    /// Its partial file, renamed into place.
-    Partial(&'a File),
-    /// A small upload written to its partial file just now, renamed into place.
+#[derive(Debug)]
+pub enum Staged {
+    /// Its partial file (the upload's own content), renamed into place.
+    Partial,
+    /// A small upload written to its partial file, renamed into place.
     WrittenPartial(File),
     /// A small upload in an unnamed file in its destination folder, linked into place.
     Unnamed(File),
 }
 
-impl Staged<'_> {
-    fn file(&self) -> &File {
-        match self {
-            Staged::Partial(file) => file,
-            Staged::WrittenPartial(file) | Staged::Unnamed(file) => file,
+impl Staged {
+    /// The open file holding `verified`'s bytes.
+    fn file<'a>(&'a self, verified: &'a Verified) -> Option<&'a File> {
+        match (self, &verified.content) {
+            (Staged::Partial, Content::Partial(file)) => Some(file),
+            (Staged::Partial, Content::Memory(_)) => None,
+            (Staged::WrittenPartial(file) | Staged::Unnamed(file), _) => Some(file),
         }
     }
 }
@@ -204,13 +230,9 @@ impl Staged<'_> {
 /// Puts a group member's bytes on disk without a name. A small keep-both upload goes into an
 /// unnamed file in its destination folder; otherwise (an overwrite, or a filesystem without
 /// unnamed files) into its partial file.
-fn stage<'a>(
-    state: &ServerState,
-    verified: &'a Verified,
-    known: &mut KnownFolders,
-) -> Result<Staged<'a>, (ErrorCode, String)> {
+fn stage(state: &ServerState, verified: &Verified, known: &mut KnownFolders) -> StageResult {
     let bytes = match &verified.content {
-        Content::Partial(file) => return Ok(Staged::Partial(file)),
+        Content::Partial(_) => return Ok(Staged::Partial),
         Content::Memory(bytes) => bytes,
     };
     let failed = |err: StoreError| {

@@ -10,6 +10,7 @@ pub mod commit;
 pub mod config;
 pub mod direct_write;
 pub mod download;
+pub mod group;
 pub mod leases;
 pub mod listener;
 pub mod names;

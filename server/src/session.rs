@@ -7,7 +7,12 @@
 //! `ft_protocol`'s docs is answered with a `ProtocolViolation` error and ends the session.
 //! Every read and write is bounded by a timeout.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
@@ -26,15 +31,20 @@ use tracing::Instrument;
 
 use crate::{
     commit::{
-        self, Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
+        Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
         GROUP_MAX_OPEN_FILES, GROUP_WAIT,
     },
     download,
+    group::{Committed, Group},
     names::ValidName,
     store::{KnownFolders, Store},
-    upload::{Content, Upload, UploadError},
+    upload::{Upload, UploadError},
     ServerState,
 };
+
+/// Group commits a session may have in flight. Two let one group's data flush overlap the
+/// previous group's renames and catalog transaction (which are serialized across sessions).
+const COMMITS_IN_FLIGHT: usize = 2;
 
 /// Catalog entries per `Listing` page. An entry is at most about 8.3 KiB (two names of
 /// `MAX_NAME_LEN`), so a page always fits in `MAX_FRAME_LEN`.
@@ -73,9 +83,6 @@ pub enum SessionError {
     Superseded(String),
 }
 
-/// What a commit task returns: the group and each file's fate.
-type Committed = Result<(Vec<Verified>, Vec<commit::Placed>), tokio::task::JoinError>;
-
 /// The upload side of the session.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per session; boxing would add an allocation per file
@@ -107,11 +114,8 @@ pub async fn serve(
         prepared: HashMap::new(),
         zstd: false,
         checked: std::collections::HashSet::new(),
-        group: Vec::new(),
-        group_bytes: 0,
-        committing: None,
-        group_memory: 0,
-        group_open_files: 0,
+        group: Group::default(),
+        committing: VecDeque::new(),
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
@@ -140,15 +144,11 @@ struct Session {
     zstd: bool,
     /// Keys the last `Prepare` accepted: their folders and space need no second check.
     checked: std::collections::HashSet<Hash>,
-    /// Verified uploads waiting for their group commit, and their total size.
-    group: Vec<Verified>,
-    group_bytes: u64,
-    /// The group being committed on a blocking thread, if any.
-    committing: Option<tokio::task::JoinHandle<(Vec<Verified>, Vec<commit::Placed>)>>,
-    /// Bytes of the group held in memory (small uploads).
-    group_memory: u64,
-    /// Partial files the group holds open.
-    group_open_files: usize,
+    /// Verified uploads waiting for their group commit.
+    group: Group,
+    /// Groups being committed in the background, oldest first (at most
+    /// [`COMMITS_IN_FLIGHT`]).
+    committing: VecDeque<tokio::task::JoinHandle<Committed>>,
     files_stored: u64,
 }
 
@@ -166,20 +166,22 @@ impl Session {
             let grouping = !self.group.is_empty();
             let group_deadline = self
                 .group
-                .first()
+                .first_verified()
                 .map_or_else(tokio::time::Instant::now, |first| {
-                    tokio::time::Instant::from_std(first.verified_at) + GROUP_MAX_AGE
+                    tokio::time::Instant::from_std(first) + GROUP_MAX_AGE
                 });
             // Held outside `self` for the select, so the request branch can borrow `self`.
-            let mut committing = self.committing.take();
+            let mut committing = std::mem::take(&mut self.committing);
             let next = tokio::select! {
                 next = self.next_request() => {
                     self.committing = committing;
                     next?
                 }
-                committed = async { committing.as_mut()?.await.into() }, if committing.is_some() => {
+                committed = async { committing.front_mut()?.await.into() }, if !committing.is_empty() => {
+                    committing.pop_front();
+                    self.committing = committing;
                     if let Some(committed) = committed {
-                        self.answer_commit(committed).await?;
+                        self.answer_commit(committed.and_then(|done| done)).await?;
                     }
                     continue;
                 }
@@ -546,31 +548,26 @@ impl Session {
                 .await;
         }
 
-        self.group_bytes += size;
-        match written.content {
-            Content::Memory(_) => self.group_memory += size,
-            Content::Partial(_) => self.group_open_files += 1,
-        }
-        self.group.push(Verified {
-            id,
-            name,
-            key,
-            conflict,
-            size,
-            hash: written.hash,
-            content: written.content,
-            started,
-            verified_at: std::time::Instant::now(),
-            _lease: written.lease,
-        });
-        let oldest = self
-            .group
-            .first()
-            .map(|verified| verified.verified_at.elapsed());
+        self.group.push(
+            &self.state,
+            Verified {
+                id,
+                name,
+                key,
+                conflict,
+                size,
+                hash: written.hash,
+                content: written.content,
+                started,
+                verified_at: std::time::Instant::now(),
+                _lease: written.lease,
+            },
+        );
+        let oldest = self.group.first_verified().map(|first| first.elapsed());
         if self.group.len() >= GROUP_MAX_FILES
-            || self.group_bytes >= GROUP_MAX_BYTES
-            || self.group_memory >= GROUP_MAX_MEMORY
-            || self.group_open_files >= GROUP_MAX_OPEN_FILES
+            || self.group.bytes() >= GROUP_MAX_BYTES
+            || self.group.memory() >= GROUP_MAX_MEMORY
+            || self.group.open_files() >= GROUP_MAX_OPEN_FILES
             || oldest.is_some_and(|age| age >= GROUP_MAX_AGE)
         {
             self.start_commit().await?;
@@ -585,32 +582,35 @@ impl Session {
         self.finish_commit().await
     }
 
-    /// Starts committing the collected group on a blocking thread and returns, so the next
-    /// files are received while this group is flushed. One commit at a time: answers leave
-    /// in the order the files were begun.
+    /// Starts committing the collected group in the background and returns, so the next
+    /// files are received while this group is flushed. Answers leave in the order the files
+    /// were begun: commits are answered oldest first.
     async fn start_commit(&mut self) -> Result<(), SessionError> {
         if self.group.is_empty() {
             return Ok(());
         }
-        self.finish_commit().await?;
-        let group = std::mem::take(&mut self.group);
-        self.group_bytes = 0;
-        self.group_memory = 0;
-        self.group_open_files = 0;
-        let (state, peer) = (Arc::clone(&self.state), self.peer);
-        self.committing = Some(tokio::task::spawn_blocking(move || {
-            let placed = commit::commit_group(&state, &group, peer);
-            (group, placed)
-        }));
+        while self.committing.len() >= COMMITS_IN_FLIGHT {
+            self.finish_oldest_commit().await?;
+        }
+        let commit = self.group.commit(&self.state, self.peer);
+        self.committing.push_back(commit);
         Ok(())
     }
 
-    /// Waits for the commit in flight, if any, and sends its answers.
+    /// Waits for every commit in flight and sends their answers.
     async fn finish_commit(&mut self) -> Result<(), SessionError> {
-        let Some(committing) = self.committing.take() else {
+        while !self.committing.is_empty() {
+            self.finish_oldest_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest commit in flight, if any, and sends its answers.
+    async fn finish_oldest_commit(&mut self) -> Result<(), SessionError> {
+        let Some(committing) = self.committing.pop_front() else {
             return Ok(());
         };
-        let committed = committing.await;
+        let committed = committing.await.and_then(|done| done);
         self.answer_commit(committed).await
     }
 

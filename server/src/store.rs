@@ -109,6 +109,8 @@ pub struct Store {
     _lock: File,
     /// The root's device: every folder written to must be on it.
     device: u64,
+    /// Unnamed files can be linked by their descriptor (cleared at the first refusal).
+    link_by_fd: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -137,6 +139,7 @@ impl Store {
             partials,
             _lock: lock,
             device,
+            link_by_fd: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -440,8 +443,37 @@ impl Store {
     /// Gives an unnamed file its name, keeping both on a conflict: the first free name among
     /// `name`, `name (1)`, ... (a link fails atomically if the name is taken). Blocking.
     pub fn link_unnamed(&self, file: &File, name: &ValidName) -> Result<ValidName, StoreError> {
+        use rustix::{fs::AtFlags, io::Errno};
+        use std::sync::atomic::Ordering;
+        if !self.link_by_fd.load(Ordering::Relaxed) {
+            return self.link_through_proc(file, name);
+        }
+        // The file itself as the source: no lookup through /proc, half the cost of the link
+        // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH.
+        let linked = self.first_free_name(name, |target| {
+            rustix::fs::linkat(file, "", rustix::fs::CWD, target, AtFlags::EMPTY_PATH)
+                .map_err(io::Error::from)
+        });
+        let refused = |err: &io::Error| {
+            let errno = err.raw_os_error().map(Errno::from_raw_os_error);
+            errno == Some(Errno::NOENT) || errno == Some(Errno::PERM)
+        };
+        match linked {
+            Err(StoreError::Io { ref source, .. }) if refused(source) => {
+                let through_proc = self.link_through_proc(file, name);
+                if through_proc.is_ok() {
+                    // Refused for want of the privilege, not for the target: never ask again.
+                    self.link_by_fd.store(false, Ordering::Relaxed);
+                }
+                through_proc
+            }
+            other => other,
+        }
+    }
+
+    /// [`Store::link_unnamed`] the portable way, without extra privileges.
+    fn link_through_proc(&self, file: &File, name: &ValidName) -> Result<ValidName, StoreError> {
         use std::os::fd::AsRawFd;
-        // The portable way to name an O_TMPFILE without extra privileges.
         let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         self.first_free_name(name, |target| {
             rustix::fs::linkat(
