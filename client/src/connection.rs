@@ -165,11 +165,17 @@ impl Client {
     }
 
     /// Announces files before sending them; returns the server's plan for each, in order.
-    /// At most [`ft_protocol::MAX_PREPARE_FILES`] intents per call.
-    pub async fn prepare(&mut self, files: Vec<FileIntent>) -> Result<Vec<FilePlan>, ClientError> {
+    /// At most [`ft_protocol::MAX_PREPARE_FILES`] intents per call. With `append`, they add
+    /// to the files announced since the last call without it (at most
+    /// [`ft_protocol::MAX_ANNOUNCED_FILES`] in all); otherwise earlier announcements lapse.
+    pub async fn prepare(
+        &mut self,
+        files: Vec<FileIntent>,
+        append: bool,
+    ) -> Result<Vec<FilePlan>, ClientError> {
         let expected = files.len();
         self.writer
-            .send(Request::Prepare(Prepare { files }))
+            .send(Request::Prepare(Prepare { files, append }))
             .await?;
         match self
             .receive(PREPARE_TIMEOUT, "waiting for the upload plan")

@@ -14,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ft_protocol::{ConflictPolicy, FileIntent, FilePlan, Hash, MAX_PREPARE_FILES};
+use ft_protocol::{
+    ConflictPolicy, FileIntent, FilePlan, Hash, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
+};
 
 use crate::{
     error::ClientError,
@@ -432,8 +434,28 @@ fn prepare_pages<'a>(files: &[LocalFile], pending: &'a [usize]) -> Vec<&'a [usiz
     pages
 }
 
-/// One session: make the empty folders, then announce and upload the pending files page by
-/// page.
+/// Groups pages into rounds of at most [`MAX_ANNOUNCED_FILES`] files: a round is announced
+/// page by page, then streamed without a pause.
+fn prepare_rounds(pages: Vec<&[usize]>) -> Vec<Vec<&[usize]>> {
+    let mut rounds: Vec<Vec<&[usize]>> = Vec::new();
+    let mut in_round = 0;
+    for page in pages {
+        match rounds.last_mut() {
+            Some(round) if in_round + page.len() <= MAX_ANNOUNCED_FILES => {
+                round.push(page);
+                in_round += page.len();
+            }
+            _ => {
+                rounds.push(vec![page]);
+                in_round = page.len();
+            }
+        }
+    }
+    rounds
+}
+
+/// One session: make the empty folders, then announce and upload the pending files round by
+/// round.
 async fn attempt(
     session: &mut Session,
     plan: &UploadPlan,
@@ -456,29 +478,33 @@ async fn attempt(
         }
     }
     let files = &plan.files;
-    for page in prepare_pages(files, pending) {
-        let intents = page
-            .iter()
-            .map(|&index| FileIntent {
-                name: files[index].name.clone(),
-                size: files[index].size,
-                key: files[index].key,
-            })
-            .collect();
-        let plans = client.prepare(intents).await?;
-        let mut planned = Vec::with_capacity(page.len());
-        for (&index, plan) in page.iter().zip(plans) {
-            match plan {
-                FilePlan::Refused { code, message } if code.is_transient() => {
-                    let code = code.as_str().to_owned();
-                    ledger.defer(index, FileFailure { code, message });
+    for round in prepare_rounds(prepare_pages(files, pending)) {
+        let mut planned = Vec::with_capacity(round.iter().map(|page| page.len()).sum());
+        for (number, page) in round.iter().enumerate() {
+            let intents = page
+                .iter()
+                .map(|&index| FileIntent {
+                    name: files[index].name.clone(),
+                    size: files[index].size,
+                    key: files[index].key,
+                })
+                .collect();
+            let plans = client.prepare(intents, number > 0).await?;
+            for (&index, plan) in page.iter().zip(plans) {
+                match plan {
+                    FilePlan::Refused { code, message } if code.is_transient() => {
+                        let code = code.as_str().to_owned();
+                        ledger.defer(index, FileFailure { code, message });
+                    }
+                    FilePlan::Refused { code, message } => {
+                        ledger.fail(index, code.as_str(), message)
+                    }
+                    plan => planned.push(Planned {
+                        index,
+                        file: &files[index],
+                        plan,
+                    }),
                 }
-                FilePlan::Refused { code, message } => ledger.fail(index, code.as_str(), message),
-                plan => planned.push(Planned {
-                    index,
-                    file: &files[index],
-                    plan,
-                }),
             }
         }
         pipeline::upload(client, &planned, options, ledger).await?;
@@ -519,6 +545,19 @@ mod tests {
             let encoded: usize = page.iter().map(|&i| long[i].name.len() + 48).sum();
             assert!(encoded <= ft_protocol::MAX_FRAME_LEN / 2);
         }
+    }
+
+    #[test]
+    fn rounds_hold_whole_pages_up_to_the_announcement_bound() {
+        let pending: Vec<usize> = (0..MAX_ANNOUNCED_FILES * 2 + 10).collect();
+        let pages: Vec<&[usize]> = pending.chunks(MAX_PREPARE_FILES).collect();
+        let rounds = prepare_rounds(pages);
+        let sizes: Vec<usize> = rounds
+            .iter()
+            .map(|round| round.iter().map(|page| page.len()).sum())
+            .collect();
+        assert_eq!(sizes, [MAX_ANNOUNCED_FILES, MAX_ANNOUNCED_FILES, 10]);
+        assert!(prepare_rounds(Vec::new()).is_empty());
     }
 
     #[test]

@@ -192,7 +192,10 @@ async fn a_file_larger_than_the_free_space_is_refused_before_any_data() {
         },
     ];
     client
-        .send(Request::Prepare(Prepare { files: intents }))
+        .send(Request::Prepare(Prepare {
+            files: intents,
+            append: false,
+        }))
         .await;
     let Some(Response::Prepared(Prepared { plans })) = client.recv().await else {
         panic!("expected Prepared");

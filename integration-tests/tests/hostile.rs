@@ -313,3 +313,89 @@ async fn answers_keep_the_order_files_were_begun_even_when_a_later_one_fails() {
     expect_file_error(client.recv().await, 2, ErrorCode::HashMismatch);
     assert_eq!(ws.stored_names(), ["good.txt"]);
 }
+
+fn prepare(names: impl Iterator<Item = String>, append: bool) -> Request {
+    Request::Prepare(ft_protocol::Prepare {
+        files: names
+            .map(|name| ft_protocol::FileIntent {
+                key: Hash::from(blake3::hash(name.as_bytes())),
+                name,
+                size: 1,
+            })
+            .collect(),
+        append,
+    })
+}
+
+fn plans(response: Option<Response>) -> usize {
+    match response {
+        Some(Response::Prepared(prepared)) => prepared.plans.len(),
+        other => panic!("expected Prepared, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn announcements_add_up_within_a_round_and_are_bounded() {
+    use ft_protocol::{MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES};
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let page = |start: usize| (start..start + MAX_PREPARE_FILES).map(|n| format!("f{n}"));
+    let pages = MAX_ANNOUNCED_FILES / MAX_PREPARE_FILES;
+
+    // A full round is accepted page by page; a new round (append: false) starts afresh.
+    let mut client = RawClient::handshake(server.addr).await;
+    for number in 0..pages {
+        client
+            .send(prepare(page(number * MAX_PREPARE_FILES), number > 0))
+            .await;
+        assert_eq!(plans(client.recv().await), MAX_PREPARE_FILES);
+    }
+    client.send(prepare(page(0), false)).await;
+    assert_eq!(plans(client.recv().await), MAX_PREPARE_FILES);
+
+    // One page too many in a round is a violation: the server's memory stays bounded.
+    for number in 1..pages {
+        client
+            .send(prepare(page(number * MAX_PREPARE_FILES), true))
+            .await;
+        assert_eq!(plans(client.recv().await), MAX_PREPARE_FILES);
+    }
+    client
+        .send(prepare(page(pages * MAX_PREPARE_FILES), true))
+        .await;
+    let message = expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+    assert!(message.contains("announced"), "{message}");
+
+    // Files announced on the first page of a round are still announced after the second:
+    // both upload in one stream.
+    let mut client = RawClient::handshake(server.addr).await;
+    client
+        .send(prepare(["a.txt".to_owned()].into_iter(), false))
+        .await;
+    assert_eq!(plans(client.recv().await), 1);
+    client
+        .send(prepare(["b.txt".to_owned()].into_iter(), true))
+        .await;
+    assert_eq!(plans(client.recv().await), 1);
+    for (id, name) in [(1, "a.txt"), (2, "b.txt")] {
+        client
+            .send(Request::BeginFile(BeginFile {
+                id,
+                name: name.to_owned(),
+                size: 1,
+                conflict: ConflictPolicy::KeepBoth,
+                key: Hash::from(blake3::hash(name.as_bytes())),
+                offset: 0,
+            }))
+            .await;
+        client.send(chunk(b"x")).await;
+        client.send(end(b"x")).await;
+    }
+    for id in [1, 2] {
+        match client.recv().await {
+            Some(Response::Ack(ack)) => assert_eq!(ack.id, id),
+            other => panic!("expected an Ack, got {other:?}"),
+        }
+    }
+    assert_eq!(ws.stored_names(), ["a.txt", "b.txt"]);
+}

@@ -49,7 +49,12 @@
 //!   send it whole, resume it from an offset, or don't send it (refused up front: bad name,
 //!   too large, not enough space). It is optional, but it is the only way to resume, and
 //!   the client uses it so a refused file costs no data transfer. At most
-//!   [`MAX_PREPARE_FILES`] files per `Prepare`.
+//!   [`MAX_PREPARE_FILES`] files per `Prepare`. Announcements stay valid until their
+//!   `BeginFile`: a `Prepare` with `append: true` adds to those of the current round, up to
+//!   [`MAX_ANNOUNCED_FILES`] in all (more is a protocol violation), so that one uninterrupted
+//!   stream carries them all; `append: false` starts a new round. The server may answer
+//!   `Fresh` where it could resume (it keeps at most [`MAX_PREPARE_FILES`] resume offers per
+//!   round).
 //!
 //! - `Get` is answered by `Sending { size, hash, offset }` followed by exactly
 //!   `size - offset` bytes in [`Response::Data`] messages — or by [`Failed`] (unknown name),
@@ -106,16 +111,21 @@ pub use message::{
 /// Version 3 added `Get`, `Delete`, `Info`, `MakeDir`, list patterns and `NotFound`.
 /// Version 4 added `CompressedChunk` and the `zstd` capability.
 /// Version 5 raised [`MAX_PREPARE_FILES`] from 1024 to 8192.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// Version 6 added `append` to `Prepare`: announcements of one round add up.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.
 pub const CAPABILITY_ZSTD: &str = "zstd";
 
 /// Most files one [`Prepare`] may announce; the client splits larger batches (and keeps each
-/// `Prepare` within [`MAX_FRAME_LEN`]). Large, because the client waits for every answer of
-/// one `Prepare` before announcing the next files: each `Prepare` is a pause in the pipeline.
+/// `Prepare` within [`MAX_FRAME_LEN`]).
 pub const MAX_PREPARE_FILES: usize = 8192;
+
+/// Most announced files a round of `Prepare`s may hold unused (see `Prepare::append`). The
+/// client streams a round without pausing; between rounds it waits for every answer, so
+/// rounds are large, while the server's memory per session stays bounded (a few MiB).
+pub const MAX_ANNOUNCED_FILES: usize = 65536;
 
 /// Largest frame payload, in bytes, either side accepts. Checked from the length prefix.
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;

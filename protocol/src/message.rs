@@ -122,6 +122,10 @@ pub struct BeginFile {
 pub struct Prepare {
     /// The files, in the order the plans will come back.
     pub files: Vec<FileIntent>,
+    /// False: these files start a new round, and announcements of earlier `Prepare`s are
+    /// forgotten. True: they add to the current round, so a client can announce up to
+    /// [`crate::MAX_ANNOUNCED_FILES`] files before sending them in one stream.
+    pub append: bool,
 }
 
 /// One announced upload.

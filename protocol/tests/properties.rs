@@ -91,14 +91,19 @@ fn request() -> impl Strategy<Value = Request> {
                 data: Bytes::from(data),
             })
         }),
-        prop::collection::vec((name(), any::<u64>(), hash()), 0..8).prop_map(|files| {
-            Request::Prepare(Prepare {
-                files: files
-                    .into_iter()
-                    .map(|(name, size, key)| FileIntent { name, size, key })
-                    .collect(),
-            })
-        }),
+        (
+            prop::collection::vec((name(), any::<u64>(), hash()), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(files, append)| {
+                Request::Prepare(Prepare {
+                    files: files
+                        .into_iter()
+                        .map(|(name, size, key)| FileIntent { name, size, key })
+                        .collect(),
+                    append,
+                })
+            }),
     ]
 }
 

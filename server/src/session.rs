@@ -19,7 +19,7 @@ use ft_protocol::{
     Ack, BeginFile, Chunk, CompressedChunk, Delete, Deleted, DirMade, EndFile, ErrorCode,
     ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Listing, MakeDir, Prepare, Prepared,
     ProtocolError, Request, Response, Sending, ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE,
-    MAX_PREPARE_FILES, PROTOCOL_VERSION,
+    MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -138,11 +138,12 @@ struct Session {
     peer: SocketAddr,
     state: Arc<ServerState>,
     transfer: Transfer,
-    /// Resumes offered by the last `Prepare`: key -> (offset, hash state of the prefix).
+    /// Resumes offered in this round of `Prepare`s: key -> (offset, hash state of the prefix).
     prepared: HashMap<Hash, (u64, blake3::Hasher)>,
     /// The client may send zstd-compressed chunks.
     zstd: bool,
-    /// Keys the last `Prepare` accepted: their folders and space need no second check.
+    /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
+    /// no second check. At most `MAX_ANNOUNCED_FILES`.
     checked: std::collections::HashSet<Hash>,
     /// Verified uploads waiting for their group commit.
     group: Group,
@@ -181,7 +182,7 @@ impl Session {
                     committing.pop_front();
                     self.committing = committing;
                     if let Some(committed) = committed {
-                        self.answer_commit(committed.and_then(|done| done)).await?;
+                        self.answer_commit(committed.unwrap_or_else(|join| Err(join.to_string()))).await?;
                     }
                     continue;
                 }
@@ -315,6 +316,14 @@ impl Session {
             let what = format!("Prepare announces more than {MAX_PREPARE_FILES} files");
             return Err(self.violation(&what).await);
         }
+        if !prepare.append {
+            self.prepared.clear();
+            self.checked.clear();
+        }
+        if self.checked.len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
+            let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
+            return Err(self.violation(&what).await);
+        }
         // A key still held by a connection that died unnoticed is taken over first, so the
         // partial length read below is final.
         let mut still_held = std::collections::HashSet::new();
@@ -347,8 +356,6 @@ impl Session {
             }
         };
         let (files, planned) = planned;
-        self.prepared.clear();
-        self.checked.clear();
         let mut plans = Vec::with_capacity(planned.len());
         let mut seen = std::collections::HashSet::new();
         for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {
@@ -361,8 +368,13 @@ impl Session {
                     },
                     None,
                 );
-            } else if !seen.insert(intent.key) && matches!(plan, FilePlan::Resume { .. }) {
-                // The same file twice in one batch: only its first copy can resume.
+            } else if matches!(plan, FilePlan::Resume { .. })
+                && (!seen.insert(intent.key)
+                    || self.prepared.contains_key(&intent.key)
+                    || self.prepared.len() >= MAX_PREPARE_FILES)
+            {
+                // The same file twice in one round: only its first copy can resume. And the
+                // offers of a round are bounded (each holds a hash state of about 2 KiB).
                 (plan, resume) = (FilePlan::Fresh, None);
             }
             if let Some((key, offset, hasher)) = resume {
@@ -610,7 +622,9 @@ impl Session {
         let Some(committing) = self.committing.pop_front() else {
             return Ok(());
         };
-        let committed = committing.await.and_then(|done| done);
+        let committed = committing
+            .await
+            .unwrap_or_else(|join| Err(join.to_string()));
         self.answer_commit(committed).await
     }
 
