@@ -22,6 +22,12 @@ use crate::{
     output::report_error,
 };
 
+/// mimalloc instead of glibc's allocator: buffers are allocated on the network thread and
+/// freed on the disk threads, which glibc answered with arena growth, trimming and page
+/// faults (measured: a sixth of the time on 10,000 small files).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -18,6 +18,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's allocator: buffers are allocated on the network thread and
+/// freed on the disk threads, which glibc answered with arena growth, trimming and page
+/// faults (measured: a sixth of the server's time on 10,000 small files).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Blocking threads beyond one per connection (each upload's writer holds one): commits,
 /// catalog reads, resume checks.
 const SPARE_BLOCKING_THREADS: usize = 64;

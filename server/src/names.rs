@@ -87,9 +87,8 @@ impl ValidName {
 
     /// The path of this name under `root`.
     pub fn under(&self, root: &Path) -> PathBuf {
-        self.0
-            .split('/')
-            .fold(root.to_path_buf(), |path, part| path.join(part))
+        // A valid name is relative and `/`-separated, exactly a relative Unix path.
+        root.join(&self.0)
     }
 
     /// The `n`-th alternative used when the name is taken: `dir/report (n).pdf`.

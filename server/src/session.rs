@@ -173,11 +173,11 @@ impl Session {
                 });
             // Held outside `self` for the select, so the request branch can borrow `self`.
             let mut committing = std::mem::take(&mut self.committing);
+            // Biased, in this order: while requests are buffered, the timers and tokens below
+            // are never polled, so a stream of small files does not register and cancel three
+            // timers per message.
             let next = tokio::select! {
-                next = self.next_request() => {
-                    self.committing = committing;
-                    next?
-                }
+                biased;
                 committed = async { committing.front_mut()?.await.into() }, if !committing.is_empty() => {
                     committing.pop_front();
                     self.committing = committing;
@@ -186,17 +186,9 @@ impl Session {
                     }
                     continue;
                 }
-                // The client paused, or the group's first file waited long enough: commit
-                // what is verified rather than keep it waiting.
-                () = tokio::time::sleep(GROUP_WAIT), if grouping => {
+                next = self.next_request() => {
                     self.committing = committing;
-                    self.start_commit().await?;
-                    continue;
-                }
-                () = tokio::time::sleep_until(group_deadline), if grouping => {
-                    self.committing = committing;
-                    self.start_commit().await?;
-                    continue;
+                    next?
                 }
                 // Dropping the upload keeps its partial file for the connection taking over.
                 () = cancelled(superseded) => {
@@ -213,6 +205,18 @@ impl Session {
                     let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
                     let _ = self.send(Response::Error(bye)).await;
                     return Ok(());
+                }
+                // The client paused, or the group's first file waited long enough: commit
+                // what is verified rather than keep it waiting.
+                () = tokio::time::sleep(GROUP_WAIT), if grouping => {
+                    self.committing = committing;
+                    self.start_commit().await?;
+                    continue;
+                }
+                () = tokio::time::sleep_until(group_deadline), if grouping => {
+                    self.committing = committing;
+                    self.start_commit().await?;
+                    continue;
                 }
             };
             let Some(request) = next else {
@@ -255,6 +259,15 @@ impl Session {
                 Request::Info(_) => self.on_info().await?,
                 Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
                 Request::CompressedChunk(chunk) => self.on_compressed_chunk(chunk).await?,
+            }
+            // The select above does not look at the group's age while requests keep coming
+            // (a large file streaming behind small ones): check it here.
+            let overdue = self
+                .group
+                .first_verified()
+                .is_some_and(|first| first.elapsed() >= GROUP_MAX_AGE);
+            if overdue {
+                self.start_commit().await?;
             }
         }
     }
