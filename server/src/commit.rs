@@ -24,7 +24,9 @@
 //! before the commit, the verified files stay in the partial area and a retry resumes them
 //! at their full length, so nothing is stored twice.
 
-use std::{fs::File, net::SocketAddr, time::Duration};
+use std::{fs::File, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::upload::Content;
 
@@ -93,16 +95,23 @@ pub type Placed = Result<ValidName, (ErrorCode, String)>;
 pub type StageResult = Result<Staged, (ErrorCode, String)>;
 
 /// Stages every file of `batch` (step 0). Small uploads' bytes are dropped once written.
-/// Blocking.
+///
+/// A staged file holds a descriptor until its commit, so each takes one of the server-wide
+/// [`ServerState::staged_files`] permits; when none is left, the file stays in memory and its
+/// commit stages it (as it would a file that arrived just before the commit). Blocking.
 pub fn stage_batch(state: &ServerState, batch: Vec<Verified>) -> Vec<(Verified, StageResult)> {
     let mut known = KnownFolders::default();
     batch
         .into_iter()
         .map(|mut verified| {
-            let staged = stage(state, &verified, &mut known);
-            if matches!(verified.content, Content::Memory(_)) {
-                verified.content = Content::Memory(Vec::new());
+            if let Content::Partial(_) = verified.content {
+                return (verified, Ok(Staged::Partial));
             }
+            let Ok(permit) = Arc::clone(&state.staged_files).try_acquire_owned() else {
+                return (verified, Ok(Staged::Deferred));
+            };
+            let staged = stage(state, &verified, &mut known, Some(permit));
+            verified.content = Content::Memory(Vec::new());
             (verified, staged)
         })
         .collect()
@@ -116,24 +125,39 @@ pub fn commit_staged(
     files: Vec<StageResult>,
     client: SocketAddr,
 ) -> Vec<Placed> {
+    // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
+    // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
+    // its folders costs less and depends on nobody else.
+    let per_file = group.len() <= PER_FILE_SYNC_MAX;
+    let mut known = KnownFolders::default();
+    let files: Vec<StageResult> = files
+        .into_iter()
+        .zip(group)
+        .map(|(staged, verified)| match staged {
+            // Without a permit, no descriptor is held: written to the partial area, closed,
+            // and renamed into place by its path. A tiny group keeps it to sync it.
+            Ok(Staged::Deferred) if per_file => stage(state, verified, &mut known, None),
+            Ok(Staged::Deferred) => write_closed_partial(state, verified),
+            other => other,
+        })
+        .collect();
     let on_disk = || {
         group
             .iter()
             .zip(&files)
             .filter_map(|(verified, staged)| staged.as_ref().ok()?.file(verified))
     };
-    // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
-    // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
-    // its folders costs less and depends on nobody else.
-    let per_file = group.len() <= PER_FILE_SYNC_MAX;
     let synced = if per_file {
         on_disk()
             .try_for_each(File::sync_all)
             .map_err(|err| err.to_string())
     } else {
+        let closed = files
+            .iter()
+            .any(|staged| matches!(staged, Ok(Staged::WrittenPartial(None, _))));
         state
             .store
-            .sync_all_data(on_disk())
+            .sync_all_data(on_disk(), !closed)
             .map_err(|err| err.to_string())
     };
     if let Err(err) = synced {
@@ -155,12 +179,16 @@ pub fn commit_staged(
         .map(|(verified, staged)| {
             let staged = staged.as_ref().map_err(Clone::clone)?;
             let placed = match staged {
-                Staged::Partial | Staged::WrittenPartial(_) => {
+                Staged::Partial | Staged::WrittenPartial(..) => {
                     state
                         .store
                         .place(&verified.key, &verified.name, verified.conflict, &mut known)
                 }
-                Staged::Unnamed(file) => state.store.link_unnamed(file, &verified.name),
+                Staged::Unnamed(file, _) => state.store.link_unnamed(file, &verified.name),
+                // Staged at the start of the commit; never left deferred.
+                Staged::Deferred => {
+                    return Err((ErrorCode::Internal, "the file was never written".into()))
+                }
             };
             placed.map_err(|err| {
                 let code = if err.is_about_the_name() {
@@ -205,15 +233,18 @@ pub fn commit_staged(
     placed
 }
 
-/// A file of the group on disk, ready to be given its name.
+/// A file of the group on disk, ready to be given its name (or not yet on disk).
 #[derive(Debug)]
 pub enum Staged {
     /// Its partial file (the upload's own content), renamed into place.
     Partial,
-    /// A small upload written to its partial file, renamed into place.
-    WrittenPartial(File),
+    /// A small upload written to its partial file, renamed into place; the file is kept open
+    /// (with a permit, or in a tiny group) or already closed (`None`).
+    WrittenPartial(Option<File>, Option<OwnedSemaphorePermit>),
     /// A small upload in an unnamed file in its destination folder, linked into place.
-    Unnamed(File),
+    Unnamed(File, Option<OwnedSemaphorePermit>),
+    /// A small upload still in memory, to be staged by its commit.
+    Deferred,
 }
 
 impl Staged {
@@ -221,16 +252,23 @@ impl Staged {
     fn file<'a>(&'a self, verified: &'a Verified) -> Option<&'a File> {
         match (self, &verified.content) {
             (Staged::Partial, Content::Partial(file)) => Some(file),
-            (Staged::Partial, Content::Memory(_)) => None,
-            (Staged::WrittenPartial(file) | Staged::Unnamed(file), _) => Some(file),
+            (Staged::Partial, Content::Memory(_)) | (Staged::Deferred, _) => None,
+            (Staged::WrittenPartial(file, _), _) => file.as_ref(),
+            (Staged::Unnamed(file, _), _) => Some(file),
         }
     }
 }
 
 /// Puts a group member's bytes on disk without a name. A small keep-both upload goes into an
 /// unnamed file in its destination folder; otherwise (an overwrite, or a filesystem without
-/// unnamed files) into its partial file.
-fn stage(state: &ServerState, verified: &Verified, known: &mut KnownFolders) -> StageResult {
+/// unnamed files) into its partial file. `permit` accounts for the descriptor held until the
+/// commit (see [`stage_batch`]).
+fn stage(
+    state: &ServerState,
+    verified: &Verified,
+    known: &mut KnownFolders,
+    permit: Option<OwnedSemaphorePermit>,
+) -> StageResult {
     let bytes = match &verified.content {
         Content::Partial(_) => return Ok(Staged::Partial),
         Content::Memory(bytes) => bytes,
@@ -249,14 +287,25 @@ fn stage(state: &ServerState, verified: &Verified, known: &mut KnownFolders) -> 
             .create_unnamed(&verified.name, bytes, known)
             .map_err(failed)?
         {
-            return Ok(Staged::Unnamed(file));
+            return Ok(Staged::Unnamed(file, permit));
         }
     }
     let file = state
         .store
         .write_partial(&verified.key, bytes)
         .map_err(failed)?;
-    Ok(Staged::WrittenPartial(file))
+    Ok(Staged::WrittenPartial(Some(file), permit))
+}
+
+/// Writes a small upload into its partial file and closes it (see [`commit_staged`]).
+fn write_closed_partial(state: &ServerState, verified: &Verified) -> StageResult {
+    let Content::Memory(bytes) = &verified.content else {
+        return Ok(Staged::Partial);
+    };
+    match state.store.write_partial(&verified.key, bytes) {
+        Ok(_closed) => Ok(Staged::WrittenPartial(None, None)),
+        Err(err) => Err((ErrorCode::Storage, err.to_string())),
+    }
 }
 
 /// Takes back the keep-both placements of a group whose commit failed, so nothing unrecorded

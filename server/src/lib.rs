@@ -38,6 +38,9 @@ pub struct ServerState {
     pub commit_lock: std::sync::Mutex<()>,
     /// Limits enforced on clients.
     pub limits: Limits,
+    /// Small uploads staged ahead of their group commit hold a descriptor each until the
+    /// commit; these permits bound them server-wide to half the open-file limit.
+    pub staged_files: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServerState {
@@ -49,8 +52,19 @@ impl ServerState {
             leases: Arc::default(),
             commit_lock: std::sync::Mutex::new(()),
             limits,
+            staged_files: Arc::new(tokio::sync::Semaphore::new(staged_file_budget())),
         }
     }
+}
+
+/// Half the process's open-file limit (at least 256): the other half is left for
+/// connections, uploads in progress and the catalog.
+fn staged_file_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    usize::try_from(current / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(256, 1 << 20)
 }
 
 /// Serves clients on an already-bound listener until `shutdown` is cancelled, sweeping

@@ -504,12 +504,18 @@ impl Store {
 
     /// Makes the data of `files` durable: one `syncfs` of the storage filesystem, or an
     /// fsync per file where `syncfs` is unavailable. Blocking.
+    ///
+    /// `files_cover_all` says whether `files` are all the data to sync; when some were
+    /// already closed, a failed `syncfs` fails the whole call, because a descriptor opened
+    /// after a writeback error would not report it.
     pub fn sync_all_data<'a>(
         &self,
         files: impl Iterator<Item = &'a File>,
+        files_cover_all: bool,
     ) -> Result<(), StoreError> {
-        if self.sync_filesystem().is_ok() {
-            return Ok(());
+        let synced = self.sync_filesystem();
+        if synced.is_ok() || !files_cover_all {
+            return synced;
         }
         for file in files {
             file.sync_all().map_err(io_error("sync", &self.partials))?;
