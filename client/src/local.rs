@@ -79,7 +79,7 @@ pub fn plan_uploads(paths: &[PathBuf]) -> Result<UploadPlan, ClientError> {
                 }
                 Err(problem) => problems.push(problem),
             },
-            Ok(meta) => match inspect(path, None, Some(meta)) {
+            Ok(meta) => match inspect(path, None, Some(meta), None) {
                 Ok(file) => plan.files.push(file),
                 Err(problem) => problems.push(problem),
             },
@@ -128,7 +128,14 @@ fn walk(dir: &Path, name: &str, plan: &mut UploadPlan, problems: &mut Vec<LocalF
         }
     };
     let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|entry| entry.file_name());
+    entries.sort_by_cached_key(|entry| entry.file_name());
+    // Permission checks relative to the folder, not by walking each file's whole path again.
+    let folder = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok();
     let mut has_content = false;
     for entry in entries {
         let path = entry.path();
@@ -164,8 +171,10 @@ fn walk(dir: &Path, name: &str, plan: &mut UploadPlan, problems: &mut Vec<LocalF
                     path: path.clone(),
                     source,
                 })
-                .and_then(|meta| inspect(&path, Some(child), Some(meta)))
-            {
+                .and_then(|meta| {
+                    let within = folder.as_ref().map(|fd| (fd, entry.file_name()));
+                    inspect(&path, Some(child), Some(meta), within)
+                }) {
                 Ok(file) => {
                     plan.files.push(file);
                     has_content = true;
@@ -187,10 +196,13 @@ fn walk(dir: &Path, name: &str, plan: &mut UploadPlan, problems: &mut Vec<LocalF
 
 /// Checks one regular file whose metadata was just read (`None`: read it now); `name`
 /// defaults to its file name.
+///
+/// `within`: the open folder holding the file and its name there, for a cheaper check.
 fn inspect(
     path: &Path,
     name: Option<String>,
     meta: Option<Metadata>,
+    within: Option<(&std::os::fd::OwnedFd, std::ffi::OsString)>,
 ) -> Result<LocalFile, LocalFileError> {
     let unreadable = |source| LocalFileError::Unreadable {
         path: path.to_path_buf(),
@@ -207,8 +219,16 @@ fn inspect(
     }
     // Proves read permission now rather than halfway through a batch; one system call where
     // opening and closing would take two.
-    rustix::fs::access(path, rustix::fs::Access::READ_OK)
-        .map_err(|errno| unreadable(std::io::Error::from(errno)))?;
+    let readable = match within {
+        Some((folder, leaf)) => rustix::fs::accessat(
+            folder,
+            leaf.as_os_str(),
+            rustix::fs::Access::READ_OK,
+            rustix::fs::AtFlags::empty(),
+        ),
+        None => rustix::fs::access(path, rustix::fs::Access::READ_OK),
+    };
+    readable.map_err(|errno| unreadable(std::io::Error::from(errno)))?;
     let name = match name {
         Some(name) => name,
         None => path
