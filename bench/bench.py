@@ -18,7 +18,10 @@ Tools, all over 127.0.0.1:
   nc     cat of the workload's files | nc -> nc > /dev/null
 
 Each cell: one warm-up run, then N timed runs; median and min-max wall time, MB/s
-(10^6 bytes/s of file content), and ft/rsync throughput ratio. Peak RSS of fts (VmHWM) and
+(10^6 bytes/s of file content), and ft/rsync throughput ratio. "rsync + sync" times rsync
+followed by `sync`: rsync with its data on disk at the end, as ft's is before each Ack.
+Before every tool's run the page cache is flushed (`sync`) and the workload read once, so
+each starts with the same clean, cached state. Peak RSS of fts (VmHWM) and
 ftc (rusage) per workload. Nothing is deleted between runs: every run receives into its own
 fresh folder, because on these machines creating many files soon after deleting many is
 several times slower, and every tool must get the same conditions. Everything under
@@ -254,6 +257,28 @@ def rsync_run(rsyncd, workload, tag):
     return seconds
 
 
+def rsync_durable_run(rsyncd, workload, tag):
+    """rsync, then `sync`, timed together: what rsync costs when its data must be on disk
+    before the run counts as done, as ft's is before each Ack."""
+    start = time.perf_counter()
+    rsync_run(rsyncd, workload, tag)
+    subprocess.run(["sync"], check=False)
+    return time.perf_counter() - start
+
+
+def settle(workload):
+    """Same starting conditions for every tool: nothing dirty in the page cache (rsync does not
+    fsync, so the next tool would pay for writing its data back), and the workload's files
+    read once, so they are cached. (These machines reclaim page cache that has not been
+    touched for about 30 seconds, so without this the first tool after a pause reads from
+    disk and the next does not.)"""
+    subprocess.run(["sync"], check=False)
+    for path in all_files(workload[0]):
+        with open(path, "rb") as f:
+            while f.read(4 * MIB):
+                pass
+
+
 def iperf_run(total_bytes):
     port = free_port()
     server = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -328,40 +353,44 @@ def main():
     workloads = make_workloads(args.out, args.smoke)
     rsyncd = Rsyncd(args.out) if have("rsync") else None
 
-    header = "| workload | ft (ftc → fts) | rsync --whole-file | ft / rsync | iperf3 (1 stream) | nc | fts peak RSS | ftc peak RSS |"
-    rows = [header, "|---|---|---|---|---|---|---|---|"]
+    header = ("| workload | ft (ftc → fts) | rsync --whole-file | ft / rsync | rsync + sync | "
+              "ft / (rsync + sync) | iperf3 (1 stream) | nc | fts peak RSS | ftc peak RSS |")
+    rows = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     try:
         for name, workload in workloads.items():
             if args.only and name not in args.only.split(","):
                 continue
             _, files, total = workload
-            ft_times, rs_times, ip_times, nc_times = [], [], [], []
+            ft_times, rs_times, rsd_times, ip_times, nc_times = [], [], [], [], []
             fts_rss = ftc_rss = 0
             for i in range(warmups + runs):
                 tag = f"{name}-run{i}"
-                # Every tool starts with nothing dirty in the page cache: rsync does not fsync,
-                # so without this the next tool would pay for writing rsync's data back.
-                subprocess.run(["sync"], check=False)
+                settle(workload)
                 seconds, server_rss, client_rss = ft_run(args.bin_dir, args.out, workload, tag)
-                subprocess.run(["sync"], check=False)
+                settle(workload)
                 rs = rsync_run(rsyncd, workload, tag) if rsyncd else None
-                subprocess.run(["sync"], check=False)
+                settle(workload)
+                rsd = rsync_durable_run(rsyncd, workload, f"{tag}-sync") if rsyncd else None
+                settle(workload)
                 ip = iperf_run(total) if have("iperf3") else None
+                settle(workload)
                 nc = nc_run(workload) if have("nc") else None
                 if i < warmups:
                     continue
                 ft_times.append(seconds)
                 fts_rss, ftc_rss = max(fts_rss, server_rss), max(ftc_rss, client_rss)
-                for store, value in ((rs_times, rs), (ip_times, ip), (nc_times, nc)):
+                for store, value in ((rs_times, rs), (rsd_times, rsd), (ip_times, ip), (nc_times, nc)):
                     if value is not None:
                         store.append(value)
                 print(f"  {tag}: ft {seconds:.2f}s  rsync {rs if rs is None else round(rs, 2)}s", flush=True)
             ft = summarize(ft_times, total)
             rs = summarize(rs_times, total) if rs_times else None
             ratio = f"{ft['mbps'] / rs['mbps']:.2f}×" if rs else "n/a"
+            rsd = summarize(rsd_times, total) if rsd_times else None
+            durable_ratio = f"{ft['mbps'] / rsd['mbps']:.2f}×" if rsd else "n/a"
             label = f"{name}: {files} × {total // files // 1024} KiB" if files > 1 else f"{name}: 1 × {total // MIB} MiB"
             rows.append(
-                f"| {label} | {cell(ft)} | {cell(rs)} | {ratio} | "
+                f"| {label} | {cell(ft)} | {cell(rs)} | {ratio} | {cell(rsd)} | {durable_ratio} | "
                 f"{cell(summarize(ip_times, total) if ip_times else None)} | "
                 f"{cell(summarize(nc_times, total) if nc_times else None)} | "
                 f"{fts_rss / 1024:.1f} MiB | {ftc_rss / 1024:.1f} MiB |"

@@ -129,6 +129,7 @@ pub fn commit_staged(
     // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
     // its folders costs less and depends on nobody else.
     let per_file = group.len() <= PER_FILE_SYNC_MAX;
+    let started = std::time::Instant::now();
     let mut known = KnownFolders::default();
     let files: Vec<StageResult> = files
         .into_iter()
@@ -160,6 +161,7 @@ pub fn commit_staged(
             .sync_all_data(on_disk(), !closed)
             .map_err(|err| err.to_string())
     };
+    let data_synced = std::time::Instant::now();
     if let Err(err) = synced {
         let message = format!("cannot make the upload durable: {err}");
         return group
@@ -200,6 +202,7 @@ pub fn commit_staged(
             })
         })
         .collect();
+    let named = std::time::Instant::now();
     let names_synced = if per_file {
         state
             .store
@@ -212,6 +215,7 @@ pub fn commit_staged(
         undo_placements(state, group, &mut placed, &message);
         return placed;
     }
+    let names_durable = std::time::Instant::now();
     let records: Vec<NewRecord> = group
         .iter()
         .zip(&placed)
@@ -230,6 +234,14 @@ pub fn commit_staged(
         let message = format!("not stored: the catalog could not record it: {err}");
         undo_placements(state, group, &mut placed, &message);
     }
+    tracing::debug!(
+        files = group.len(),
+        data = ?data_synced - started,
+        names = ?named - data_synced,
+        names_sync = ?names_durable - named,
+        catalog = ?names_durable.elapsed(),
+        "group committed"
+    );
     placed
 }
 
