@@ -138,10 +138,15 @@ async fn send_all(
     flags: &Flags,
     begun: mpsc::UnboundedSender<usize>,
 ) -> Result<(), ClientError> {
+    let mut folder = OpenFolder::default();
     for (position, planned) in files.iter().enumerate() {
         let (index, file) = (planned.index, planned.file);
         if file.size <= SMALL_FILE_BYTES && planned.plan == FilePlan::Fresh {
-            send_small(writer, ledger, flags, &begun, position, planned, options).await?;
+            let data = read_small(file, &mut folder);
+            send_small(
+                writer, ledger, flags, &begun, position, planned, options, data,
+            )
+            .await?;
             continue;
         }
         let mut handle = match tokio::fs::File::open(&file.path).await {
@@ -224,8 +229,9 @@ async fn begin_file(
 /// costs more than reading a few kilobytes from the page cache.
 const SMALL_FILE_BYTES: u64 = 64 * 1024;
 
-/// Sends a small file read in one go. A file that cannot be read, or that changed since it
-/// was planned, fails locally without anything being sent.
+/// Sends a small file read in one go. A file that could not be read, or that changed since
+/// it was planned, fails locally without anything being sent.
+#[allow(clippy::too_many_arguments)] // one call site; all are facts of this one file
 async fn send_small(
     writer: &mut Writer,
     ledger: &Ledger<'_>,
@@ -234,9 +240,10 @@ async fn send_small(
     position: usize,
     planned: &Planned<'_>,
     options: SendOptions,
+    data: Result<bytes::Bytes, String>,
 ) -> Result<(), ClientError> {
-    let (index, file) = (planned.index, planned.file);
-    let data = match read_small(file) {
+    let index = planned.index;
+    let data = match data {
         Ok(data) => data,
         Err(message) => {
             ledger.fail(index, LOCAL_FAILURE, message);
@@ -312,10 +319,10 @@ impl Compressor {
 /// Four system calls: open, one read (asking for a byte more than planned, so a file that
 /// grew shows), fstat (a same-size rewrite shows in the modification time, part of the
 /// key), close.
-fn read_small(file: &LocalFile) -> Result<bytes::Bytes, String> {
+fn read_small(file: &LocalFile, folder: &mut OpenFolder) -> Result<bytes::Bytes, String> {
     use std::io::Read;
     let unreadable = |err: std::io::Error| format!("cannot read {}: {err}", file.path.display());
-    let mut handle = std::fs::File::open(&file.path).map_err(unreadable)?;
+    let mut handle = folder.open(&file.path).map_err(unreadable)?;
     let want = file.size as usize + 1;
     let mut data = vec![0u8; want];
     let mut filled = 0;
@@ -341,6 +348,36 @@ fn read_small(file: &LocalFile) -> Result<bytes::Bytes, String> {
     }
     data.truncate(filled);
     Ok(bytes::Bytes::from(data))
+}
+
+/// The folder of the last small file read, kept open: files are planned folder by folder, so
+/// the next one is usually opened relative to it instead of walking its whole path again.
+#[derive(Default)]
+struct OpenFolder {
+    open: Option<(std::path::PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl OpenFolder {
+    /// Opens `path` for reading.
+    fn open(&mut self, path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        let (Some(parent), Some(leaf)) = (path.parent(), path.file_name()) else {
+            return std::fs::File::open(path);
+        };
+        if self.open.as_ref().is_none_or(|(open, _)| open != parent) {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            self.open = match rustix::fs::open(parent, flags, Mode::empty()) {
+                Ok(fd) => Some((parent.to_path_buf(), fd)),
+                Err(_) => return std::fs::File::open(path),
+            };
+        }
+        let Some((_, folder)) = &self.open else {
+            return std::fs::File::open(path);
+        };
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(folder, leaf, flags, Mode::empty())?;
+        Ok(std::fs::File::from(fd))
+    }
 }
 
 /// For a resume plan, hashes the local prefix and keeps the offer only if it matches what
@@ -616,6 +653,8 @@ mod tests {
         let path = dir.path().join("small.bin");
         std::fs::write(&path, b"four").unwrap();
         let file = planned(&path);
+        let mut folder = OpenFolder::default();
+        let mut read_small = |file: &LocalFile| read_small(file, &mut folder);
         assert_eq!(read_small(&file).unwrap(), &b"four"[..]);
 
         std::fs::write(&path, b"fourteen").unwrap();
