@@ -364,7 +364,7 @@ impl OpenFolder {
         let (Some(parent), Some(leaf)) = (path.parent(), path.file_name()) else {
             return std::fs::File::open(path);
         };
-        if self.open.as_ref().is_none_or(|(open, _)| open != parent) {
+        if !matches!(&self.open, Some((open, _)) if open == parent) {
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
             self.open = match rustix::fs::open(parent, flags, Mode::empty()) {
                 Ok(fd) => Some((parent.to_path_buf(), fd)),
