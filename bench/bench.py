@@ -266,6 +266,16 @@ def rsync_durable_run(rsyncd, workload, tag):
     return time.perf_counter() - start
 
 
+def discard_received(out, rsyncd, tag):
+    """Removes what one run received. Only for workloads of a few large files: deleting
+    thousands of small files is the trap described at the top, but keeping every copy of the
+    gigabyte workloads (several tools, six runs) would fill the disk."""
+    shutil.rmtree(os.path.join(out, "recv-ft", tag), ignore_errors=True)
+    if rsyncd:
+        for suffix in ("", "-sync"):
+            shutil.rmtree(os.path.join(rsyncd.root, tag + suffix), ignore_errors=True)
+
+
 def settle(workload):
     """Same starting conditions for every tool: nothing dirty in the page cache (rsync does not
     fsync, so the next tool would pay for writing its data back), and the workload's files
@@ -375,6 +385,8 @@ def main():
                 ip = iperf_run(total) if have("iperf3") else None
                 settle(workload)
                 nc = nc_run(workload) if have("nc") else None
+                if files < 1000:
+                    discard_received(args.out, rsyncd, tag)
                 if i < warmups:
                     continue
                 ft_times.append(seconds)
@@ -430,6 +442,7 @@ def scaling(args):
         lines.append(f"| {size_mib} MiB | {seconds:.2f} s | {size_mib * MIB / seconds / 1e6:.0f} |")
         print(lines[-1], flush=True)
         os.remove(os.path.join(path, "file.bin"))
+        shutil.rmtree(os.path.join(out, "recv-ft", f"size-{size_mib}"), ignore_errors=True)
 
     lines += ["", "| files of 4 KiB | time | files/s |", "|---|---|---|"]
     for count in (100, 1000, 10_000, 100_000):
