@@ -266,14 +266,16 @@ def rsync_durable_run(rsyncd, workload, tag):
     return time.perf_counter() - start
 
 
-def discard_received(out, rsyncd, tag):
-    """Removes what one run received. Only for workloads of a few large files: deleting
-    thousands of small files is the trap described at the top, but keeping every copy of the
-    gigabyte workloads (several tools, six runs) would fill the disk."""
-    shutil.rmtree(os.path.join(out, "recv-ft", tag), ignore_errors=True)
-    if rsyncd:
-        for suffix in ("", "-sync"):
-            shutil.rmtree(os.path.join(rsyncd.root, tag + suffix), ignore_errors=True)
+def discard_received(out, rsyncd, tags):
+    """Removes what the runs of one workload received, once all of them are done (nothing is
+    deleted between runs). Only for workloads of a few large files: deleting thousands of
+    small files is the trap described at the top, while keeping every copy of the gigabyte
+    workloads until the very end (four tools, six runs each) fills the disk."""
+    for tag in tags:
+        shutil.rmtree(os.path.join(out, "recv-ft", tag), ignore_errors=True)
+        if rsyncd:
+            for suffix in ("", "-sync"):
+                shutil.rmtree(os.path.join(rsyncd.root, tag + suffix), ignore_errors=True)
 
 
 def settle(workload):
@@ -385,8 +387,6 @@ def main():
                 ip = iperf_run(total) if have("iperf3") else None
                 settle(workload)
                 nc = nc_run(workload) if have("nc") else None
-                if files < 1000:
-                    discard_received(args.out, rsyncd, tag)
                 if i < warmups:
                     continue
                 ft_times.append(seconds)
@@ -395,6 +395,8 @@ def main():
                     if value is not None:
                         store.append(value)
                 print(f"  {tag}: ft {seconds:.2f}s  rsync {rs if rs is None else round(rs, 2)}s", flush=True)
+            if files < 1000:
+                discard_received(args.out, rsyncd, [f"{name}-run{i}" for i in range(warmups + runs)])
             ft = summarize(ft_times, total)
             rs = summarize(rs_times, total) if rs_times else None
             ratio = f"{ft['mbps'] / rs['mbps']:.2f}×" if rs else "n/a"
