@@ -139,7 +139,7 @@ struct Session {
     state: Arc<ServerState>,
     transfer: Transfer,
     /// Resumes offered in this round of `Prepare`s: key -> (offset, hash state of the prefix).
-    prepared: HashMap<Hash, (u64, blake3::Hasher)>,
+    prepared: HashMap<Hash, (u64, Box<blake3::Hasher>)>,
     /// The client may send zstd-compressed chunks.
     zstd: bool,
     /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
@@ -421,7 +421,7 @@ impl Session {
             blake3::Hasher::new()
         } else {
             match self.prepared.remove(&begin.key) {
-                Some((offset, hasher)) if offset == begin.offset => hasher,
+                Some((offset, hasher)) if offset == begin.offset => *hasher,
                 _ => {
                     return Err(self
                         .violation("BeginFile resumes at an offset not offered")
@@ -1040,7 +1040,7 @@ fn plan_upload(
     state: &ServerState,
     intent: &FileIntent,
     context: &mut PlanContext,
-) -> (FilePlan, Option<(Hash, u64, blake3::Hasher)>) {
+) -> (FilePlan, Option<(Hash, u64, Box<blake3::Hasher>)>) {
     let refused =
         |(code, message): (ErrorCode, String)| (FilePlan::Refused { code, message }, None);
     if let Err(refusal) = check_intent(state, &intent.name, intent.size, Some(&mut context.folders))
@@ -1087,7 +1087,9 @@ fn plan_upload(
                 offset,
                 prefix_hash: hasher.finalize().into(),
             },
-            Some((intent.key, offset, hasher)),
+            // Boxed: a hash state is about 2 KiB, and a plan per announced file is kept (inline,
+            // 8192 plans took 16 MiB and 10 ms of page faults).
+            Some((intent.key, offset, Box::new(hasher))),
         ),
         None => (FilePlan::Fresh, None),
     }

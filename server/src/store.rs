@@ -374,8 +374,9 @@ impl Store {
         name: &ValidName,
         known: &mut KnownFolders,
     ) -> Result<(), StoreError> {
-        let full = name.under(&self.root);
-        if full.as_os_str().len() >= MAX_PATH_LEN {
+        // The length `name.under(root)` would have, without building it.
+        let full_len = self.root.as_os_str().len() + 1 + name.as_str().len();
+        if full_len >= MAX_PATH_LEN {
             return Err(StoreError::PathTooLong(name.as_str().to_owned()));
         }
         self.walk_parents_in(name, false, known).map(drop)
