@@ -94,14 +94,12 @@ fn plan_each(paths: &[PathBuf]) -> Vec<(UploadPlan, Vec<LocalFileError>)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let per_thread = paths.len().div_ceil(threads).max(PLAN_ARGS_PER_THREAD);
     if paths.len() <= per_thread {
-        return paths.iter().map(|path| plan_one(path)).collect();
+        return paths.iter().map(plan_one).collect();
     }
     std::thread::scope(|scope| {
         let parts: Vec<_> = paths
             .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || chunk.iter().map(|path| plan_one(path)).collect::<Vec<_>>())
-            })
+            .map(|chunk| scope.spawn(move || chunk.iter().map(plan_one).collect::<Vec<_>>()))
             .collect();
         parts
             .into_iter()
