@@ -112,13 +112,9 @@ enum Sink {
         /// Taken once awaited (a JoinHandle must not be polled after it completed).
         writer: Option<JoinHandle<std::io::Result<Written>>>,
     },
-    /// A small fresh upload, gathered in memory (at most [`SMALL_UPLOAD_BYTES`]).
-    Gathered {
-        bytes: Vec<u8>,
-        /// Boxed: a BLAKE3 state is about 2 KiB, and most uploads are threaded.
-        prefix: Box<blake3::Hasher>,
-        lease: Lease,
-    },
+    /// A small fresh upload (nothing kept from an earlier attempt), gathered in memory (at
+    /// most [`SMALL_UPLOAD_BYTES`]) and hashed in one go at its end.
+    Gathered { bytes: Vec<u8>, lease: Lease },
 }
 
 impl Upload {
@@ -135,9 +131,9 @@ impl Upload {
         let (key, offset) = (begin.key, begin.offset);
         let superseded = lease.superseded();
         let sink = if offset == 0 && begin.size <= SMALL_UPLOAD_BYTES {
+            // Fresh: `prefix` is the empty hash state, so nothing of it is needed.
             Sink::Gathered {
-                bytes: Vec::with_capacity((begin.size - offset) as usize),
-                prefix: Box::new(prefix),
+                bytes: Vec::new(),
                 lease,
             }
         } else {
@@ -189,6 +185,11 @@ impl Upload {
         }
         self.held += len;
         match &mut self.sink {
+            // Usually the whole file in one chunk: its buffer is taken over, not copied.
+            Sink::Gathered { bytes, .. } if bytes.is_empty() => {
+                *bytes = Vec::from(data);
+                Ok(())
+            }
             Sink::Gathered { bytes, .. } => {
                 bytes.extend_from_slice(&data);
                 Ok(())
@@ -239,19 +240,11 @@ impl Upload {
                 }
             }
             // A few kilobytes: kept in memory and written by the group commit.
-            Sink::Gathered {
-                bytes,
-                mut prefix,
+            Sink::Gathered { bytes, lease } => Ok(Written {
+                hash: blake3::hash(&bytes).into(),
+                content: Content::Memory(bytes),
                 lease,
-                ..
-            } => {
-                prefix.update(&bytes);
-                Ok(Written {
-                    content: Content::Memory(bytes),
-                    hash: prefix.finalize().into(),
-                    lease,
-                })
-            }
+            }),
         }
     }
 }
