@@ -186,7 +186,9 @@ pub fn commit_staged(
                         .store
                         .place(&verified.key, &verified.name, verified.conflict, &mut known)
                 }
-                Staged::Unnamed(file, _) => state.store.link_unnamed(file, &verified.name),
+                Staged::Unnamed(file, _) => {
+                    state.store.link_unnamed(file, &verified.name, &mut known)
+                }
                 // Staged at the start of the commit; never left deferred.
                 Staged::Deferred => {
                     return Err((ErrorCode::Internal, "the file was never written".into()))

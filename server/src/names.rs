@@ -85,6 +85,13 @@ impl ValidName {
         &self.0
     }
 
+    /// The last part: the file's own name within its folder.
+    pub fn leaf(&self) -> &str {
+        self.0
+            .rsplit_once('/')
+            .map_or(self.0.as_str(), |(_, leaf)| leaf)
+    }
+
     /// The path of this name under `root`.
     pub fn under(&self, root: &Path) -> PathBuf {
         // A valid name is relative and `/`-separated, exactly a relative Unix path.

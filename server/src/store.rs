@@ -101,10 +101,14 @@ const PREFIX_READ_BUFFER: usize = 1024 * 1024;
 /// it into components.
 /// Folders found absent (when checking without creating) are remembered too, so a new tree
 /// of 10,000 files costs one `lstat` per folder rather than one per file.
+///
+/// It also keeps the folders it was asked for open, so files are created and linked relative
+/// to their folder instead of walking the whole path each time.
 #[derive(Debug, Default)]
 pub struct KnownFolders {
     present: std::collections::HashSet<String>,
     absent: std::collections::HashSet<String>,
+    open: std::collections::HashMap<String, Option<std::os::fd::OwnedFd>>,
 }
 
 /// The storage directory.
@@ -114,6 +118,8 @@ pub struct Store {
     partials: PathBuf,
     /// Holds an exclusive lock on `.fts/lock` for as long as the store is open.
     _lock: File,
+    /// The root, open: folders are opened relative to it, never leaving it.
+    root_dir: std::os::fd::OwnedFd,
     /// The root's device: every folder written to must be on it.
     device: u64,
     /// Unnamed files can be linked by their descriptor (cleared at the first refusal).
@@ -129,6 +135,12 @@ impl Store {
         let partials = root.join(PRIVATE_DIR).join("partial");
         fs::create_dir_all(&partials).map_err(io_error("create", &partials))?;
         let lock_path = root.join(PRIVATE_DIR).join("lock");
+        let root_dir = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| io_error("open", &root)(errno.into()))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -145,6 +157,7 @@ impl Store {
             root,
             partials,
             _lock: lock,
+            root_dir,
             device,
             link_by_fd: std::sync::atomic::AtomicBool::new(true),
         })
@@ -431,14 +444,22 @@ impl Store {
         bytes: &[u8],
         known: &mut KnownFolders,
     ) -> Result<Option<File>, StoreError> {
+        use rustix::fs::{Mode, OFlags};
         self.walk_parents_in(name, true, known)?;
         let target = name.under(&self.root);
         let folder = target.parent().unwrap_or(&self.root);
-        let opened = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
-            .mode(STORED_FILE_MODE)
-            .open(folder);
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(STORED_FILE_MODE);
+        let opened = match self.folder_fd(name, known) {
+            Some(fd) => rustix::fs::openat(fd, ".", flags, mode)
+                .map(File::from)
+                .map_err(io::Error::from),
+            None => OpenOptions::new()
+                .write(true)
+                .custom_flags(OFlags::TMPFILE.bits() as i32)
+                .mode(STORED_FILE_MODE)
+                .open(folder),
+        };
         let mut file = match opened {
             Ok(file) => file,
             // Old kernels and some filesystems (EOPNOTSUPP, EISDIR, EINVAL).
@@ -450,17 +471,29 @@ impl Store {
 
     /// Gives an unnamed file its name, keeping both on a conflict: the first free name among
     /// `name`, `name (1)`, ... (a link fails atomically if the name is taken). Blocking.
-    pub fn link_unnamed(&self, file: &File, name: &ValidName) -> Result<ValidName, StoreError> {
+    pub fn link_unnamed(
+        &self,
+        file: &File,
+        name: &ValidName,
+        known: &mut KnownFolders,
+    ) -> Result<ValidName, StoreError> {
         use rustix::{fs::AtFlags, io::Errno};
         use std::sync::atomic::Ordering;
         if !self.link_by_fd.load(Ordering::Relaxed) {
             return self.link_through_proc(file, name);
         }
         // The file itself as the source: no lookup through /proc, half the cost of the link
-        // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH.
-        let linked = self.first_free_name(name, |target| {
-            rustix::fs::linkat(file, "", rustix::fs::CWD, target, AtFlags::EMPTY_PATH)
-                .map_err(io::Error::from)
+        // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH. The target is named relative
+        // to its open folder when there is one.
+        let folder = self.folder_fd(name, known);
+        let linked = self.first_free_name(name, |candidate, target| {
+            match folder {
+                Some(folder) => {
+                    rustix::fs::linkat(file, "", folder, candidate.leaf(), AtFlags::EMPTY_PATH)
+                }
+                None => rustix::fs::linkat(file, "", rustix::fs::CWD, target, AtFlags::EMPTY_PATH),
+            }
+            .map_err(io::Error::from)
         });
         let refused = |err: &io::Error| {
             let errno = err.raw_os_error().map(Errno::from_raw_os_error);
@@ -483,7 +516,7 @@ impl Store {
     fn link_through_proc(&self, file: &File, name: &ValidName) -> Result<ValidName, StoreError> {
         use std::os::fd::AsRawFd;
         let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        self.first_free_name(name, |target| {
+        self.first_free_name(name, |_, target| {
             rustix::fs::linkat(
                 rustix::fs::CWD,
                 &source,
@@ -554,12 +587,40 @@ impl Store {
             .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
     }
 
+    /// The folder of `name`, opened (once per `known`) without following any symbolic link
+    /// and without leaving the root; `None` where that is not possible (old kernels), and the
+    /// caller then uses full paths.
+    fn folder_fd<'k>(
+        &self,
+        name: &ValidName,
+        known: &'k mut KnownFolders,
+    ) -> Option<std::os::fd::BorrowedFd<'k>> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use std::os::fd::AsFd;
+        let folder = name
+            .as_str()
+            .rsplit_once('/')
+            .map_or("", |(folder, _)| folder);
+        let opened = known.open.entry(folder.to_owned()).or_insert_with(|| {
+            let path = if folder.is_empty() { "." } else { folder };
+            rustix::fs::openat2(
+                &self.root_dir,
+                path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            )
+            .ok()
+        });
+        opened.as_ref().map(|fd| fd.as_fd())
+    }
+
     fn place_under_free_name(
         &self,
         partial: &Path,
         name: &ValidName,
     ) -> Result<ValidName, StoreError> {
-        self.first_free_name(name, |target| rename_no_clobber(partial, target))
+        self.first_free_name(name, |_, target| rename_no_clobber(partial, target))
     }
 
     /// Tries `take` on `name`, `name (1)`, `name (2)`, ... until it does not fail with
@@ -568,7 +629,7 @@ impl Store {
     fn first_free_name(
         &self,
         name: &ValidName,
-        mut take: impl FnMut(&Path) -> io::Result<()>,
+        mut take: impl FnMut(&ValidName, &Path) -> io::Result<()>,
     ) -> Result<ValidName, StoreError> {
         for n in 0..=MAX_CONFLICT_SUFFIX {
             let candidate = if n == 0 {
@@ -577,7 +638,7 @@ impl Store {
                 name.numbered(n)?
             };
             let target = candidate.under(&self.root);
-            match take(&target) {
+            match take(&candidate, &target) {
                 Ok(()) => return Ok(candidate),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(io_error("store", &target)(err)),
@@ -903,14 +964,14 @@ mod tests {
         drop(dropped);
         assert_eq!(
             store
-                .link_unnamed(&first, &name("a/b.txt"))
+                .link_unnamed(&first, &name("a/b.txt"), &mut known)
                 .unwrap()
                 .as_str(),
             "a/b.txt"
         );
         assert_eq!(
             store
-                .link_unnamed(&second, &name("a/b.txt"))
+                .link_unnamed(&second, &name("a/b.txt"), &mut known)
                 .unwrap()
                 .as_str(),
             "a/b (1).txt"
