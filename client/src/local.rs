@@ -97,15 +97,23 @@ fn plan_each(paths: &[PathBuf]) -> Vec<(UploadPlan, Vec<LocalFileError>)> {
         return paths.iter().map(plan_one).collect();
     }
     std::thread::scope(|scope| {
+        // A chunk whose thread cannot be started (a process limit) is planned here instead.
         let parts: Vec<_> = paths
             .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(plan_one).collect::<Vec<_>>()))
+            .map(|chunk| {
+                let thread = std::thread::Builder::new().spawn_scoped(scope, move || {
+                    chunk.iter().map(plan_one).collect::<Vec<_>>()
+                });
+                (chunk, thread.ok())
+            })
             .collect();
         parts
             .into_iter()
-            .flat_map(|part| {
-                part.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .flat_map(|(chunk, thread)| match thread {
+                Some(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => chunk.iter().map(plan_one).collect(),
             })
             .collect::<Vec<_>>()
     })

@@ -212,6 +212,54 @@ async fn a_file_larger_than_the_free_space_is_refused_before_any_data() {
     );
 }
 
+#[tokio::test]
+async fn pages_of_one_round_share_the_free_space() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--max-file-size", "16000000T"]);
+    let mut client = RawClient::handshake(server.addr).await;
+    client
+        .send(Request::Info(ft_protocol::InfoRequest {}))
+        .await;
+    let Some(Response::ServerInfo(info)) = client.recv().await else {
+        panic!("expected ServerInfo");
+    };
+    // Each fits alone; two do not.
+    let size = info.free_bytes / 10 * 6;
+    let intent = |n: u8| FileIntent {
+        name: format!("big{n}.bin"),
+        size,
+        key: Hash([n; 32]),
+    };
+    assert_eq!(plan(&mut client, intent(1), false).await, FilePlan::Fresh);
+    let second = plan(&mut client, intent(2), true).await;
+    assert!(
+        matches!(
+            &second,
+            FilePlan::Refused {
+                code: ErrorCode::NoSpace,
+                ..
+            }
+        ),
+        "the first page's file was promised that space: {second:?}"
+    );
+    // A new round starts from the free space again.
+    assert_eq!(plan(&mut client, intent(3), false).await, FilePlan::Fresh);
+}
+
+/// Announces one file; returns the server's plan for it.
+async fn plan(client: &mut RawClient, intent: FileIntent, append: bool) -> FilePlan {
+    client
+        .send(Request::Prepare(Prepare {
+            files: vec![intent],
+            append,
+        }))
+        .await;
+    match client.recv().await {
+        Some(Response::Prepared(Prepared { mut plans })) => plans.remove(0),
+        other => panic!("expected Prepared, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_write_error_fails_that_file_cleanly_and_the_server_serves_on() {
     let ws = Workspace::new();

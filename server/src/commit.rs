@@ -117,14 +117,21 @@ pub fn stage_batch(state: &ServerState, batch: Vec<Verified>) -> Vec<(Verified, 
         .collect()
 }
 
-/// Commits a staged group (steps 1 to 4 of the module docs). Returns one result per file,
-/// in order. Blocking.
-pub fn commit_staged(
+/// A group whose data is durable (step 1), waiting to be named and recorded.
+pub struct Flushed {
+    files: Vec<StageResult>,
+    started: std::time::Instant,
+    data_synced: std::time::Instant,
+}
+
+/// Step 1 of the module docs for a staged group: the files left in memory are written, and
+/// every file's data is made durable. On failure, the message every file fails with.
+/// Blocking.
+pub fn flush_staged(
     state: &ServerState,
     group: &[Verified],
     files: Vec<StageResult>,
-    client: SocketAddr,
-) -> Vec<Placed> {
+) -> Result<Flushed, String> {
     // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
     // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
     // its folders costs less and depends on nobody else.
@@ -161,14 +168,32 @@ pub fn commit_staged(
             .sync_all_data(on_disk(), !closed)
             .map_err(|err| err.to_string())
     };
-    let data_synced = std::time::Instant::now();
     if let Err(err) = synced {
-        let message = format!("cannot make the upload durable: {err}");
-        return group
-            .iter()
-            .map(|_| Err((ErrorCode::Storage, message.clone())))
-            .collect();
+        return Err(format!("cannot make the upload durable: {err}"));
     }
+    Ok(Flushed {
+        files,
+        started,
+        data_synced: std::time::Instant::now(),
+    })
+}
+
+/// Steps 2 to 4 of the module docs for a flushed group: names, their flush, the catalog.
+/// Returns one result per file, in order. Groups must be named in the order they were
+/// begun (see group.rs), or a later `--overwrite` could be overwritten by an earlier one.
+/// Blocking.
+pub fn name_flushed(
+    state: &ServerState,
+    group: &[Verified],
+    flushed: Flushed,
+    client: SocketAddr,
+) -> Vec<Placed> {
+    let Flushed {
+        files,
+        started,
+        data_synced,
+    } = flushed;
+    let per_file = group.len() <= PER_FILE_SYNC_MAX;
     let _serialized = state
         .commit_lock
         .lock()
@@ -311,7 +336,7 @@ fn stage(
     Ok(Staged::WrittenPartial(Some(file), permit))
 }
 
-/// Writes a small upload into its partial file and closes it (see [`commit_staged`]).
+/// Writes a small upload into its partial file and closes it (see [`flush_staged`]).
 fn write_closed_partial(state: &ServerState, verified: &Verified) -> StageResult {
     let Content::Memory(bytes) = &verified.content else {
         return Ok(Staged::Partial);

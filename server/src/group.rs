@@ -20,6 +20,8 @@ use std::{
 
 use tokio::{sync::oneshot, task::JoinHandle};
 
+use ft_protocol::ErrorCode;
+
 use crate::{
     commit::{self, Placed, StageResult, Verified},
     upload::Content,
@@ -44,6 +46,8 @@ pub type Committed = Result<(Vec<Verified>, Vec<Placed>), String>;
 pub struct Group {
     /// Batches waiting for the session's staging task.
     stager: Arc<Mutex<StageQueue>>,
+    /// Resolved once the previous group is named (or its commit ended without naming).
+    last_named: Option<oneshot::Receiver<()>>,
     /// Batches handed to the stager, in order.
     staging: Vec<oneshot::Receiver<StagedBatch>>,
     /// The newest files, not yet a full batch.
@@ -120,7 +124,8 @@ impl Group {
     }
 
     /// Takes the whole group and commits it in the background: waits for its staging, then
-    /// flushes, names and records it on the blocking pool. Leaves the group empty.
+    /// flushes it, then (once the previous group is named, so groups are named in order)
+    /// names and records it, on the blocking pool. Leaves the group empty.
     pub fn commit(
         &mut self,
         state: &Arc<ServerState>,
@@ -128,12 +133,17 @@ impl Group {
     ) -> JoinHandle<Committed> {
         self.stage_unstaged(state);
         let batches = std::mem::take(&mut self.staging);
+        let previous_named = self.last_named.take();
+        let (named, named_rx) = oneshot::channel::<()>();
         *self = Self {
             stager: Arc::clone(&self.stager),
+            last_named: Some(named_rx),
             ..Self::default()
         };
         let state = Arc::clone(state);
         tokio::spawn(async move {
+            // Dropped on every way out, which lets the next group be named.
+            let _named = named;
             let mut group = Vec::new();
             let mut staged = Vec::new();
             for batch in batches {
@@ -145,8 +155,29 @@ impl Group {
                     staged.push(result);
                 }
             }
+            let flushing = Arc::clone(&state);
+            let (group, flushed) = tokio::task::spawn_blocking(move || {
+                let flushed = commit::flush_staged(&flushing, &group, staged);
+                (group, flushed)
+            })
+            .await
+            .map_err(|join| join.to_string())?;
+            let flushed = match flushed {
+                Ok(flushed) => flushed,
+                Err(message) => {
+                    let failed = group
+                        .iter()
+                        .map(|_| Err((ErrorCode::Storage, message.clone())))
+                        .collect();
+                    return Ok((group, failed));
+                }
+            };
+            if let Some(previous) = previous_named {
+                // Err only means the previous commit ended without naming anything.
+                let _ = previous.await;
+            }
             tokio::task::spawn_blocking(move || {
-                let placed = commit::commit_staged(&state, &group, staged, client);
+                let placed = commit::name_flushed(&state, &group, flushed, client);
                 (group, placed)
             })
             .await
@@ -222,6 +253,40 @@ mod tests {
             verified_at: Instant::now(),
             _lease: state.leases.claim(key).await.unwrap(),
         }
+    }
+
+    /// Two commits in flight name their files in the order the groups were begun: with
+    /// overwrite, the later file wins even when its group is the smaller, faster one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_are_named_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let catalog = Catalog::open(&dir.path().join(".fts/catalog.db")).unwrap();
+        let state = Arc::new(ServerState::new(store, catalog, Limits::default()));
+        let client = "127.0.0.1:1".parse().unwrap();
+        let overwrite = |mut verified: Verified, content: &[u8]| {
+            verified.name = ValidName::parse("same.txt").unwrap();
+            verified.conflict = ConflictPolicy::Overwrite;
+            verified.size = content.len() as u64;
+            verified.hash = Hash::from(blake3::hash(content));
+            verified.content = Content::Memory(content.to_vec());
+            verified
+        };
+        let mut group = Group::default();
+        group.push(&state, overwrite(verified(&state, 100_000).await, b"older"));
+        for n in 0..STAGE_BATCH_FILES as u32 * 8 {
+            group.push(&state, verified(&state, n).await);
+        }
+        let big = group.commit(&state, client);
+        // A single file: synced on its own, it is ready long before the big group.
+        group.push(&state, overwrite(verified(&state, 100_001).await, b"newer"));
+        let small = group.commit(&state, client);
+        let (_, placed) = small.await.unwrap().unwrap();
+        assert!(placed[0].is_ok(), "{placed:?}");
+        let (_, placed) = big.await.unwrap().unwrap();
+        assert!(placed.iter().all(Result::is_ok));
+        let stored = std::fs::read(dir.path().join("same.txt")).unwrap();
+        assert_eq!(stored, b"newer", "the later upload is the one kept");
     }
 
     /// Every file lands whether it was staged ahead (with a permit) or by its commit (none

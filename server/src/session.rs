@@ -114,6 +114,7 @@ pub async fn serve(
         prepared: HashMap::new(),
         zstd: false,
         checked: std::collections::HashSet::new(),
+        promised: 0,
         group: Group::default(),
         committing: VecDeque::new(),
         files_stored: 0,
@@ -145,6 +146,8 @@ struct Session {
     /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
     /// no second check. At most `MAX_ANNOUNCED_FILES`.
     checked: std::collections::HashSet<Hash>,
+    /// Bytes this round of `Prepare`s has counted against the free space.
+    promised: u64,
     /// Verified uploads waiting for their group commit.
     group: Group,
     /// Groups being committed in the background, oldest first (at most
@@ -193,18 +196,12 @@ impl Session {
                 // Dropping the upload keeps its partial file for the connection taking over.
                 () = cancelled(superseded) => {
                     self.committing = committing;
-                    let Transfer::Receiving(upload) = std::mem::replace(&mut self.transfer, Transfer::Idle) else {
-                        return Ok(());
-                    };
-                    return Err(SessionError::Superseded(upload.name.as_str().to_owned()));
+                    return self.give_up_superseded();
                 }
                 // Only between files: an upload in flight is allowed to finish.
                 () = shutdown.cancelled(), if idle => {
                     self.committing = committing;
-                    self.commit_group().await?;
-                    let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
-                    let _ = self.send(Response::Error(bye)).await;
-                    return Ok(());
+                    return self.say_goodbye().await;
                 }
                 // The client paused, or the group's first file waited long enough: commit
                 // what is verified rather than keep it waiting.
@@ -260,8 +257,16 @@ impl Session {
                 Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
                 Request::CompressedChunk(chunk) => self.on_compressed_chunk(chunk).await?,
             }
-            // The select above does not look at the group's age while requests keep coming
-            // (a large file streaming behind small ones): check it here.
+            // The select above looks at neither the shutdown, nor a takeover, nor the group's
+            // age while requests keep coming (a client streams a whole round without a pause):
+            // check them here too.
+            match &self.transfer {
+                Transfer::Idle if shutdown.is_cancelled() => return self.say_goodbye().await,
+                Transfer::Receiving(upload) if upload.superseded.is_cancelled() => {
+                    return self.give_up_superseded()
+                }
+                _ => {}
+            }
             let overdue = self
                 .group
                 .first_verified()
@@ -269,6 +274,26 @@ impl Session {
             if overdue {
                 self.start_commit().await?;
             }
+        }
+    }
+
+    /// Between files during a shutdown: commits and answers what is verified, then tells the
+    /// client why the connection ends.
+    async fn say_goodbye(&mut self) -> Result<(), SessionError> {
+        self.commit_group().await?;
+        let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
+        let _ = self.send(Response::Error(bye)).await;
+        Ok(())
+    }
+
+    /// A newer connection took the upload in flight over. Dropping the upload keeps its
+    /// partial file for that connection.
+    fn give_up_superseded(&mut self) -> Result<(), SessionError> {
+        match std::mem::replace(&mut self.transfer, Transfer::Idle) {
+            Transfer::Receiving(upload) => {
+                Err(SessionError::Superseded(upload.name.as_str().to_owned()))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -332,6 +357,7 @@ impl Session {
         if !prepare.append {
             self.prepared.clear();
             self.checked.clear();
+            self.promised = 0;
         }
         if self.checked.len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
             let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
@@ -348,9 +374,12 @@ impl Session {
         }
         let state = Arc::clone(&self.state);
         let files = prepare.files;
+        // Space promised to earlier pages of the round is not free for this one.
+        let promised = self.promised;
         let planned = tokio::task::spawn_blocking(move || {
+            let free = state.store.available_space().ok();
             let mut context = PlanContext {
-                free_bytes: state.store.available_space().ok(),
+                free_bytes: free.map(|free| free.saturating_sub(promised)),
                 partials: state.store.partial_keys(),
                 folders: KnownFolders::default(),
             };
@@ -358,7 +387,11 @@ impl Session {
                 .iter()
                 .map(|intent| plan_upload(&state, intent, &mut context))
                 .collect::<Vec<_>>();
-            (files, plans)
+            let now_promised = match (free, context.free_bytes) {
+                (Some(free), Some(left)) => free.saturating_sub(left),
+                _ => promised,
+            };
+            (files, (plans, now_promised))
         })
         .await;
         let planned = match planned {
@@ -368,7 +401,8 @@ impl Session {
                 return Err(self.refuse(ErrorCode::Internal, err).await);
             }
         };
-        let (files, planned) = planned;
+        let (files, (planned, promised)) = planned;
+        self.promised = promised;
         let mut plans = Vec::with_capacity(planned.len());
         let mut seen = std::collections::HashSet::new();
         for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {

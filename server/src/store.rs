@@ -450,7 +450,7 @@ impl Store {
         let folder = target.parent().unwrap_or(&self.root);
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(STORED_FILE_MODE);
-        let opened = match self.folder_fd(name, known) {
+        let opened = match self.folder_fd(name, known)? {
             Some(fd) => rustix::fs::openat(fd, ".", flags, mode)
                 .map(File::from)
                 .map_err(io::Error::from),
@@ -479,13 +479,13 @@ impl Store {
     ) -> Result<ValidName, StoreError> {
         use rustix::{fs::AtFlags, io::Errno};
         use std::sync::atomic::Ordering;
+        // The target is named relative to its open folder when there is one.
+        let folder = self.folder_fd(name, known)?;
         if !self.link_by_fd.load(Ordering::Relaxed) {
-            return self.link_through_proc(file, name);
+            return self.link_through_proc(file, name, folder);
         }
         // The file itself as the source: no lookup through /proc, half the cost of the link
-        // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH. The target is named relative
-        // to its open folder when there is one.
-        let folder = self.folder_fd(name, known);
+        // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH.
         let linked = self.first_free_name(name, |candidate, target| {
             match folder {
                 Some(folder) => {
@@ -501,7 +501,7 @@ impl Store {
         };
         match linked {
             Err(StoreError::Io { ref source, .. }) if refused(source) => {
-                let through_proc = self.link_through_proc(file, name);
+                let through_proc = self.link_through_proc(file, name, folder);
                 if through_proc.is_ok() {
                     // Refused for want of the privilege, not for the target: never ask again.
                     self.link_by_fd.store(false, Ordering::Relaxed);
@@ -513,17 +513,26 @@ impl Store {
     }
 
     /// [`Store::link_unnamed`] the portable way, without extra privileges.
-    fn link_through_proc(&self, file: &File, name: &ValidName) -> Result<ValidName, StoreError> {
+    fn link_through_proc(
+        &self,
+        file: &File,
+        name: &ValidName,
+        folder: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<ValidName, StoreError> {
+        use rustix::fs::{AtFlags, CWD};
         use std::os::fd::AsRawFd;
         let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        self.first_free_name(name, |_, target| {
-            rustix::fs::linkat(
-                rustix::fs::CWD,
-                &source,
-                rustix::fs::CWD,
-                target,
-                rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            )
+        self.first_free_name(name, |candidate, target| {
+            match folder {
+                Some(folder) => rustix::fs::linkat(
+                    CWD,
+                    &source,
+                    folder,
+                    candidate.leaf(),
+                    AtFlags::SYMLINK_FOLLOW,
+                ),
+                None => rustix::fs::linkat(CWD, &source, CWD, target, AtFlags::SYMLINK_FOLLOW),
+            }
             .map_err(io::Error::from)
         })
     }
@@ -587,32 +596,54 @@ impl Store {
             .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
     }
 
-    /// The folder of `name`, opened (once per `known`) without following any symbolic link
-    /// and without leaving the root; `None` where that is not possible (old kernels), and the
-    /// caller then uses full paths.
+    /// The folder of `name`, opened (once per `known`) without following any symbolic link,
+    /// without leaving the root and without crossing into another filesystem; `None` where
+    /// the kernel cannot do that (before Linux 5.6), and the caller then uses full paths.
     fn folder_fd<'k>(
         &self,
         name: &ValidName,
         known: &'k mut KnownFolders,
-    ) -> Option<std::os::fd::BorrowedFd<'k>> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
+    ) -> Result<Option<std::os::fd::BorrowedFd<'k>>, StoreError> {
+        use rustix::{
+            fs::{Mode, OFlags, ResolveFlags},
+            io::Errno,
+        };
         use std::os::fd::AsFd;
+        /// Folders kept open by one `KnownFolders` at most; beyond, the cache starts over.
+        const MAX_OPEN_FOLDERS: usize = 256;
         let folder = name
             .as_str()
             .rsplit_once('/')
             .map_or("", |(folder, _)| folder);
-        let opened = known.open.entry(folder.to_owned()).or_insert_with(|| {
+        if !known.open.contains_key(folder) {
+            if known.open.len() >= MAX_OPEN_FOLDERS {
+                known.open.clear();
+            }
             let path = if folder.is_empty() { "." } else { folder };
-            rustix::fs::openat2(
+            let opened = rustix::fs::openat2(
                 &self.root_dir,
                 path,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-            )
-            .ok()
-        });
-        opened.as_ref().map(|fd| fd.as_fd())
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+            );
+            let opened = match opened {
+                Ok(fd) => Some(fd),
+                Err(Errno::NOSYS | Errno::INVAL | Errno::PERM) => None,
+                Err(Errno::LOOP) => return Err(StoreError::SymlinkInPath(folder.to_owned())),
+                Err(Errno::XDEV) => return Err(StoreError::OtherFilesystem(folder.to_owned())),
+                Err(errno) => {
+                    return Err(io_error("open folder", &self.root.join(folder))(
+                        errno.into(),
+                    ))
+                }
+            };
+            known.open.insert(folder.to_owned(), opened);
+        }
+        Ok(known
+            .open
+            .get(folder)
+            .and_then(|opened| opened.as_ref().map(|fd| fd.as_fd())))
     }
 
     fn place_under_free_name(
