@@ -70,7 +70,14 @@ pub(crate) async fn upload(
     };
     let (begun_tx, begun_rx) = mpsc::unbounded_channel();
     client.writer.set_backpressure_boundary(WRITE_BUFFER_BYTES);
-    let sending = send_all(&mut client.writer, files, options, ledger, &flags, begun_tx);
+    let outbox = Outbox {
+        writer: &mut client.writer,
+        ledger,
+        flags: &flags,
+        begun: begun_tx,
+        options,
+    };
+    let sending = outbox.send_all(files);
     let collecting = collect_answers(&mut client.reader, files, ledger, &flags, begun_rx);
     tokio::pin!(sending, collecting);
     let mut sent = None;
@@ -129,139 +136,200 @@ impl Flags {
 type Writer = ft_protocol::codec::MessageWriter<tokio::net::tcp::OwnedWriteHalf, Request>;
 type Reader = ft_protocol::codec::MessageReader<tokio::net::tcp::OwnedReadHalf, Response>;
 
-/// Streams every file; tells the collector (through `begun`) which files await an answer.
-async fn send_all(
-    writer: &mut Writer,
-    files: &[Planned<'_>],
-    options: SendOptions,
-    ledger: &Ledger<'_>,
-    flags: &Flags,
+/// The sending half of one attempt: where messages go, and what it tells the caller (the
+/// ledger) and the answer collector (the flags, and `begun`: which files await an answer).
+struct Outbox<'a, 'l> {
+    writer: &'a mut Writer,
+    ledger: &'a Ledger<'l>,
+    flags: &'a Flags,
     begun: mpsc::UnboundedSender<usize>,
-) -> Result<(), ClientError> {
-    let mut folder = OpenFolder::default();
-    for (position, planned) in files.iter().enumerate() {
-        let (index, file) = (planned.index, planned.file);
-        if file.size <= SMALL_FILE_BYTES && planned.plan == FilePlan::Fresh {
-            let data = read_small(file, &mut folder);
-            send_small(
-                writer, ledger, flags, &begun, position, planned, options, data,
-            )
-            .await?;
-            continue;
-        }
-        let mut handle = match tokio::fs::File::open(&file.path).await {
-            Ok(handle) => handle,
-            Err(err) => {
-                let message = format!("cannot open {}: {err}", file.path.display());
-                ledger.fail(index, LOCAL_FAILURE, message);
-                continue;
-            }
-        };
-        let (offset, hasher) = match verified_prefix(&mut handle, &planned.plan).await {
-            Ok(resume) => resume,
-            Err(err) => {
-                let message = format!("cannot read {}: {err}", file.path.display());
-                ledger.fail(index, LOCAL_FAILURE, message);
-                continue;
-            }
-        };
-        begin_file(
-            writer, ledger, flags, &begun, position, planned, options, offset,
-        )
-        .await?;
-        let streamed = stream_content(
-            writer, flags, ledger, position, planned, handle, offset, hasher,
-        )
-        .await?;
-        match streamed {
-            Streamed::Complete(hash) => {
-                if let Ok(mut hashes) = flags.hashes.lock() {
-                    hashes[position] = Some(hash);
-                }
-                send(writer, flags, Request::EndFile(EndFile { hash })).await?;
-            }
-            Streamed::Cancelled(reason) => {
-                if let Ok(mut reasons) = flags.cancel_reasons.lock() {
-                    reasons[position] = Some(reason.clone());
-                }
-                send(writer, flags, Request::CancelFile(CancelFile { reason })).await?;
-            }
-        }
-    }
-    flush(writer, flags).await
+    options: SendOptions,
 }
 
-/// Announces the start of a file to the caller and the server, and tells the collector an
-/// answer is due for it from now on.
-#[allow(clippy::too_many_arguments)] // two call sites; all are facts of this one file
-async fn begin_file(
-    writer: &mut Writer,
-    ledger: &Ledger<'_>,
-    flags: &Flags,
-    begun: &mpsc::UnboundedSender<usize>,
-    position: usize,
-    planned: &Planned<'_>,
-    options: SendOptions,
-    offset: u64,
-) -> Result<(), ClientError> {
-    let (index, file) = (planned.index, planned.file);
-    ledger.emit(TransferEvent::FileStarted {
-        index,
-        name: file.name.clone(),
-        size: file.size,
-        offset,
-    });
-    let id = u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
-    let begin = BeginFile {
-        id,
-        name: file.name.clone(),
-        size: file.size,
-        conflict: options.conflict,
-        key: file.key,
-        offset,
-    };
-    send(writer, flags, Request::BeginFile(begin)).await?;
-    let _ = begun.send(position);
-    Ok(())
+impl Outbox<'_, '_> {
+    /// Streams every file, then writes out whatever is still queued.
+    async fn send_all(mut self, files: &[Planned<'_>]) -> Result<(), ClientError> {
+        let mut folder = OpenFolder::default();
+        for (position, planned) in files.iter().enumerate() {
+            let (index, file) = (planned.index, planned.file);
+            if file.size <= SMALL_FILE_BYTES && planned.plan == FilePlan::Fresh {
+                let data = read_small(file, &mut folder);
+                self.send_small(position, planned, data).await?;
+                continue;
+            }
+            let mut handle = match tokio::fs::File::open(&file.path).await {
+                Ok(handle) => handle,
+                Err(err) => {
+                    let message = format!("cannot open {}: {err}", file.path.display());
+                    self.ledger.fail(index, LOCAL_FAILURE, message);
+                    continue;
+                }
+            };
+            let (offset, hasher) = match verified_prefix(&mut handle, &planned.plan).await {
+                Ok(resume) => resume,
+                Err(err) => {
+                    let message = format!("cannot read {}: {err}", file.path.display());
+                    self.ledger.fail(index, LOCAL_FAILURE, message);
+                    continue;
+                }
+            };
+            self.begin_file(position, planned, offset).await?;
+            match self
+                .stream_content(position, planned, handle, offset, hasher)
+                .await?
+            {
+                Streamed::Complete(hash) => self.end_file(position, hash).await?,
+                Streamed::Cancelled(reason) => {
+                    if let Ok(mut reasons) = self.flags.cancel_reasons.lock() {
+                        reasons[position] = Some(reason.clone());
+                    }
+                    self.send(Request::CancelFile(CancelFile { reason }))
+                        .await?;
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// Announces the start of a file to the caller and the server, and tells the collector
+    /// an answer is due for it from now on.
+    async fn begin_file(
+        &mut self,
+        position: usize,
+        planned: &Planned<'_>,
+        offset: u64,
+    ) -> Result<(), ClientError> {
+        let (index, file) = (planned.index, planned.file);
+        self.ledger.emit(TransferEvent::FileStarted {
+            index,
+            name: file.name.clone(),
+            size: file.size,
+            offset,
+        });
+        let id =
+            u32::try_from(index).map_err(|_| ClientError::Unexpected("batch too large".into()))?;
+        let begin = BeginFile {
+            id,
+            name: file.name.clone(),
+            size: file.size,
+            conflict: self.options.conflict,
+            key: file.key,
+            offset,
+        };
+        self.send(Request::BeginFile(begin)).await?;
+        let _ = self.begun.send(position);
+        Ok(())
+    }
+
+    /// Ends a file whose content was all sent, keeping its hash to check the server's Ack.
+    async fn end_file(&mut self, position: usize, hash: Hash) -> Result<(), ClientError> {
+        if let Ok(mut hashes) = self.flags.hashes.lock() {
+            hashes[position] = Some(hash);
+        }
+        self.send(Request::EndFile(EndFile { hash })).await
+    }
+
+    /// Sends a small file read in one go. A file that could not be read, or that changed
+    /// since it was planned, fails locally without anything being sent.
+    async fn send_small(
+        &mut self,
+        position: usize,
+        planned: &Planned<'_>,
+        data: Result<bytes::Bytes, String>,
+    ) -> Result<(), ClientError> {
+        let index = planned.index;
+        let data = match data {
+            Ok(data) => data,
+            Err(message) => {
+                self.ledger.fail(index, LOCAL_FAILURE, message);
+                return Ok(());
+            }
+        };
+        self.begin_file(position, planned, 0).await?;
+        let hash = Hash::from(blake3::hash(&data));
+        if !data.is_empty() {
+            let piece = Compressor::new(self.flags.compress).piece(data);
+            self.send(piece.request).await?;
+            self.ledger
+                .sent(index, piece.raw_len, piece.raw_len, piece.wire_len);
+        }
+        self.end_file(position, hash).await
+    }
+
+    /// Sends the file's bytes from `offset` to its end as chunks, continuing `hasher`.
+    ///
+    /// Reading and hashing run on a blocking thread (see [`read_content`]) so they overlap
+    /// with encoding and writing to the socket; measured, this took the client from one busy
+    /// core to two half-busy ones on large files.
+    async fn stream_content(
+        &mut self,
+        position: usize,
+        planned: &Planned<'_>,
+        handle: tokio::fs::File,
+        offset: u64,
+        hasher: blake3::Hasher,
+    ) -> Result<Streamed, ClientError> {
+        let (index, file) = (planned.index, planned.file);
+        let handle = handle.into_std().await;
+        let (chunks_tx, mut chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let reading = {
+            let file = file.clone();
+            let compress = self.flags.compress;
+            tokio::task::spawn_blocking(move || {
+                read_content(handle, &file, offset, hasher, compress, &chunks_tx)
+            })
+        };
+        let mut sent = offset;
+        while let Some(piece) = chunks.recv().await {
+            if self.flags.refused[position].load(Ordering::Acquire) {
+                // Dropping the receiver stops the reader at its next chunk.
+                return Ok(Streamed::Cancelled("the server refused the file".into()));
+            }
+            let Piece {
+                request,
+                raw_len,
+                wire_len,
+            } = piece;
+            self.send(request).await?;
+            sent += raw_len;
+            self.ledger.sent(index, sent, raw_len, wire_len);
+        }
+        match reading.await {
+            Ok(streamed) => Ok(streamed),
+            Err(join) => Ok(Streamed::Cancelled(format!("the reader failed: {join}"))),
+        }
+    }
+
+    /// Queues a message. The writer goes to the socket when its buffer passes
+    /// [`WRITE_BUFFER_BYTES`], and at the end of the batch: one system call carries many
+    /// small files instead of one per message.
+    async fn send(&mut self, request: Request) -> Result<(), ClientError> {
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.feed(request)).await {
+            Ok(result) => {
+                result?;
+                self.flags.touch();
+                Ok(())
+            }
+            Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
+        }
+    }
+
+    /// Writes out whatever is queued.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.flush()).await {
+            Ok(result) => {
+                result?;
+                self.flags.touch();
+                Ok(())
+            }
+            Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
+        }
+    }
 }
 
 /// Files up to this size are read in one go on the sending task: a thread hand-off per file
 /// costs more than reading a few kilobytes from the page cache.
 const SMALL_FILE_BYTES: u64 = 64 * 1024;
-
-/// Sends a small file read in one go. A file that could not be read, or that changed since
-/// it was planned, fails locally without anything being sent.
-#[allow(clippy::too_many_arguments)] // one call site; all are facts of this one file
-async fn send_small(
-    writer: &mut Writer,
-    ledger: &Ledger<'_>,
-    flags: &Flags,
-    begun: &mpsc::UnboundedSender<usize>,
-    position: usize,
-    planned: &Planned<'_>,
-    options: SendOptions,
-    data: Result<bytes::Bytes, String>,
-) -> Result<(), ClientError> {
-    let index = planned.index;
-    let data = match data {
-        Ok(data) => data,
-        Err(message) => {
-            ledger.fail(index, LOCAL_FAILURE, message);
-            return Ok(());
-        }
-    };
-    begin_file(writer, ledger, flags, begun, position, planned, options, 0).await?;
-    let hash = Hash::from(blake3::hash(&data));
-    if let Ok(mut hashes) = flags.hashes.lock() {
-        hashes[position] = Some(hash);
-    }
-    if !data.is_empty() {
-        let piece = Compressor::new(flags.compress).piece(data);
-        send(writer, flags, piece.request).await?;
-        ledger.sent(index, piece.raw_len, piece.raw_len, piece.wire_len);
-    }
-    send(writer, flags, Request::EndFile(EndFile { hash })).await
-}
 
 /// zstd level for chunks: the fastest levels keep up with a gigabit link on one core.
 const ZSTD_LEVEL: i32 = 1;
@@ -418,53 +486,6 @@ enum Streamed {
     Cancelled(String),
 }
 
-/// Sends the file's bytes from `offset` to its end as chunks, continuing `hasher`.
-///
-/// Reading and hashing run on a blocking thread (see [`read_content`]) so they overlap with
-/// encoding and writing to the socket; measured, this took the client from one busy core to
-/// two half-busy ones on large files.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
-async fn stream_content(
-    writer: &mut Writer,
-    flags: &Flags,
-    ledger: &Ledger<'_>,
-    position: usize,
-    planned: &Planned<'_>,
-    handle: tokio::fs::File,
-    offset: u64,
-    hasher: blake3::Hasher,
-) -> Result<Streamed, ClientError> {
-    let (index, file) = (planned.index, planned.file);
-    let handle = handle.into_std().await;
-    let (chunks_tx, mut chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
-    let reading = {
-        let file = file.clone();
-        let compress = flags.compress;
-        tokio::task::spawn_blocking(move || {
-            read_content(handle, &file, offset, hasher, compress, &chunks_tx)
-        })
-    };
-    let mut sent = offset;
-    while let Some(piece) = chunks.recv().await {
-        if flags.refused[position].load(Ordering::Acquire) {
-            // Dropping the receiver stops the reader at its next chunk.
-            return Ok(Streamed::Cancelled("the server refused the file".into()));
-        }
-        let Piece {
-            request,
-            raw_len,
-            wire_len,
-        } = piece;
-        send(writer, flags, request).await?;
-        sent += raw_len;
-        ledger.sent(index, sent, raw_len, wire_len);
-    }
-    match reading.await {
-        Ok(streamed) => Ok(streamed),
-        Err(join) => Ok(Streamed::Cancelled(format!("the reader failed: {join}"))),
-    }
-}
-
 /// Chunks read ahead of the socket per file.
 const READ_AHEAD_CHUNKS: usize = 4;
 
@@ -528,32 +549,6 @@ fn read_content(
         return Streamed::Cancelled(format!("{} changed while being sent", file.path.display()));
     }
     Streamed::Complete(hasher.finalize().into())
-}
-
-/// Queues a message. The writer goes to the socket when its buffer passes
-/// [`WRITE_BUFFER_BYTES`], and at the end of the batch: one system call carries many small
-/// files instead of one per message.
-async fn send(writer: &mut Writer, flags: &Flags, request: Request) -> Result<(), ClientError> {
-    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.feed(request)).await {
-        Ok(result) => {
-            result?;
-            flags.touch();
-            Ok(())
-        }
-        Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
-    }
-}
-
-/// Writes out whatever is queued.
-async fn flush(writer: &mut Writer, flags: &Flags) -> Result<(), ClientError> {
-    match tokio::time::timeout(WRITE_STALL_TIMEOUT, writer.flush()).await {
-        Ok(result) => {
-            result?;
-            flags.touch();
-            Ok(())
-        }
-        Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
-    }
 }
 
 /// Bytes queued before the writer goes to the socket.
