@@ -39,9 +39,38 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Descriptor slots reserved at start: enough for a few thousand staged small files and
+/// the connections that send them.
+const RESERVED_DESCRIPTORS: u64 = 16_384;
+
+/// Grows the descriptor table once, while the process has a single thread. A
+/// multi-threaded process that outgrows its table waits for an RCU grace period at every
+/// doubling (measured: 5–13 ms stalls of the staging thread at the start of 10,000 small
+/// files); a single-threaded one does not wait, and the table never shrinks.
+fn reserve_descriptor_table() {
+    use rustix::{fs, io, process};
+    let limit = process::getrlimit(process::Resource::Nofile);
+    let slots = limit
+        .current
+        .unwrap_or(RESERVED_DESCRIPTORS)
+        .min(RESERVED_DESCRIPTORS);
+    let Ok(highest) = i32::try_from(slots.saturating_sub(1)) else {
+        return;
+    };
+    if let Ok(root) = fs::open(
+        "/",
+        fs::OFlags::PATH | fs::OFlags::CLOEXEC,
+        fs::Mode::empty(),
+    ) {
+        // Dropped at once: only the grown table is wanted.
+        let _ = io::fcntl_dupfd_cloexec(&root, highest);
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     raise_open_file_limit();
+    reserve_descriptor_table();
     if args.man {
         use clap::CommandFactory;
         return match clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
