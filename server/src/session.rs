@@ -114,6 +114,7 @@ pub async fn serve(
         prepared: HashMap::new(),
         zstd: false,
         checked: std::collections::HashSet::new(),
+        round_open: false,
         promised: 0,
         group: Group::default(),
         committing: VecDeque::new(),
@@ -146,6 +147,9 @@ struct Session {
     /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
     /// no second check. At most `MAX_ANNOUNCED_FILES`.
     checked: std::collections::HashSet<Hash>,
+    /// Files of this round of `Prepare`s are still to come: once the last has arrived, its
+    /// group is committed at once instead of after a pause of [`GROUP_WAIT`].
+    round_open: bool,
     /// Bytes this round of `Prepare`s has counted against the free space.
     promised: u64,
     /// Verified uploads waiting for their group commit.
@@ -432,6 +436,7 @@ impl Session {
             }
             plans.push(plan);
         }
+        self.round_open = !self.checked.is_empty();
         self.send(Response::Prepared(Prepared { plans })).await
     }
 
@@ -622,6 +627,11 @@ impl Session {
                 _lease: written.lease,
             },
         );
+        if self.round_open && self.checked.is_empty() {
+            // The round's last file: nothing more is coming to wait for.
+            self.round_open = false;
+            return self.start_commit().await;
+        }
         let oldest = self.group.first_verified().map(|first| first.elapsed());
         if self.group.len() >= GROUP_MAX_FILES
             || self.group.bytes() >= GROUP_MAX_BYTES
