@@ -26,6 +26,9 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// which can be gigabytes.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// After a failed write, how long to keep reading for the server's explanation.
+pub(crate) const SEND_FAILURE_GRACE: Duration = Duration::from_secs(5);
+
 /// An open session with a server.
 #[derive(Debug)]
 pub struct Client {
@@ -164,29 +167,63 @@ impl Client {
         }
     }
 
-    /// Announces files before sending them; returns the server's plan for each, in order.
-    /// At most [`ft_protocol::MAX_PREPARE_FILES`] intents per call. With `append`, they add
-    /// to the files announced since the last call without it (at most
-    /// [`ft_protocol::MAX_ANNOUNCED_FILES`] in all); otherwise earlier announcements lapse.
-    pub async fn prepare(
+    /// Announces a round of uploads, page by page (`Prepare`, then `Prepare` with `append`),
+    /// and returns each page's plans, in order. At most [`ft_protocol::MAX_PREPARE_FILES`]
+    /// intents per page and [`ft_protocol::MAX_ANNOUNCED_FILES`] per round; a new round
+    /// lets the previous one's announcements lapse. Pages leave without waiting for the
+    /// previous answer, while the answers are read: a round of eight pages costs one round
+    /// trip, not eight.
+    pub async fn prepare_round(
         &mut self,
-        files: Vec<FileIntent>,
-        append: bool,
-    ) -> Result<Vec<FilePlan>, ClientError> {
-        let expected = files.len();
-        self.writer
-            .send(Request::Prepare(Prepare { files, append }))
-            .await?;
-        match self
-            .receive(PREPARE_TIMEOUT, "waiting for the upload plan")
-            .await?
-        {
-            Response::Prepared(prepared) if prepared.plans.len() == expected => Ok(prepared.plans),
-            Response::Prepared(prepared) => Err(ClientError::Unexpected(format!(
-                "{} plans for {expected} files",
-                prepared.plans.len()
-            ))),
-            other => Err(unexpected(other)),
+        pages: Vec<Vec<FileIntent>>,
+    ) -> Result<Vec<Vec<FilePlan>>, ClientError> {
+        let expected: Vec<usize> = pages.iter().map(Vec::len).collect();
+        let writer = &mut self.writer;
+        let sending = async move {
+            for (number, files) in pages.into_iter().enumerate() {
+                let append = number > 0;
+                writer
+                    .send(Request::Prepare(Prepare { files, append }))
+                    .await?;
+            }
+            Ok::<(), ClientError>(())
+        };
+        let reader = &mut self.reader;
+        let receiving = async move {
+            let mut plans = Vec::with_capacity(expected.len());
+            for expected in expected {
+                let answer = tokio::time::timeout(PREPARE_TIMEOUT, reader.next())
+                    .await
+                    .map_err(|_| {
+                        ClientError::Timeout(PREPARE_TIMEOUT, "waiting for the upload plan")
+                    });
+                match interpret(answer?)? {
+                    Response::Prepared(prepared) if prepared.plans.len() == expected => {
+                        plans.push(prepared.plans)
+                    }
+                    Response::Prepared(prepared) => {
+                        return Err(ClientError::Unexpected(format!(
+                            "{} plans for {expected} files",
+                            prepared.plans.len()
+                        )))
+                    }
+                    other => return Err(unexpected(other)),
+                }
+            }
+            Ok(plans)
+        };
+        tokio::pin!(sending, receiving);
+        tokio::select! {
+            // Answers can only complete once every page is out.
+            received = &mut receiving => received,
+            sent = &mut sending => match sent {
+                Ok(()) => receiving.await,
+                // The server may have said why it stopped reading: give its message a moment.
+                Err(err) => match tokio::time::timeout(SEND_FAILURE_GRACE, receiving).await {
+                    Ok(Err(explained)) => Err(explained),
+                    _ => Err(err),
+                },
+            },
         }
     }
 

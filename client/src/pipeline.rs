@@ -25,7 +25,7 @@ use tokio::{
 };
 
 use crate::{
-    connection::{interpret, unexpected, Client},
+    connection::{interpret, unexpected, Client, SEND_FAILURE_GRACE},
     error::ClientError,
     events::TransferEvent,
     local::LocalFile,
@@ -38,9 +38,6 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Longest a single message may take to leave, i.e. the server not reading at all.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// After a failed write, how long to keep reading for the server's explanation.
-const DRAIN_AFTER_SEND_FAILURE: Duration = Duration::from_secs(5);
 
 /// A file of this attempt and how the server wants it.
 pub(crate) struct Planned<'a> {
@@ -88,7 +85,7 @@ pub(crate) async fn upload(
                 sent = Some(result);
                 if failed {
                     // The server may have said why it hung up: give its message a moment.
-                    break tokio::time::timeout(DRAIN_AFTER_SEND_FAILURE, &mut collecting)
+                    break tokio::time::timeout(SEND_FAILURE_GRACE, &mut collecting)
                         .await
                         .unwrap_or(Ok(()));
                 }

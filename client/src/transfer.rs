@@ -480,16 +480,20 @@ async fn attempt(
     let files = &plan.files;
     for round in prepare_rounds(prepare_pages(files, pending)) {
         let mut planned = Vec::with_capacity(round.iter().map(|page| page.len()).sum());
-        for (number, page) in round.iter().enumerate() {
-            let intents = page
-                .iter()
-                .map(|&index| FileIntent {
-                    name: files[index].name.clone(),
-                    size: files[index].size,
-                    key: files[index].key,
-                })
-                .collect();
-            let plans = client.prepare(intents, number > 0).await?;
+        let intents = round
+            .iter()
+            .map(|page| {
+                page.iter()
+                    .map(|&index| FileIntent {
+                        name: files[index].name.clone(),
+                        size: files[index].size,
+                        key: files[index].key,
+                    })
+                    .collect()
+            })
+            .collect();
+        let plans = client.prepare_round(intents).await?;
+        for (page, plans) in round.iter().zip(plans) {
             for (&index, plan) in page.iter().zip(plans) {
                 match plan {
                     FilePlan::Refused { code, message } if code.is_transient() => {
