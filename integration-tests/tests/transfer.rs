@@ -105,6 +105,48 @@ fn many_files_in_one_call_all_land() {
     assert_eq!(listing(&server, &ws.src()).len(), count);
 }
 
+/// Long names fill a `Prepare` page (half a frame) long before its file count: 1200 files
+/// of about 450 bytes of name each need two pages, sent back to back in one round.
+#[test]
+fn a_round_of_several_prepare_pages_all_lands() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let folder = format!("d{}", "x".repeat(200));
+    let count = 1200;
+    fs::create_dir(ws.src().join(&folder)).unwrap();
+    let name = |i: usize| format!("{folder}/f{i:04}{}", "y".repeat(200));
+    let per_intent: usize = name(0).len() + 48;
+    assert!(
+        per_intent * count > ft_protocol::MAX_FRAME_LEN / 2,
+        "two pages"
+    );
+    for i in 0..count {
+        ws.file(&name(i), format!("file {i}").as_bytes());
+    }
+    let src = ws.src().join(&folder);
+    let output = ftc(
+        &ws.src(),
+        &[
+            "send",
+            &server.address(),
+            src.to_str().unwrap(),
+            "--no-progress",
+        ],
+    );
+    output.success();
+    assert!(
+        output
+            .stdout
+            .contains(&format!("{count} of {count} files stored")),
+        "{output}"
+    );
+    assert_eq!(ws.stored_names().len(), count);
+    for i in [0, 600, count - 1] {
+        let text = fs::read_to_string(ws.recv().join(name(i))).unwrap();
+        assert_eq!(text, format!("file {i}"));
+    }
+}
+
 #[test]
 fn twenty_clients_at_once_all_land_intact() {
     let ws = Workspace::new();
