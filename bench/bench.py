@@ -134,6 +134,31 @@ class Fts:
             self.proc.kill()
 
 
+def busy_cpu_seconds():
+    """CPU time all cores have spent on anything but idling, since boot (/proc/stat): over a
+    run, what every process of both tools and the kernel's writeback together cost."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Busy CPU seconds of the machine over the runs of one tool (one workload)."""
+
+    def __init__(self):
+        self.samples = []
+
+    def measure(self, run):
+        before = busy_cpu_seconds()
+        result = run()
+        self.samples.append(busy_cpu_seconds() - before)
+        return result
+
+    def median(self):
+        return statistics.median(self.samples) if self.samples else None
+
+
 def run_timed(argv, **kwargs):
     """Runs a command; returns (seconds, peak RSS KiB of that process)."""
     start = time.perf_counter()
@@ -180,13 +205,12 @@ def have(tool):
     return shutil.which(tool) is not None
 
 
-def ft_run(bin_dir, out, workload, tag, extra_send=()):
+def ft_run(bin_dir, out, workload, tag, extra_send=(), cpu=None):
     base = workload[0]
     fts = Fts(bin_dir, os.path.join(out, "recv-ft", tag))
+    argv = [os.path.join(bin_dir, "ftc"), "send", fts.address, *send_paths(base), "--no-progress", *extra_send]
     try:
-        seconds, ftc_rss = run_timed(
-            [os.path.join(bin_dir, "ftc"), "send", fts.address, *send_paths(base), "--no-progress", *extra_send]
-        )
+        seconds, ftc_rss = (cpu or CpuMeter()).measure(lambda: run_timed(argv))
         return seconds, fts.peak_rss_kib(), ftc_rss
     finally:
         fts.stop()
@@ -249,21 +273,22 @@ def compression(args, smoke, rsyncd):
     return lines
 
 
-def rsync_run(rsyncd, workload, tag):
+def rsync_run(rsyncd, workload, tag, cpu=None):
     base = workload[0]
-    seconds, _ = run_timed(
-        ["rsync", "-a", "--whole-file", *send_paths(base), f"rsync://127.0.0.1:{rsyncd.port}/bench/{tag}/"]
-    )
+    argv = ["rsync", "-a", "--whole-file", *send_paths(base), f"rsync://127.0.0.1:{rsyncd.port}/bench/{tag}/"]
+    seconds, _ = (cpu or CpuMeter()).measure(lambda: run_timed(argv))
     return seconds
 
 
-def rsync_durable_run(rsyncd, workload, tag):
+def rsync_durable_run(rsyncd, workload, tag, cpu=None):
     """rsync, then `sync`, timed together: what rsync costs when its data must be on disk
     before the run counts as done, as ft's is before each Ack."""
-    start = time.perf_counter()
-    rsync_run(rsyncd, workload, tag)
-    subprocess.run(["sync"], check=False)
-    return time.perf_counter() - start
+    def run():
+        start = time.perf_counter()
+        rsync_run(rsyncd, workload, tag)
+        subprocess.run(["sync"], check=False)
+        return time.perf_counter() - start
+    return (cpu or CpuMeter()).measure(run)
 
 
 def discard_received(out, rsyncd, tags):
@@ -334,6 +359,14 @@ def cell(stats):
     return f"{stats['mbps']:.0f} MB/s ({stats['median']:.2f} s; {stats['min']:.2f}–{stats['max']:.2f})"
 
 
+def cpu_cell(meter, stats):
+    busy = meter.median()
+    if busy is None or not stats:
+        return "n/a"
+    share = busy / (stats["median"] * (os.cpu_count() or 1))
+    return f"{busy:.2f} s ({share:.0%})"
+
+
 def machine():
     cpu = "unknown CPU"
     try:
@@ -368,26 +401,31 @@ def main():
     header = ("| workload | ft (ftc → fts) | rsync --whole-file | ft / rsync | rsync + sync | "
               "ft / (rsync + sync) | iperf3 (1 stream) | nc | fts peak RSS | ftc peak RSS |")
     rows = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    cpu_rows = []
     try:
         for name, workload in workloads.items():
             if args.only and name not in args.only.split(","):
                 continue
             _, files, total = workload
             ft_times, rs_times, rsd_times, ip_times, nc_times = [], [], [], [], []
+            ft_cpu, rs_cpu, rsd_cpu = CpuMeter(), CpuMeter(), CpuMeter()
             fts_rss = ftc_rss = 0
             for i in range(warmups + runs):
                 tag = f"{name}-run{i}"
                 settle(workload)
-                seconds, server_rss, client_rss = ft_run(args.bin_dir, args.out, workload, tag)
+                # Warm-up runs are measured too, then left out below with their times.
+                seconds, server_rss, client_rss = ft_run(args.bin_dir, args.out, workload, tag, cpu=ft_cpu)
                 settle(workload)
-                rs = rsync_run(rsyncd, workload, tag) if rsyncd else None
+                rs = rsync_run(rsyncd, workload, tag, cpu=rs_cpu) if rsyncd else None
                 settle(workload)
-                rsd = rsync_durable_run(rsyncd, workload, f"{tag}-sync") if rsyncd else None
+                rsd = rsync_durable_run(rsyncd, workload, f"{tag}-sync", cpu=rsd_cpu) if rsyncd else None
                 settle(workload)
                 ip = iperf_run(total) if have("iperf3") else None
                 settle(workload)
                 nc = nc_run(workload) if have("nc") else None
                 if i < warmups:
+                    for meter in (ft_cpu, rs_cpu, rsd_cpu):
+                        meter.samples.clear()
                     continue
                 ft_times.append(seconds)
                 fts_rss, ftc_rss = max(fts_rss, server_rss), max(ftc_rss, client_rss)
@@ -410,7 +448,19 @@ def main():
                 f"{fts_rss / 1024:.1f} MiB | {ftc_rss / 1024:.1f} MiB |"
             )
             print(rows[-1], flush=True)
+            cpu_rows.append(
+                f"| {label} | {cpu_cell(ft_cpu, ft)} | {cpu_cell(rs_cpu, rs)} | {cpu_cell(rsd_cpu, rsd)} |"
+            )
         report += rows
+        report += [
+            "",
+            "CPU time per run, all processes and the kernel (writeback included), median; in "
+            "brackets the share of the machine's cores over the median run time:",
+            "",
+            "| workload | ft | rsync --whole-file | rsync + sync |",
+            "|---|---|---|---|",
+            *cpu_rows,
+        ]
         if not args.only:
             report += compression(args, args.smoke, rsyncd)
 
