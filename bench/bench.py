@@ -21,10 +21,11 @@ Each cell: one warm-up run, then N timed runs; median and min-max wall time, MB/
 (10^6 bytes/s of file content), and ft/rsync throughput ratio. "rsync + sync" times rsync
 followed by `sync`: rsync with its data on disk at the end, as ft's is before each Ack.
 Before every tool's run the page cache is flushed (`sync`) and the workload read once, so
-each starts with the same clean, cached state. Peak RSS of fts (VmHWM) and
-ftc (rusage) per workload. Nothing is deleted between runs: every run receives into its own
-fresh folder, because on these machines creating many files soon after deleting many is
-several times slower, and every tool must get the same conditions. Everything under
+each starts with the same clean, cached state. Peak RSS of fts (VmHWM) and ftc (rusage)
+per workload, and the CPU time of each ft and rsync run (every core's busy time from
+/proc/stat: both ends, and the kernel's writeback). Nothing is deleted between runs: every
+run receives into its own fresh folder, because on these machines creating many files soon
+after deleting many is several times slower, and every tool must get the same conditions. Everything under
 bench/out/ is removed at the end (unless --keep).
 """
 
