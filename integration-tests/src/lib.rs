@@ -232,6 +232,17 @@ impl Output {
     pub fn success(&self) -> &Self {
         self.expect_code(0)
     }
+
+    /// Panics unless `ftc send` exited 0 and reported all `count` files stored.
+    pub fn all_stored(&self, count: usize) -> &Self {
+        self.success();
+        assert!(
+            self.stdout
+                .contains(&format!("{count} of {count} files stored")),
+            "not all {count} files reported stored\n{self}"
+        );
+        self
+    }
 }
 
 impl std::fmt::Display for Output {

@@ -89,13 +89,7 @@ fn many_files_in_one_call_all_land() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = ftc(&ws.src(), &args);
-    output.success();
-    assert!(
-        output
-            .stdout
-            .contains(&format!("{count} of {count} files stored")),
-        "{output}"
-    );
+    output.all_stored(count);
     let names = ws.stored_names();
     assert_eq!(names.len(), count);
     for i in [0, 150, count - 1] {
@@ -133,13 +127,7 @@ fn a_round_of_several_prepare_pages_all_lands() {
             "--no-progress",
         ],
     );
-    output.success();
-    assert!(
-        output
-            .stdout
-            .contains(&format!("{count} of {count} files stored")),
-        "{output}"
-    );
+    output.all_stored(count);
     assert_eq!(ws.stored_names().len(), count);
     for i in [0, 600, count - 1] {
         let text = fs::read_to_string(ws.recv().join(name(i))).unwrap();
