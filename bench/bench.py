@@ -23,7 +23,8 @@ followed by `sync`: rsync with its data on disk at the end, as ft's is before ea
 Before every tool's run the page cache is flushed (`sync`) and the workload read once, so
 each starts with the same clean, cached state. Peak RSS of fts (VmHWM) and ftc (rusage)
 per workload, and the CPU time of each ft and rsync run (every core's busy time from
-/proc/stat: both ends, and the kernel's writeback). Nothing is deleted between runs: every
+/proc/stat: both ends, and for ft and "rsync + sync" the kernel's writeback; plain rsync
+leaves its writeback to after its run). Nothing is deleted between runs: every
 run receives into its own fresh folder, because on these machines creating many files soon
 after deleting many is several times slower, and every tool must get the same conditions. Everything under
 bench/out/ is removed at the end (unless --keep).
@@ -136,12 +137,13 @@ class Fts:
 
 
 def busy_cpu_seconds():
-    """CPU time all cores have spent on anything but idling, since boot (/proc/stat): over a
-    run, what every process of both tools and the kernel's writeback together cost."""
+    """CPU time all cores have spent working, since boot (/proc/stat): over a run, what every
+    process of a tool and the kernel on its behalf cost. Time the hypervisor gave to other
+    machines (steal) is not ours and not counted."""
     with open("/proc/stat") as f:
         fields = f.readline().split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
@@ -455,8 +457,9 @@ def main():
         report += rows
         report += [
             "",
-            "CPU time per run, all processes and the kernel (writeback included), median; in "
-            "brackets the share of the machine's cores over the median run time:",
+            "CPU time per run, all processes and the kernel, median (writeback is inside ft's "
+            "and rsync + sync's runs; plain rsync leaves it to after its run); in brackets the "
+            "share of the machine's cores over the median run time:",
             "",
             "| workload | ft | rsync --whole-file | rsync + sync |",
             "|---|---|---|---|",

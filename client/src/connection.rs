@@ -172,7 +172,7 @@ impl Client {
     /// intents per page and [`ft_protocol::MAX_ANNOUNCED_FILES`] per round; a new round
     /// lets the previous one's announcements lapse. Pages leave without waiting for the
     /// previous answer, while the answers are read: a round of eight pages costs one round
-    /// trip, not eight.
+    /// trip, not eight. After an error the connection may hold half a page: drop it.
     pub async fn prepare_round(
         &mut self,
         pages: Vec<Vec<FileIntent>>,
@@ -302,4 +302,65 @@ async fn open_tcp(address: &ServerAddress) -> Result<TcpStream, ClientError> {
         address: address.clone(),
         source: last_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ft_protocol::{FilePlan, Hash, Prepared};
+
+    /// A stand-in server that welcomes the client, then reads two `Prepare` pages before it
+    /// answers either: a client waiting for the first answer before sending the second page
+    /// would wait forever. Returns each page's size and `append` flag.
+    async fn two_pages_then_answers(listener: tokio::net::TcpListener) -> Vec<(usize, bool)> {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read_half, write_half) = socket.into_split();
+        let mut requests = codec::message_reader::<_, Request>(read_half);
+        let mut responses = codec::message_writer::<_, Response>(write_half);
+        let Some(Ok(Request::Hello(_))) = requests.next().await else {
+            panic!("expected Hello");
+        };
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            software: "test".into(),
+            capabilities: Vec::new(),
+            max_file_size: u64::MAX,
+        };
+        responses.send(Response::Welcome(welcome)).await.unwrap();
+        let mut pages = Vec::new();
+        for _ in 0..2 {
+            let Some(Ok(Request::Prepare(prepare))) = requests.next().await else {
+                panic!("expected Prepare");
+            };
+            pages.push((prepare.files.len(), prepare.append));
+        }
+        for &(files, _) in &pages {
+            let plans = vec![FilePlan::Fresh; files];
+            responses
+                .send(Response::Prepared(Prepared { plans }))
+                .await
+                .unwrap();
+        }
+        pages
+    }
+
+    #[tokio::test]
+    async fn a_rounds_pages_leave_before_their_answers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: ServerAddress = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let server = tokio::spawn(two_pages_then_answers(listener));
+        let intent = |n: usize| FileIntent {
+            name: format!("f{n}"),
+            size: 1,
+            key: Hash([n as u8; 32]),
+        };
+        let pages = vec![(0..3).map(intent).collect(), (3..5).map(intent).collect()];
+        let mut client = Client::connect(&address).await.unwrap();
+        let plans = tokio::time::timeout(Duration::from_secs(10), client.prepare_round(pages))
+            .await
+            .expect("the second page was held back until the first was answered")
+            .unwrap();
+        assert_eq!(plans.iter().map(Vec::len).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(server.await.unwrap(), [(3, false), (2, true)]);
+    }
 }

@@ -273,6 +273,73 @@ async fn protocol_violations_close_only_the_offending_connection() {
     assert_eq!(ws.partial_entries(), 0);
 }
 
+/// A client that streams on after breaking a rule still reads why the server hung up: the
+/// server drains what the client sent rather than close on unread bytes, which makes the
+/// kernel reset the connection (the client's read fails, and answers still in flight on a
+/// slow link are lost).
+#[tokio::test]
+async fn the_error_reaches_a_client_that_keeps_sending() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let frame = |request: &Request| {
+        let payload = ft_protocol::codec::encode(request).unwrap();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend(payload);
+        frame
+    };
+    let hello = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software: "test".into(),
+        capabilities: Vec::new(),
+    });
+    // Hello, a chunk without BeginFile (a violation), then 8 MiB more: more than the socket
+    // buffers hold, so the client is still writing when the server gives up on it.
+    let mut bytes = frame(&hello);
+    bytes.extend(frame(&chunk(b"orphan")));
+    let filler = frame(&Request::Chunk(Chunk {
+        data: Bytes::from(vec![7; 256 * 1024]),
+    }));
+    for _ in 0..32 {
+        bytes.extend_from_slice(&filler);
+    }
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let written = stream.write_all(&bytes).await;
+    assert!(
+        written.is_ok(),
+        "the server reset the connection: {written:?}"
+    );
+    stream.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut reply),
+    )
+    .await
+    .expect("the server closes the connection");
+    assert!(read.is_ok(), "closed with a reset: {read:?}");
+    let mut responses = Vec::new();
+    let mut rest = &reply[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        responses.push(ft_protocol::codec::decode::<Response>(&rest[4..4 + len]).unwrap());
+        rest = &rest[4 + len..];
+    }
+    assert!(
+        matches!(responses[0], Response::Welcome(_)),
+        "{responses:?}"
+    );
+    assert!(
+        matches!(
+            responses.get(1),
+            Some(Response::Error(ErrorResponse {
+                code: ErrorCode::ProtocolViolation,
+                ..
+            }))
+        ),
+        "{responses:?}"
+    );
+}
+
 #[test]
 fn files_over_the_size_limit_are_refused_while_others_land() {
     let ws = Workspace::new();

@@ -114,7 +114,7 @@ pub async fn serve(
         prepared: HashMap::new(),
         zstd: false,
         checked: std::collections::HashSet::new(),
-        round_open: false,
+        ends_round: false,
         promised: 0,
         group: Group::default(),
         committing: VecDeque::new(),
@@ -132,6 +132,38 @@ pub async fn serve(
             files = session.files_stored, ?elapsed, error = %err, "connection ended"
         ),
     }
+    close_without_reset(session.reader, session.writer).await;
+}
+
+/// Longest a closing connection's input is drained (see [`close_without_reset`]).
+const CLOSE_DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Most bytes drained from a closing connection.
+const CLOSE_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Closes a connection so that the client still reads the last answers. A socket closed with
+/// unread input makes the kernel send a reset, which can destroy answers still in flight: an
+/// `Error` sent while the client streams files or `Prepare` pages back to back. So our side
+/// is shut down first, then the client's input is read and dropped until it closes too, for
+/// at most [`CLOSE_DRAIN_TIME`] and [`CLOSE_DRAIN_BYTES`].
+async fn close_without_reset(
+    reader: MessageReader<OwnedReadHalf, Request>,
+    writer: MessageWriter<OwnedWriteHalf, Response>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if writer.into_inner().shutdown().await.is_err() {
+        return;
+    }
+    let mut input = reader.into_inner().into_inner();
+    let mut scratch = vec![0; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + CLOSE_DRAIN_TIME;
+    let mut drained = 0;
+    while drained < CLOSE_DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, input.read(&mut scratch)).await {
+            Ok(Ok(read)) if read > 0 => drained += read,
+            _ => return,
+        }
+    }
 }
 
 struct Session {
@@ -147,9 +179,10 @@ struct Session {
     /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
     /// no second check. At most `MAX_ANNOUNCED_FILES`.
     checked: std::collections::HashSet<Hash>,
-    /// Files of this round of `Prepare`s are still to come: once the last has arrived, its
-    /// group is committed at once instead of after a pause of [`GROUP_WAIT`].
-    round_open: bool,
+    /// The file being received is the last one this round of `Prepare`s announced: once it
+    /// is verified, its group is committed at once instead of after a pause of
+    /// [`GROUP_WAIT`].
+    ends_round: bool,
     /// Bytes this round of `Prepare`s has counted against the free space.
     promised: u64,
     /// Verified uploads waiting for their group commit.
@@ -436,7 +469,6 @@ impl Session {
             }
             plans.push(plan);
         }
-        self.round_open = !self.checked.is_empty();
         self.send(Response::Prepared(Prepared { plans })).await
     }
 
@@ -450,6 +482,7 @@ impl Session {
         let id = begin.id;
         // Folders and free space were just checked if this file was announced with Prepare.
         let announced = self.checked.remove(&begin.key);
+        self.ends_round = announced && self.checked.is_empty();
         let mut folders = KnownFolders::default();
         let check_folders = (!announced).then_some(&mut folders);
         let name = match check_intent(&self.state, &begin.name, begin.size, check_folders) {
@@ -627,9 +660,8 @@ impl Session {
                 _lease: written.lease,
             },
         );
-        if self.round_open && self.checked.is_empty() {
-            // The round's last file: nothing more is coming to wait for.
-            self.round_open = false;
+        if std::mem::take(&mut self.ends_round) {
+            // Nothing more was announced: no point waiting for it.
             return self.start_commit().await;
         }
         let oldest = self.group.first_verified().map(|first| first.elapsed());
