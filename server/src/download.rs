@@ -1,5 +1,6 @@
-//! One download: a blocking thread reads the stored file into a bounded queue of chunks,
-//! so disk reads overlap with sending and memory stays bounded whatever the file size.
+//! One download: the stored file is found and checked against the client's prefix, then a
+//! blocking thread reads it into a bounded queue of chunks, so disk reads overlap with
+//! sending and memory stays bounded whatever the file size.
 
 use std::{
     fs::File,
@@ -7,8 +8,10 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use ft_protocol::CHUNK_SIZE;
+use ft_protocol::{ErrorCode, Get, Hash, Sending, CHUNK_SIZE};
 use tokio::sync::mpsc;
+
+use crate::{names::ValidName, store::Store, ServerState};
 
 /// Chunks read ahead of the network, per download.
 const READ_AHEAD_CHUNKS: usize = 8;
@@ -56,4 +59,56 @@ pub fn read_chunks(
         }
     });
     queue
+}
+
+/// Finds a stored file for `get`, deciding where to start: at the client's offset only if
+/// the client's prefix hash matches the stored file's. Blocking.
+pub fn open_for_download(
+    state: &ServerState,
+    get: &Get,
+) -> Result<(std::fs::File, Sending), (ErrorCode, String)> {
+    let not_found = || {
+        (
+            ErrorCode::NotFound,
+            format!("no stored file named {:?}", get.name),
+        )
+    };
+    let name = ValidName::parse(&get.name).map_err(|_| not_found())?;
+    // The record and the file are read as one step with respect to commits and deletions.
+    let serialized = state
+        .commit_lock
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let entry = state
+        .catalog
+        .get(name.as_str())
+        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
+        .ok_or_else(not_found)?;
+    let file = state
+        .store
+        .open_stored(&name)
+        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
+        .ok_or_else(|| {
+            let message = format!("'{}' is in the catalog but missing on disk", entry.name);
+            (ErrorCode::Storage, message)
+        })?;
+    // The open file keeps its content even if it is replaced or deleted from now on.
+    drop(serialized);
+    let mut offset = 0;
+    if let Some(prefix_hash) = get.prefix_hash {
+        if get.offset > 0 && get.offset <= entry.size {
+            let ours = Store::hash_prefix(&file, get.offset)
+                .map_err(|err| (ErrorCode::Storage, err.to_string()))?;
+            if ours.is_some_and(|hasher| Hash::from(hasher.finalize()) == prefix_hash) {
+                offset = get.offset;
+            }
+        }
+    }
+    let header = Sending {
+        name: entry.name,
+        size: entry.size,
+        hash: entry.hash,
+        offset,
+    };
+    Ok((file, header))
 }

@@ -2,8 +2,9 @@
 //!
 //! Where things are: flags in [`config`], the accept loop in [`listener`], one connection's
 //! protocol in [`session`], an upload in flight in [`upload`], a download in [`download`],
-//! who writes which partial upload in [`leases`], name rules in [`names`], every filesystem
-//! touch in [`store`], the SQLite catalog in [`catalog`].
+//! who writes which partial upload in [`leases`], name rules in [`names`], the answer to a
+//! `Prepare` in [`plan`], group commit in [`group`] and [`commit`], every filesystem touch in
+//! [`store`], the SQLite catalog in [`catalog`].
 
 pub mod catalog;
 pub mod commit;
@@ -14,6 +15,7 @@ pub mod group;
 pub mod leases;
 pub mod listener;
 pub mod names;
+pub mod plan;
 pub mod session;
 pub mod store;
 pub mod upload;

@@ -17,9 +17,9 @@ use std::{
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
     Ack, BeginFile, Chunk, CompressedChunk, Delete, Deleted, DirMade, EndFile, ErrorCode,
-    ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Listing, MakeDir, Prepare, Prepared,
-    ProtocolError, Request, Response, Sending, ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE,
-    MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES, PROTOCOL_VERSION,
+    ErrorResponse, Failed, FilePlan, Get, Hash, Listing, MakeDir, Prepare, Prepared, ProtocolError,
+    Request, Response, ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE, MAX_ANNOUNCED_FILES,
+    MAX_PREPARE_FILES, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -37,7 +37,8 @@ use crate::{
     download,
     group::{Committed, Group},
     names::ValidName,
-    store::{KnownFolders, Store},
+    plan,
+    store::KnownFolders,
     upload::{Upload, UploadError},
     ServerState,
 };
@@ -414,21 +415,8 @@ impl Session {
         // Space promised to earlier pages of the round is not free for this one.
         let promised = self.promised;
         let planned = tokio::task::spawn_blocking(move || {
-            let free = state.store.available_space().ok();
-            let mut context = PlanContext {
-                free_bytes: free.map(|free| free.saturating_sub(promised)),
-                partials: state.store.partial_keys(),
-                folders: KnownFolders::default(),
-            };
-            let plans = files
-                .iter()
-                .map(|intent| plan_upload(&state, intent, &mut context))
-                .collect::<Vec<_>>();
-            let now_promised = match (free, context.free_bytes) {
-                (Some(free), Some(left)) => free.saturating_sub(left),
-                _ => promised,
-            };
-            (files, (plans, now_promised))
+            let planned = plan::plan_page(&state, &files, promised);
+            (files, planned)
         })
         .await;
         let planned = match planned {
@@ -485,7 +473,7 @@ impl Session {
         self.ends_round = announced && self.checked.is_empty();
         let mut folders = KnownFolders::default();
         let check_folders = (!announced).then_some(&mut folders);
-        let name = match check_intent(&self.state, &begin.name, begin.size, check_folders) {
+        let name = match plan::check_intent(&self.state, &begin.name, begin.size, check_folders) {
             Ok(name) => name,
             Err((code, message)) => return self.refuse_file(id, &begin.name, code, message).await,
         };
@@ -502,7 +490,8 @@ impl Session {
             }
         };
         if !announced {
-            if let Err((code, message)) = check_space(&self.state, begin.size - begin.offset) {
+            if let Err((code, message)) = plan::check_space(&self.state, begin.size - begin.offset)
+            {
                 return self.refuse_file(id, &begin.name, code, message).await;
             }
         }
@@ -782,7 +771,8 @@ impl Session {
         }
         let started = std::time::Instant::now();
         let state = Arc::clone(&self.state);
-        let found = tokio::task::spawn_blocking(move || open_for_download(&state, &get)).await;
+        let found =
+            tokio::task::spawn_blocking(move || download::open_for_download(&state, &get)).await;
         let (file, header) = match found {
             Ok(Ok(found)) => found,
             Ok(Err((code, message))) => return self.fail(code, message).await,
@@ -1058,169 +1048,6 @@ async fn cancelled(token: Option<CancellationToken>) {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
-}
-
-/// The checks every announced or begun file passes: a valid name and an acceptable size.
-fn check_intent(
-    state: &ServerState,
-    name: &str,
-    size: u64,
-    folders: Option<&mut KnownFolders>,
-) -> Result<ValidName, (ErrorCode, String)> {
-    let max = state.limits.max_file_size;
-    if size > max {
-        let message = format!("{size} bytes exceeds the server's limit of {max} bytes");
-        return Err((ErrorCode::TooLarge, message));
-    }
-    let refused = |err: &dyn std::fmt::Display| {
-        (
-            ErrorCode::InvalidName,
-            format!("name {name:?} refused: {err}"),
-        )
-    };
-    let valid = ValidName::parse(name).map_err(|err| refused(&err))?;
-    if let Some(known) = folders {
-        state
-            .store
-            .check_placeable_in(&valid, known)
-            .map_err(|err| refused(&err))?;
-    }
-    Ok(valid)
-}
-
-/// Refuses an upload of `needed` more bytes when the storage directory lacks the room.
-fn check_space(state: &ServerState, needed: u64) -> Result<(), (ErrorCode, String)> {
-    match state.store.available_space() {
-        Ok(available) if available < needed => Err((
-            ErrorCode::NoSpace,
-            format!("{needed} bytes needed but only {available} bytes free on the server"),
-        )),
-        Ok(_) => Ok(()),
-        Err(err) => Err((ErrorCode::Storage, err.to_string())),
-    }
-}
-
-/// Decides how one announced file should be sent, offering to resume a verified prefix.
-/// Returns the plan and, for a resume, the key, offset and hash state of the prefix. Blocking.
-/// What one `Prepare` learns once and reuses for all its files.
-struct PlanContext {
-    /// Free space not yet promised to earlier files of the batch (None if unknown).
-    free_bytes: Option<u64>,
-    /// Keys with a partial upload.
-    partials: std::collections::HashSet<Hash>,
-    /// Folders already checked.
-    folders: KnownFolders,
-}
-
-fn plan_upload(
-    state: &ServerState,
-    intent: &FileIntent,
-    context: &mut PlanContext,
-) -> (FilePlan, Option<(Hash, u64, Box<blake3::Hasher>)>) {
-    let refused =
-        |(code, message): (ErrorCode, String)| (FilePlan::Refused { code, message }, None);
-    if let Err(refusal) = check_intent(state, &intent.name, intent.size, Some(&mut context.folders))
-    {
-        return refused(refusal);
-    }
-    let store = &state.store;
-    let held = if context.partials.contains(&intent.key) {
-        store.partial_len(&intent.key)
-    } else {
-        Ok(None)
-    };
-    let resume = match held {
-        Ok(Some(held)) if held > 0 && held <= intent.size => {
-            match store.hash_partial_prefix(&intent.key, held) {
-                Ok(hasher) => Some((held, hasher)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "unreadable partial upload; starting over");
-                    None
-                }
-            }
-        }
-        Ok(_) => None,
-        Err(err) => return refused((ErrorCode::Storage, err.to_string())),
-    };
-    let offset = resume.as_ref().map_or(0, |(held, _)| *held);
-    // The batch's files are counted against the free space together.
-    let needed = intent.size - offset;
-    match &mut context.free_bytes {
-        Some(free) if *free < needed => {
-            let message = format!("{needed} bytes needed but only {free} bytes free on the server");
-            return refused((ErrorCode::NoSpace, message));
-        }
-        Some(free) => *free -= needed,
-        None => {
-            if let Err(refusal) = check_space(state, needed) {
-                return refused(refusal);
-            }
-        }
-    }
-    match resume {
-        Some((offset, hasher)) => (
-            FilePlan::Resume {
-                offset,
-                prefix_hash: hasher.finalize().into(),
-            },
-            // Boxed: a hash state is about 2 KiB, and a plan per announced file is kept (inline,
-            // 8192 plans took 16 MiB and 10 ms of page faults).
-            Some((intent.key, offset, Box::new(hasher))),
-        ),
-        None => (FilePlan::Fresh, None),
-    }
-}
-
-/// Finds a stored file for `get`, deciding where to start: at the client's offset only if
-/// the client's prefix hash matches the stored file's. Blocking.
-fn open_for_download(
-    state: &ServerState,
-    get: &Get,
-) -> Result<(std::fs::File, Sending), (ErrorCode, String)> {
-    let not_found = || {
-        (
-            ErrorCode::NotFound,
-            format!("no stored file named {:?}", get.name),
-        )
-    };
-    let name = ValidName::parse(&get.name).map_err(|_| not_found())?;
-    // The record and the file are read as one step with respect to commits and deletions.
-    let serialized = state
-        .commit_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let entry = state
-        .catalog
-        .get(name.as_str())
-        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
-        .ok_or_else(not_found)?;
-    let file = state
-        .store
-        .open_stored(&name)
-        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
-        .ok_or_else(|| {
-            let message = format!("'{}' is in the catalog but missing on disk", entry.name);
-            (ErrorCode::Storage, message)
-        })?;
-    // The open file keeps its content even if it is replaced or deleted from now on.
-    drop(serialized);
-    let mut offset = 0;
-    if let Some(prefix_hash) = get.prefix_hash {
-        if get.offset > 0 && get.offset <= entry.size {
-            let ours = Store::hash_prefix(&file, get.offset)
-                .map_err(|err| (ErrorCode::Storage, err.to_string()))?;
-            if ours.is_some_and(|hasher| Hash::from(hasher.finalize()) == prefix_hash) {
-                offset = get.offset;
-            }
-        }
-    }
-    let header = Sending {
-        name: entry.name,
-        size: entry.size,
-        hash: entry.hash,
-        offset,
-    };
-    Ok((file, header))
 }
 
 /// Deletes a stored file and its record, as one step with respect to commits. Blocking.
