@@ -26,7 +26,8 @@ per workload, and the CPU time of each ft and rsync run (every core's busy time 
 /proc/stat: both ends, and for ft and "rsync + sync" the kernel's writeback; plain rsync
 leaves its writeback to after its run). Nothing is deleted between runs: every
 run receives into its own fresh folder, because on these machines creating many files soon
-after deleting many is several times slower, and every tool must get the same conditions. Everything under
+after deleting many is several times slower, and every tool must get the same conditions; and each workload
+starts once the disks have been idle for a second. Everything under
 bench/out/ is removed at the end (unless --keep).
 """
 
@@ -306,6 +307,31 @@ def discard_received(out, rsyncd, tags):
                 shutil.rmtree(os.path.join(rsyncd.root, tag + suffix), ignore_errors=True)
 
 
+def disk_activity():
+    """Completed reads, writes and discards of every disk (/proc/diskstats), and the I/O in
+    flight."""
+    with open("/proc/diskstats") as f:
+        return [tuple(line.split()[3:]) for line in f]
+
+
+def wait_for_quiet_disks(longest=30.0):
+    """Waits (at most `longest` seconds) until no disk has done anything for a second. Deleting
+    a workload's gigabytes sends the disk writes and discards for a while after `rm` returns;
+    whichever tool runs next would wait behind them (ft's syncfs does, rsync does not), so
+    every workload starts on idle disks."""
+    subprocess.run(["sync"], check=False)
+    deadline = time.time() + longest
+    before = disk_activity()
+    quiet_since = time.time()
+    while time.time() < deadline:
+        time.sleep(0.25)
+        now = disk_activity()
+        if now != before:
+            before, quiet_since = now, time.time()
+        elif time.time() - quiet_since >= 1.0:
+            return
+
+
 def settle(workload):
     """Same starting conditions for every tool: nothing dirty in the page cache (rsync does not
     fsync, so the next tool would pay for writing its data back), and the workload's files
@@ -410,6 +436,7 @@ def main():
             if args.only and name not in args.only.split(","):
                 continue
             _, files, total = workload
+            wait_for_quiet_disks()
             ft_times, rs_times, rsd_times, ip_times, nc_times = [], [], [], [], []
             ft_cpu, rs_cpu, rsd_cpu = CpuMeter(), CpuMeter(), CpuMeter()
             fts_rss = ftc_rss = 0
