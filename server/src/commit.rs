@@ -194,10 +194,7 @@ pub fn name_flushed(
         data_synced,
     } = flushed;
     let per_file = group.len() <= PER_FILE_SYNC_MAX;
-    let _serialized = state
-        .commit_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serialized = state.serialize_commits();
     // Folders are checked again when placing: the checks above happened before the flush.
     let mut known = KnownFolders::default();
     let mut placed: Vec<Placed> = group

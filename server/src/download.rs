@@ -75,10 +75,7 @@ pub fn open_for_download(
     };
     let name = ValidName::parse(&get.name).map_err(|_| not_found())?;
     // The record and the file are read as one step with respect to commits and deletions.
-    let serialized = state
-        .commit_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let serialized = state.serialize_commits();
     let entry = state
         .catalog
         .get(name.as_str())

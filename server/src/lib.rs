@@ -36,8 +36,9 @@ pub struct ServerState {
     pub catalog: Catalog,
     /// Which partial uploads are being written.
     pub leases: Arc<Leases>,
-    /// Serializes placing a file and recording it, so disk and catalog agree.
-    pub commit_lock: std::sync::Mutex<()>,
+    /// Serializes placing a file and recording it, so disk and catalog agree (see
+    /// [`ServerState::serialize_commits`]).
+    commit_lock: std::sync::Mutex<()>,
     /// Limits enforced on clients.
     pub limits: Limits,
     /// Small uploads staged ahead of their group commit hold a descriptor each until the
@@ -56,6 +57,17 @@ impl ServerState {
             limits,
             staged_files: Arc::new(tokio::sync::Semaphore::new(staged_file_budget())),
         }
+    }
+}
+
+impl ServerState {
+    /// Holds off other commits, deletions and downloads' record lookups while the guard
+    /// lives, so a name on disk and its catalog record change together. The lock guards no
+    /// data, so a panic while it was held leaves nothing inconsistent to refuse.
+    pub fn serialize_commits(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.commit_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -1059,10 +1059,7 @@ fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, (ErrorCode,
         )
     };
     let valid = ValidName::parse(name).map_err(|_| not_found())?;
-    let _serialized = state
-        .commit_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serialized = state.serialize_commits();
     let storage = |err: &dyn std::fmt::Display| (ErrorCode::Storage, err.to_string());
     let entry = state
         .catalog
