@@ -2,7 +2,9 @@
 //!
 //! One row per stored name. Replacing a file (`--overwrite`) replaces its row. The database
 //! runs in WAL mode with `synchronous = FULL`, so a recorded file survives power loss once
-//! its Ack was sent. Calls are blocking; the session runs them on tokio's blocking pool.
+//! its Ack was sent. A group commit may instead skip SQLite's flush when its own `syncfs` of
+//! the same filesystem follows (see [`Durability`]). Calls are blocking; the session runs
+//! them on tokio's blocking pool.
 
 use std::{
     net::SocketAddr,
@@ -36,6 +38,17 @@ pub enum CatalogError {
     Poisoned,
 }
 
+/// What makes a transaction durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// SQLite flushes its log before the commit returns.
+    Flushed,
+    /// The caller's next `syncfs` of the catalog's filesystem does: the commit only writes
+    /// the log. A group commit syncs the filesystem for its names anyway, and one flush for
+    /// both saves a disk flush per group.
+    ByCallersSyncfs,
+}
+
 /// What the server records about a file it has just stored.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -55,6 +68,8 @@ pub struct NewRecord {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     conn: Arc<Mutex<Connection>>,
+    /// The database file.
+    path: std::path::PathBuf,
 }
 
 impl Catalog {
@@ -76,46 +91,57 @@ impl Catalog {
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
         })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records a stored file, replacing any earlier record of the same stored name.
     /// Returns the time recorded (UTC, RFC 3339). Blocking.
     pub fn record(&self, record: &NewRecord) -> Result<String, CatalogError> {
-        self.record_all(std::slice::from_ref(record))
+        self.record_all(std::slice::from_ref(record), Durability::Flushed)
     }
 
-    /// Records a group of stored files in one transaction (one flush), replacing earlier
-    /// records of the same stored names. Returns the time recorded (UTC, RFC 3339). Blocking.
-    pub fn record_all(&self, records: &[NewRecord]) -> Result<String, CatalogError> {
-        let added_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    /// Records a group of stored files in one transaction, replacing earlier records of the
+    /// same stored names. Returns the time recorded (UTC, RFC 3339). Blocking.
+    pub fn record_all(
+        &self,
+        records: &[NewRecord],
+        durability: Durability,
+    ) -> Result<String, CatalogError> {
+        let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        if durability == Durability::Flushed {
+            return insert_all(&mut conn, records);
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let inserted = insert_all(&mut conn, records);
+        let restored = conn.pragma_update(None, "synchronous", "FULL");
+        let added_at = inserted?;
+        restored?;
+        Ok(added_at)
+    }
+
+    /// Removes the records of stored names; how many there were. Blocking.
+    pub fn remove_all<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<usize, CatalogError> {
         let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let transaction = conn.transaction()?;
+        let mut removed = 0;
         {
-            let mut insert = transaction.prepare_cached(
-                "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (stored_name) DO UPDATE SET
-                    sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
-                    added_at = excluded.added_at, client_addr = excluded.client_addr",
-            )?;
-            for record in records {
-                let size = i64::try_from(record.size).map_err(|_| CatalogError::Corrupt {
-                    name: record.stored_name.clone(),
-                    what: "size does not fit the database",
-                })?;
-                insert.execute(params![
-                    record.stored_name,
-                    record.sent_name,
-                    size,
-                    record.hash.to_hex(),
-                    added_at,
-                    record.client.to_string(),
-                ])?;
+            let mut delete =
+                transaction.prepare_cached("DELETE FROM files WHERE stored_name = ?1")?;
+            for name in names {
+                removed += delete.execute(params![name])?;
             }
         }
         transaction.commit()?;
-        Ok(added_at)
+        Ok(removed)
     }
 
     /// Up to `limit` recorded files whose stored names sort after `after` and match the glob
@@ -198,6 +224,37 @@ fn entry_from((name, sent_name, size, hash, added_at): Row) -> Result<CatalogEnt
     })
 }
 
+/// Inserts or replaces `records` in one transaction; the time recorded.
+fn insert_all(conn: &mut Connection, records: &[NewRecord]) -> Result<String, CatalogError> {
+    let added_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let transaction = conn.transaction()?;
+    {
+        let mut insert = transaction.prepare_cached(
+            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (stored_name) DO UPDATE SET
+                sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
+                added_at = excluded.added_at, client_addr = excluded.client_addr",
+        )?;
+        for record in records {
+            let size = i64::try_from(record.size).map_err(|_| CatalogError::Corrupt {
+                name: record.stored_name.clone(),
+                what: "size does not fit the database",
+            })?;
+            insert.execute(params![
+                record.stored_name,
+                record.sent_name,
+                size,
+                record.hash.to_hex(),
+                added_at,
+                record.client.to_string(),
+            ])?;
+        }
+    }
+    transaction.commit()?;
+    Ok(added_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,8 +333,45 @@ mod tests {
             .iter()
             .map(|n| record(n, n.as_bytes()))
             .collect();
-        catalog.record_all(&group).unwrap();
+        catalog.record_all(&group, Durability::Flushed).unwrap();
         assert_eq!(catalog.totals().unwrap(), (3, 3));
+    }
+
+    fn synchronous(catalog: &Catalog) -> i64 {
+        let conn = catalog.conn.lock().unwrap();
+        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// A transaction left to the caller's flush skips SQLite's own and nothing else: the
+    /// rows are there (also for a second connection), and later transactions flush again.
+    #[test]
+    fn a_group_left_to_the_callers_flush_is_recorded_and_later_ones_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CATALOG_FILE);
+        let catalog = Catalog::open(&path).unwrap();
+        const FULL: i64 = 2;
+        assert_eq!(synchronous(&catalog), FULL);
+        let group: Vec<_> = ["x", "y"].iter().map(|n| record(n, b"1234")).collect();
+        catalog
+            .record_all(&group, Durability::ByCallersSyncfs)
+            .unwrap();
+        assert_eq!(synchronous(&catalog), FULL);
+        let other = Catalog::open(&path).unwrap();
+        assert_eq!(other.totals().unwrap(), (2, 8));
+        assert_eq!(other.get("y").unwrap().unwrap().size, 4);
+    }
+
+    #[test]
+    fn records_are_removed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
+        let group: Vec<_> = ["a", "b", "c"].iter().map(|n| record(n, b"z")).collect();
+        catalog.record_all(&group, Durability::Flushed).unwrap();
+        assert_eq!(catalog.remove_all(["a", "c", "missing"]).unwrap(), 2);
+        let left = catalog.list_page(None, None, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, "b");
     }
 
     #[test]

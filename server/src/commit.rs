@@ -8,16 +8,19 @@
 //!    upload is written from memory into an unnamed file in its folder.
 //! 1. `syncfs` once: the data of every file in the group is on stable storage.
 //! 2. Each file is renamed from its partial file to its name (keep-both or overwrite).
-//! 3. `syncfs` once more: the new names are on stable storage.
+//! 3. One catalog transaction records the whole group, without SQLite's own flush.
+//! 4. `syncfs` once more: the new names and the catalog's log are on stable storage.
+//! 5. Only then is each file acknowledged.
 //!
 //! (A group of a few files is synced file by file and folder by folder instead, which does
-//! not depend on how much other data is dirty on the filesystem.)
-//! 4. One catalog transaction records the whole group.
-//! 5. Only then is each file acknowledged.
+//! not depend on how much other data is dirty on the filesystem; its catalog transaction
+//! then comes after step 4 and flushes itself, as it does when the catalog is on another
+//! filesystem than the store.)
 //!
 //! So an Ack still means exactly what it meant with one file at a time: the content, its
 //! name and its record survive a crash. And a name never points at data that is not yet
-//! durable, because renames happen only after the first flush. A group closes when it holds
+//! durable, because renames happen only after the first flush. Should the second flush
+//! fail, the group's keep-both names and their records are taken back. A group closes when it holds
 //! [`GROUP_MAX_FILES`] files, [`GROUP_MAX_BYTES`] bytes or [`GROUP_MAX_MEMORY`] bytes of small
 //! files in memory, when its first file is [`GROUP_MAX_AGE`] old, when the client pauses for
 //! [`GROUP_WAIT`], or before any request that reads the store. If the connection drops
@@ -33,7 +36,7 @@ use crate::upload::Content;
 use ft_protocol::{ConflictPolicy, ErrorCode, Hash};
 
 use crate::{
-    catalog::NewRecord,
+    catalog::{Durability, NewRecord},
     names::ValidName,
     store::{KnownFolders, StoreError},
     ServerState,
@@ -227,19 +230,6 @@ pub fn name_flushed(
         })
         .collect();
     let named = std::time::Instant::now();
-    let names_synced = if per_file {
-        state
-            .store
-            .sync_folders_of(placed.iter().filter_map(|p| p.as_ref().ok()))
-    } else {
-        state.store.sync_names()
-    };
-    if let Err(err) = names_synced {
-        let message = format!("cannot make the names durable: {err}");
-        undo_placements(state, group, &mut placed, &message);
-        return placed;
-    }
-    let names_durable = std::time::Instant::now();
     let records: Vec<NewRecord> = group
         .iter()
         .zip(&placed)
@@ -254,9 +244,42 @@ pub fn name_flushed(
             })
         })
         .collect();
-    if let Err(err) = state.catalog.record_all(&records) {
-        let message = format!("not stored: the catalog could not record it: {err}");
-        undo_placements(state, group, &mut placed, &message);
+    // One `syncfs` for the names and the catalog when it covers both: the records are
+    // written first and made durable with the names.
+    let one_flush = !per_file && state.catalog_synced_with_names;
+    if one_flush {
+        if let Err(err) = state
+            .catalog
+            .record_all(&records, Durability::ByCallersSyncfs)
+        {
+            let message = format!("not stored: the catalog could not record it: {err}");
+            undo_placements(state, group, &mut placed, &message, Recorded::No);
+            return placed;
+        }
+    }
+    let names_synced = if per_file {
+        state
+            .store
+            .sync_folders_of(placed.iter().filter_map(|p| p.as_ref().ok()))
+    } else {
+        state.store.sync_names()
+    };
+    if let Err(err) = names_synced {
+        let message = format!("cannot make the names durable: {err}");
+        let recorded = if one_flush {
+            Recorded::Yes
+        } else {
+            Recorded::No
+        };
+        undo_placements(state, group, &mut placed, &message, recorded);
+        return placed;
+    }
+    let names_durable = std::time::Instant::now();
+    if !one_flush {
+        if let Err(err) = state.catalog.record_all(&records, Durability::Flushed) {
+            let message = format!("not stored: the catalog could not record it: {err}");
+            undo_placements(state, group, &mut placed, &message, Recorded::No);
+        }
     }
     tracing::debug!(
         files = group.len(),
@@ -344,22 +367,140 @@ fn write_closed_partial(state: &ServerState, verified: &Verified) -> StageResult
     }
 }
 
-/// Takes back the keep-both placements of a group whose commit failed, so nothing unrecorded
-/// carries a name; an overwrite cannot be taken back and says so.
-fn undo_placements(state: &ServerState, group: &[Verified], placed: &mut [Placed], message: &str) {
+/// Whether a failed commit had already written its catalog records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Yes,
+    No,
+}
+
+/// Takes back the keep-both placements of a group whose commit failed (and their records, if
+/// written), so nothing carries a name or a record that did not become durable; an overwrite
+/// cannot be taken back and says so.
+fn undo_placements(
+    state: &ServerState,
+    group: &[Verified],
+    placed: &mut [Placed],
+    message: &str,
+    recorded: Recorded,
+) {
+    let mut removed = Vec::new();
     for (verified, result) in group.iter().zip(placed.iter_mut()) {
         if let Ok(stored) = result {
-            let message = match verified.conflict {
-                ConflictPolicy::KeepBoth => {
+            let message = match (verified.conflict, recorded) {
+                (ConflictPolicy::KeepBoth, _) => {
                     let _ = std::fs::remove_file(stored.under(state.store.root()));
+                    removed.push(stored.clone());
                     message.to_owned()
                 }
-                ConflictPolicy::Overwrite => format!(
+                (ConflictPolicy::Overwrite, Recorded::No) => format!(
                     "stored as '{}' (replacing the old file) but not recorded: {message}",
+                    stored.as_str()
+                ),
+                (ConflictPolicy::Overwrite, Recorded::Yes) => format!(
+                    "stored and recorded as '{}' (replacing the old file), but not durable: \
+                     {message}",
                     stored.as_str()
                 ),
             };
             *result = Err((ErrorCode::Storage, message));
         }
+    }
+    if recorded == Recorded::Yes {
+        if let Err(err) = state
+            .catalog
+            .remove_all(removed.iter().map(ValidName::as_str))
+        {
+            tracing::error!(%err, "records of files taken back could not be removed");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{catalog::Catalog, config::Limits, store::Store};
+    use std::time::Instant;
+
+    /// A server over a fresh temporary directory.
+    pub(crate) fn test_state() -> (tempfile::TempDir, Arc<ServerState>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let catalog = Catalog::open(&dir.path().join(".fts/catalog.db")).unwrap();
+        let state = Arc::new(ServerState::new(store, catalog, Limits::default()));
+        (dir, state)
+    }
+
+    /// Small file `n`, verified and waiting for its commit.
+    pub(crate) async fn verified(state: &Arc<ServerState>, n: u32) -> Verified {
+        let content = format!("content of file {n}").into_bytes();
+        let key = Hash::from(blake3::hash(&n.to_le_bytes()));
+        Verified {
+            id: n,
+            name: ValidName::parse(&format!("folder{}/file{n}.txt", n % 3)).unwrap(),
+            key,
+            conflict: ConflictPolicy::KeepBoth,
+            size: content.len() as u64,
+            hash: Hash::from(blake3::hash(&content)),
+            content: Content::Memory(content),
+            started: Instant::now(),
+            verified_at: Instant::now(),
+            _lease: state.leases.claim(key).await.unwrap(),
+        }
+    }
+
+    /// The catalog sits on the store's filesystem, so a group's records ride its names'
+    /// `syncfs`.
+    #[test]
+    fn the_catalog_is_flushed_with_the_names() {
+        let (_dir, state) = test_state();
+        assert!(state.catalog_synced_with_names);
+    }
+
+    /// If the names' flush fails after the records were written, keep-both files and their
+    /// records are taken back; an overwritten file stays recorded, and its answer says it
+    /// may not be durable.
+    #[tokio::test]
+    async fn a_failed_flush_takes_back_names_and_their_records() {
+        let (dir, state) = test_state();
+        let mut group = Vec::new();
+        for n in 0..3 {
+            group.push(verified(&state, n).await);
+        }
+        group[2].conflict = ConflictPolicy::Overwrite;
+        let mut placed: Vec<Placed> = Vec::new();
+        let mut records = Vec::new();
+        for verified in &group {
+            let path = verified.name.under(dir.path());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"placed").unwrap();
+            placed.push(Ok(verified.name.clone()));
+            records.push(NewRecord {
+                stored_name: verified.name.as_str().to_owned(),
+                sent_name: verified.name.as_str().to_owned(),
+                size: 6,
+                hash: verified.hash,
+                client: "127.0.0.1:1".parse().unwrap(),
+            });
+        }
+        state
+            .catalog
+            .record_all(&records, Durability::ByCallersSyncfs)
+            .unwrap();
+        undo_placements(&state, &group, &mut placed, "disk on fire", Recorded::Yes);
+        for verified in &group[..2] {
+            assert!(!verified.name.under(dir.path()).exists());
+            assert!(state.catalog.get(verified.name.as_str()).unwrap().is_none());
+        }
+        let overwritten = &group[2].name;
+        assert!(overwritten.under(dir.path()).exists());
+        assert!(state.catalog.get(overwritten.as_str()).unwrap().is_some());
+        for result in &placed {
+            let (code, message) = result.as_ref().unwrap_err();
+            assert_eq!(*code, ErrorCode::Storage);
+            assert!(message.contains("disk on fire"), "{message}");
+        }
+        let (_, message) = placed[2].as_ref().unwrap_err();
+        assert!(message.contains("not durable"), "{message}");
     }
 }

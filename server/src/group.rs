@@ -235,34 +235,20 @@ fn drain(queue: &Mutex<StageQueue>, state: &ServerState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{catalog::Catalog, config::Limits, names::ValidName, store::Store};
+    use crate::{
+        catalog::Catalog,
+        commit::tests::{test_state, verified},
+        config::Limits,
+        names::ValidName,
+        store::Store,
+    };
     use ft_protocol::{ConflictPolicy, Hash};
-
-    async fn verified(state: &Arc<ServerState>, n: u32) -> Verified {
-        let content = format!("content of file {n}").into_bytes();
-        let key = Hash::from(blake3::hash(&n.to_le_bytes()));
-        Verified {
-            id: n,
-            name: ValidName::parse(&format!("folder{}/file{n}.txt", n % 3)).unwrap(),
-            key,
-            conflict: ConflictPolicy::KeepBoth,
-            size: content.len() as u64,
-            hash: Hash::from(blake3::hash(&content)),
-            content: Content::Memory(content),
-            started: Instant::now(),
-            verified_at: Instant::now(),
-            _lease: state.leases.claim(key).await.unwrap(),
-        }
-    }
 
     /// Two commits in flight name their files in the order the groups were begun: with
     /// overwrite, the later file wins even when its group is the smaller, faster one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn groups_are_named_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let catalog = Catalog::open(&dir.path().join(".fts/catalog.db")).unwrap();
-        let state = Arc::new(ServerState::new(store, catalog, Limits::default()));
+        let (dir, state) = test_state();
         let client = "127.0.0.1:1".parse().unwrap();
         let overwrite = |mut verified: Verified, content: &[u8]| {
             verified.name = ValidName::parse("same.txt").unwrap();

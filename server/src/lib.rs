@@ -44,11 +44,15 @@ pub struct ServerState {
     /// Small uploads staged ahead of their group commit hold a descriptor each until the
     /// commit; these permits bound them server-wide to half the open-file limit.
     pub staged_files: Arc<tokio::sync::Semaphore>,
+    /// The catalog is on the store's filesystem, so a group commit's `syncfs` of the names
+    /// also makes its catalog transaction durable (see commit.rs).
+    pub catalog_synced_with_names: bool,
 }
 
 impl ServerState {
     /// State for a server over `store` and `catalog`.
     pub fn new(store: Store, catalog: Catalog, limits: Limits) -> Self {
+        let catalog_synced_with_names = store.syncfs_covers(catalog.path());
         Self {
             store: Arc::new(store),
             catalog,
@@ -56,6 +60,7 @@ impl ServerState {
             commit_lock: std::sync::Mutex::new(()),
             limits,
             staged_files: Arc::new(tokio::sync::Semaphore::new(staged_file_budget())),
+            catalog_synced_with_names,
         }
     }
 }

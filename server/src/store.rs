@@ -163,6 +163,15 @@ impl Store {
         })
     }
 
+    /// Whether the `syncfs` that makes uploads durable also flushes the file at `path` (it
+    /// is on the same filesystem); false when that cannot be told.
+    pub fn syncfs_covers(&self, path: &Path) -> bool {
+        match (self._lock.metadata(), fs::metadata(path)) {
+            (Ok(synced), Ok(other)) => synced.dev() == other.dev(),
+            _ => false,
+        }
+    }
+
     /// The canonical storage directory.
     pub fn root(&self) -> &Path {
         &self.root
