@@ -389,7 +389,10 @@ pub struct Hash(pub [u8; 32]);
 impl Hash {
     /// Lowercase hex form, as stored in the catalog and shown to users.
     pub fn to_hex(&self) -> String {
-        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+        blake3::Hash::from_bytes(self.0)
+            .to_hex()
+            .as_str()
+            .to_owned()
     }
 
     /// Parses 64 hex digits.

@@ -45,15 +45,18 @@ pub struct StillHeld;
 impl Leases {
     /// Claims `key`, cancelling and waiting out any current holder.
     pub async fn claim(self: &Arc<Self>, key: Hash) -> Result<Lease, StillHeld> {
+        if let Some(lease) = self.try_claim(key) {
+            return Ok(lease);
+        }
         let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
         loop {
+            tokio::time::sleep(TAKEOVER_POLL).await;
             if let Some(lease) = self.try_claim(key) {
                 return Ok(lease);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(StillHeld);
             }
-            tokio::time::sleep(TAKEOVER_POLL).await;
         }
     }
 
