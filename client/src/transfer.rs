@@ -410,7 +410,13 @@ pub async fn send_files(
     ledger.into_report(started, connection_error, retries, folders)
 }
 
-/// Splits the pending files into `Prepare` pages: at most [`MAX_PREPARE_FILES`] files, and an
+/// Files per `Prepare` page, below the protocol's [`MAX_PREPARE_FILES`]: pages go out back
+/// to back, so the server plans one while the next is encoded, and the round's last answer
+/// comes back sooner than with a few large pages.
+const PAGE_FILES: usize = 1024;
+const _: () = assert!(PAGE_FILES <= MAX_PREPARE_FILES);
+
+/// Splits the pending files into `Prepare` pages: at most [`PAGE_FILES`] files, and an
 /// encoded size safely inside one frame (names can be long).
 fn prepare_pages<'a>(files: &[LocalFile], pending: &'a [usize]) -> Vec<&'a [usize]> {
     /// Bytes a page may take: half a frame leaves room for postcard's own overhead.
@@ -421,8 +427,7 @@ fn prepare_pages<'a>(files: &[LocalFile], pending: &'a [usize]) -> Vec<&'a [usiz
     let (mut start, mut bytes) = (0, 0);
     for (position, &index) in pending.iter().enumerate() {
         let size = files[index].name.len() + INTENT_OVERHEAD;
-        if position > start && (position - start == MAX_PREPARE_FILES || bytes + size > PAGE_BYTES)
-        {
+        if position > start && (position - start == PAGE_FILES || bytes + size > PAGE_BYTES) {
             pages.push(&pending[start..position]);
             (start, bytes) = (position, 0);
         }
@@ -528,15 +533,13 @@ mod tests {
             size: 1,
             key: Hash([0; 32]),
         };
-        let short: Vec<_> = (0..MAX_PREPARE_FILES + 5)
-            .map(|i| file(format!("f{i}")))
-            .collect();
+        let short: Vec<_> = (0..PAGE_FILES + 5).map(|i| file(format!("f{i}"))).collect();
         let pending: Vec<usize> = (0..short.len()).collect();
         let sizes: Vec<usize> = prepare_pages(&short, &pending)
             .iter()
             .map(|p| p.len())
             .collect();
-        assert_eq!(sizes, [MAX_PREPARE_FILES, 5]);
+        assert_eq!(sizes, [PAGE_FILES, 5]);
 
         let long: Vec<_> = (0..400)
             .map(|i| file(format!("{i}{}", "x".repeat(4000))))
