@@ -21,7 +21,7 @@ use ft_protocol::{
     Request, Response, ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE, MAX_ANNOUNCED_FILES,
     MAX_PREPARE_FILES, PROTOCOL_VERSION,
 };
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{
     tcp::{OwnedReadHalf, OwnedWriteHalf},
     TcpStream,
@@ -167,6 +167,16 @@ async fn close_without_reset(
     }
 }
 
+/// What waiting for a request came to.
+enum Waited {
+    /// A request, or the end of the connection (`None`).
+    Request(Option<Request>),
+    /// Something else was done (answers sent, a group committed): wait again.
+    Handled,
+    /// The session is over.
+    Ended,
+}
+
 struct Session {
     reader: MessageReader<OwnedReadHalf, Request>,
     writer: MessageWriter<OwnedWriteHalf, Response>,
@@ -200,59 +210,26 @@ impl Session {
             return Ok(());
         }
         loop {
-            let idle = matches!(self.transfer, Transfer::Idle);
-            let superseded = match &self.transfer {
-                Transfer::Receiving(upload) => Some(upload.superseded.clone()),
-                _ => None,
+            // While requests are buffered and no commit waits to be answered, take the next
+            // one straight away: the select below builds two timers, a timeout and a token
+            // handle each time, which for a stream of small files cost more than the request.
+            // What it would watch is checked after every request instead.
+            let answers_due = self
+                .committing
+                .front()
+                .is_some_and(tokio::task::JoinHandle::is_finished);
+            let buffered = if answers_due {
+                None
+            } else {
+                self.reader.next().now_or_never()
             };
-            let grouping = !self.group.is_empty();
-            let group_deadline = self
-                .group
-                .first_verified()
-                .map_or_else(tokio::time::Instant::now, |first| {
-                    tokio::time::Instant::from_std(first) + GROUP_MAX_AGE
-                });
-            // Held outside `self` for the select, so the request branch can borrow `self`.
-            let mut committing = std::mem::take(&mut self.committing);
-            // Biased, in this order: while requests are buffered, the timers and tokens below
-            // are never polled, so a stream of small files does not register and cancel three
-            // timers per message.
-            let next = tokio::select! {
-                biased;
-                committed = async { committing.front_mut()?.await.into() }, if !committing.is_empty() => {
-                    committing.pop_front();
-                    self.committing = committing;
-                    if let Some(committed) = committed {
-                        self.answer_commit(committed.unwrap_or_else(|join| Err(join.to_string()))).await?;
-                    }
-                    continue;
-                }
-                next = self.next_request() => {
-                    self.committing = committing;
-                    next?
-                }
-                // Dropping the upload keeps its partial file for the connection taking over.
-                () = cancelled(superseded) => {
-                    self.committing = committing;
-                    return self.give_up_superseded();
-                }
-                // Only between files: an upload in flight is allowed to finish.
-                () = shutdown.cancelled(), if idle => {
-                    self.committing = committing;
-                    return self.say_goodbye().await;
-                }
-                // The client paused, or the group's first file waited long enough: commit
-                // what is verified rather than keep it waiting.
-                () = tokio::time::sleep(GROUP_WAIT), if grouping => {
-                    self.committing = committing;
-                    self.start_commit().await?;
-                    continue;
-                }
-                () = tokio::time::sleep_until(group_deadline), if grouping => {
-                    self.committing = committing;
-                    self.start_commit().await?;
-                    continue;
-                }
+            let next = match buffered {
+                Some(next) => self.received(next).await?,
+                None => match self.wait_for_request(shutdown).await? {
+                    Waited::Request(next) => next,
+                    Waited::Handled => continue,
+                    Waited::Ended => return Ok(()),
+                },
             };
             let Some(request) = next else {
                 // The commit in flight completes (and its answers may still reach a client that
@@ -269,33 +246,9 @@ impl Session {
                     _ => Ok(()),
                 };
             };
-            let reads_the_store = matches!(
-                request,
-                Request::List(_)
-                    | Request::Prepare(_)
-                    | Request::Get(_)
-                    | Request::Delete(_)
-                    | Request::Info(_)
-                    | Request::MakeDir(_)
-            );
-            if reads_the_store {
-                self.commit_group().await?;
-            }
-            match request {
-                Request::Hello(_) => return Err(self.violation("Hello sent twice").await),
-                Request::BeginFile(begin) => self.on_begin_file(begin).await?,
-                Request::Chunk(chunk) => self.on_chunk(chunk).await?,
-                Request::EndFile(end) => self.on_end_file(end).await?,
-                Request::CancelFile(cancel) => self.on_cancel_file(&cancel.reason).await?,
-                Request::List(list) => self.on_list(list.pattern).await?,
-                Request::Prepare(prepare) => self.on_prepare(prepare).await?,
-                Request::Get(get) => self.on_get(get).await?,
-                Request::Delete(delete) => self.on_delete(delete).await?,
-                Request::Info(_) => self.on_info().await?,
-                Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
-                Request::CompressedChunk(chunk) => self.on_compressed_chunk(chunk).await?,
-            }
-            // The select above looks at neither the shutdown, nor a takeover, nor the group's
+            let mid_file = matches!(&request, Request::Chunk(_) | Request::CompressedChunk(_));
+            self.handle(request).await?;
+            // The select below looks at neither the shutdown, nor a takeover, nor the group's
             // age while requests keep coming (a client streams a whole round without a pause):
             // check them here too.
             match &self.transfer {
@@ -305,14 +258,114 @@ impl Session {
                 }
                 _ => {}
             }
-            let overdue = self
-                .group
-                .first_verified()
-                .is_some_and(|first| first.elapsed() >= GROUP_MAX_AGE);
-            if overdue {
-                self.start_commit().await?;
+            // A verified file checks its group's age itself; this catches the chunks of a large
+            // upload that take long while a group waits.
+            if mid_file {
+                let overdue = self
+                    .group
+                    .first_verified()
+                    .is_some_and(|first| first.elapsed() >= GROUP_MAX_AGE);
+                if overdue {
+                    self.start_commit().await?;
+                }
             }
         }
+    }
+
+    /// Waits for the next request, answering finished commits and committing a waiting group
+    /// when the client pauses, meanwhile. `Ended`: the session is over (a takeover or a
+    /// shutdown).
+    async fn wait_for_request(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Waited, SessionError> {
+        let idle = matches!(self.transfer, Transfer::Idle);
+        let superseded = match &self.transfer {
+            Transfer::Receiving(upload) => Some(upload.superseded.clone()),
+            _ => None,
+        };
+        let grouping = !self.group.is_empty();
+        let group_deadline = self
+            .group
+            .first_verified()
+            .map_or_else(tokio::time::Instant::now, |first| {
+                tokio::time::Instant::from_std(first) + GROUP_MAX_AGE
+            });
+        // Held outside `self` for the select, so the request branch can borrow `self`.
+        let mut committing = std::mem::take(&mut self.committing);
+        // Biased, in this order: when a request arrives, the timers and tokens below are
+        // not polled.
+        let waited = tokio::select! {
+            biased;
+            committed = async { committing.front_mut()?.await.into() }, if !committing.is_empty() => {
+                committing.pop_front();
+                self.committing = committing;
+                if let Some(committed) = committed {
+                    self.answer_commit(committed.unwrap_or_else(|join| Err(join.to_string()))).await?;
+                }
+                Waited::Handled
+            }
+            next = self.next_request() => {
+                self.committing = committing;
+                Waited::Request(next?)
+            }
+            // Dropping the upload keeps its partial file for the connection taking over.
+            () = cancelled(superseded) => {
+                self.committing = committing;
+                self.give_up_superseded()?;
+                Waited::Ended
+            }
+            // Only between files: an upload in flight is allowed to finish.
+            () = shutdown.cancelled(), if idle => {
+                self.committing = committing;
+                self.say_goodbye().await?;
+                Waited::Ended
+            }
+            // The client paused, or the group's first file waited long enough: commit
+            // what is verified rather than keep it waiting.
+            () = tokio::time::sleep(GROUP_WAIT), if grouping => {
+                self.committing = committing;
+                self.start_commit().await?;
+                Waited::Handled
+            }
+            () = tokio::time::sleep_until(group_deadline), if grouping => {
+                self.committing = committing;
+                self.start_commit().await?;
+                Waited::Handled
+            }
+        };
+        Ok(waited)
+    }
+
+    /// Handles one request.
+    async fn handle(&mut self, request: Request) -> Result<(), SessionError> {
+        let reads_the_store = matches!(
+            request,
+            Request::List(_)
+                | Request::Prepare(_)
+                | Request::Get(_)
+                | Request::Delete(_)
+                | Request::Info(_)
+                | Request::MakeDir(_)
+        );
+        if reads_the_store {
+            self.commit_group().await?;
+        }
+        match request {
+            Request::Hello(_) => return Err(self.violation("Hello sent twice").await),
+            Request::BeginFile(begin) => self.on_begin_file(begin).await?,
+            Request::Chunk(chunk) => self.on_chunk(chunk).await?,
+            Request::EndFile(end) => self.on_end_file(end).await?,
+            Request::CancelFile(cancel) => self.on_cancel_file(&cancel.reason).await?,
+            Request::List(list) => self.on_list(list.pattern).await?,
+            Request::Prepare(prepare) => self.on_prepare(prepare).await?,
+            Request::Get(get) => self.on_get(get).await?,
+            Request::Delete(delete) => self.on_delete(delete).await?,
+            Request::Info(_) => self.on_info().await?,
+            Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
+            Request::CompressedChunk(chunk) => self.on_compressed_chunk(chunk).await?,
+        }
+        Ok(())
     }
 
     /// Between files during a shutdown: commits and answers what is verified, then tells the
@@ -994,14 +1047,25 @@ impl Session {
             Err(_) => Err(self
                 .refuse(ErrorCode::Timeout, SessionError::Timeout(timeout))
                 .await),
-            Ok(None) => Ok(None),
-            Ok(Some(Ok(request))) => Ok(Some(request)),
+            Ok(next) => self.received(next).await,
+        }
+    }
+
+    /// What the reader produced: a request, the end of the connection (`None`), or a
+    /// violation (answered).
+    async fn received(
+        &mut self,
+        next: Option<Result<Request, ProtocolError>>,
+    ) -> Result<Option<Request>, SessionError> {
+        match next {
+            None => Ok(None),
+            Some(Ok(request)) => Ok(Some(request)),
             // A reset or an EOF in the middle of a frame is a hang-up like any other.
-            Ok(Some(Err(ProtocolError::Io(err)))) => {
+            Some(Err(ProtocolError::Io(err))) => {
                 tracing::debug!(error = %err, "connection lost");
                 Ok(None)
             }
-            Ok(Some(Err(err))) => {
+            Some(Err(err)) => {
                 let message = err.to_string();
                 Err(self
                     .refuse(
