@@ -257,6 +257,7 @@ pub fn name_flushed(
             return placed;
         }
     }
+    let recorded_first = std::time::Instant::now();
     let names_synced = if per_file {
         state
             .store
@@ -281,12 +282,13 @@ pub fn name_flushed(
             undo_placements(state, group, &mut placed, &message, Recorded::No);
         }
     }
+    // The catalog's time is before the names' flush or after it, whichever order was used.
     tracing::debug!(
         files = group.len(),
         data = ?data_synced - started,
         names = ?named - data_synced,
-        names_sync = ?names_durable - named,
-        catalog = ?names_durable.elapsed(),
+        names_sync = ?names_durable - recorded_first,
+        catalog = ?(recorded_first - named) + names_durable.elapsed(),
         "group committed"
     );
     placed
