@@ -26,7 +26,7 @@ use std::{
 
 use ft_protocol::{
     codec::{self, MessageReader, MessageWriter},
-    Hello, Request, Response, PROTOCOL_VERSION,
+    BeginFile, Chunk, ConflictPolicy, EndFile, Hash, Hello, Request, Response, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{
@@ -515,6 +515,33 @@ pub fn listing(server: &Server, cwd: &Path) -> Vec<serde_json::Value> {
     );
     assert_eq!(summary["files"], lines.len(), "{output}");
     lines
+}
+
+/// `BeginFile` of a fresh keep-both upload, with a key distinct per call (as distinct local
+/// files would have).
+pub fn begin_request(id: u32, name: &str, size: u64) -> Request {
+    Request::BeginFile(BeginFile {
+        id,
+        name: name.to_owned(),
+        size,
+        conflict: ConflictPolicy::KeepBoth,
+        key: Hash::from(blake3::hash(format!("{id}/{name}/{size}").as_bytes())),
+        offset: 0,
+    })
+}
+
+/// A `Chunk` carrying `data`.
+pub fn chunk_request(data: &'static [u8]) -> Request {
+    Request::Chunk(Chunk {
+        data: bytes::Bytes::from_static(data),
+    })
+}
+
+/// The `EndFile` of an upload whose whole content is `content`.
+pub fn end_request(content: &[u8]) -> Request {
+    Request::EndFile(EndFile {
+        hash: blake3::hash(content).into(),
+    })
 }
 
 /// A hand-driven protocol client for tests of hostile or broken behaviour.

@@ -3,21 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use ft_protocol::{BeginFile, Chunk, ConflictPolicy, EndFile, Hash, Request, Response};
+use ft_protocol::Response;
 use futures::{FutureExt, StreamExt};
-use integration_tests::{RawClient, Workspace};
-
-fn begin(id: u32, name: &str, size: u64) -> Request {
-    Request::BeginFile(BeginFile {
-        id,
-        name: name.to_owned(),
-        size,
-        conflict: ConflictPolicy::KeepBoth,
-        key: Hash::from(blake3::hash(format!("{id}/{name}/{size}").as_bytes())),
-        offset: 0,
-    })
-}
+use integration_tests::{begin_request, chunk_request, end_request, RawClient, Workspace};
 
 /// A small file is verified, then a large upload streams on without a pause (so the server
 /// never sees the client go quiet). The small file's group is committed once it is 500 ms
@@ -28,31 +16,19 @@ async fn a_long_upload_does_not_hold_back_the_ack_of_an_earlier_file() {
     let server = ws.server(&[]);
     let mut client = RawClient::handshake(server.addr).await;
 
-    client.send(begin(1, "small.txt", 5)).await;
-    client
-        .send(Request::Chunk(Chunk {
-            data: Bytes::from_static(b"hello"),
-        }))
-        .await;
-    client
-        .send(Request::EndFile(EndFile {
-            hash: blake3::hash(b"hello").into(),
-        }))
-        .await;
+    client.send(begin_request(1, "small.txt", 5)).await;
+    client.send(chunk_request(b"hello")).await;
+    client.send(end_request(b"hello")).await;
 
     // Tiny chunks back to back: each is a request, and the stream never pauses for the 2 ms
     // that would commit the group on its own. Bounded by a deadline and a byte count.
     const LARGE: u64 = 64 * 1024 * 1024;
-    client.send(begin(2, "large.bin", LARGE)).await;
+    client.send(begin_request(2, "large.bin", LARGE)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = 0u64;
     let mut answer = None;
     while answer.is_none() && Instant::now() < deadline && sent + 16 <= LARGE {
-        client
-            .send(Request::Chunk(Chunk {
-                data: Bytes::from_static(&[7u8; 16]),
-            }))
-            .await;
+        client.send(chunk_request(&[7u8; 16])).await;
         sent += 16;
         if let Some(Some(Ok(response))) = client.reader.next().now_or_never() {
             answer = Some(response);

@@ -5,35 +5,13 @@ use std::{collections::BTreeSet, fs, path::Path};
 
 use bytes::Bytes;
 use ft_protocol::{
-    BeginFile, Chunk, ConflictPolicy, EndFile, ErrorCode, ErrorResponse, Hash, Hello, Request,
-    Response, PROTOCOL_VERSION,
+    BeginFile, Chunk, ConflictPolicy, ErrorCode, ErrorResponse, Hash, Hello, Request, Response,
+    PROTOCOL_VERSION,
 };
-use integration_tests::{ftc, listing, RawClient, Workspace};
+use integration_tests::{
+    begin_request, chunk_request, end_request, ftc, listing, RawClient, Workspace,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn begin(id: u32, name: &str, size: u64) -> Request {
-    Request::BeginFile(BeginFile {
-        id,
-        name: name.to_owned(),
-        size,
-        conflict: ConflictPolicy::KeepBoth,
-        // Distinct per call, as distinct local files would have.
-        key: Hash::from(blake3::hash(format!("{id}/{name}/{size}").as_bytes())),
-        offset: 0,
-    })
-}
-
-fn chunk(data: &'static [u8]) -> Request {
-    Request::Chunk(Chunk {
-        data: Bytes::from_static(data),
-    })
-}
-
-fn end(content: &[u8]) -> Request {
-    Request::EndFile(EndFile {
-        hash: blake3::hash(content).into(),
-    })
-}
 
 /// Every path under `root`, relative, for before/after comparisons.
 fn tree(root: &Path) -> BTreeSet<String> {
@@ -103,16 +81,16 @@ async fn hostile_names_are_refused_and_nothing_is_written_outside_dir() {
     let mut client = RawClient::handshake(server.addr).await;
     for (id, name) in hostile.iter().enumerate() {
         let id = id as u32;
-        client.send(begin(id, name, 5)).await;
-        client.send(chunk(b"pwned")).await;
-        client.send(end(b"pwned")).await;
+        client.send(begin_request(id, name, 5)).await;
+        client.send(chunk_request(b"pwned")).await;
+        client.send(end_request(b"pwned")).await;
         let message = expect_file_error(client.recv().await, id, ErrorCode::InvalidName);
         assert!(message.contains("refused"), "{message}");
     }
     // The session is still usable after the refusals.
-    client.send(begin(99, "fine.txt", 2)).await;
-    client.send(chunk(b"ok")).await;
-    client.send(end(b"ok")).await;
+    client.send(begin_request(99, "fine.txt", 2)).await;
+    client.send(chunk_request(b"ok")).await;
+    client.send(end_request(b"ok")).await;
     assert!(
         matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 99 && ack.stored_name == "fine.txt")
     );
@@ -137,9 +115,9 @@ async fn nested_names_create_folders_inside_dir() {
     let ws = Workspace::new();
     let server = ws.server(&[]);
     let mut client = RawClient::handshake(server.addr).await;
-    client.send(begin(1, "photos/2024/ça.jpg", 3)).await;
-    client.send(chunk(b"jpg")).await;
-    client.send(end(b"jpg")).await;
+    client.send(begin_request(1, "photos/2024/ça.jpg", 3)).await;
+    client.send(chunk_request(b"jpg")).await;
+    client.send(end_request(b"jpg")).await;
     assert!(
         matches!(client.recv().await, Some(Response::Ack(ack)) if ack.stored_name == "photos/2024/ça.jpg")
     );
@@ -154,15 +132,15 @@ async fn a_wrong_hash_stores_nothing() {
     let ws = Workspace::new();
     let server = ws.server(&[]);
     let mut client = RawClient::handshake(server.addr).await;
-    client.send(begin(1, "tampered.bin", 5)).await;
-    client.send(chunk(b"hello")).await;
-    client.send(end(b"HELLO")).await;
+    client.send(begin_request(1, "tampered.bin", 5)).await;
+    client.send(chunk_request(b"hello")).await;
+    client.send(end_request(b"HELLO")).await;
     let message = expect_file_error(client.recv().await, 1, ErrorCode::HashMismatch);
     assert!(message.contains("nothing was stored"), "{message}");
     // The connection stays usable.
-    client.send(begin(2, "tampered.bin", 5)).await;
-    client.send(chunk(b"hello")).await;
-    client.send(end(b"hello")).await;
+    client.send(begin_request(2, "tampered.bin", 5)).await;
+    client.send(chunk_request(b"hello")).await;
+    client.send(end_request(b"hello")).await;
     assert!(matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 2));
     assert_eq!(ws.stored_names(), ["tampered.bin"]);
     assert_eq!(fs::read(ws.recv().join("tampered.bin")).unwrap(), b"hello");
@@ -199,27 +177,27 @@ async fn protocol_violations_close_only_the_offending_connection() {
 
     // Chunk without BeginFile.
     let mut client = RawClient::handshake(server.addr).await;
-    client.send(chunk(b"orphan")).await;
+    client.send(chunk_request(b"orphan")).await;
     expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
     assert!(client.recv().await.is_none());
 
     // EndFile without BeginFile.
     let mut client = RawClient::handshake(server.addr).await;
-    client.send(end(b"")).await;
+    client.send(end_request(b"")).await;
     expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
 
     // More bytes than declared.
     let mut client = RawClient::handshake(server.addr).await;
-    client.send(begin(1, "liar.bin", 2)).await;
-    client.send(chunk(b"three")).await;
+    client.send(begin_request(1, "liar.bin", 2)).await;
+    client.send(chunk_request(b"three")).await;
     let message = expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
     assert!(message.contains("more than"), "{message}");
 
     // Fewer bytes than declared.
     let mut client = RawClient::handshake(server.addr).await;
-    client.send(begin(1, "short.bin", 10)).await;
-    client.send(chunk(b"abc")).await;
-    client.send(end(b"abc")).await;
+    client.send(begin_request(1, "short.bin", 10)).await;
+    client.send(chunk_request(b"abc")).await;
+    client.send(end_request(b"abc")).await;
     expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
 
     // A first message that is not Hello.
@@ -295,7 +273,7 @@ async fn the_error_reaches_a_client_that_keeps_sending() {
     // Hello, a chunk without BeginFile (a violation), then 8 MiB more: more than the socket
     // buffers hold, so the client is still writing when the server gives up on it.
     let mut bytes = frame(&hello);
-    bytes.extend(frame(&chunk(b"orphan")));
+    bytes.extend(frame(&chunk_request(b"orphan")));
     let filler = frame(&Request::Chunk(Chunk {
         data: Bytes::from(vec![7; 256 * 1024]),
     }));
@@ -367,12 +345,12 @@ async fn answers_keep_the_order_files_were_begun_even_when_a_later_one_fails() {
     let mut client = RawClient::handshake(server.addr).await;
     // Pipelined, as ftc does: the good file is still waiting for its group commit when the
     // bad one is judged.
-    client.send(begin(1, "good.txt", 4)).await;
-    client.send(chunk(b"good")).await;
-    client.send(end(b"good")).await;
-    client.send(begin(2, "bad.txt", 3)).await;
-    client.send(chunk(b"bad")).await;
-    client.send(end(b"BAD")).await;
+    client.send(begin_request(1, "good.txt", 4)).await;
+    client.send(chunk_request(b"good")).await;
+    client.send(end_request(b"good")).await;
+    client.send(begin_request(2, "bad.txt", 3)).await;
+    client.send(chunk_request(b"bad")).await;
+    client.send(end_request(b"BAD")).await;
     assert!(
         matches!(client.recv().await, Some(Response::Ack(ack)) if ack.id == 1),
         "the first file is answered first"
@@ -455,8 +433,8 @@ async fn announcements_add_up_within_a_round_and_are_bounded() {
                 offset: 0,
             }))
             .await;
-        client.send(chunk(b"x")).await;
-        client.send(end(b"x")).await;
+        client.send(chunk_request(b"x")).await;
+        client.send(end_request(b"x")).await;
     }
     for id in [1, 2] {
         match client.recv().await {

@@ -176,9 +176,7 @@ impl Catalog {
 
     /// Removes the record of one stored name; false if there was none. Blocking.
     pub fn remove(&self, name: &str) -> Result<bool, CatalogError> {
-        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
-        let removed = conn.execute("DELETE FROM files WHERE stored_name = ?1", params![name])?;
-        Ok(removed > 0)
+        Ok(self.remove_all([name])? > 0)
     }
 
     /// Number of recorded files and the sum of their sizes. Blocking.
