@@ -454,13 +454,18 @@ impl Session {
             let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
             return Err(self.violation(&what).await);
         }
+        // Within the bound just checked; grown once per page instead of rehashed as it fills.
+        self.checked.reserve(prepare.files.len());
         // A key still held by a connection that died unnoticed is taken over first, so the
         // partial length read below is final.
         let mut still_held = std::collections::HashSet::new();
-        for intent in &prepare.files {
-            let held = self.state.leases.is_held(&intent.key) && !still_held.contains(&intent.key);
-            if held && self.state.leases.claim(intent.key).await.is_err() {
-                still_held.insert(intent.key);
+        let held = self
+            .state
+            .leases
+            .held_among(prepare.files.iter().map(|intent| &intent.key));
+        for key in held {
+            if self.state.leases.claim(key).await.is_err() {
+                still_held.insert(key);
             }
         }
         let state = Arc::clone(&self.state);
