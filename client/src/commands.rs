@@ -39,7 +39,7 @@ pub(crate) async fn send(
             style.json,
         );
     }
-    let plan = match plan_uploads(paths) {
+    let mut plan = match plan_uploads(paths) {
         Ok(plan) => plan,
         Err(err) => return report_error(&err, style.json),
     };
@@ -49,9 +49,10 @@ pub(crate) async fn send(
         ..SendOptions::new(conflict)
     };
     let events = EventOutput::new(style.json, style.bars);
-    let report = send_files(session, &plan, options, &|event| events.handle(&event)).await;
+    let skipped = std::mem::take(&mut plan.skipped);
+    let report = send_files(session, plan, options, &|event| events.handle(&event)).await;
     events.finish();
-    output::send_report(&report, &plan.skipped, style.json)
+    output::send_report(&report, &skipped, style.json)
 }
 
 /// `get`: downloads names into `out_dir`.

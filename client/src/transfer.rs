@@ -284,23 +284,44 @@ impl<'a> Ledger<'a> {
         }
     }
 
+    /// The verdicts and byte counts, letting go of the batch's files.
+    fn into_tally(self) -> Tally {
+        Tally {
+            verdicts: self
+                .verdicts
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            bytes_sent: self.bytes_sent.into_inner(),
+            bytes_resumed: self.bytes_resumed.into_inner(),
+            bytes_on_wire: self.bytes_on_wire.into_inner(),
+        }
+    }
+}
+
+/// What a finished [`Ledger`] counted.
+struct Tally {
+    verdicts: Vec<Option<Result<StoredFile, FileFailure>>>,
+    bytes_sent: u64,
+    bytes_resumed: u64,
+    bytes_on_wire: u64,
+}
+
+impl Tally {
+    /// The report, each file moved next to its verdict (not copied: a batch can hold
+    /// millions).
     fn into_report(
         self,
+        files: Vec<LocalFile>,
         started: Instant,
         connection_error: Option<ClientError>,
         retries: u32,
         folders: Folders,
     ) -> SendReport {
-        let verdicts = self
-            .verdicts
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outcomes = self
-            .files
-            .iter()
-            .zip(verdicts)
+        let outcomes = files
+            .into_iter()
+            .zip(self.verdicts)
             .map(|(file, verdict)| FileOutcome {
-                file: file.clone(),
+                file,
                 result: verdict.unwrap_or_else(|| {
                     Err(FileFailure {
                         code: CONNECTION_LOST.to_owned(),
@@ -314,9 +335,9 @@ impl<'a> Ledger<'a> {
             elapsed: started.elapsed(),
             connection_error,
             retries,
-            bytes_sent: self.bytes_sent.into_inner(),
-            bytes_resumed: self.bytes_resumed.into_inner(),
-            bytes_on_wire: self.bytes_on_wire.into_inner(),
+            bytes_sent: self.bytes_sent,
+            bytes_resumed: self.bytes_resumed,
+            bytes_on_wire: self.bytes_on_wire,
             folders_made: folders.made,
             folder_failures: folders.failed,
         }
@@ -345,10 +366,11 @@ impl Folders {
 /// connection failures, reporting progress through `on_event`.
 ///
 /// Returns a report in every case, so the caller can tell the user exactly which files
-/// landed; `connection_error` says why the batch stopped early, if it did.
+/// landed; `connection_error` says why the batch stopped early, if it did. The plan's files
+/// move into the report's outcomes.
 pub async fn send_files(
     session: &mut Session,
-    plan: &UploadPlan,
+    plan: UploadPlan,
     options: SendOptions,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> SendReport {
@@ -365,12 +387,12 @@ pub async fn send_files(
     let mut connection_error = None;
     loop {
         let pending = ledger.unsettled();
-        if pending.is_empty() && folders.pending(plan).is_empty() {
+        if pending.is_empty() && folders.pending(&plan).is_empty() {
             connection_error = None;
             break;
         }
         let mark = ledger.progress_mark();
-        let reason = match attempt(session, plan, &pending, options, &ledger, &mut folders).await {
+        let reason = match attempt(session, &plan, &pending, options, &ledger, &mut folders).await {
             Ok(()) => ledger
                 .deferred_reason(&pending)
                 .unwrap_or_else(|| "some files were not confirmed".to_owned()),
@@ -385,7 +407,7 @@ pub async fn send_files(
                 reason
             }
         };
-        if ledger.unsettled().is_empty() && folders.pending(plan).is_empty() {
+        if ledger.unsettled().is_empty() && folders.pending(&plan).is_empty() {
             connection_error = None;
             break;
         }
@@ -407,7 +429,8 @@ pub async fn send_files(
         tokio::time::sleep(delay).await;
     }
     ledger.give_up(connection_error.as_ref());
-    ledger.into_report(started, connection_error, retries, folders)
+    let tally = ledger.into_tally();
+    tally.into_report(plan.files, started, connection_error, retries, folders)
 }
 
 /// Files per `Prepare` page, below the protocol's [`MAX_PREPARE_FILES`]: pages go out back
