@@ -18,7 +18,8 @@ Tools, all over 127.0.0.1:
   nc     cat of the workload's files | nc -> nc > /dev/null
 
 Each cell: one warm-up run, then N timed runs; median and min-max wall time, MB/s
-(10^6 bytes/s of file content), and ft/rsync throughput ratio. "rsync + sync" times rsync
+(10^6 bytes/s of file content), and ft/rsync throughput ratio. ft, rsync and rsync + sync run
+in turn, in the opposite order every other run. "rsync + sync" times rsync
 followed by `sync`: rsync with its data on disk at the end, as ft's is before each Ack.
 Before every tool's run the page cache is flushed (`sync`) and the workload read once, so
 each starts with the same clean, cached state; each workload starts with the kernel's caches
@@ -459,13 +460,21 @@ def main():
             fts_rss = ftc_rss = 0
             for i in range(warmups + runs):
                 tag = f"{name}-run{i}"
-                settle(workload)
-                # Warm-up runs are measured too, then left out below with their times.
-                seconds, server_rss, client_rss = ft_run(args.bin_dir, args.out, workload, tag, cpu=ft_cpu)
-                settle(workload)
-                rs = rsync_run(rsyncd, workload, tag, cpu=rs_cpu) if rsyncd else None
-                settle(workload)
-                rsd = rsync_durable_run(rsyncd, workload, f"{tag}-sync", cpu=rsd_cpu) if rsyncd else None
+                # Warm-up runs are measured too, then left out below with their times. The
+                # order of the tools is reversed every other run, so none of them is always
+                # the one that runs right after the caches were emptied or another's writes.
+                results = {}
+                tools = [
+                    ("ft", lambda: ft_run(args.bin_dir, args.out, workload, tag, cpu=ft_cpu)),
+                    ("rsync", lambda: rsync_run(rsyncd, workload, tag, cpu=rs_cpu) if rsyncd else None),
+                    ("rsync+sync", lambda: rsync_durable_run(rsyncd, workload, f"{tag}-sync", cpu=rsd_cpu)
+                     if rsyncd else None),
+                ]
+                for tool, run in tools if i % 2 == 0 else reversed(tools):
+                    settle(workload)
+                    results[tool] = run()
+                seconds, server_rss, client_rss = results["ft"]
+                rs, rsd = results["rsync"], results["rsync+sync"]
                 settle(workload)
                 ip = iperf_run(total) if have("iperf3") else None
                 settle(workload)
