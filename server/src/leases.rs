@@ -62,12 +62,27 @@ impl Leases {
 
     /// Claims `key` if free; otherwise asks the holder to stop and returns `None`.
     fn try_claim(self: &Arc<Self>, key: Hash) -> Option<Lease> {
+        self.claim_or(key, CancellationToken::cancel)
+    }
+
+    /// Claims `key` if nobody holds it, leaving any holder alone: one look at the table for
+    /// the usual case of a file nobody else is sending.
+    pub fn claim_if_free(self: &Arc<Self>, key: Hash) -> Option<Lease> {
+        self.claim_or(key, |_| ())
+    }
+
+    /// Claims `key` if free; otherwise does `if_held` to the holder's token.
+    fn claim_or(
+        self: &Arc<Self>,
+        key: Hash,
+        if_held: impl FnOnce(&CancellationToken),
+    ) -> Option<Lease> {
         let mut held = self
             .held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((_, holder)) = held.get(&key) {
-            holder.cancel();
+            if_held(holder);
             return None;
         }
         let id = self
@@ -149,11 +164,20 @@ mod tests {
         let second = leases.claim(key).await.unwrap();
         release.await.unwrap();
         assert!(leases.is_held(&key));
+        assert!(leases.claim_if_free(key).is_none(), "held");
+        assert!(!superseded_again(&leases, key), "and its holder left alone");
         let free = Hash([9; 32]);
         let among = leases.held_among([&free, &key, &key]);
         assert_eq!(among.into_iter().collect::<Vec<_>>(), [key]);
         drop(second);
         assert!(!leases.is_held(&key));
+    }
+
+    /// Whether the current holder of `key` was asked to stop.
+    fn superseded_again(leases: &Leases, key: Hash) -> bool {
+        let held = leases.held.lock().unwrap();
+        held.get(&key)
+            .is_some_and(|(_, token)| token.is_cancelled())
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
+    announced::Announced,
     commit::{
         Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
         GROUP_MAX_OPEN_FILES, GROUP_WAIT,
@@ -114,7 +115,7 @@ pub async fn serve(
         transfer: Transfer::Idle,
         prepared: HashMap::new(),
         zstd: false,
-        checked: std::collections::HashSet::new(),
+        announced: Announced::default(),
         ends_round: false,
         promised: 0,
         group: Group::default(),
@@ -189,7 +190,7 @@ struct Session {
     zstd: bool,
     /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
     /// no second check. At most `MAX_ANNOUNCED_FILES`.
-    checked: std::collections::HashSet<Hash>,
+    announced: Announced,
     /// The file being received is the last one this round of `Prepare`s announced: once it
     /// is verified, its group is committed at once instead of after a pause of
     /// [`GROUP_WAIT`].
@@ -447,15 +448,13 @@ impl Session {
         }
         if !prepare.append {
             self.prepared.clear();
-            self.checked.clear();
+            self.announced.clear();
             self.promised = 0;
         }
-        if self.checked.len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
+        if self.announced.len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
             let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
             return Err(self.violation(&what).await);
         }
-        // Within the bound just checked; grown once per page instead of rehashed as it fills.
-        self.checked.reserve(prepare.files.len());
         // A key still held by a connection that died unnoticed is taken over first, so the
         // partial length read below is final.
         let mut still_held = std::collections::HashSet::new();
@@ -511,7 +510,7 @@ impl Session {
                 self.prepared.insert(key, (offset, hasher));
             }
             if !matches!(plan, FilePlan::Refused { .. }) {
-                self.checked.insert(intent.key);
+                self.announced.push(intent.key);
             }
             plans.push(plan);
         }
@@ -527,19 +526,20 @@ impl Session {
         }
         let id = begin.id;
         // Folders and free space were just checked if this file was announced with Prepare.
-        let announced = self.checked.remove(&begin.key);
-        self.ends_round = announced && self.checked.is_empty();
+        let announced = self.announced.take(&begin.key);
+        self.ends_round = announced && self.announced.is_empty();
         let mut folders = KnownFolders::default();
         let check_folders = (!announced).then_some(&mut folders);
         let name = match plan::check_intent(&self.state, &begin.name, begin.size, check_folders) {
             Ok(name) => name,
             Err((code, message)) => return self.refuse_file(id, &begin.name, code, message).await,
         };
+        // A hash state is about 2 KiB: a fresh upload, most of them, carries none.
         let prefix = if begin.offset == 0 {
-            blake3::Hasher::new()
+            None
         } else {
             match self.prepared.remove(&begin.key) {
-                Some((offset, hasher)) if offset == begin.offset => *hasher,
+                Some((offset, hasher)) if offset == begin.offset => Some(hasher),
                 _ => {
                     return Err(self
                         .violation("BeginFile resumes at an offset not offered")
@@ -553,17 +553,20 @@ impl Session {
                 return self.refuse_file(id, &begin.name, code, message).await;
             }
         }
-        if self.state.leases.is_held(&begin.key) {
-            // Perhaps the same local file again, its first copy still in this session's group
-            // (or its commit): that copy must be committed and let go first.
-            self.commit_group().await?;
-        }
-        let lease = match self.state.leases.claim(begin.key).await {
-            Ok(lease) => lease,
-            Err(err) => {
-                return self
-                    .refuse_file(id, &begin.name, ErrorCode::Busy, err.to_string())
-                    .await
+        let lease = match self.state.leases.claim_if_free(begin.key) {
+            Some(lease) => lease,
+            None => {
+                // Perhaps the same local file again, its first copy still in this session's
+                // group (or its commit): that copy must be committed and let go first.
+                self.commit_group().await?;
+                match self.state.leases.claim(begin.key).await {
+                    Ok(lease) => lease,
+                    Err(err) => {
+                        return self
+                            .refuse_file(id, &begin.name, ErrorCode::Busy, err.to_string())
+                            .await
+                    }
+                }
             }
         };
         let store = Arc::clone(&self.state.store);

@@ -120,18 +120,18 @@ enum Sink {
 impl Upload {
     /// Prepares the upload at `begin.offset`: a small one is gathered in memory, a larger one
     /// gets its partial file opened and a writer thread. `prefix` is the hash state of the
-    /// bytes kept before the offset (empty for a fresh upload).
+    /// bytes kept before the offset (`None` for a fresh upload).
     pub async fn start(
         store: Arc<Store>,
         begin: &BeginFile,
         name: ValidName,
         lease: Lease,
-        prefix: blake3::Hasher,
+        prefix: Option<Box<blake3::Hasher>>,
     ) -> Result<Self, StoreError> {
         let (key, offset) = (begin.key, begin.offset);
         let superseded = lease.superseded();
         let sink = if offset == 0 && begin.size <= SMALL_UPLOAD_BYTES {
-            // Fresh: `prefix` is the empty hash state, so nothing of it is needed.
+            // Fresh: there is no prefix to hash.
             Sink::Gathered {
                 bytes: Vec::new(),
                 lease,
@@ -149,7 +149,8 @@ impl Upload {
             // The lease moves into the writer, so the key is released only once every queued
             // byte is written (or, when complete, once the file is committed).
             let writer = tokio::task::spawn_blocking(move || {
-                write_chunks(file, offset, prefix, queue, lease)
+                let hasher = prefix.map_or_else(blake3::Hasher::new, |prefix| *prefix);
+                write_chunks(file, offset, hasher, queue, lease)
             });
             Sink::Threaded {
                 chunks,
