@@ -234,18 +234,24 @@ fn insert_all(conn: &mut Connection, records: &[NewRecord]) -> Result<String, Ca
                 sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
                 added_at = excluded.added_at, client_addr = excluded.client_addr",
         )?;
+        // A group's files usually all come from one client: its address is written out once.
+        let mut client: Option<(SocketAddr, String)> = None;
         for record in records {
             let size = i64::try_from(record.size).map_err(|_| CatalogError::Corrupt {
                 name: record.stored_name.clone(),
                 what: "size does not fit the database",
             })?;
+            let client_addr = match &client {
+                Some((addr, text)) if *addr == record.client => text,
+                _ => &client.insert((record.client, record.client.to_string())).1,
+            };
             insert.execute(params![
                 record.stored_name,
                 record.sent_name,
                 size,
                 record.hash.to_hex(),
                 added_at,
-                record.client.to_string(),
+                client_addr,
             ])?;
         }
     }
@@ -327,12 +333,23 @@ mod tests {
     fn a_group_is_recorded_in_one_go() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
-        let group: Vec<_> = ["x", "y", "z"]
+        let mut group: Vec<_> = ["x", "y", "z"]
             .iter()
             .map(|n| record(n, n.as_bytes()))
             .collect();
+        group[1].client = "[::1]:5000".parse().unwrap();
         catalog.record_all(&group, Durability::Flushed).unwrap();
         assert_eq!(catalog.totals().unwrap(), (3, 3));
+        // Each row names its own client, also where the client changes within the group.
+        let conn = catalog.conn.lock().unwrap();
+        let clients: Vec<String> = conn
+            .prepare("SELECT client_addr FROM files ORDER BY stored_name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(clients, ["127.0.0.1:4000", "[::1]:5000", "127.0.0.1:4000"]);
     }
 
     fn synchronous(catalog: &Catalog) -> i64 {

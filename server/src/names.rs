@@ -85,6 +85,11 @@ impl ValidName {
         &self.0
     }
 
+    /// The name as text, `/`-separated, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The last part: the file's own name within its folder.
     pub fn leaf(&self) -> &str {
         self.0

@@ -792,10 +792,9 @@ impl Session {
                         elapsed = ?started.elapsed(), result = "stored", "file received"
                     );
                     self.files_stored += 1;
-                    let stored_name = stored.as_str().to_owned();
                     self.queue(Response::Ack(Ack {
                         id,
-                        stored_name,
+                        stored_name: stored.into_string(),
                         size,
                         hash,
                     }))
