@@ -17,7 +17,7 @@ Tools, all over 127.0.0.1:
   iperf3 one TCP stream of the same number of bytes (memory to memory)
   nc     cat of the workload's files | nc -> nc > /dev/null
 
-Each cell: one warm-up run, then N timed runs; median and min-max wall time, MB/s
+Each cell: one warm-up run, then N timed runs (3N for W2, whose runs are short and vary most); median and min-max wall time, MB/s
 (10^6 bytes/s of file content), and ft/rsync throughput ratio. ft, rsync and rsync + sync run
 in turn, in the opposite order every other run. "rsync + sync" times rsync
 followed by `sync`: rsync with its data on disk at the end, as ft's is before each Ack.
@@ -334,6 +334,13 @@ def wait_for_quiet_disks(longest=30.0):
             return
 
 
+# A workload under this size (W2) gets this many times the runs: a run takes a fraction of a
+# second, and its times vary the most (medians of five runs gave 1.66x and 2.08x rsync in two
+# full runs minutes apart, the same binaries).
+SMALL_WORKLOAD_BYTES = 100_000_000
+SMALL_WORKLOAD_RUN_FACTOR = 3
+
+
 def drop_kernel_caches():
     """Empties the kernel's page, dentry and inode caches (as root; otherwise does nothing),
     so each workload starts from the same state whatever ran before. On these machines the
@@ -437,9 +444,15 @@ def main():
     parser.add_argument("--only", help="comma-separated workloads to run, e.g. W2,W3")
     args = parser.parse_args()
     runs, warmups = (1, 0) if args.smoke else (args.runs, 1)
+    small_runs = runs if args.smoke else runs * SMALL_WORKLOAD_RUN_FACTOR
 
     os.makedirs(args.out, exist_ok=True)
-    report = [f"Machine: {machine()}. Runs per cell: {runs} after {warmups} warm-up.", ""]
+    report = [
+        f"Machine: {machine()}. Runs per cell: {runs} after {warmups} warm-up "
+        f"({small_runs} for workloads under "
+        f"{SMALL_WORKLOAD_BYTES // 1_000_000} MB).",
+        "",
+    ]
     print(report[0], flush=True)
     workloads = make_workloads(args.out, args.smoke)
     rsyncd = Rsyncd(args.out) if have("rsync") else None
@@ -453,12 +466,13 @@ def main():
             if args.only and name not in args.only.split(","):
                 continue
             _, files, total = workload
+            cell_runs = small_runs if total < SMALL_WORKLOAD_BYTES else runs
             wait_for_quiet_disks()
             drop_kernel_caches()
             ft_times, rs_times, rsd_times, ip_times, nc_times = [], [], [], [], []
             ft_cpu, rs_cpu, rsd_cpu = CpuMeter(), CpuMeter(), CpuMeter()
             fts_rss = ftc_rss = 0
-            for i in range(warmups + runs):
+            for i in range(warmups + cell_runs):
                 tag = f"{name}-run{i}"
                 # Warm-up runs are measured too, then left out below with their times. The
                 # order of the tools is reversed every other run, so none of them is always
@@ -490,7 +504,7 @@ def main():
                         store.append(value)
                 print(f"  {tag}: ft {seconds:.2f}s  rsync {rs if rs is None else round(rs, 2)}s", flush=True)
             if files < 1000:
-                discard_received(args.out, rsyncd, [f"{name}-run{i}" for i in range(warmups + runs)])
+                discard_received(args.out, rsyncd, [f"{name}-run{i}" for i in range(warmups + cell_runs)])
             ft = summarize(ft_times, total)
             rs = summarize(rs_times, total) if rs_times else None
             ratio = f"{ft['mbps'] / rs['mbps']:.2f}×" if rs else "n/a"
