@@ -165,7 +165,7 @@ mod tests {
         release.await.unwrap();
         assert!(leases.is_held(&key));
         assert!(leases.claim_if_free(key).is_none(), "held");
-        assert!(!superseded_again(&leases, key), "and its holder left alone");
+        assert!(!holder_asked_to_stop(&leases, key), "and its holder left alone");
         let free = Hash([9; 32]);
         let among = leases.held_among([&free, &key, &key]);
         assert_eq!(among.into_iter().collect::<Vec<_>>(), [key]);
@@ -174,7 +174,7 @@ mod tests {
     }
 
     /// Whether the current holder of `key` was asked to stop.
-    fn superseded_again(leases: &Leases, key: Hash) -> bool {
+    fn holder_asked_to_stop(leases: &Leases, key: Hash) -> bool {
         let held = leases.held.lock().unwrap();
         held.get(&key)
             .is_some_and(|(_, token)| token.is_cancelled())
