@@ -165,7 +165,10 @@ mod tests {
         release.await.unwrap();
         assert!(leases.is_held(&key));
         assert!(leases.claim_if_free(key).is_none(), "held");
-        assert!(!holder_asked_to_stop(&leases, key), "and its holder left alone");
+        assert!(
+            !holder_asked_to_stop(&leases, key),
+            "and its holder left alone"
+        );
         let free = Hash([9; 32]);
         let among = leases.held_among([&free, &key, &key]);
         assert_eq!(among.into_iter().collect::<Vec<_>>(), [key]);
