@@ -1,0 +1,208 @@
+//! The requests that read or change what is stored, outside an upload: `Get`, `Delete`,
+//! `Info`, `MakeDir` and `List`. Each first commits the group being collected, so it sees every
+//! file acknowledged before it (see `Session::handle`).
+
+use std::sync::Arc;
+
+use ft_protocol::{
+    Chunk, Delete, Deleted, DirMade, ErrorCode, ErrorResponse, Failed, Get, Listing, MakeDir,
+    Response, ServerInfo, CAPABILITY_ZSTD, PROTOCOL_VERSION,
+};
+
+use super::{Session, SessionError, Transfer, LISTING_PAGE_ENTRIES};
+use crate::{download, names::ValidName, ServerState};
+
+impl Session {
+    pub(super) async fn on_get(&mut self, get: Get) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("Get while an upload is open").await);
+        }
+        let started = std::time::Instant::now();
+        let state = Arc::clone(&self.state);
+        let found =
+            tokio::task::spawn_blocking(move || download::open_for_download(&state, &get)).await;
+        let (file, header) = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err((code, message))) => return self.fail(code, message).await,
+            Err(join) => return self.fail(ErrorCode::Internal, join.to_string()).await,
+        };
+        let (name, size, offset) = (header.name.clone(), header.size, header.offset);
+        self.send(Response::Sending(header)).await?;
+        let mut chunks = download::read_chunks(file, offset, size - offset);
+        while let Some(chunk) = chunks.recv().await {
+            match chunk {
+                Ok(data) => self.send(Response::Data(Chunk { data })).await?,
+                Err(err) => {
+                    let message = format!("cannot read '{name}': {err}");
+                    return self.fail(ErrorCode::Storage, message).await;
+                }
+            }
+        }
+        tracing::info!(
+            name, bytes = size - offset, offset, elapsed = ?started.elapsed(),
+            result = "sent", "file downloaded"
+        );
+        Ok(())
+    }
+
+    pub(super) async fn on_delete(&mut self, delete: Delete) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("Delete while an upload is open").await);
+        }
+        let state = Arc::clone(&self.state);
+        let deleted =
+            tokio::task::spawn_blocking(move || delete_stored(&state, &delete.name)).await;
+        match deleted {
+            Ok(Ok(deleted)) => {
+                tracing::info!(
+                    name = deleted.name,
+                    bytes = deleted.size,
+                    result = "deleted",
+                    "file deleted"
+                );
+                self.send(Response::Deleted(deleted)).await
+            }
+            Ok(Err((code, message))) => self.fail(code, message).await,
+            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+        }
+    }
+
+    pub(super) async fn on_info(&mut self) -> Result<(), SessionError> {
+        let state = Arc::clone(&self.state);
+        let info = tokio::task::spawn_blocking(move || {
+            let (files, bytes) = state.catalog.totals().map_err(|err| err.to_string())?;
+            let free_bytes = state
+                .store
+                .available_space()
+                .map_err(|err| err.to_string())?;
+            Ok::<_, String>(ServerInfo {
+                software: format!("fts {}", env!("CARGO_PKG_VERSION")),
+                protocol_version: PROTOCOL_VERSION,
+                capabilities: vec![CAPABILITY_ZSTD.to_owned()],
+                files,
+                bytes,
+                free_bytes,
+                max_file_size: state.limits.max_file_size,
+                max_connections: u32::try_from(state.limits.max_connections).unwrap_or(u32::MAX),
+            })
+        })
+        .await;
+        match info {
+            Ok(Ok(info)) => self.send(Response::ServerInfo(info)).await,
+            Ok(Err(message)) => self.fail(ErrorCode::Storage, message).await,
+            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+        }
+    }
+
+    pub(super) async fn on_make_dir(&mut self, make_dir: MakeDir) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("MakeDir while an upload is open").await);
+        }
+        let name = match ValidName::parse(&make_dir.name) {
+            Ok(name) => name,
+            Err(err) => {
+                let message = format!("folder name {:?} refused: {err}", make_dir.name);
+                return self.fail(ErrorCode::InvalidName, message).await;
+            }
+        };
+        let store = Arc::clone(&self.state.store);
+        let folder = name.clone();
+        match tokio::task::spawn_blocking(move || store.make_dir(&folder)).await {
+            Ok(Ok(created)) => {
+                let name = name.as_str().to_owned();
+                self.send(Response::DirMade(DirMade { name, created }))
+                    .await
+            }
+            Ok(Err(err)) => {
+                let code = if err.is_about_the_name() {
+                    ErrorCode::InvalidName
+                } else {
+                    ErrorCode::Storage
+                };
+                self.fail(code, err.to_string()).await
+            }
+            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+        }
+    }
+
+    /// Answers a non-upload request with a failure; the session goes on.
+    pub(super) async fn fail(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), SessionError> {
+        tracing::warn!(result = %code, %message, "request failed");
+        let mut failed = ErrorResponse::new(None, code, message);
+        self.send(Response::Failed(Failed {
+            code,
+            message: std::mem::take(&mut failed.message),
+        }))
+        .await
+    }
+
+    pub(super) async fn on_list(&mut self, pattern: Option<String>) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("List while a file is open").await);
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let catalog = self.state.catalog.clone();
+            let cursor = after.clone();
+            let glob = pattern.clone();
+            // One entry more than a page tells whether this page is the last.
+            let fetched = tokio::task::spawn_blocking(move || {
+                catalog.list_page(glob.as_deref(), cursor.as_deref(), LISTING_PAGE_ENTRIES + 1)
+            })
+            .await;
+            let mut entries = match fetched {
+                Ok(Ok(entries)) => entries,
+                Ok(Err(err)) => {
+                    let err = SessionError::Catalog(err.to_string());
+                    return Err(self.refuse(ErrorCode::Internal, err).await);
+                }
+                Err(join) => {
+                    let err = SessionError::Catalog(join.to_string());
+                    return Err(self.refuse(ErrorCode::Internal, err).await);
+                }
+            };
+            let last = entries.len() <= LISTING_PAGE_ENTRIES;
+            entries.truncate(LISTING_PAGE_ENTRIES);
+            after = entries.last().map(|entry| entry.name.clone());
+            self.send(Response::Listing(Listing { entries, last }))
+                .await?;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Deletes a stored file and its record, as one step with respect to commits. Blocking.
+fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, (ErrorCode, String)> {
+    let not_found = || {
+        (
+            ErrorCode::NotFound,
+            format!("no stored file named {name:?}"),
+        )
+    };
+    let valid = ValidName::parse(name).map_err(|_| not_found())?;
+    let _serialized = state.serialize_commits();
+    let storage = |err: &dyn std::fmt::Display| (ErrorCode::Storage, err.to_string());
+    let entry = state
+        .catalog
+        .get(valid.as_str())
+        .map_err(|err| storage(&err))?
+        .ok_or_else(not_found)?;
+    state
+        .store
+        .remove_stored(&valid)
+        .map_err(|err| storage(&err))?;
+    state
+        .catalog
+        .remove(valid.as_str())
+        .map_err(|err| storage(&err))?;
+    Ok(Deleted {
+        name: entry.name,
+        size: entry.size,
+    })
+}

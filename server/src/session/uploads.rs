@@ -1,0 +1,413 @@
+//! The requests of an upload: a round of `Prepare`s, then each file's `BeginFile`, chunks and
+//! `EndFile` (or `CancelFile`), and the group commits whose answers acknowledge the files.
+
+use std::sync::Arc;
+
+use ft_protocol::{
+    Ack, BeginFile, Chunk, CompressedChunk, EndFile, ErrorCode, FilePlan, Prepare, Prepared,
+    Response, CHUNK_SIZE, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
+};
+
+use super::{file_error, Session, SessionError, Transfer, COMMITS_IN_FLIGHT};
+use crate::{
+    commit::{
+        Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
+        GROUP_MAX_OPEN_FILES,
+    },
+    group::Committed,
+    plan,
+    store::KnownFolders,
+    upload::{Upload, UploadError},
+};
+
+impl Session {
+    pub(super) async fn on_prepare(&mut self, prepare: Prepare) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("Prepare while a file is open").await);
+        }
+        if prepare.files.len() > MAX_PREPARE_FILES {
+            let what = format!("Prepare announces more than {MAX_PREPARE_FILES} files");
+            return Err(self.violation(&what).await);
+        }
+        if !prepare.append {
+            self.prepared.clear();
+            self.announced.clear();
+            self.promised = 0;
+        }
+        if self.announced.len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
+            let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
+            return Err(self.violation(&what).await);
+        }
+        // A key still held by a connection that died unnoticed is taken over first, so the
+        // partial length read below is final.
+        let mut still_held = std::collections::HashSet::new();
+        let held = self
+            .state
+            .leases
+            .held_among(prepare.files.iter().map(|intent| &intent.key));
+        for key in held {
+            if self.state.leases.claim(key).await.is_err() {
+                still_held.insert(key);
+            }
+        }
+        let state = Arc::clone(&self.state);
+        let files = prepare.files;
+        // Space promised to earlier pages of the round is not free for this one.
+        let promised = self.promised;
+        let planned = tokio::task::spawn_blocking(move || {
+            let planned = plan::plan_page(&state, &files, promised);
+            (files, planned)
+        })
+        .await;
+        let planned = match planned {
+            Ok(planned) => planned,
+            Err(join) => {
+                let err = SessionError::Catalog(join.to_string());
+                return Err(self.refuse(ErrorCode::Internal, err).await);
+            }
+        };
+        let (files, (planned, promised)) = planned;
+        self.promised = promised;
+        let mut plans = Vec::with_capacity(planned.len());
+        let mut seen = std::collections::HashSet::new();
+        for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {
+            if still_held.contains(&intent.key) {
+                let message = "this file is being uploaded by another connection".to_owned();
+                (plan, resume) = (
+                    FilePlan::Refused {
+                        code: ErrorCode::Busy,
+                        message,
+                    },
+                    None,
+                );
+            } else if matches!(plan, FilePlan::Resume { .. })
+                && (!seen.insert(intent.key)
+                    || self.prepared.contains_key(&intent.key)
+                    || self.prepared.len() >= MAX_PREPARE_FILES)
+            {
+                // The same file twice in one round: only its first copy can resume. And the
+                // offers of a round are bounded (each holds a hash state of about 2 KiB).
+                (plan, resume) = (FilePlan::Fresh, None);
+            }
+            if let Some((key, offset, hasher)) = resume {
+                self.prepared.insert(key, (offset, hasher));
+            }
+            if !matches!(plan, FilePlan::Refused { .. }) {
+                self.announced.push(intent.key);
+            }
+            plans.push(plan);
+        }
+        self.send(Response::Prepared(Prepared { plans })).await
+    }
+
+    pub(super) async fn on_begin_file(&mut self, begin: BeginFile) -> Result<(), SessionError> {
+        if !matches!(self.transfer, Transfer::Idle) {
+            return Err(self.violation("BeginFile while another file is open").await);
+        }
+        if begin.offset > begin.size {
+            return Err(self.violation("BeginFile offset beyond its size").await);
+        }
+        let id = begin.id;
+        // Folders and free space were just checked if this file was announced with Prepare.
+        let announced = self.announced.take(&begin.key);
+        self.ends_round = announced && self.announced.is_empty();
+        let mut folders = KnownFolders::default();
+        let check_folders = (!announced).then_some(&mut folders);
+        let name = match plan::check_intent(&self.state, &begin.name, begin.size, check_folders) {
+            Ok(name) => name,
+            Err((code, message)) => return self.refuse_file(id, &begin.name, code, message).await,
+        };
+        // A hash state is about 2 KiB: a fresh upload, most of them, carries none.
+        let prefix = if begin.offset == 0 {
+            None
+        } else {
+            match self.prepared.remove(&begin.key) {
+                Some((offset, hasher)) if offset == begin.offset => Some(hasher),
+                _ => {
+                    return Err(self
+                        .violation("BeginFile resumes at an offset not offered")
+                        .await)
+                }
+            }
+        };
+        if !announced {
+            if let Err((code, message)) = plan::check_space(&self.state, begin.size - begin.offset)
+            {
+                return self.refuse_file(id, &begin.name, code, message).await;
+            }
+        }
+        let lease = match self.state.leases.claim_if_free(begin.key) {
+            Some(lease) => lease,
+            None => {
+                // Perhaps the same local file again, its first copy still in this session's
+                // group (or its commit): that copy must be committed and let go first.
+                self.commit_group().await?;
+                match self.state.leases.claim(begin.key).await {
+                    Ok(lease) => lease,
+                    Err(err) => {
+                        return self
+                            .refuse_file(id, &begin.name, ErrorCode::Busy, err.to_string())
+                            .await
+                    }
+                }
+            }
+        };
+        let store = Arc::clone(&self.state.store);
+        match Upload::start(store, &begin, name, lease, prefix).await {
+            Ok(upload) => {
+                if upload.offset > 0 {
+                    tracing::info!(
+                        name = upload.name.as_str(),
+                        offset = upload.offset,
+                        size = upload.size,
+                        "resuming upload"
+                    );
+                }
+                self.transfer = Transfer::Receiving(upload);
+                Ok(())
+            }
+            Err(err) => {
+                self.refuse_file(id, &begin.name, ErrorCode::Storage, err.to_string())
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn on_chunk(&mut self, chunk: Chunk) -> Result<(), SessionError> {
+        // Larger chunks would fit a frame but break the per-upload memory bound.
+        if chunk.data.len() > CHUNK_SIZE {
+            let what = format!("Chunk larger than {CHUNK_SIZE} bytes");
+            return Err(self.violation(&what).await);
+        }
+        let upload = match &mut self.transfer {
+            Transfer::Idle => return Err(self.violation("Chunk without BeginFile").await),
+            Transfer::Skipping => return Ok(()),
+            Transfer::Receiving(upload) => upload,
+        };
+        match upload.push(chunk.data).await {
+            Ok(()) => Ok(()),
+            Err(err @ UploadError::ExcessBytes { .. }) => {
+                Err(self.violation(&err.to_string()).await)
+            }
+            Err(err) => {
+                let (id, name, key) = (upload.id, upload.name.as_str().to_owned(), upload.key);
+                if let Transfer::Receiving(upload) =
+                    std::mem::replace(&mut self.transfer, Transfer::Skipping)
+                {
+                    upload.stop().await;
+                }
+                self.discard_partial(key).await;
+                self.refuse_file(id, &name, ErrorCode::Storage, err.to_string())
+                    .await
+            }
+        }
+    }
+
+    /// Decompresses into at most `raw_len` (itself at most one chunk) bytes, so a small frame
+    /// cannot expand into a large allocation, then handles the result as a [`Chunk`].
+    pub(super) async fn on_compressed_chunk(
+        &mut self,
+        chunk: CompressedChunk,
+    ) -> Result<(), SessionError> {
+        if !self.zstd {
+            return Err(self
+                .violation("CompressedChunk without the zstd capability")
+                .await);
+        }
+        let raw_len = chunk.raw_len as usize;
+        if raw_len > CHUNK_SIZE {
+            let what = format!("CompressedChunk larger than {CHUNK_SIZE} bytes");
+            return Err(self.violation(&what).await);
+        }
+        let data = match zstd::bulk::decompress(&chunk.data, raw_len) {
+            Ok(data) if data.len() == raw_len => data,
+            Ok(_) | Err(_) => {
+                return Err(self
+                    .violation("CompressedChunk does not decompress to raw_len bytes")
+                    .await)
+            }
+        };
+        self.on_chunk(Chunk {
+            data: bytes::Bytes::from(data),
+        })
+        .await
+    }
+
+    pub(super) async fn on_end_file(&mut self, end: EndFile) -> Result<(), SessionError> {
+        if let Transfer::Receiving(upload) = &self.transfer {
+            if upload.held() != upload.size {
+                let what = format!(
+                    "EndFile after {} of the {} bytes declared in BeginFile",
+                    upload.held(),
+                    upload.size
+                );
+                return Err(self.violation(&what).await);
+            }
+        }
+        let upload = match std::mem::replace(&mut self.transfer, Transfer::Idle) {
+            Transfer::Idle => return Err(self.violation("EndFile without BeginFile").await),
+            Transfer::Skipping => return Ok(()),
+            Transfer::Receiving(upload) => upload,
+        };
+        let (id, name, size, started) =
+            (upload.id, upload.name.clone(), upload.size, upload.started);
+        let (conflict, key) = (upload.conflict, upload.key);
+        let written = match upload.finish().await {
+            Ok(written) => written,
+            Err(err @ UploadError::MissingBytes { .. }) => {
+                return Err(self.violation(&err.to_string()).await)
+            }
+            Err(err) => {
+                self.discard_partial(key).await;
+                return self
+                    .answer_file_error(id, name.as_str(), ErrorCode::Storage, err.to_string())
+                    .await;
+            }
+        };
+        if written.hash != end.hash {
+            // The bytes held are not the client's file: start over next time. The lease is
+            // held until the partial is gone, so no reconnecting upload can pick it up.
+            let ours = written.hash;
+            let lease = written.lease;
+            drop(written.content);
+            self.discard_partial(key).await;
+            drop(lease);
+            let message = format!(
+                "content hash {ours} differs from the sender's {}; nothing was stored",
+                end.hash
+            );
+            return self
+                .answer_file_error(id, name.as_str(), ErrorCode::HashMismatch, message)
+                .await;
+        }
+
+        self.group.push(
+            &self.state,
+            Verified {
+                id,
+                name,
+                key,
+                conflict,
+                size,
+                hash: written.hash,
+                content: written.content,
+                started,
+                verified_at: std::time::Instant::now(),
+                _lease: written.lease,
+            },
+        );
+        if std::mem::take(&mut self.ends_round) {
+            // Nothing more was announced: no point waiting for it.
+            return self.start_commit().await;
+        }
+        let oldest = self.group.first_verified().map(|first| first.elapsed());
+        if self.group.len() >= GROUP_MAX_FILES
+            || self.group.bytes() >= GROUP_MAX_BYTES
+            || self.group.memory() >= GROUP_MAX_MEMORY
+            || self.group.open_files() >= GROUP_MAX_OPEN_FILES
+            || oldest.is_some_and(|age| age >= GROUP_MAX_AGE)
+        {
+            self.start_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the verified files collected so far (see commit.rs) and answers each, waiting
+    /// until it is done. Used before anything that reads the store.
+    pub(super) async fn commit_group(&mut self) -> Result<(), SessionError> {
+        self.start_commit().await?;
+        self.finish_commit().await
+    }
+
+    /// Starts committing the collected group in the background and returns, so the next
+    /// files are received while this group is flushed. Answers leave in the order the files
+    /// were begun: commits are answered oldest first.
+    pub(super) async fn start_commit(&mut self) -> Result<(), SessionError> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        while self.committing.len() >= COMMITS_IN_FLIGHT {
+            self.finish_oldest_commit().await?;
+        }
+        let commit = self.group.commit(&self.state, self.peer);
+        self.committing.push_back(commit);
+        Ok(())
+    }
+
+    /// Waits for every commit in flight and sends their answers.
+    pub(super) async fn finish_commit(&mut self) -> Result<(), SessionError> {
+        while !self.committing.is_empty() {
+            self.finish_oldest_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest commit in flight, if any, and sends its answers.
+    pub(super) async fn finish_oldest_commit(&mut self) -> Result<(), SessionError> {
+        let Some(committing) = self.committing.pop_front() else {
+            return Ok(());
+        };
+        let committed = committing
+            .await
+            .unwrap_or_else(|join| Err(join.to_string()));
+        self.answer_commit(committed).await
+    }
+
+    /// Sends the answers of a finished commit.
+    pub(super) async fn answer_commit(&mut self, committed: Committed) -> Result<(), SessionError> {
+        let (group, placed) = match committed {
+            Ok(done) => done,
+            Err(join) => {
+                let err = SessionError::Catalog(format!("commit task failed: {join}"));
+                return Err(self.refuse(ErrorCode::Internal, err).await);
+            }
+        };
+        for (verified, placed) in group.into_iter().zip(placed) {
+            let Verified {
+                id,
+                name,
+                size,
+                hash,
+                started,
+                ..
+            } = verified;
+            match placed {
+                Ok(stored) => {
+                    tracing::info!(
+                        name = name.as_str(), stored = stored.as_str(), bytes = size,
+                        elapsed = ?started.elapsed(), result = "stored", "file received"
+                    );
+                    self.files_stored += 1;
+                    self.queue(Response::Ack(Ack {
+                        id,
+                        stored_name: stored.into_string(),
+                        size,
+                        hash,
+                    }))
+                    .await?;
+                }
+                Err((code, message)) => {
+                    self.queue(file_error(id, name.as_str(), code, message))
+                        .await?;
+                }
+            }
+        }
+        // All the group's answers leave in as few writes as possible.
+        self.send_queued().await
+    }
+
+    pub(super) async fn on_cancel_file(&mut self, reason: &str) -> Result<(), SessionError> {
+        match std::mem::replace(&mut self.transfer, Transfer::Idle) {
+            Transfer::Idle => Err(self.violation("CancelFile without BeginFile").await),
+            Transfer::Skipping => Ok(()),
+            Transfer::Receiving(upload) => {
+                let (id, name, key) = (upload.id, upload.name.clone(), upload.key);
+                upload.stop().await;
+                self.discard_partial(key).await;
+                let message = format!("cancelled by the client: {reason}");
+                self.answer_file_error(id, name.as_str(), ErrorCode::Cancelled, message)
+                    .await
+            }
+        }
+    }
+}
