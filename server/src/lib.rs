@@ -6,7 +6,6 @@
 //! `Prepare` in [`plan`], group commit in [`group`] and [`commit`], every filesystem touch in
 //! [`store`], the SQLite catalog in [`catalog`].
 
-pub mod announced;
 pub mod catalog;
 pub mod commit;
 pub mod config;

@@ -29,15 +29,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    announced::Announced,
     commit::{GROUP_MAX_AGE, GROUP_WAIT},
     group::{Committed, Group},
     upload::Upload,
     ServerState,
 };
 
+mod announced;
 mod store_requests;
 mod uploads;
+
+use announced::Announced;
 
 /// Group commits a session may have in flight. Two let one group's data flush overlap the
 /// previous group's renames and catalog transaction (which are serialized across sessions).

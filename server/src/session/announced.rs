@@ -15,7 +15,7 @@ use ft_protocol::Hash;
 
 /// Announced, not yet begun.
 #[derive(Debug, Default)]
-pub struct Announced {
+pub(super) struct Announced {
     /// In announcement order, while the client keeps to it.
     in_order: VecDeque<Hash>,
     /// Everything left, once the client has departed from the order.
@@ -24,23 +24,23 @@ pub struct Announced {
 
 impl Announced {
     /// Forgets every announcement (a new round begins).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.in_order.clear();
         self.out_of_order.clear();
     }
 
     /// Announcements not yet begun.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.in_order.len() + self.out_of_order.len()
     }
 
     /// True when every announced file has been begun.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Adds an accepted file, after the ones announced before it.
-    pub fn push(&mut self, key: Hash) {
+    pub(super) fn push(&mut self, key: Hash) {
         if self.out_of_order.is_empty() {
             self.in_order.push_back(key);
         } else {
@@ -49,7 +49,7 @@ impl Announced {
     }
 
     /// Takes `key` if it was announced and not yet begun.
-    pub fn take(&mut self, key: &Hash) -> bool {
+    pub(super) fn take(&mut self, key: &Hash) -> bool {
         if self.in_order.front() == Some(key) {
             self.in_order.pop_front();
             return true;
