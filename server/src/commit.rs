@@ -97,7 +97,8 @@ pub type Placed = Result<ValidName, (ErrorCode, String)>;
 /// How a group member's bytes reached the disk, ready to be given a name; or why not.
 pub type StageResult = Result<Staged, (ErrorCode, String)>;
 
-/// Stages every file of `batch` (step 0). Small uploads' bytes are dropped once written.
+/// Stages every file of `batch` (step 0). Small uploads' buffers go back to
+/// [`ServerState::small_buffers`] once written.
 ///
 /// A staged file holds a descriptor until its commit, so each takes one of the server-wide
 /// [`ServerState::staged_files`] permits; when none is left, the file stays in memory and its
@@ -114,7 +115,10 @@ pub fn stage_batch(state: &ServerState, batch: Vec<Verified>) -> Vec<(Verified, 
                 return (verified, Ok(Staged::Deferred));
             };
             let staged = stage(state, &verified, &mut known, Some(permit));
-            verified.content = Content::Memory(Vec::new());
+            let written = std::mem::replace(&mut verified.content, Content::Memory(Vec::new()));
+            if let Content::Memory(buffer) = written {
+                state.small_buffers.give_back(buffer);
+            }
             (verified, staged)
         })
         .collect()

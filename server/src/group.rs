@@ -311,6 +311,18 @@ mod tests {
                 budget,
                 "budget {budget}"
             );
+            // Files staged ahead hand their memory back for the next uploads; a file staged
+            // by its commit keeps it until the group is answered.
+            let returned: usize = committed
+                .iter()
+                .take(budget.min(files as usize))
+                .map(|verified| verified.size as usize)
+                .sum();
+            assert!(
+                state.small_buffers.idle_bytes() >= returned,
+                "budget {budget}: {} bytes back, {returned} expected",
+                state.small_buffers.idle_bytes()
+            );
             let partials = std::fs::read_dir(dir.path().join(".fts/partial")).unwrap();
             assert_eq!(partials.count(), 0, "nothing left in the partial area");
         }

@@ -1,11 +1,12 @@
 //! The `fts` server as a library: `main.rs` only parses flags and calls [`run`].
 //!
 //! Where things are: flags in [`config`], the accept loop in [`listener`], one connection's
-//! protocol in [`session`], an upload in flight in [`upload`], a download in [`download`],
+//! protocol in [`session`], an upload in flight in [`upload`] (small ones in [`buffers`]), a download in [`download`],
 //! who writes which partial upload in [`leases`], name rules in [`names`], the answer to a
 //! `Prepare` in [`plan`], group commit in [`group`] and [`commit`], every filesystem touch in
 //! [`store`], the SQLite catalog in [`catalog`].
 
+pub mod buffers;
 pub mod catalog;
 pub mod commit;
 pub mod config;
@@ -47,6 +48,8 @@ pub struct ServerState {
     /// The catalog is on the store's filesystem, so a group commit's `syncfs` of the names
     /// also makes its catalog transaction durable (see commit.rs).
     pub catalog_synced_with_names: bool,
+    /// Small uploads' memory, reused once their bytes are on disk.
+    pub small_buffers: buffers::SmallBuffers,
 }
 
 impl ServerState {
@@ -61,6 +64,7 @@ impl ServerState {
             limits,
             staged_files: Arc::new(tokio::sync::Semaphore::new(staged_file_budget())),
             catalog_synced_with_names,
+            small_buffers: buffers::SmallBuffers::default(),
         }
     }
 }

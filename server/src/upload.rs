@@ -18,6 +18,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    buffers::SmallBuffers,
     direct_write::DirectWriter,
     leases::Lease,
     names::ValidName,
@@ -120,20 +121,22 @@ enum Sink {
 impl Upload {
     /// Prepares the upload at `begin.offset`: a small one is gathered in memory, a larger one
     /// gets its partial file opened and a writer thread. `prefix` is the hash state of the
-    /// bytes kept before the offset (`None` for a fresh upload).
+    /// bytes kept before the offset (`None` for a fresh upload); a small upload's memory
+    /// comes from `buffers`.
     pub async fn start(
         store: Arc<Store>,
         begin: &BeginFile,
         name: ValidName,
         lease: Lease,
         prefix: Option<Box<blake3::Hasher>>,
+        buffers: &SmallBuffers,
     ) -> Result<Self, StoreError> {
         let (key, offset) = (begin.key, begin.offset);
         let superseded = lease.superseded();
         let sink = if offset == 0 && begin.size <= SMALL_UPLOAD_BYTES {
             // Fresh: there is no prefix to hash.
             Sink::Gathered {
-                bytes: Vec::new(),
+                bytes: buffers.take(begin.size as usize),
                 lease,
             }
         } else {
@@ -186,11 +189,8 @@ impl Upload {
         }
         self.held += len;
         match &mut self.sink {
-            // Usually the whole file in one chunk: its buffer is taken over, not copied.
-            Sink::Gathered { bytes, .. } if bytes.is_empty() => {
-                *bytes = Vec::from(data);
-                Ok(())
-            }
+            // Copied rather than taken over: the chunk's own buffer is freed right here, on
+            // the thread that allocates the next one (see buffers.rs).
             Sink::Gathered { bytes, .. } => {
                 bytes.extend_from_slice(&data);
                 Ok(())

@@ -153,7 +153,16 @@ impl Session {
             }
         };
         let store = Arc::clone(&self.state.store);
-        match Upload::start(store, &begin, name, lease, prefix).await {
+        match Upload::start(
+            store,
+            &begin,
+            name,
+            lease,
+            prefix,
+            &self.state.small_buffers,
+        )
+        .await
+        {
             Ok(upload) => {
                 if upload.offset > 0 {
                     tracing::info!(
