@@ -359,9 +359,10 @@ def drop_kernel_caches():
 def settle(workload):
     """Same starting conditions for every tool: nothing dirty in the page cache (rsync does not
     fsync, so the next tool would pay for writing its data back), and the workload's files
-    read once, so they are cached. (These machines reclaim page cache that has not been
-    touched for about 30 seconds, so without this the first tool after a pause reads from
-    disk and the next does not.)"""
+    read once, so they are cached. (These machines run DAMON with a `pageout` scheme, which
+    evicts page cache left untouched for seconds: 23 % of a W2 folder's pages were gone 5 s
+    after it was read. Without this the first tool after a pause reads from disk and the
+    next does not.)"""
     subprocess.run(["sync"], check=False)
     for path in all_files(workload[0]):
         with open(path, "rb") as f:
