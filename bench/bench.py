@@ -17,15 +17,16 @@ Tools, all over 127.0.0.1:
   iperf3 one TCP stream of the same number of bytes (memory to memory)
   nc     cat of the workload's files | nc -> nc > /dev/null
 
-Each cell: one warm-up run, then N timed runs (3N for W2, whose runs are short and vary most); median and min-max wall time, MB/s
-(10^6 bytes/s of file content), and ft/rsync throughput ratio. ft, rsync and rsync + sync run
-in turn, in the opposite order every other run. "rsync + sync" times rsync
-followed by `sync`: rsync with its data on disk at the end, as ft's is before each Ack.
+Each cell: one warm-up run, then N timed runs (3N for W2, whose runs are short and vary
+most); median and min-max wall time, MB/s (10^6 bytes/s of file content), and ft/rsync
+throughput ratio. ft, rsync and rsync + sync run in turn, in the opposite order every other
+run. "rsync + sync" times rsync followed by `sync`: rsync with its data on disk at the end,
+as ft's is before each Ack.
 Before every tool's run the page cache is flushed (`sync`) and the workload read once, so
 each starts with the same clean, cached state; each workload starts with the kernel's caches
 emptied (as root), so what ran before it does not slow its file lookups. Peak RSS of fts
-(VmHWM) and ftc (rusage) per workload, and the CPU time of each ft and rsync run (every core's busy time from
-/proc/stat: both ends, and for ft and "rsync + sync" the kernel's writeback; plain rsync
+(VmHWM) and ftc (rusage) per workload, and the CPU time of each ft and rsync run (every
+core's busy time from /proc/stat: both ends, and for ft and "rsync + sync" the kernel's writeback; plain rsync
 leaves its writeback to after its run). Nothing is deleted between runs: every
 run receives into its own fresh folder, because on these machines creating many files soon
 after deleting many is several times slower, and every tool must get the same conditions; and each workload

@@ -9,12 +9,11 @@
 
 use std::sync::Mutex;
 
-use crate::upload::SMALL_UPLOAD_BYTES;
+use crate::{commit::GROUP_MAX_MEMORY, upload::SMALL_UPLOAD_BYTES};
 
-/// Most bytes of idle buffers kept for reuse: a group's worth of small files in memory
-/// ([`crate::commit::GROUP_MAX_MEMORY`]), which is about how many are between the network
-/// and the disk at once.
-pub const MAX_POOLED_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes of idle buffers kept for reuse: a group's worth of small files in memory, which
+/// is about how many are between the network and the disk at once.
+pub const MAX_POOLED_BYTES: usize = GROUP_MAX_MEMORY as usize;
 
 /// Buffers of at most [`SMALL_UPLOAD_BYTES`], kept for the next small upload.
 #[derive(Debug, Default)]

@@ -1,10 +1,10 @@
 //! The `fts` server as a library: `main.rs` only parses flags and calls [`run`].
 //!
 //! Where things are: flags in [`config`], the accept loop in [`listener`], one connection's
-//! protocol in [`session`], an upload in flight in [`upload`] (small ones in [`buffers`]), a download in [`download`],
-//! who writes which partial upload in [`leases`], name rules in [`names`], the answer to a
-//! `Prepare` in [`plan`], group commit in [`group`] and [`commit`], every filesystem touch in
-//! [`store`], the SQLite catalog in [`catalog`].
+//! protocol in [`session`], an upload in flight in [`upload`] (small ones' memory in
+//! [`buffers`]), a download in [`download`], who writes which partial upload in [`leases`],
+//! name rules in [`names`], the answer to a `Prepare` in [`plan`], group commit in [`group`]
+//! and [`commit`], every filesystem touch in [`store`], the SQLite catalog in [`catalog`].
 
 pub mod buffers;
 pub mod catalog;
