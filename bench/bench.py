@@ -31,7 +31,8 @@ leaves its writeback to after its run). Nothing is deleted between runs: every
 run receives into its own fresh folder, because on these machines creating many files soon
 after deleting many is several times slower, and every tool must get the same conditions; and each workload
 starts once the disks have been idle for a second. Everything under
-bench/out/ is removed at the end (unless --keep).
+bench/out/ is removed at the end (unless --keep), and the next run waits until that deletion
+is six minutes old, for the same reason.
 """
 
 import argparse
@@ -335,6 +336,39 @@ def wait_for_quiet_disks(longest=30.0):
             return
 
 
+# ext4 without a journal skips, when it allocates an inode, every free one freed in the last
+# minute, or in the last six if its inode-table block is dirty again (`recently_deleted` in
+# fs/ext4/ialloc.c; new files in the same block make it dirty). So for up to six minutes after
+# a mass deletion, creating files costs more: with the deletion of the previous run's half a
+# million files fresh, W2 runs fell into two groups, ft 0.19-0.20 s or 0.26-0.30 s, and a
+# profile of a slow one spent 17 % of the server's time in that check.
+RECENT_DELETION_WINDOW = 6 * 60
+LAST_CLEANUP = os.path.join(ROOT, "bench", ".last-cleanup")
+
+
+def record_cleanup():
+    """Notes when this run deleted its files (the next run waits out the window above)."""
+    subprocess.run(["sync"], check=False)
+    with open(LAST_CLEANUP, "w") as f:
+        f.write(f"{time.time()}\n")
+
+
+def wait_out_recent_cleanup():
+    """Waits until the previous run's deletion is older than RECENT_DELETION_WINDOW, so
+    back-to-back runs measure the same thing as a first run. Deletions by anything else on the
+    filesystem are not known here (see the README)."""
+    try:
+        with open(LAST_CLEANUP) as f:
+            deleted_at = float(f.read().strip())
+    except (OSError, ValueError):
+        return
+    wait = deleted_at + RECENT_DELETION_WINDOW - time.time()
+    if wait > 0:
+        print(f"waiting {wait:.0f} s: the previous run deleted its files {time.time() - deleted_at:.0f} s "
+              "ago, and ext4 creates files slowly for six minutes after a mass deletion", flush=True)
+        time.sleep(wait)
+
+
 # A workload under this size (W2) gets this many times the runs: a run takes a fraction of a
 # second, and its times vary the most (medians of five runs gave 1.66x and 2.08x rsync in two
 # full runs minutes apart, the same binaries).
@@ -448,6 +482,8 @@ def main():
     runs, warmups = (1, 0) if args.smoke else (args.runs, 1)
     small_runs = runs if args.smoke else runs * SMALL_WORKLOAD_RUN_FACTOR
 
+    if not args.smoke:
+        wait_out_recent_cleanup()
     os.makedirs(args.out, exist_ok=True)
     report = [
         f"Machine: {machine()}. Runs per cell: {runs} after {warmups} warm-up "
@@ -544,6 +580,8 @@ def main():
             rsyncd.stop()
         if not args.keep:
             shutil.rmtree(args.out, ignore_errors=True)
+            if not args.smoke:
+                record_cleanup()
 
     text = "\n".join(report)
     print("\n" + text)
