@@ -362,7 +362,8 @@ def wait_out_recent_cleanup():
             deleted_at = float(f.read().strip())
     except (OSError, ValueError):
         return
-    wait = deleted_at + RECENT_DELETION_WINDOW - time.time()
+    # At most the window itself, should the clock have gone back since.
+    wait = min(deleted_at + RECENT_DELETION_WINDOW - time.time(), RECENT_DELETION_WINDOW)
     if wait > 0:
         print(f"waiting {wait:.0f} s: the previous run deleted its files {time.time() - deleted_at:.0f} s "
               "ago, and ext4 creates files slowly for six minutes after a mass deletion", flush=True)
