@@ -340,7 +340,7 @@ def wait_for_quiet_disks(longest=30.0):
 # minute, or in the last six if its inode-table block is dirty again (`recently_deleted` in
 # fs/ext4/ialloc.c; new files in the same block make it dirty). So for up to six minutes after
 # a mass deletion, creating files costs more: with the deletion of the previous run's half a
-# million files fresh, W2 runs fell into two groups, ft 0.19-0.20 s or 0.26-0.30 s, and a
+# million files fresh, W2 runs fell into two groups, ft 0.19-0.22 s or 0.26-0.30 s, and a
 # profile of a slow one spent 17 % of the server's time in that check.
 RECENT_DELETION_WINDOW = 6 * 60
 LAST_CLEANUP = os.path.join(ROOT, "bench", ".last-cleanup")
