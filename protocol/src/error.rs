@@ -83,7 +83,7 @@ impl fmt::Display for ErrorCode {
 pub enum ProtocolError {
     /// The socket failed.
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// A frame's length prefix exceeds the limit; nothing was allocated for it.
     #[error("frame larger than the maximum of {max} bytes")]
     FrameTooLarge {
@@ -92,8 +92,16 @@ pub enum ProtocolError {
     },
     /// A frame's payload is not a valid message.
     #[error("undecodable message: {0}")]
-    Decode(#[source] postcard::Error),
+    Decode(postcard::Error),
     /// A message could not be encoded.
     #[error("unencodable message: {0}")]
-    Encode(#[source] postcard::Error),
+    Encode(postcard::Error),
+}
+
+/// The codec's `?` on socket reads and writes (the cause is shown in the message, so it is
+/// not also exposed as a source).
+impl From<io::Error> for ProtocolError {
+    fn from(err: io::Error) -> Self {
+        ProtocolError::Io(err)
+    }
 }

@@ -24,7 +24,7 @@ pub const CATALOG_FILE: &str = "catalog.db";
 pub enum CatalogError {
     /// SQLite reported an error.
     #[error("catalog database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// A row holds a value this version cannot read (for instance, a bad hash).
     #[error("catalog row for '{name}' is corrupt: {what}")]
     Corrupt {
@@ -36,6 +36,13 @@ pub enum CatalogError {
     /// A previous holder of the lock panicked.
     #[error("catalog lock poisoned")]
     Poisoned,
+}
+
+/// Every SQLite call's `?` (the cause is shown in the message, not also as a source).
+impl From<rusqlite::Error> for CatalogError {
+    fn from(err: rusqlite::Error) -> Self {
+        CatalogError::Sqlite(err)
+    }
 }
 
 /// What makes a transaction durable.

@@ -48,10 +48,10 @@ pub enum UploadError {
     },
     /// Writing the partial file failed.
     #[error("writing the file failed: {0}")]
-    Write(#[source] std::io::Error),
+    Write(std::io::Error),
     /// The writer thread panicked or was cancelled.
     #[error("the writer task failed: {0}")]
-    Writer(#[from] tokio::task::JoinError),
+    Writer(tokio::task::JoinError),
 }
 
 /// Where a complete upload's bytes are.
@@ -146,7 +146,7 @@ impl Upload {
                 .map_err(|join| StoreError::Io {
                     action: "open",
                     path: store.partial_path(&key),
-                    source: std::io::Error::other(join.to_string()),
+                    cause: std::io::Error::other(join.to_string()),
                 })??;
             let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
             // The lease moves into the writer, so the key is released only once every queued
@@ -201,7 +201,7 @@ impl Upload {
                     let Some(writer) = writer.take() else {
                         return Err(UploadError::Write(std::io::Error::other("writer gone")));
                     };
-                    return match writer.await? {
+                    return match writer.await.map_err(UploadError::Writer)? {
                         Err(err) => Err(UploadError::Write(err)),
                         Ok(_) => Err(UploadError::Write(std::io::Error::other(
                             "writer stopped early",
@@ -236,7 +236,10 @@ impl Upload {
             Sink::Threaded { chunks, writer } => {
                 drop(chunks);
                 match writer {
-                    Some(writer) => writer.await?.map_err(UploadError::Write),
+                    Some(writer) => writer
+                        .await
+                        .map_err(UploadError::Writer)?
+                        .map_err(UploadError::Write),
                     None => Err(UploadError::Write(std::io::Error::other("writer gone"))),
                 }
             }

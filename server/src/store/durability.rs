@@ -1,0 +1,81 @@
+//! Durability: the flushes that make an Ack a promise. Data is flushed before any name
+//! points at it, and names are flushed before the Ack (the order is commit.rs's; the means
+//! are here).
+
+use std::{
+    fs::{self, File},
+    os::unix::fs::MetadataExt,
+    path::Path,
+};
+
+use super::{io_error, Store, StoreError};
+use crate::names::ValidName;
+
+impl Store {
+    /// Whether the `syncfs` that makes uploads durable also flushes the file at `path` (it
+    /// is on the same filesystem); false when that cannot be told.
+    pub fn syncfs_covers(&self, path: &Path) -> bool {
+        match (self.lock.metadata(), fs::metadata(path)) {
+            (Ok(synced), Ok(other)) => synced.dev() == other.dev(),
+            _ => false,
+        }
+    }
+
+    /// Makes the data of `files` durable: one `syncfs` of the storage filesystem, or an
+    /// fsync per file where `syncfs` is unavailable. Blocking.
+    ///
+    /// `files_cover_all` says whether `files` are all the data to sync; when some were
+    /// already closed, a failed `syncfs` fails the whole call, because a descriptor opened
+    /// after a writeback error would not report it.
+    pub fn sync_all_data<'a>(
+        &self,
+        files: impl Iterator<Item = &'a File>,
+        files_cover_all: bool,
+    ) -> Result<(), StoreError> {
+        let synced = self.sync_filesystem();
+        if synced.is_ok() || !files_cover_all {
+            return synced;
+        }
+        for file in files {
+            file.sync_all().map_err(io_error("sync", &self.partials))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the names of `stored` files durable by syncing every folder from each file's
+    /// up to the root (each folder once). Blocking.
+    pub fn sync_folders_of<'a>(
+        &self,
+        stored: impl Iterator<Item = &'a ValidName>,
+    ) -> Result<(), StoreError> {
+        let mut folders = std::collections::BTreeSet::new();
+        for name in stored {
+            let target = name.under(&self.root);
+            let mut folder = target.parent();
+            while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
+                if !folders.insert(dir.to_path_buf()) {
+                    break;
+                }
+                folder = dir.parent();
+            }
+        }
+        folders.iter().try_for_each(|dir| sync_dir(dir))
+    }
+
+    /// Makes every rename and new folder durable: one `syncfs`. Blocking.
+    pub fn sync_names(&self) -> Result<(), StoreError> {
+        self.sync_filesystem()
+    }
+
+    fn sync_filesystem(&self) -> Result<(), StoreError> {
+        rustix::fs::syncfs(&self.lock)
+            .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
+    }
+}
+
+/// fsync a directory so that entries created or renamed in it survive a crash.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error("sync folder", dir))
+}

@@ -1,0 +1,45 @@
+//! The directory lock: one `fts` serves a directory at a time.
+
+use std::{
+    fs::{File, OpenOptions},
+    os::fd::{AsFd, BorrowedFd},
+    path::Path,
+};
+
+use super::{io_error, StoreError};
+use crate::names::PRIVATE_DIR;
+
+/// An exclusive `flock` on `DIR/.fts/lock`, released when dropped (or when the process dies,
+/// so a crash never leaves a stale lock behind).
+#[derive(Debug)]
+pub(super) struct DirLock {
+    file: File,
+}
+
+impl DirLock {
+    /// Takes the lock of the storage directory `root`, or fails with
+    /// [`StoreError::Locked`] if another process holds it.
+    pub(super) fn acquire(root: &Path) -> Result<Self, StoreError> {
+        let path = root.join(PRIVATE_DIR).join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error("open", &path))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| StoreError::Locked(root.to_path_buf()))?;
+        Ok(Self { file })
+    }
+
+    /// The lock file's metadata (its device is the storage filesystem's).
+    pub(super) fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+}
+
+impl AsFd for DirLock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}

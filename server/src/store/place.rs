@@ -1,0 +1,191 @@
+//! Placement: giving a verified file its name, atomically, with the keep-both or overwrite
+//! rule. Nothing here flushes; the commit orders placement between the data's flush and the
+//! names' flush (see commit.rs).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use ft_protocol::{ConflictPolicy, Hash};
+
+use super::{folders::KnownFolders, io_error, Store, StoreError, STORED_FILE_MODE};
+use crate::names::ValidName;
+
+/// How many `name (n).ext` variants are tried before giving up on a crowded name.
+const MAX_CONFLICT_SUFFIX: u32 = 10_000;
+
+impl Store {
+    /// Renames the partial upload `key` to `name` (creating its folders), without syncing:
+    /// the caller makes data durable before and names durable after (see commit.rs).
+    /// Blocking.
+    pub fn place(
+        &self,
+        key: &Hash,
+        name: &ValidName,
+        policy: ConflictPolicy,
+        known: &mut KnownFolders,
+    ) -> Result<ValidName, StoreError> {
+        let partial = self.partial_path(key);
+        self.walk_parents_in(name, true, known)?;
+        match policy {
+            ConflictPolicy::Overwrite => {
+                let target = name.under(&self.root);
+                fs::rename(&partial, &target).map_err(io_error("replace", &target))?;
+                Ok(name.clone())
+            }
+            ConflictPolicy::KeepBoth => self.place_under_free_name(&partial, name),
+        }
+    }
+
+    /// Writes `bytes` into a new file without a name inside the folder of `name` (creating
+    /// the folders), to be given its name by [`Store::link_unnamed`]. Nothing is left behind
+    /// if the server dies first. `None` where the filesystem has no unnamed files (then the
+    /// caller uses the partial area). Blocking.
+    pub fn create_unnamed(
+        &self,
+        name: &ValidName,
+        bytes: &[u8],
+        known: &mut KnownFolders,
+    ) -> Result<Option<File>, StoreError> {
+        use rustix::fs::{Mode, OFlags};
+        self.walk_parents_in(name, true, known)?;
+        let target = name.under(&self.root);
+        let folder = target.parent().unwrap_or(&self.root);
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(STORED_FILE_MODE);
+        let opened = match self.folder_fd(name, known)? {
+            Some(fd) => rustix::fs::openat(fd, ".", flags, mode)
+                .map(File::from)
+                .map_err(io::Error::from),
+            None => OpenOptions::new()
+                .write(true)
+                .custom_flags(OFlags::TMPFILE.bits() as i32)
+                .mode(STORED_FILE_MODE)
+                .open(folder),
+        };
+        let mut file = match opened {
+            Ok(file) => file,
+            // Old kernels and some filesystems (EOPNOTSUPP, EISDIR, EINVAL).
+            Err(_) => return Ok(None),
+        };
+        file.write_all(bytes).map_err(io_error("write", folder))?;
+        Ok(Some(file))
+    }
+
+    /// Gives an unnamed file its name, keeping both on a conflict: the first free name among
+    /// `name`, `name (1)`, ... (a link fails atomically if the name is taken). Blocking.
+    pub fn link_unnamed(
+        &self,
+        file: &File,
+        name: &ValidName,
+        known: &mut KnownFolders,
+    ) -> Result<ValidName, StoreError> {
+        use rustix::{fs::AtFlags, io::Errno};
+        use std::sync::atomic::Ordering;
+        // The target is named relative to its open folder when there is one.
+        let folder = self.folder_fd(name, known)?;
+        if !self.link_by_fd.load(Ordering::Relaxed) {
+            return self.link_through_proc(file, name, folder);
+        }
+        // The file itself as the source: no lookup through /proc, half the cost of the link
+        // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH.
+        let linked = self.first_free_name(name, |candidate, target| {
+            match folder {
+                Some(folder) => {
+                    rustix::fs::linkat(file, "", folder, candidate.leaf(), AtFlags::EMPTY_PATH)
+                }
+                None => rustix::fs::linkat(file, "", rustix::fs::CWD, target, AtFlags::EMPTY_PATH),
+            }
+            .map_err(io::Error::from)
+        });
+        let refused = |err: &io::Error| {
+            let errno = err.raw_os_error().map(Errno::from_raw_os_error);
+            errno == Some(Errno::NOENT) || errno == Some(Errno::PERM)
+        };
+        match linked {
+            Err(StoreError::Io { ref cause, .. }) if refused(cause) => {
+                let through_proc = self.link_through_proc(file, name, folder);
+                if through_proc.is_ok() {
+                    // Refused for want of the privilege, not for the target: never ask again.
+                    self.link_by_fd.store(false, Ordering::Relaxed);
+                }
+                through_proc
+            }
+            other => other,
+        }
+    }
+
+    /// [`Store::link_unnamed`] the portable way, without extra privileges.
+    fn link_through_proc(
+        &self,
+        file: &File,
+        name: &ValidName,
+        folder: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<ValidName, StoreError> {
+        use rustix::fs::{AtFlags, CWD};
+        use std::os::fd::AsRawFd;
+        let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        self.first_free_name(name, |candidate, target| {
+            match folder {
+                Some(folder) => rustix::fs::linkat(
+                    CWD,
+                    &source,
+                    folder,
+                    candidate.leaf(),
+                    AtFlags::SYMLINK_FOLLOW,
+                ),
+                None => rustix::fs::linkat(CWD, &source, CWD, target, AtFlags::SYMLINK_FOLLOW),
+            }
+            .map_err(io::Error::from)
+        })
+    }
+
+    fn place_under_free_name(
+        &self,
+        partial: &Path,
+        name: &ValidName,
+    ) -> Result<ValidName, StoreError> {
+        self.first_free_name(name, |_, target| rename_no_clobber(partial, target))
+    }
+
+    /// Tries `take` on `name`, `name (1)`, `name (2)`, ... until it does not fail with
+    /// `AlreadyExists`; `take` must be atomic and never replace (a no-clobber rename or a
+    /// link), which is what makes racing uploads all land.
+    fn first_free_name(
+        &self,
+        name: &ValidName,
+        mut take: impl FnMut(&ValidName, &Path) -> io::Result<()>,
+    ) -> Result<ValidName, StoreError> {
+        for n in 0..=MAX_CONFLICT_SUFFIX {
+            let candidate = if n == 0 {
+                name.clone()
+            } else {
+                name.numbered(n).map_err(StoreError::Name)?
+            };
+            let target = candidate.under(&self.root);
+            match take(&candidate, &target) {
+                Ok(()) => return Ok(candidate),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(io_error("store", &target)(err)),
+            }
+        }
+        Err(StoreError::NoFreeName(name.as_str().to_owned()))
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), atomically:
+/// `renameat2(RENAME_NOREPLACE)`, or link + unlink on filesystems without it.
+fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == rustix::io::Errno::INVAL || errno == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}

@@ -1,0 +1,262 @@
+//! Unit tests of the store, against a real temporary directory.
+
+use std::{
+    fs::{self, File},
+    io::Write,
+    time::Duration,
+};
+
+use ft_protocol::{ConflictPolicy, Hash};
+
+use super::*;
+use crate::names::ValidName;
+
+fn key(n: u8) -> Hash {
+    Hash([n; 32])
+}
+
+/// Writes `content` as the complete partial upload for `key` and returns its handle.
+fn partial_with(store: &Store, key: &Hash, content: &[u8]) -> File {
+    let mut file = store.open_partial(key, 0).unwrap();
+    file.write_all(content).unwrap();
+    file
+}
+
+fn name(text: &str) -> ValidName {
+    ValidName::parse(text).unwrap()
+}
+
+fn commit(
+    store: &Store,
+    n: u8,
+    content: &[u8],
+    to: &str,
+    policy: ConflictPolicy,
+) -> Result<ValidName, StoreError> {
+    partial_with(store, &key(n), content);
+    store.place(&key(n), &name(to), policy, &mut KnownFolders::default())
+}
+
+#[test]
+fn keep_both_numbers_the_second_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = commit(&store, 1, b"one", "a.txt", ConflictPolicy::KeepBoth).unwrap();
+    let second = commit(&store, 2, b"two", "a.txt", ConflictPolicy::KeepBoth).unwrap();
+    assert_eq!(first.as_str(), "a.txt");
+    assert_eq!(second.as_str(), "a (1).txt");
+    assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"one");
+    assert_eq!(fs::read(dir.path().join("a (1).txt")).unwrap(), b"two");
+    assert_eq!(
+        store.partial_len(&key(2)).unwrap(),
+        None,
+        "committed uploads leave the partial area"
+    );
+}
+
+#[test]
+fn uploads_racing_for_one_name_all_get_distinct_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let racers = 16u8;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(racers as usize));
+    let handles: Vec<_> = (0..racers)
+        .map(|n| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let file = partial_with(&store, &key(n), &[n]);
+                file.sync_all().unwrap();
+                barrier.wait(); // all place at the same moment
+                store
+                    .place(
+                        &key(n),
+                        &name("race/same.bin"),
+                        ConflictPolicy::KeepBoth,
+                        &mut KnownFolders::default(),
+                    )
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut names: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().as_str().to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), racers as usize, "every racer got its own name");
+    let mut contents: Vec<u8> = names
+        .iter()
+        .map(|n| fs::read(dir.path().join(n)).unwrap()[0])
+        .collect();
+    contents.sort();
+    assert_eq!(
+        contents,
+        (0..racers).collect::<Vec<_>>(),
+        "and kept its own bytes"
+    );
+}
+
+#[test]
+fn overwrite_replaces_and_folders_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    commit(&store, 1, b"old", "x/y/z", ConflictPolicy::Overwrite).unwrap();
+    commit(&store, 2, b"new", "x/y/z", ConflictPolicy::Overwrite).unwrap();
+    assert_eq!(fs::read(dir.path().join("x/y/z")).unwrap(), b"new");
+}
+
+#[test]
+fn a_file_in_the_way_of_a_folder_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fs::write(dir.path().join("plain"), b"").unwrap();
+    let err = commit(&store, 1, b"x", "plain/inner", ConflictPolicy::KeepBoth).unwrap_err();
+    assert!(matches!(err, StoreError::ParentNotADirectory(p) if p == "plain"));
+}
+
+#[test]
+fn symlinked_folders_are_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    let err = commit(&store, 1, b"x", "link/f", ConflictPolicy::KeepBoth).unwrap_err();
+    assert!(matches!(err, StoreError::SymlinkInPath(_)));
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn partials_resume_at_a_verified_offset_and_cut_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    drop(partial_with(&store, &key(7), b"hello world"));
+    assert_eq!(store.partial_len(&key(7)).unwrap(), Some(11));
+    let prefix = store.hash_partial_prefix(&key(7), 5).unwrap();
+    assert_eq!(prefix.finalize(), blake3::hash(b"hello"));
+    let mut file = store.open_partial(&key(7), 5).unwrap();
+    file.write_all(b", ft").unwrap();
+    assert_eq!(fs::read(store.partial_path(&key(7))).unwrap(), b"hello, ft");
+    assert!(
+        store.open_partial(&key(7), 100).is_err(),
+        "cannot resume beyond what is held"
+    );
+    assert!(store.hash_partial_prefix(&key(7), 100).is_err());
+}
+
+#[test]
+fn sweeping_removes_only_old_unused_partials() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for n in 1..=3 {
+        drop(partial_with(&store, &key(n), b"data"));
+    }
+    assert_eq!(
+        store.sweep_partials(Duration::from_secs(3600), |_| false),
+        0
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let removed = store.sweep_partials(Duration::from_millis(1), |k| *k == key(2));
+    assert_eq!(removed, 2);
+    assert_eq!(store.partial_len(&key(2)).unwrap(), Some(4));
+    assert_eq!(store.partial_len(&key(1)).unwrap(), None);
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Locked(_))
+    ));
+    drop(first);
+    assert!(Store::open(dir.path()).is_ok());
+}
+
+#[test]
+fn doomed_names_are_caught_before_any_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fs::write(dir.path().join("file"), b"").unwrap();
+    assert!(store.check_placeable(&name("new/folder/f")).is_ok());
+    assert!(!dir.path().join("new").exists(), "checking creates nothing");
+    let err = store.check_placeable(&name("file/inner")).unwrap_err();
+    assert!(err.is_about_the_name());
+    let deep = vec!["d".repeat(255); 16].join("/"); // 4095 bytes: a valid name, too long a path
+    assert!(matches!(
+        store.check_placeable(&name(&deep)),
+        Err(StoreError::PathTooLong(_))
+    ));
+}
+
+#[test]
+fn stored_files_open_delete_and_folders_are_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    commit(&store, 1, b"content", "a/b.txt", ConflictPolicy::KeepBoth).unwrap();
+    let file = store.open_stored(&name("a/b.txt")).unwrap().unwrap();
+    let prefix = Store::hash_prefix(&file, 3).unwrap().unwrap();
+    assert_eq!(prefix.finalize(), blake3::hash(b"con"));
+    assert!(store.open_stored(&name("a/missing")).unwrap().is_none());
+    assert!(
+        store.open_stored(&name("a")).unwrap().is_none(),
+        "folders are not files"
+    );
+    assert!(store.remove_stored(&name("a/b.txt")).unwrap());
+    assert!(!store.remove_stored(&name("a/b.txt")).unwrap());
+    assert!(store.make_dir(&name("x/y/z")).unwrap());
+    assert!(!store.make_dir(&name("x/y/z")).unwrap());
+    assert!(dir.path().join("x/y/z").is_dir());
+}
+
+#[test]
+fn unnamed_files_get_free_names_and_leave_nothing_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut known = KnownFolders::default();
+    let Some(first) = store
+        .create_unnamed(&name("a/b.txt"), b"one", &mut known)
+        .unwrap()
+    else {
+        return; // no O_TMPFILE here: the partial area is used instead
+    };
+    let second = store
+        .create_unnamed(&name("a/b.txt"), b"two", &mut known)
+        .unwrap()
+        .unwrap();
+    let dropped = store
+        .create_unnamed(&name("a/c.txt"), b"gone", &mut known)
+        .unwrap()
+        .unwrap();
+    drop(dropped);
+    assert_eq!(
+        store
+            .link_unnamed(&first, &name("a/b.txt"), &mut known)
+            .unwrap()
+            .as_str(),
+        "a/b.txt"
+    );
+    assert_eq!(
+        store
+            .link_unnamed(&second, &name("a/b.txt"), &mut known)
+            .unwrap()
+            .as_str(),
+        "a/b (1).txt"
+    );
+    assert_eq!(fs::read(dir.path().join("a/b.txt")).unwrap(), b"one");
+    assert_eq!(fs::read(dir.path().join("a/b (1).txt")).unwrap(), b"two");
+    let names: Vec<_> = fs::read_dir(dir.path().join("a"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn free_space_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.available_space().unwrap() > 0);
+}
