@@ -5,12 +5,14 @@
 //! such as [`Client::list`]. Nothing here prints.
 
 pub mod address;
+mod compress;
 pub mod connection;
 pub mod download;
 pub mod error;
 pub mod events;
 pub mod local;
 mod pipeline;
+mod read;
 pub mod session;
 pub mod transfer;
 
