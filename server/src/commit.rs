@@ -33,11 +33,12 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::upload::Content;
 
-use ft_protocol::{ConflictPolicy, ErrorCode, Hash};
+use ft_protocol::{ConflictPolicy, Hash};
 
 use crate::{
     catalog::{Durability, NewRecord},
     names::ValidName,
+    refusal::Refusal,
     store::{KnownFolders, StoreError},
     ServerState,
 };
@@ -92,10 +93,27 @@ pub struct Verified {
 }
 
 /// The result for one file of a group: the name it is stored under, or why it is not.
-pub type Placed = Result<ValidName, (ErrorCode, String)>;
+pub type Placed = Result<ValidName, Refusal>;
 
 /// How a group member's bytes reached the disk, ready to be given a name; or why not.
-pub type StageResult = Result<Staged, (ErrorCode, String)>;
+pub type StageResult = Result<Staged, Refusal>;
+
+/// Why a whole group could not be committed (each file's own failures are [`Placed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// A file of a tiny group could not be flushed.
+    #[error("cannot make the upload durable: {0}")]
+    FileFlush(std::io::Error),
+    /// The group's data could not be flushed.
+    #[error("cannot make the upload durable: {0}")]
+    DataFlush(StoreError),
+    /// The session's staging thread ended without staging the group.
+    #[error("the staging thread failed")]
+    Staging,
+    /// A task of the commit panicked or was cancelled.
+    #[error("commit task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
 
 /// Stages every file of `batch` (step 0). Small uploads' buffers go back to
 /// [`ServerState::small_buffers`] once written.
@@ -138,7 +156,7 @@ pub fn flush_staged(
     state: &ServerState,
     group: &[Verified],
     files: Vec<StageResult>,
-) -> Result<Flushed, String> {
+) -> Result<Flushed, CommitError> {
     // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
     // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
     // its folders costs less and depends on nobody else.
@@ -162,10 +180,10 @@ pub fn flush_staged(
             .zip(&files)
             .filter_map(|(verified, staged)| staged.as_ref().ok()?.file(verified))
     };
-    let synced = if per_file {
+    if per_file {
         on_disk()
             .try_for_each(File::sync_all)
-            .map_err(|err| err.to_string())
+            .map_err(CommitError::FileFlush)?;
     } else {
         let closed = files
             .iter()
@@ -173,10 +191,7 @@ pub fn flush_staged(
         state
             .store
             .sync_all_data(on_disk(), !closed)
-            .map_err(|err| err.to_string())
-    };
-    if let Err(err) = synced {
-        return Err(format!("cannot make the upload durable: {err}"));
+            .map_err(CommitError::DataFlush)?;
     }
     Ok(Flushed {
         files,
@@ -219,18 +234,9 @@ pub fn name_flushed(
                     state.store.link_unnamed(file, &verified.name, &mut known)
                 }
                 // Staged at the start of the commit; never left deferred.
-                Staged::Deferred => {
-                    return Err((ErrorCode::Internal, "the file was never written".into()))
-                }
+                Staged::Deferred => return Err(Refusal::internal("the file was never written")),
             };
-            placed.map_err(|err| {
-                let code = if err.is_about_the_name() {
-                    ErrorCode::InvalidName
-                } else {
-                    ErrorCode::Storage
-                };
-                (code, err.to_string())
-            })
+            placed.map_err(Refusal::from)
         })
         .collect();
     let named = std::time::Instant::now();
@@ -338,27 +344,12 @@ fn stage(
         Content::Partial(_) => return Ok(Staged::Partial),
         Content::Memory(bytes) => bytes,
     };
-    let failed = |err: StoreError| {
-        let code = if err.is_about_the_name() {
-            ErrorCode::InvalidName
-        } else {
-            ErrorCode::Storage
-        };
-        (code, err.to_string())
-    };
     if verified.conflict == ConflictPolicy::KeepBoth {
-        if let Some(file) = state
-            .store
-            .create_unnamed(&verified.name, bytes, known)
-            .map_err(failed)?
-        {
+        if let Some(file) = state.store.create_unnamed(&verified.name, bytes, known)? {
             return Ok(Staged::Unnamed(file, permit));
         }
     }
-    let file = state
-        .store
-        .write_partial(&verified.key, bytes)
-        .map_err(failed)?;
+    let file = state.store.write_partial(&verified.key, bytes)?;
     Ok(Staged::WrittenPartial(Some(file), permit))
 }
 
@@ -369,7 +360,7 @@ fn write_closed_partial(state: &ServerState, verified: &Verified) -> StageResult
     };
     match state.store.write_partial(&verified.key, bytes) {
         Ok(_closed) => Ok(Staged::WrittenPartial(None, None)),
-        Err(err) => Err((ErrorCode::Storage, err.to_string())),
+        Err(err) => Err(Refusal::storage(err)),
     }
 }
 
@@ -409,7 +400,7 @@ fn undo_placements(
                     stored.as_str()
                 ),
             };
-            *result = Err((ErrorCode::Storage, message));
+            *result = Err(Refusal::storage(message));
         }
     }
     if recorded == Recorded::Yes {
@@ -426,6 +417,7 @@ fn undo_placements(
 pub(crate) mod tests {
     use super::*;
     use crate::{catalog::Catalog, config::Limits, store::Store};
+    use ft_protocol::ErrorCode;
     use std::time::Instant;
 
     /// A server over a fresh temporary directory.
@@ -502,11 +494,11 @@ pub(crate) mod tests {
         assert!(overwritten.under(dir.path()).exists());
         assert!(state.catalog.get(overwritten.as_str()).unwrap().is_some());
         for result in &placed {
-            let (code, message) = result.as_ref().unwrap_err();
+            let Refusal { code, message } = result.as_ref().unwrap_err();
             assert_eq!(*code, ErrorCode::Storage);
             assert!(message.contains("disk on fire"), "{message}");
         }
-        let (_, message) = placed[2].as_ref().unwrap_err();
+        let message = &placed[2].as_ref().unwrap_err().message;
         assert!(message.contains("not durable"), "{message}");
     }
 }

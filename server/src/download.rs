@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use ft_protocol::{ErrorCode, Get, Hash, Sending, CHUNK_SIZE};
 use tokio::sync::mpsc;
 
-use crate::{names::ValidName, store::Store, ServerState};
+use crate::{names::ValidName, refusal::Refusal, store::Store, ServerState};
 
 /// Chunks read ahead of the network, per download.
 const READ_AHEAD_CHUNKS: usize = 8;
@@ -66,9 +66,9 @@ pub fn read_chunks(
 pub fn open_for_download(
     state: &ServerState,
     get: &Get,
-) -> Result<(std::fs::File, Sending), (ErrorCode, String)> {
+) -> Result<(std::fs::File, Sending), Refusal> {
     let not_found = || {
-        (
+        Refusal::new(
             ErrorCode::NotFound,
             format!("no stored file named {:?}", get.name),
         )
@@ -76,26 +76,17 @@ pub fn open_for_download(
     let name = ValidName::parse(&get.name).map_err(|_| not_found())?;
     // The record and the file are read as one step with respect to commits and deletions.
     let serialized = state.serialize_commits();
-    let entry = state
-        .catalog
-        .get(name.as_str())
-        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
-        .ok_or_else(not_found)?;
-    let file = state
-        .store
-        .open_stored(&name)
-        .map_err(|err| (ErrorCode::Storage, err.to_string()))?
-        .ok_or_else(|| {
-            let message = format!("'{}' is in the catalog but missing on disk", entry.name);
-            (ErrorCode::Storage, message)
-        })?;
+    let entry = state.catalog.get(name.as_str())?.ok_or_else(not_found)?;
+    let file = state.store.open_stored(&name)?.ok_or_else(|| {
+        let message = format!("'{}' is in the catalog but missing on disk", entry.name);
+        Refusal::new(ErrorCode::Storage, message)
+    })?;
     // The open file keeps its content even if it is replaced or deleted from now on.
     drop(serialized);
     let mut offset = 0;
     if let Some(prefix_hash) = get.prefix_hash {
         if get.offset > 0 && get.offset <= entry.size {
-            let ours = Store::hash_prefix(&file, get.offset)
-                .map_err(|err| (ErrorCode::Storage, err.to_string()))?;
+            let ours = Store::hash_prefix(&file, get.offset).map_err(Refusal::storage)?;
             if ours.is_some_and(|hasher| Hash::from(hasher.finalize()) == prefix_hash) {
                 offset = get.offset;
             }

@@ -20,10 +20,9 @@ use std::{
 
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use ft_protocol::ErrorCode;
-
 use crate::{
-    commit::{self, Placed, StageResult, Verified},
+    commit::{self, CommitError, Placed, StageResult, Verified},
+    refusal::Refusal,
     upload::Content,
     ServerState,
 };
@@ -39,7 +38,7 @@ type StageRequest = (Vec<Verified>, oneshot::Sender<StagedBatch>);
 
 /// What a finished commit returns: the group and each file's fate, in order; or why the
 /// commit itself failed.
-pub type Committed = Result<(Vec<Verified>, Vec<Placed>), String>;
+pub type Committed = Result<(Vec<Verified>, Vec<Placed>), CommitError>;
 
 /// The verified files waiting for their commit.
 #[derive(Default)]
@@ -147,9 +146,7 @@ impl Group {
             let mut group = Vec::new();
             let mut staged = Vec::new();
             for batch in batches {
-                let batch = batch
-                    .await
-                    .map_err(|_| "the staging thread failed".to_owned())?;
+                let batch = batch.await.map_err(|_| CommitError::Staging)?;
                 for (verified, result) in batch {
                     group.push(verified);
                     staged.push(result);
@@ -161,14 +158,12 @@ impl Group {
                 (group, flushed)
             })
             .await
-            .map_err(|join| join.to_string())?;
+            .map_err(CommitError::Task)?;
             let flushed = match flushed {
                 Ok(flushed) => flushed,
-                Err(message) => {
-                    let failed = group
-                        .iter()
-                        .map(|_| Err((ErrorCode::Storage, message.clone())))
-                        .collect();
+                Err(err) => {
+                    let refusal = Refusal::storage(err);
+                    let failed = group.iter().map(|_| Err(refusal.clone())).collect();
                     return Ok((group, failed));
                 }
             };
@@ -181,7 +176,7 @@ impl Group {
                 (group, placed)
             })
             .await
-            .map_err(|join| join.to_string())
+            .map_err(CommitError::Task)
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod leases;
 pub mod listener;
 pub mod names;
 pub mod plan;
+pub mod refusal;
 pub mod session;
 pub mod store;
 pub mod upload;

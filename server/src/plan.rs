@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use ft_protocol::{ErrorCode, FileIntent, FilePlan, Hash};
 
-use crate::{names::ValidName, store::KnownFolders, ServerState};
+use crate::{names::ValidName, refusal::Refusal, store::KnownFolders, ServerState};
 
 /// A resume offered to the client: the upload's key, the offset, and the hash state of the
 /// bytes before it (to go on hashing from there).
@@ -42,14 +42,14 @@ pub fn check_intent(
     name: &str,
     size: u64,
     folders: Option<&mut KnownFolders>,
-) -> Result<ValidName, (ErrorCode, String)> {
+) -> Result<ValidName, Refusal> {
     let max = state.limits.max_file_size;
     if size > max {
         let message = format!("{size} bytes exceeds the server's limit of {max} bytes");
-        return Err((ErrorCode::TooLarge, message));
+        return Err(Refusal::new(ErrorCode::TooLarge, message));
     }
     let refused = |err: &dyn std::fmt::Display| {
-        (
+        Refusal::new(
             ErrorCode::InvalidName,
             format!("name {name:?} refused: {err}"),
         )
@@ -65,14 +65,14 @@ pub fn check_intent(
 }
 
 /// Refuses an upload of `needed` more bytes when the storage directory lacks the room.
-pub fn check_space(state: &ServerState, needed: u64) -> Result<(), (ErrorCode, String)> {
+pub fn check_space(state: &ServerState, needed: u64) -> Result<(), Refusal> {
     match state.store.available_space() {
-        Ok(available) if available < needed => Err((
+        Ok(available) if available < needed => Err(Refusal::new(
             ErrorCode::NoSpace,
             format!("{needed} bytes needed but only {available} bytes free on the server"),
         )),
         Ok(_) => Ok(()),
-        Err(err) => Err((ErrorCode::Storage, err.to_string())),
+        Err(err) => Err(Refusal::storage(err)),
     }
 }
 
@@ -93,8 +93,7 @@ fn plan_upload(
     intent: &FileIntent,
     context: &mut PlanContext,
 ) -> (FilePlan, Option<ResumeOffer>) {
-    let refused =
-        |(code, message): (ErrorCode, String)| (FilePlan::Refused { code, message }, None);
+    let refused = |Refusal { code, message }: Refusal| (FilePlan::Refused { code, message }, None);
     if let Err(refusal) = check_intent(state, &intent.name, intent.size, Some(&mut context.folders))
     {
         return refused(refusal);
@@ -116,7 +115,7 @@ fn plan_upload(
             }
         }
         Ok(_) => None,
-        Err(err) => return refused((ErrorCode::Storage, err.to_string())),
+        Err(err) => return refused(Refusal::storage(err)),
     };
     let offset = resume.as_ref().map_or(0, |(held, _)| *held);
     // The batch's files are counted against the free space together.
@@ -124,7 +123,7 @@ fn plan_upload(
     match &mut context.free_bytes {
         Some(free) if *free < needed => {
             let message = format!("{needed} bytes needed but only {free} bytes free on the server");
-            return refused((ErrorCode::NoSpace, message));
+            return refused(Refusal::new(ErrorCode::NoSpace, message));
         }
         Some(free) => *free -= needed,
         None => {

@@ -29,8 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    commit::{GROUP_MAX_AGE, GROUP_WAIT},
+    catalog::CatalogError,
+    commit::{CommitError, GROUP_MAX_AGE, GROUP_WAIT},
     group::{Committed, Group},
+    refusal::Refusal,
     upload::Upload,
     ServerState,
 };
@@ -74,9 +76,15 @@ pub enum SessionError {
         /// Declared size.
         size: u64,
     },
-    /// The catalog failed.
+    /// The catalog failed while answering a request.
     #[error("catalog: {0}")]
-    Catalog(String),
+    Catalog(CatalogError),
+    /// A blocking task doing the session's work panicked or was cancelled.
+    #[error("task failed: {0}")]
+    Task(tokio::task::JoinError),
+    /// A group commit failed as a whole.
+    #[error("{0}")]
+    Commit(CommitError),
     /// A newer connection took over the upload in flight (the client reconnected).
     #[error("upload of '{0}' taken over by a newer connection")]
     Superseded(String),
@@ -299,7 +307,7 @@ impl Session {
                 committing.pop_front();
                 self.committing = committing;
                 if let Some(committed) = committed {
-                    self.answer_commit(committed.unwrap_or_else(|join| Err(join.to_string()))).await?;
+                    self.answer_commit(committed.unwrap_or_else(|join| Err(CommitError::Task(join)))).await?;
                 }
                 Waited::Handled
             }
@@ -449,10 +457,9 @@ impl Session {
         &mut self,
         id: u32,
         name: &str,
-        code: ErrorCode,
-        message: String,
+        refusal: Refusal,
     ) -> Result<(), SessionError> {
-        self.answer_file_error(id, name, code, message).await?;
+        self.answer_file_error(id, name, refusal).await?;
         self.transfer = Transfer::Skipping;
         Ok(())
     }
@@ -464,11 +471,10 @@ impl Session {
         &mut self,
         id: u32,
         name: &str,
-        code: ErrorCode,
-        message: String,
+        refusal: Refusal,
     ) -> Result<(), SessionError> {
         self.commit_group().await?;
-        self.send(file_error(id, name, code, message)).await
+        self.send(file_error(id, name, refusal)).await
     }
 
     /// Tells the client why the connection is being closed and returns the error to log.
@@ -573,7 +579,7 @@ async fn cancelled(token: Option<CancellationToken>) {
 }
 
 /// A file-level error answer, logged.
-fn file_error(id: u32, name: &str, code: ErrorCode, message: String) -> Response {
+fn file_error(id: u32, name: &str, Refusal { code, message }: Refusal) -> Response {
     tracing::warn!(name, result = %code, %message, "file refused");
     Response::Error(ErrorResponse::new(Some(id), code, message))
 }

@@ -10,7 +10,7 @@ use ft_protocol::{
 };
 
 use super::{Session, SessionError, Transfer, LISTING_PAGE_ENTRIES};
-use crate::{download, names::ValidName, ServerState};
+use crate::{download, names::ValidName, refusal::Refusal, ServerState};
 
 impl Session {
     pub(super) async fn on_get(&mut self, get: Get) -> Result<(), SessionError> {
@@ -23,8 +23,8 @@ impl Session {
             tokio::task::spawn_blocking(move || download::open_for_download(&state, &get)).await;
         let (file, header) = match found {
             Ok(Ok(found)) => found,
-            Ok(Err((code, message))) => return self.fail(code, message).await,
-            Err(join) => return self.fail(ErrorCode::Internal, join.to_string()).await,
+            Ok(Err(refusal)) => return self.fail(refusal).await,
+            Err(join) => return self.fail(Refusal::internal(join)).await,
         };
         let (name, size, offset) = (header.name.clone(), header.size, header.offset);
         self.send(Response::Sending(header)).await?;
@@ -34,7 +34,7 @@ impl Session {
                 Ok(data) => self.send(Response::Data(Chunk { data })).await?,
                 Err(err) => {
                     let message = format!("cannot read '{name}': {err}");
-                    return self.fail(ErrorCode::Storage, message).await;
+                    return self.fail(Refusal::new(ErrorCode::Storage, message)).await;
                 }
             }
         }
@@ -62,20 +62,17 @@ impl Session {
                 );
                 self.send(Response::Deleted(deleted)).await
             }
-            Ok(Err((code, message))) => self.fail(code, message).await,
-            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+            Ok(Err(refusal)) => self.fail(refusal).await,
+            Err(join) => self.fail(Refusal::internal(join)).await,
         }
     }
 
     pub(super) async fn on_info(&mut self) -> Result<(), SessionError> {
         let state = Arc::clone(&self.state);
         let info = tokio::task::spawn_blocking(move || {
-            let (files, bytes) = state.catalog.totals().map_err(|err| err.to_string())?;
-            let free_bytes = state
-                .store
-                .available_space()
-                .map_err(|err| err.to_string())?;
-            Ok::<_, String>(ServerInfo {
+            let (files, bytes) = state.catalog.totals()?;
+            let free_bytes = state.store.available_space()?;
+            Ok::<_, Refusal>(ServerInfo {
                 software: format!("fts {}", env!("CARGO_PKG_VERSION")),
                 protocol_version: PROTOCOL_VERSION,
                 capabilities: vec![CAPABILITY_ZSTD.to_owned()],
@@ -89,8 +86,8 @@ impl Session {
         .await;
         match info {
             Ok(Ok(info)) => self.send(Response::ServerInfo(info)).await,
-            Ok(Err(message)) => self.fail(ErrorCode::Storage, message).await,
-            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+            Ok(Err(refusal)) => self.fail(refusal).await,
+            Err(join) => self.fail(Refusal::internal(join)).await,
         }
     }
 
@@ -102,7 +99,9 @@ impl Session {
             Ok(name) => name,
             Err(err) => {
                 let message = format!("folder name {:?} refused: {err}", make_dir.name);
-                return self.fail(ErrorCode::InvalidName, message).await;
+                return self
+                    .fail(Refusal::new(ErrorCode::InvalidName, message))
+                    .await;
             }
         };
         let store = Arc::clone(&self.state.store);
@@ -113,24 +112,14 @@ impl Session {
                 self.send(Response::DirMade(DirMade { name, created }))
                     .await
             }
-            Ok(Err(err)) => {
-                let code = if err.is_about_the_name() {
-                    ErrorCode::InvalidName
-                } else {
-                    ErrorCode::Storage
-                };
-                self.fail(code, err.to_string()).await
-            }
-            Err(join) => self.fail(ErrorCode::Internal, join.to_string()).await,
+            Ok(Err(err)) => self.fail(Refusal::from(err)).await,
+            Err(join) => self.fail(Refusal::internal(join)).await,
         }
     }
 
     /// Answers a non-upload request with a failure; the session goes on.
-    pub(super) async fn fail(
-        &mut self,
-        code: ErrorCode,
-        message: String,
-    ) -> Result<(), SessionError> {
+    pub(super) async fn fail(&mut self, refusal: Refusal) -> Result<(), SessionError> {
+        let Refusal { code, message } = refusal;
         tracing::warn!(result = %code, %message, "request failed");
         let mut failed = ErrorResponse::new(None, code, message);
         self.send(Response::Failed(Failed {
@@ -157,11 +146,11 @@ impl Session {
             let mut entries = match fetched {
                 Ok(Ok(entries)) => entries,
                 Ok(Err(err)) => {
-                    let err = SessionError::Catalog(err.to_string());
+                    let err = SessionError::Catalog(err);
                     return Err(self.refuse(ErrorCode::Internal, err).await);
                 }
                 Err(join) => {
-                    let err = SessionError::Catalog(join.to_string());
+                    let err = SessionError::Task(join);
                     return Err(self.refuse(ErrorCode::Internal, err).await);
                 }
             };
@@ -178,29 +167,21 @@ impl Session {
 }
 
 /// Deletes a stored file and its record, as one step with respect to commits. Blocking.
-fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, (ErrorCode, String)> {
+fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, Refusal> {
     let not_found = || {
-        (
+        Refusal::new(
             ErrorCode::NotFound,
             format!("no stored file named {name:?}"),
         )
     };
     let valid = ValidName::parse(name).map_err(|_| not_found())?;
     let _serialized = state.serialize_commits();
-    let storage = |err: &dyn std::fmt::Display| (ErrorCode::Storage, err.to_string());
-    let entry = state
-        .catalog
-        .get(valid.as_str())
-        .map_err(|err| storage(&err))?
-        .ok_or_else(not_found)?;
+    let entry = state.catalog.get(valid.as_str())?.ok_or_else(not_found)?;
     state
         .store
         .remove_stored(&valid)
-        .map_err(|err| storage(&err))?;
-    state
-        .catalog
-        .remove(valid.as_str())
-        .map_err(|err| storage(&err))?;
+        .map_err(Refusal::storage)?;
+    state.catalog.remove(valid.as_str())?;
     Ok(Deleted {
         name: entry.name,
         size: entry.size,

@@ -10,12 +10,14 @@ use ft_protocol::{
 
 use super::{file_error, Session, SessionError, Transfer, COMMITS_IN_FLIGHT};
 use crate::{
+    commit::CommitError,
     commit::{
         Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
         GROUP_MAX_OPEN_FILES,
     },
     group::Committed,
     plan,
+    refusal::Refusal,
     store::KnownFolders,
     upload::{Upload, UploadError},
 };
@@ -62,7 +64,7 @@ impl Session {
         let planned = match planned {
             Ok(planned) => planned,
             Err(join) => {
-                let err = SessionError::Catalog(join.to_string());
+                let err = SessionError::Task(join);
                 return Err(self.refuse(ErrorCode::Internal, err).await);
             }
         };
@@ -115,7 +117,7 @@ impl Session {
         let check_folders = (!announced).then_some(&mut folders);
         let name = match plan::check_intent(&self.state, &begin.name, begin.size, check_folders) {
             Ok(name) => name,
-            Err((code, message)) => return self.refuse_file(id, &begin.name, code, message).await,
+            Err(refusal) => return self.refuse_file(id, &begin.name, refusal).await,
         };
         // A hash state is about 2 KiB: a fresh upload, most of them, carries none.
         let prefix = if begin.offset == 0 {
@@ -131,9 +133,8 @@ impl Session {
             }
         };
         if !announced {
-            if let Err((code, message)) = plan::check_space(&self.state, begin.size - begin.offset)
-            {
-                return self.refuse_file(id, &begin.name, code, message).await;
+            if let Err(refusal) = plan::check_space(&self.state, begin.size - begin.offset) {
+                return self.refuse_file(id, &begin.name, refusal).await;
             }
         }
         let lease = match self.state.leases.claim_if_free(begin.key) {
@@ -146,7 +147,11 @@ impl Session {
                     Ok(lease) => lease,
                     Err(err) => {
                         return self
-                            .refuse_file(id, &begin.name, ErrorCode::Busy, err.to_string())
+                            .refuse_file(
+                                id,
+                                &begin.name,
+                                Refusal::new(ErrorCode::Busy, err.to_string()),
+                            )
                             .await
                     }
                 }
@@ -176,7 +181,7 @@ impl Session {
                 Ok(())
             }
             Err(err) => {
-                self.refuse_file(id, &begin.name, ErrorCode::Storage, err.to_string())
+                self.refuse_file(id, &begin.name, Refusal::storage(err))
                     .await
             }
         }
@@ -206,8 +211,7 @@ impl Session {
                     upload.stop().await;
                 }
                 self.discard_partial(key).await;
-                self.refuse_file(id, &name, ErrorCode::Storage, err.to_string())
-                    .await
+                self.refuse_file(id, &name, Refusal::storage(err)).await
             }
         }
     }
@@ -269,7 +273,7 @@ impl Session {
             Err(err) => {
                 self.discard_partial(key).await;
                 return self
-                    .answer_file_error(id, name.as_str(), ErrorCode::Storage, err.to_string())
+                    .answer_file_error(id, name.as_str(), Refusal::storage(err))
                     .await;
             }
         };
@@ -286,7 +290,11 @@ impl Session {
                 end.hash
             );
             return self
-                .answer_file_error(id, name.as_str(), ErrorCode::HashMismatch, message)
+                .answer_file_error(
+                    id,
+                    name.as_str(),
+                    Refusal::new(ErrorCode::HashMismatch, message),
+                )
                 .await;
         }
 
@@ -358,7 +366,7 @@ impl Session {
         };
         let committed = committing
             .await
-            .unwrap_or_else(|join| Err(join.to_string()));
+            .unwrap_or_else(|join| Err(CommitError::Task(join)));
         self.answer_commit(committed).await
     }
 
@@ -366,8 +374,8 @@ impl Session {
     pub(super) async fn answer_commit(&mut self, committed: Committed) -> Result<(), SessionError> {
         let (group, placed) = match committed {
             Ok(done) => done,
-            Err(join) => {
-                let err = SessionError::Catalog(format!("commit task failed: {join}"));
+            Err(err) => {
+                let err = SessionError::Commit(err);
                 return Err(self.refuse(ErrorCode::Internal, err).await);
             }
         };
@@ -395,9 +403,8 @@ impl Session {
                     }))
                     .await?;
                 }
-                Err((code, message)) => {
-                    self.queue(file_error(id, name.as_str(), code, message))
-                        .await?;
+                Err(refusal) => {
+                    self.queue(file_error(id, name.as_str(), refusal)).await?;
                 }
             }
         }
@@ -414,8 +421,12 @@ impl Session {
                 upload.stop().await;
                 self.discard_partial(key).await;
                 let message = format!("cancelled by the client: {reason}");
-                self.answer_file_error(id, name.as_str(), ErrorCode::Cancelled, message)
-                    .await
+                self.answer_file_error(
+                    id,
+                    name.as_str(),
+                    Refusal::new(ErrorCode::Cancelled, message),
+                )
+                .await
             }
         }
     }
