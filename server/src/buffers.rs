@@ -9,15 +9,15 @@
 
 use std::sync::Mutex;
 
-use crate::{commit::GROUP_MAX_MEMORY, upload::SMALL_UPLOAD_BYTES};
+use crate::{group::GROUP_MAX_MEMORY, upload::SMALL_UPLOAD_BYTES};
 
 /// Most bytes of idle buffers kept for reuse: a group's worth of small files in memory, which
 /// is about how many are between the network and the disk at once.
-pub const MAX_POOLED_BYTES: usize = GROUP_MAX_MEMORY as usize;
+pub(crate) const MAX_POOLED_BYTES: usize = GROUP_MAX_MEMORY as usize;
 
 /// Buffers of at most [`SMALL_UPLOAD_BYTES`], kept for the next small upload.
 #[derive(Debug, Default)]
-pub struct SmallBuffers {
+pub(crate) struct SmallBuffers {
     idle: Mutex<Idle>,
 }
 
@@ -30,7 +30,7 @@ struct Idle {
 
 impl SmallBuffers {
     /// An empty buffer that holds at least `size` bytes without growing.
-    pub fn take(&self, size: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, size: usize) -> Vec<u8> {
         let reused = {
             let mut idle = self.lock();
             let buffer = idle.buffers.pop();
@@ -47,7 +47,7 @@ impl SmallBuffers {
 
     /// Keeps `buffer` for a later [`SmallBuffers::take`], unless it is larger than a small
     /// upload or the pool is full (then it is freed).
-    pub fn give_back(&self, buffer: Vec<u8>) {
+    pub(crate) fn give_back(&self, buffer: Vec<u8>) {
         let capacity = buffer.capacity();
         if capacity == 0 || capacity as u64 > SMALL_UPLOAD_BYTES {
             return;
@@ -60,7 +60,8 @@ impl SmallBuffers {
     }
 
     /// Bytes held by idle buffers.
-    pub fn idle_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn idle_bytes(&self) -> usize {
         self.lock().bytes
     }
 

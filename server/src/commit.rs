@@ -20,14 +20,12 @@
 //! So an Ack still means exactly what it meant with one file at a time: the content, its
 //! name and its record survive a crash. And a name never points at data that is not yet
 //! durable, because renames happen only after the first flush. Should the second flush
-//! fail, the group's keep-both names and their records are taken back. A group closes when it holds
-//! [`GROUP_MAX_FILES`] files, [`GROUP_MAX_BYTES`] bytes or [`GROUP_MAX_MEMORY`] bytes of small
-//! files in memory, when its first file is [`GROUP_MAX_AGE`] old, when the client pauses for
-//! [`GROUP_WAIT`], or before any request that reads the store. If the connection drops
+//! fail, the group's keep-both names and their records are taken back. When a group closes is
+//! group.rs's to say (its limits are there). If the connection drops
 //! before the commit, the verified files stay in the partial area and a retry resumes them
 //! at their full length, so nothing is stored twice.
 
-use std::{fs::File, net::SocketAddr, sync::Arc, time::Duration};
+use std::{fs::File, net::SocketAddr, sync::Arc};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -43,64 +41,44 @@ use crate::{
     ServerState,
 };
 
-/// Most files in one group.
-pub const GROUP_MAX_FILES: usize = 1024;
-
-/// Most content bytes in one group; beyond this, waiting for more files saves little.
-pub const GROUP_MAX_BYTES: u64 = 256 * 1024 * 1024;
-
 /// Groups of at most this many files are synced file by file and folder by folder instead
 /// of with `syncfs`.
 const PER_FILE_SYNC_MAX: usize = 4;
 
-/// Most partial files a group holds open (each verified upload over the in-memory size keeps
-/// its file open until the commit).
-pub const GROUP_MAX_OPEN_FILES: usize = 128;
-
-/// Most bytes of small uploads a group holds in memory.
-pub const GROUP_MAX_MEMORY: u64 = 8 * 1024 * 1024;
-
-/// A group is committed once its first file has waited this long, even while files keep
-/// coming (a slow link trickling large files would otherwise hold Acks back).
-pub const GROUP_MAX_AGE: Duration = Duration::from_millis(500);
-
-/// A group is committed when no request arrives for this long.
-pub const GROUP_WAIT: Duration = Duration::from_millis(2);
-
 /// A verified upload waiting for its group's commit.
 #[derive(Debug)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// The client's id for the file.
-    pub id: u32,
+    pub(crate) id: u32,
     /// The name it was sent under.
-    pub name: ValidName,
+    pub(crate) name: ValidName,
     /// Its partial file's key.
-    pub key: Hash,
+    pub(crate) key: Hash,
     /// Keep both or overwrite.
-    pub conflict: ConflictPolicy,
+    pub(crate) conflict: ConflictPolicy,
     /// Its size.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Its verified BLAKE3.
-    pub hash: Hash,
+    pub(crate) hash: Hash,
     /// Its bytes: a partial file (kept open until the commit) or, for a small file, memory.
-    pub content: Content,
+    pub(crate) content: Content,
     /// When its upload began, for the log.
-    pub started: std::time::Instant,
+    pub(crate) started: std::time::Instant,
     /// When it was verified: a group is not kept open for long (see [`GROUP_MAX_AGE`]).
-    pub verified_at: std::time::Instant,
+    pub(crate) verified_at: std::time::Instant,
     /// Keeps other connections off the partial file until it is renamed away.
-    pub _lease: crate::leases::Lease,
+    pub(crate) _lease: crate::leases::Lease,
 }
 
 /// The result for one file of a group: the name it is stored under, or why it is not.
-pub type Placed = Result<ValidName, Refusal>;
+pub(crate) type Placed = Result<ValidName, Refusal>;
 
 /// How a group member's bytes reached the disk, ready to be given a name; or why not.
-pub type StageResult = Result<Staged, Refusal>;
+pub(crate) type StageResult = Result<Staged, Refusal>;
 
 /// Why a whole group could not be committed (each file's own failures are [`Placed`]).
 #[derive(Debug, thiserror::Error)]
-pub enum CommitError {
+pub(crate) enum CommitError {
     /// A file of a tiny group could not be flushed.
     #[error("cannot make the upload durable: {0}")]
     FileFlush(std::io::Error),
@@ -121,7 +99,10 @@ pub enum CommitError {
 /// A staged file holds a descriptor until its commit, so each takes one of the server-wide
 /// [`ServerState::staged_files`] permits; when none is left, the file stays in memory and its
 /// commit stages it (as it would a file that arrived just before the commit). Blocking.
-pub fn stage_batch(state: &ServerState, batch: Vec<Verified>) -> Vec<(Verified, StageResult)> {
+pub(crate) fn stage_batch(
+    state: &ServerState,
+    batch: Vec<Verified>,
+) -> Vec<(Verified, StageResult)> {
     let mut known = KnownFolders::default();
     batch
         .into_iter()
@@ -143,7 +124,7 @@ pub fn stage_batch(state: &ServerState, batch: Vec<Verified>) -> Vec<(Verified, 
 }
 
 /// A group whose data is durable (step 1), waiting to be named and recorded.
-pub struct Flushed {
+pub(crate) struct Flushed {
     files: Vec<StageResult>,
     started: std::time::Instant,
     data_synced: std::time::Instant,
@@ -152,7 +133,7 @@ pub struct Flushed {
 /// Step 1 of the module docs for a staged group: the files left in memory are written, and
 /// every file's data is made durable. On failure, the message every file fails with.
 /// Blocking.
-pub fn flush_staged(
+pub(crate) fn flush_staged(
     state: &ServerState,
     group: &[Verified],
     files: Vec<StageResult>,
@@ -204,7 +185,7 @@ pub fn flush_staged(
 /// Returns one result per file, in order. Groups must be named in the order they were
 /// begun (see group.rs), or a later `--overwrite` could be overwritten by an earlier one.
 /// Blocking.
-pub fn name_flushed(
+pub(crate) fn name_flushed(
     state: &ServerState,
     group: &[Verified],
     flushed: Flushed,
@@ -306,13 +287,17 @@ pub fn name_flushed(
 
 /// A file of the group on disk, ready to be given its name (or not yet on disk).
 #[derive(Debug)]
-pub enum Staged {
+pub(crate) enum Staged {
     /// Its partial file (the upload's own content), renamed into place.
     Partial,
     /// A small upload written to its partial file, renamed into place; the file is kept open
     /// (with a permit, or in a tiny group) or already closed (`None`).
+    // The permit is held for its `Drop`, which gives the descriptor back to the budget.
+    #[allow(dead_code)]
     WrittenPartial(Option<File>, Option<OwnedSemaphorePermit>),
     /// A small upload in an unnamed file in its destination folder, linked into place.
+    // The permit is held for its `Drop`, which gives the descriptor back to the budget.
+    #[allow(dead_code)]
     Unnamed(File, Option<OwnedSemaphorePermit>),
     /// A small upload still in memory, to be staged by its commit.
     Deferred,

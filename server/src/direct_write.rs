@@ -24,7 +24,7 @@ const BUFFER_BYTES: usize = 512 * 1024;
 
 /// An appender that bypasses the page cache when it can.
 #[derive(Debug)]
-pub struct DirectWriter {
+pub(crate) struct DirectWriter {
     file: File,
     /// Over-allocated so that an aligned window of `BUFFER_BYTES` fits inside.
     storage: Vec<u8>,
@@ -42,7 +42,7 @@ pub struct DirectWriter {
 
 impl DirectWriter {
     /// Appends to `file`, whose cursor is at `position`.
-    pub fn new(file: File, position: u64) -> Self {
+    pub(crate) fn new(file: File, position: u64) -> Self {
         // Zeroing half a megabyte is not free; it is done once per upload, and small uploads
         // never get here (see upload.rs).
         let storage = vec![0u8; BUFFER_BYTES + BLOCK];
@@ -60,13 +60,8 @@ impl DirectWriter {
         writer
     }
 
-    /// Whether writes currently bypass the page cache (for tests and logs).
-    pub fn is_direct(&self) -> bool {
-        self.direct
-    }
-
     /// Appends `data`.
-    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         // Until the file offset is block-aligned, write the ordinary way.
         while !self.direct && !data.is_empty() {
             let to_boundary = BLOCK - (self.position % BLOCK as u64) as usize;
@@ -95,7 +90,7 @@ impl DirectWriter {
     }
 
     /// Writes everything gathered (the unaligned tail the ordinary way) and returns the file.
-    pub fn finish(mut self) -> io::Result<File> {
+    pub(crate) fn finish(mut self) -> io::Result<File> {
         self.flush_blocks()?;
         if self.filled > 0 {
             self.set_direct(false)?;

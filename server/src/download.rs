@@ -18,7 +18,7 @@ const READ_AHEAD_CHUNKS: usize = 8;
 
 /// Streams exactly `len` bytes of `file` from `offset` as chunks of at most [`CHUNK_SIZE`].
 /// A read error, or the file ending early, arrives as the last item.
-pub fn read_chunks(
+pub(crate) fn read_chunks(
     mut file: File,
     offset: u64,
     len: u64,
@@ -63,7 +63,7 @@ pub fn read_chunks(
 
 /// Finds a stored file for `get`, deciding where to start: at the client's offset only if
 /// the client's prefix hash matches the stored file's. Blocking.
-pub fn open_for_download(
+pub(crate) fn open_for_download(
     state: &ServerState,
     get: &Get,
 ) -> Result<(std::fs::File, Sending), Refusal> {

@@ -15,7 +15,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -27,8 +27,28 @@ use crate::{
     ServerState,
 };
 
+/// Most files in one group.
+pub(crate) const GROUP_MAX_FILES: usize = 1024;
+
+/// Most content bytes in one group; beyond this, waiting for more files saves little.
+pub(crate) const GROUP_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Most partial files a group holds open (each verified upload over the in-memory size keeps
+/// its file open until the commit).
+pub(crate) const GROUP_MAX_OPEN_FILES: usize = 128;
+
+/// Most bytes of small uploads a group holds in memory.
+pub(crate) const GROUP_MAX_MEMORY: u64 = 8 * 1024 * 1024;
+
+/// A group is committed once its first file has waited this long, even while files keep
+/// coming (a slow link trickling large files would otherwise hold Acks back).
+pub(crate) const GROUP_MAX_AGE: Duration = Duration::from_millis(500);
+
+/// A group is committed when no request arrives for this long.
+pub(crate) const GROUP_WAIT: Duration = Duration::from_millis(2);
+
 /// Files handed to one staging task.
-pub const STAGE_BATCH_FILES: usize = 64;
+pub(crate) const STAGE_BATCH_FILES: usize = 64;
 
 /// A staged batch: the files come back with how each reached the disk.
 type StagedBatch = Vec<(Verified, StageResult)>;
@@ -38,11 +58,11 @@ type StageRequest = (Vec<Verified>, oneshot::Sender<StagedBatch>);
 
 /// What a finished commit returns: the group and each file's fate, in order; or why the
 /// commit itself failed.
-pub type Committed = Result<(Vec<Verified>, Vec<Placed>), CommitError>;
+pub(crate) type Committed = Result<(Vec<Verified>, Vec<Placed>), CommitError>;
 
 /// The verified files waiting for their commit.
 #[derive(Default)]
-pub struct Group {
+pub(crate) struct Group {
     /// Batches waiting for the session's staging task.
     stager: Arc<Mutex<StageQueue>>,
     /// Resolved once the previous group is named (or its commit ended without naming).
@@ -60,38 +80,41 @@ pub struct Group {
 
 impl Group {
     /// True when no file waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.files == 0
     }
 
     /// Files waiting.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.files
     }
 
-    /// Content bytes waiting.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
+    /// Whether the group has reached one of its limits and should be committed now.
+    pub(crate) fn is_full(&self) -> bool {
+        self.files >= GROUP_MAX_FILES
+            || self.bytes >= GROUP_MAX_BYTES
+            || self.memory >= GROUP_MAX_MEMORY
+            || self.open_files >= GROUP_MAX_OPEN_FILES
+            || self.is_overdue()
     }
 
-    /// Bytes of small uploads held in memory (staged or not: staged ones drop theirs, but
-    /// the bound is about the whole group).
-    pub fn memory(&self) -> u64 {
-        self.memory
-    }
-
-    /// Partial files held open.
-    pub fn open_files(&self) -> usize {
-        self.open_files
-    }
-
-    /// When the oldest waiting file was verified.
-    pub fn first_verified(&self) -> Option<Instant> {
+    /// Whether the oldest waiting file has waited [`GROUP_MAX_AGE`].
+    pub(crate) fn is_overdue(&self) -> bool {
         self.first_verified
+            .is_some_and(|first| first.elapsed() >= GROUP_MAX_AGE)
+    }
+
+    /// When the group must be committed if no request comes first: after a pause of
+    /// [`GROUP_WAIT`] from `now`, and at the latest when its oldest file is [`GROUP_MAX_AGE`]
+    /// old. `None` while the group is empty.
+    pub(crate) fn commit_deadline(&self, now: Instant) -> Option<Instant> {
+        let first = self.first_verified?;
+        Some((now + GROUP_WAIT).min(first + GROUP_MAX_AGE))
     }
 
     /// Adds a verified file; a full batch goes to staging at once.
-    pub fn push(&mut self, state: &Arc<ServerState>, verified: Verified) {
+    pub(crate) fn push(&mut self, state: &Arc<ServerState>, verified: Verified) {
         self.files += 1;
         self.bytes += verified.size;
         match verified.content {
@@ -125,7 +148,7 @@ impl Group {
     /// Takes the whole group and commits it in the background: waits for its staging, then
     /// flushes it, then (once the previous group is named, so groups are named in order)
     /// names and records it, on the blocking pool. Leaves the group empty.
-    pub fn commit(
+    pub(crate) fn commit(
         &mut self,
         state: &Arc<ServerState>,
         client: std::net::SocketAddr,

@@ -23,14 +23,14 @@ const TAKEOVER_POLL: Duration = Duration::from_millis(10);
 
 /// The set of keys being written.
 #[derive(Debug, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     held: Mutex<HashMap<Hash, (u64, CancellationToken)>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
 /// The right to write one partial upload; released when dropped.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     key: Hash,
     id: u64,
     token: CancellationToken,
@@ -40,11 +40,11 @@ pub struct Lease {
 /// The previous holder did not let go in time.
 #[derive(Debug, thiserror::Error)]
 #[error("this file is being uploaded by another connection that does not let go")]
-pub struct StillHeld;
+pub(crate) struct StillHeld;
 
 impl Leases {
     /// Claims `key`, cancelling and waiting out any current holder.
-    pub async fn claim(self: &Arc<Self>, key: Hash) -> Result<Lease, StillHeld> {
+    pub(crate) async fn claim(self: &Arc<Self>, key: Hash) -> Result<Lease, StillHeld> {
         if let Some(lease) = self.try_claim(key) {
             return Ok(lease);
         }
@@ -67,7 +67,7 @@ impl Leases {
 
     /// Claims `key` if nobody holds it, leaving any holder alone: one look at the table for
     /// the usual case of a file nobody else is sending.
-    pub fn claim_if_free(self: &Arc<Self>, key: Hash) -> Option<Lease> {
+    pub(crate) fn claim_if_free(self: &Arc<Self>, key: Hash) -> Option<Lease> {
         self.claim_or(key, |_| ())
     }
 
@@ -100,7 +100,7 @@ impl Leases {
 
     /// Those of `keys` someone writes right now, each once: one look at the table for a whole
     /// `Prepare` page instead of a lock per file.
-    pub fn held_among<'a>(
+    pub(crate) fn held_among<'a>(
         &self,
         keys: impl IntoIterator<Item = &'a Hash>,
     ) -> std::collections::HashSet<Hash> {
@@ -118,7 +118,7 @@ impl Leases {
     }
 
     /// Whether someone writes `key` right now.
-    pub fn is_held(&self, key: &Hash) -> bool {
+    pub(crate) fn is_held(&self, key: &Hash) -> bool {
         self.held
             .lock()
             .map(|held| held.contains_key(key))
@@ -128,7 +128,7 @@ impl Leases {
 
 impl Lease {
     /// Cancelled when a newer connection claims the same key.
-    pub fn superseded(&self) -> CancellationToken {
+    pub(crate) fn superseded(&self) -> CancellationToken {
         self.token.clone()
     }
 }

@@ -6,21 +6,21 @@
 //! name rules in [`names`], the answer to a `Prepare` in [`plan`], group commit in [`group`]
 //! and [`commit`], every filesystem touch in [`store`], the SQLite catalog in [`catalog`].
 
-pub mod buffers;
+pub(crate) mod buffers;
 pub mod catalog;
-pub mod commit;
+pub(crate) mod commit;
 pub mod config;
-pub mod direct_write;
-pub mod download;
-pub mod group;
-pub mod leases;
-pub mod listener;
+pub(crate) mod direct_write;
+pub(crate) mod download;
+pub(crate) mod group;
+pub(crate) mod leases;
+pub(crate) mod listener;
 pub mod names;
-pub mod plan;
-pub mod refusal;
-pub mod session;
+pub(crate) mod plan;
+pub(crate) mod refusal;
+pub(crate) mod session;
 pub mod store;
-pub mod upload;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub struct ServerState {
     /// The catalog of stored files.
     pub catalog: Catalog,
     /// Which partial uploads are being written.
-    pub leases: Arc<Leases>,
+    pub(crate) leases: Arc<Leases>,
     /// Serializes placing a file and recording it, so disk and catalog agree (see
     /// [`ServerState::serialize_commits`]).
     commit_lock: std::sync::Mutex<()>,
@@ -45,12 +45,12 @@ pub struct ServerState {
     pub limits: Limits,
     /// Small uploads staged ahead of their group commit hold a descriptor each until the
     /// commit; these permits bound them server-wide to half the open-file limit.
-    pub staged_files: Arc<tokio::sync::Semaphore>,
+    pub(crate) staged_files: Arc<tokio::sync::Semaphore>,
     /// The catalog is on the store's filesystem, so a group commit's `syncfs` of the names
     /// also makes its catalog transaction durable (see commit.rs).
-    pub catalog_synced_with_names: bool,
+    pub(crate) catalog_synced_with_names: bool,
     /// Small uploads' memory, reused once their bytes are on disk.
-    pub small_buffers: buffers::SmallBuffers,
+    pub(crate) small_buffers: buffers::SmallBuffers,
 }
 
 impl ServerState {
@@ -74,7 +74,7 @@ impl ServerState {
     /// Holds off other commits, deletions and downloads' record lookups while the guard
     /// lives, so a name on disk and its catalog record change together. The lock guards no
     /// data, so a panic while it was held leaves nothing inconsistent to refuse.
-    pub fn serialize_commits(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn serialize_commits(&self) -> std::sync::MutexGuard<'_, ()> {
         self.commit_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -29,7 +29,11 @@ const MAX_PENDING_REFUSALS: usize = 64;
 
 /// Accepts clients on `listener` until `shutdown` is cancelled, then waits up to the grace
 /// period for sessions to end.
-pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     let sessions = TaskTracker::new();

@@ -10,11 +10,11 @@ use crate::{names::ValidName, refusal::Refusal, store::KnownFolders, ServerState
 
 /// A resume offered to the client: the upload's key, the offset, and the hash state of the
 /// bytes before it (to go on hashing from there).
-pub type ResumeOffer = (Hash, u64, Box<blake3::Hasher>);
+pub(crate) type ResumeOffer = (Hash, u64, Box<blake3::Hasher>);
 
 /// Plans a page of announced files, in order. `promised`: bytes of free space already
 /// promised to earlier pages of the round; returns the plans and the new total. Blocking.
-pub fn plan_page(
+pub(crate) fn plan_page(
     state: &ServerState,
     files: &[FileIntent],
     promised: u64,
@@ -37,7 +37,7 @@ pub fn plan_page(
 }
 
 /// The checks every announced or begun file passes: a valid name and an acceptable size.
-pub fn check_intent(
+pub(crate) fn check_intent(
     state: &ServerState,
     name: &str,
     size: u64,
@@ -65,7 +65,7 @@ pub fn check_intent(
 }
 
 /// Refuses an upload of `needed` more bytes when the storage directory lacks the room.
-pub fn check_space(state: &ServerState, needed: u64) -> Result<(), Refusal> {
+pub(crate) fn check_space(state: &ServerState, needed: u64) -> Result<(), Refusal> {
     match state.store.available_space() {
         Ok(available) if available < needed => Err(Refusal::new(
             ErrorCode::NoSpace,

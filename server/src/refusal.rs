@@ -11,16 +11,16 @@ use crate::{catalog::CatalogError, store::StoreError};
 /// Why a file or request was turned down, as the client will be told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} ({code})")]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// Machine-readable cause, sent on the wire.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// The explanation for the client.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Refusal {
     /// A refusal with this code and message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -28,12 +28,12 @@ impl Refusal {
     }
 
     /// A failure of the server's own storage or of a task doing its work.
-    pub fn storage(err: impl fmt::Display) -> Self {
+    pub(crate) fn storage(err: impl fmt::Display) -> Self {
         Self::new(ErrorCode::Storage, err.to_string())
     }
 
     /// A failure of the server itself, not of the request (a task that panicked).
-    pub fn internal(err: impl fmt::Display) -> Self {
+    pub(crate) fn internal(err: impl fmt::Display) -> Self {
         Self::new(ErrorCode::Internal, err.to_string())
     }
 }

@@ -8,12 +8,7 @@
 //! `ft_protocol`'s docs is answered with a `ProtocolViolation` error and ends the session.
 //! Every read and write is bounded by a timeout.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
@@ -29,23 +24,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    catalog::CatalogError,
-    commit::{CommitError, GROUP_MAX_AGE, GROUP_WAIT},
-    group::{Committed, Group},
-    refusal::Refusal,
-    upload::Upload,
+    catalog::CatalogError, commit::CommitError, group::Committed, refusal::Refusal, upload::Upload,
     ServerState,
 };
 
 mod announced;
+mod round;
 mod store_requests;
 mod uploads;
 
-use announced::Announced;
-
-/// Group commits a session may have in flight. Two let one group's data flush overlap the
-/// previous group's renames and catalog transaction (which are serialized across sessions).
-const COMMITS_IN_FLIGHT: usize = 2;
+use round::UploadRound;
 
 /// Catalog entries per `Listing` page. An entry is at most about 8.3 KiB (two names of
 /// `MAX_NAME_LEN`), so a page always fits in `MAX_FRAME_LEN`.
@@ -53,7 +41,7 @@ const LISTING_PAGE_ENTRIES: usize = 64;
 
 /// Why a session ended abnormally. Logged once, at the task boundary.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     /// Reading or writing the socket failed, or the client sent undecodable bytes.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -103,7 +91,7 @@ enum Transfer {
 }
 
 /// Serves one client until it leaves, breaks the protocol, or the server shuts down.
-pub async fn serve(
+pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<ServerState>,
@@ -118,13 +106,8 @@ pub async fn serve(
         peer,
         state,
         transfer: Transfer::Idle,
-        prepared: HashMap::new(),
         zstd: false,
-        announced: Announced::default(),
-        ends_round: false,
-        promised: 0,
-        group: Group::default(),
-        committing: VecDeque::new(),
+        round: UploadRound::default(),
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
@@ -189,24 +172,11 @@ struct Session {
     peer: SocketAddr,
     state: Arc<ServerState>,
     transfer: Transfer,
-    /// Resumes offered in this round of `Prepare`s: key -> (offset, hash state of the prefix).
-    prepared: HashMap<Hash, (u64, Box<blake3::Hasher>)>,
     /// The client may send zstd-compressed chunks.
     zstd: bool,
-    /// Keys this round of `Prepare`s accepted and not yet begun: their folders and space need
-    /// no second check. At most `MAX_ANNOUNCED_FILES`.
-    announced: Announced,
-    /// The file being received is the last one this round of `Prepare`s announced: once it
-    /// is verified, its group is committed at once instead of after a pause of
-    /// [`GROUP_WAIT`].
-    ends_round: bool,
-    /// Bytes this round of `Prepare`s has counted against the free space.
-    promised: u64,
-    /// Verified uploads waiting for their group commit.
-    group: Group,
-    /// Groups being committed in the background, oldest first (at most
-    /// [`COMMITS_IN_FLIGHT`]).
-    committing: VecDeque<tokio::task::JoinHandle<Committed>>,
+    /// Offers, announcements, the group waiting for its commit and the commits in flight.
+    round: UploadRound,
+    /// Files acknowledged on this connection, for the log.
     files_stored: u64,
 }
 
@@ -220,11 +190,7 @@ impl Session {
             // one straight away: the select below builds two timers, a timeout and a token
             // handle each time, which for a stream of small files cost more than the request.
             // What it would watch is checked after every request instead.
-            let answers_due = self
-                .committing
-                .front()
-                .is_some_and(tokio::task::JoinHandle::is_finished);
-            let buffered = if answers_due {
+            let buffered = if self.round.answers_due() {
                 None
             } else {
                 self.reader.next().now_or_never()
@@ -266,14 +232,8 @@ impl Session {
             }
             // A verified file checks its group's age itself; this catches the chunks of a large
             // upload that take long while a group waits.
-            if mid_file {
-                let overdue = self
-                    .group
-                    .first_verified()
-                    .is_some_and(|first| first.elapsed() >= GROUP_MAX_AGE);
-                if overdue {
-                    self.start_commit().await?;
-                }
+            if mid_file && self.round.group_overdue() {
+                self.start_commit().await?;
             }
         }
     }
@@ -281,6 +241,9 @@ impl Session {
     /// Waits for the next request, answering finished commits and committing a waiting group
     /// when the client pauses, meanwhile. `Ended`: the session is over (a takeover or a
     /// shutdown).
+    ///
+    /// The select only borrows what each branch watches; what woke it is then handled with
+    /// the whole session at hand.
     async fn wait_for_request(
         &mut self,
         shutdown: &CancellationToken,
@@ -290,57 +253,53 @@ impl Session {
             Transfer::Receiving(upload) => Some(upload.superseded.clone()),
             _ => None,
         };
-        let grouping = !self.group.is_empty();
-        let group_deadline = self
-            .group
-            .first_verified()
-            .map_or_else(tokio::time::Instant::now, |first| {
-                tokio::time::Instant::from_std(first) + GROUP_MAX_AGE
-            });
-        // Held outside `self` for the select, so the request branch can borrow `self`.
-        let mut committing = std::mem::take(&mut self.committing);
+        let commit_deadline = self.round.commit_deadline();
+        let idle_timeout = self.state.limits.idle_timeout;
+        let reader = &mut self.reader;
+        let round = &mut self.round;
+        let committing = round.is_committing();
         // Biased, in this order: when a request arrives, the timers and tokens below are
         // not polled.
-        let waited = tokio::select! {
+        let woke = tokio::select! {
             biased;
-            committed = async { committing.front_mut()?.await.into() }, if !committing.is_empty() => {
-                committing.pop_front();
-                self.committing = committing;
-                if let Some(committed) = committed {
-                    self.answer_commit(committed.unwrap_or_else(|join| Err(CommitError::Task(join)))).await?;
-                }
-                Waited::Handled
+            committed = async { round.oldest_commit()?.await.into() }, if committing => {
+                Woke::Committed(committed)
             }
-            next = self.next_request() => {
-                self.committing = committing;
-                Waited::Request(next?)
-            }
+            next = tokio::time::timeout(idle_timeout, reader.next()) => Woke::Request(next),
             // Dropping the upload keeps its partial file for the connection taking over.
-            () = cancelled(superseded) => {
-                self.committing = committing;
-                self.give_up_superseded()?;
-                Waited::Ended
-            }
+            () = cancelled(superseded) => Woke::Superseded,
             // Only between files: an upload in flight is allowed to finish.
-            () = shutdown.cancelled(), if idle => {
-                self.committing = committing;
-                self.say_goodbye().await?;
-                Waited::Ended
-            }
-            // The client paused, or the group's first file waited long enough: commit
-            // what is verified rather than keep it waiting.
-            () = tokio::time::sleep(GROUP_WAIT), if grouping => {
-                self.committing = committing;
-                self.start_commit().await?;
-                Waited::Handled
-            }
-            () = tokio::time::sleep_until(group_deadline), if grouping => {
-                self.committing = committing;
-                self.start_commit().await?;
-                Waited::Handled
-            }
+            () = shutdown.cancelled(), if idle => Woke::ShuttingDown,
+            // The client paused, or the group's first file waited long enough: commit what is
+            // verified rather than keep it waiting.
+            () = sleep_until(commit_deadline) => Woke::CommitDue,
         };
-        Ok(waited)
+        match woke {
+            Woke::Committed(committed) => {
+                self.round.pop_oldest_commit();
+                if let Some(committed) = committed {
+                    let committed = committed.unwrap_or_else(|join| Err(CommitError::Task(join)));
+                    self.answer_commit(committed).await?;
+                }
+                Ok(Waited::Handled)
+            }
+            Woke::Request(Err(_)) => Err(self
+                .refuse(ErrorCode::Timeout, SessionError::Timeout(idle_timeout))
+                .await),
+            Woke::Request(Ok(next)) => Ok(Waited::Request(self.received(next).await?)),
+            Woke::Superseded => {
+                self.give_up_superseded()?;
+                Ok(Waited::Ended)
+            }
+            Woke::ShuttingDown => {
+                self.say_goodbye().await?;
+                Ok(Waited::Ended)
+            }
+            Woke::CommitDue => {
+                self.start_commit().await?;
+                Ok(Waited::Handled)
+            }
+        }
     }
 
     /// Handles one request.
@@ -503,18 +462,6 @@ impl Session {
         .await
     }
 
-    /// The next request, `None` on a clean hang-up. Undecodable input is answered and ends
-    /// the session; so does silence longer than the idle timeout.
-    async fn next_request(&mut self) -> Result<Option<Request>, SessionError> {
-        let timeout = self.state.limits.idle_timeout;
-        match tokio::time::timeout(timeout, self.reader.next()).await {
-            Err(_) => Err(self
-                .refuse(ErrorCode::Timeout, SessionError::Timeout(timeout))
-                .await),
-            Ok(next) => self.received(next).await,
-        }
-    }
-
     /// What the reader produced: a request, the end of the connection (`None`), or a
     /// violation (answered).
     async fn received(
@@ -567,6 +514,28 @@ impl Session {
             Ok(result) => Ok(result?),
             Err(_) => Err(SessionError::Timeout(timeout)),
         }
+    }
+}
+
+/// What ended a wait in [`Session::wait_for_request`].
+enum Woke {
+    /// The oldest commit in flight finished (`None`: there was none after all).
+    Committed(Option<Result<Committed, tokio::task::JoinError>>),
+    /// The reader produced something, or the idle timeout passed first.
+    Request(Result<Option<Result<Request, ProtocolError>>, tokio::time::error::Elapsed>),
+    /// A newer connection took the upload in flight over.
+    Superseded,
+    /// The server is shutting down and no file is open.
+    ShuttingDown,
+    /// The waiting group's commit is due.
+    CommitDue,
+}
+
+/// Resolves at `deadline`; never, without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -31,7 +31,7 @@ const WRITE_QUEUE_CHUNKS: usize = 4;
 
 /// Why an upload could not continue.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     /// The client sent more bytes than it declared (a protocol violation).
     #[error("received more than the {declared} bytes declared in BeginFile")]
     ExcessBytes {
@@ -56,7 +56,7 @@ pub enum UploadError {
 
 /// Where a complete upload's bytes are.
 #[derive(Debug)]
-pub enum Content {
+pub(crate) enum Content {
     /// In its partial file.
     Partial(File),
     /// In memory: a small fresh upload, written at commit time (see commit.rs).
@@ -65,13 +65,13 @@ pub enum Content {
 
 /// The complete content of an upload, hashed.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     /// The bytes.
-    pub content: Content,
+    pub(crate) content: Content,
     /// BLAKE3 of the whole content (kept prefix and new bytes).
-    pub hash: Hash,
+    pub(crate) hash: Hash,
     /// The right to the partial file, held until it is committed or discarded.
-    pub lease: Lease,
+    pub(crate) lease: Lease,
 }
 
 /// Fresh uploads of at most this many bytes are gathered in memory and written by the group
@@ -79,27 +79,27 @@ pub struct Written {
 /// file in the shared partial area cost more than the write itself (measured: thread
 /// switches, then inode allocation in one hot folder, were the largest costs when receiving
 /// 10,000 files of 4 KiB).
-pub const SMALL_UPLOAD_BYTES: u64 = 64 * 1024;
+pub(crate) const SMALL_UPLOAD_BYTES: u64 = 64 * 1024;
 
 /// An open upload.
 #[derive(Debug)]
-pub struct Upload {
+pub(crate) struct Upload {
     /// The client's id for this file.
-    pub id: u32,
+    pub(crate) id: u32,
     /// The validated name.
-    pub name: ValidName,
+    pub(crate) name: ValidName,
     /// The upload key, naming the partial file.
-    pub key: Hash,
+    pub(crate) key: Hash,
     /// Declared size of the whole file.
-    pub size: u64,
+    pub(crate) size: u64,
     /// What to do if the name is taken.
-    pub conflict: ConflictPolicy,
+    pub(crate) conflict: ConflictPolicy,
     /// When BeginFile arrived.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Where this session's bytes started (non-zero when resumed).
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Cancelled when another connection takes this key over.
-    pub superseded: CancellationToken,
+    pub(crate) superseded: CancellationToken,
     held: u64,
     sink: Sink,
 }
@@ -123,7 +123,7 @@ impl Upload {
     /// gets its partial file opened and a writer thread. `prefix` is the hash state of the
     /// bytes kept before the offset (`None` for a fresh upload); a small upload's memory
     /// comes from `buffers`.
-    pub async fn start(
+    pub(crate) async fn start(
         store: Arc<Store>,
         begin: &BeginFile,
         name: ValidName,
@@ -175,12 +175,12 @@ impl Upload {
     }
 
     /// Bytes of the file held so far, including a resumed prefix.
-    pub fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.held
     }
 
     /// Queues a chunk for writing; waits while the queue is full.
-    pub async fn push(&mut self, data: Bytes) -> Result<(), UploadError> {
+    pub(crate) async fn push(&mut self, data: Bytes) -> Result<(), UploadError> {
         let len = data.len() as u64;
         if self.held.saturating_add(len) > self.size {
             return Err(UploadError::ExcessBytes {
@@ -214,7 +214,7 @@ impl Upload {
     }
 
     /// Stops the upload and waits until its writer has let go of the partial file.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         if let Sink::Threaded { chunks, writer } = self.sink {
             drop(chunks);
             if let Some(writer) = writer {
@@ -225,7 +225,7 @@ impl Upload {
 
     /// Ends the content: writes or flushes everything and returns the file and the hash of
     /// the whole content.
-    pub async fn finish(self) -> Result<Written, UploadError> {
+    pub(crate) async fn finish(self) -> Result<Written, UploadError> {
         if self.held != self.size {
             return Err(UploadError::MissingBytes {
                 declared: self.size,

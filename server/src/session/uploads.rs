@@ -8,13 +8,9 @@ use ft_protocol::{
     Response, CHUNK_SIZE, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
 };
 
-use super::{file_error, Session, SessionError, Transfer, COMMITS_IN_FLIGHT};
+use super::{file_error, Session, SessionError, Transfer};
 use crate::{
-    commit::CommitError,
-    commit::{
-        Verified, GROUP_MAX_AGE, GROUP_MAX_BYTES, GROUP_MAX_FILES, GROUP_MAX_MEMORY,
-        GROUP_MAX_OPEN_FILES,
-    },
+    commit::{CommitError, Verified},
     group::Committed,
     plan,
     refusal::Refusal,
@@ -32,11 +28,9 @@ impl Session {
             return Err(self.violation(&what).await);
         }
         if !prepare.append {
-            self.prepared.clear();
-            self.announced.clear();
-            self.promised = 0;
+            self.round.start_over();
         }
-        if self.announced.len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
+        if self.round.announced_len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
             let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
             return Err(self.violation(&what).await);
         }
@@ -55,7 +49,7 @@ impl Session {
         let state = Arc::clone(&self.state);
         let files = prepare.files;
         // Space promised to earlier pages of the round is not free for this one.
-        let promised = self.promised;
+        let promised = self.round.promised();
         let planned = tokio::task::spawn_blocking(move || {
             let planned = plan::plan_page(&state, &files, promised);
             (files, planned)
@@ -69,7 +63,7 @@ impl Session {
             }
         };
         let (files, (planned, promised)) = planned;
-        self.promised = promised;
+        self.round.set_promised(promised);
         let mut plans = Vec::with_capacity(planned.len());
         let mut seen = std::collections::HashSet::new();
         for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {
@@ -84,18 +78,18 @@ impl Session {
                 );
             } else if matches!(plan, FilePlan::Resume { .. })
                 && (!seen.insert(intent.key)
-                    || self.prepared.contains_key(&intent.key)
-                    || self.prepared.len() >= MAX_PREPARE_FILES)
+                    || self.round.has_offer(&intent.key)
+                    || self.round.offer_count() >= MAX_PREPARE_FILES)
             {
                 // The same file twice in one round: only its first copy can resume. And the
                 // offers of a round are bounded (each holds a hash state of about 2 KiB).
                 (plan, resume) = (FilePlan::Fresh, None);
             }
             if let Some((key, offset, hasher)) = resume {
-                self.prepared.insert(key, (offset, hasher));
+                self.round.offer(key, (offset, hasher));
             }
             if !matches!(plan, FilePlan::Refused { .. }) {
-                self.announced.push(intent.key);
+                self.round.announce(intent.key);
             }
             plans.push(plan);
         }
@@ -111,8 +105,7 @@ impl Session {
         }
         let id = begin.id;
         // Folders and free space were just checked if this file was announced with Prepare.
-        let announced = self.announced.take(&begin.key);
-        self.ends_round = announced && self.announced.is_empty();
+        let announced = self.round.begin(&begin.key);
         let mut folders = KnownFolders::default();
         let check_folders = (!announced).then_some(&mut folders);
         let name = match plan::check_intent(&self.state, &begin.name, begin.size, check_folders) {
@@ -123,7 +116,7 @@ impl Session {
         let prefix = if begin.offset == 0 {
             None
         } else {
-            match self.prepared.remove(&begin.key) {
+            match self.round.take_offer(&begin.key) {
                 Some((offset, hasher)) if offset == begin.offset => Some(hasher),
                 _ => {
                     return Err(self
@@ -298,7 +291,7 @@ impl Session {
                 .await;
         }
 
-        self.group.push(
+        let commit_now = self.round.push_verified(
             &self.state,
             Verified {
                 id,
@@ -313,17 +306,8 @@ impl Session {
                 _lease: written.lease,
             },
         );
-        if std::mem::take(&mut self.ends_round) {
-            // Nothing more was announced: no point waiting for it.
-            return self.start_commit().await;
-        }
-        let oldest = self.group.first_verified().map(|first| first.elapsed());
-        if self.group.len() >= GROUP_MAX_FILES
-            || self.group.bytes() >= GROUP_MAX_BYTES
-            || self.group.memory() >= GROUP_MAX_MEMORY
-            || self.group.open_files() >= GROUP_MAX_OPEN_FILES
-            || oldest.is_some_and(|age| age >= GROUP_MAX_AGE)
-        {
+        // Full, old, or the round's last file (nothing more to wait for).
+        if commit_now {
             self.start_commit().await?;
         }
         Ok(())
@@ -340,20 +324,19 @@ impl Session {
     /// files are received while this group is flushed. Answers leave in the order the files
     /// were begun: commits are answered oldest first.
     pub(super) async fn start_commit(&mut self) -> Result<(), SessionError> {
-        if self.group.is_empty() {
+        if !self.round.has_waiting_files() {
             return Ok(());
         }
-        while self.committing.len() >= COMMITS_IN_FLIGHT {
+        while !self.round.may_start_commit() {
             self.finish_oldest_commit().await?;
         }
-        let commit = self.group.commit(&self.state, self.peer);
-        self.committing.push_back(commit);
+        self.round.start_commit(&self.state, self.peer);
         Ok(())
     }
 
     /// Waits for every commit in flight and sends their answers.
     pub(super) async fn finish_commit(&mut self) -> Result<(), SessionError> {
-        while !self.committing.is_empty() {
+        while self.round.is_committing() {
             self.finish_oldest_commit().await?;
         }
         Ok(())
@@ -361,7 +344,7 @@ impl Session {
 
     /// Waits for the oldest commit in flight, if any, and sends its answers.
     pub(super) async fn finish_oldest_commit(&mut self) -> Result<(), SessionError> {
-        let Some(committing) = self.committing.pop_front() else {
+        let Some(committing) = self.round.pop_oldest_commit() else {
             return Ok(());
         };
         let committed = committing
