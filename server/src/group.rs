@@ -7,10 +7,9 @@
 //! group's flush, so a commit is left with the flushes, the renames and the catalog. The
 //! commit itself is described in commit.rs.
 //!
-//! Each session stages its batches in order, one at a time: with a task per batch, batches of
-//! three groups ran at once and the oldest group, the one a commit waits for, finished last
-//! (measured: the first commit started 70 ms late while the client stalled). The staging task
-//! runs only while batches are queued, so an idle session holds no thread.
+//! Each session stages its batches in order, one at a time: the oldest group is the one a
+//! commit waits for, so it must not compete with younger batches for the disk and the CPU.
+//! The staging task runs only while batches are queued, so an idle session holds no thread.
 
 use std::{
     collections::VecDeque,
