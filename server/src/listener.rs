@@ -28,7 +28,8 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_PENDING_REFUSALS: usize = 64;
 
 /// Accepts clients on `listener` until `shutdown` is cancelled, then waits up to the grace
-/// period for sessions to end.
+/// period for sessions to end, and cuts those still open: when this returns, no session of
+/// this server runs any more (uploads cut are kept for resume).
 pub(crate) async fn run(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -37,6 +38,8 @@ pub(crate) async fn run(
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     let sessions = TaskTracker::new();
+    // Cancelled when the grace period is over: every session still open is dropped.
+    let cut = CancellationToken::new();
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -57,9 +60,12 @@ pub(crate) async fn run(
         };
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
-                let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+                let (state, shutdown, cut) = (Arc::clone(&state), shutdown.clone(), cut.clone());
                 sessions.spawn(async move {
-                    session::serve(stream, peer, state, shutdown).await;
+                    tokio::select! {
+                        () = session::serve(stream, peer, state, shutdown) => {}
+                        () = cut.cancelled() => {}
+                    }
                     drop(permit);
                 });
             }
@@ -89,6 +95,8 @@ pub(crate) async fn run(
             cut = sessions.len(),
             "grace period over; cutting remaining connections"
         );
+        cut.cancel();
+        sessions.wait().await;
     }
 }
 

@@ -1091,7 +1091,11 @@ async fn run_returns_after_the_grace_period_when_an_upload_stalls() {
         elapsed < shutdown_grace + Duration::from_secs(3),
         "{elapsed:?}"
     );
-    drop(client);
+    // The session was cut with the grace period, not left running beside a stopped server:
+    // its connection is closed without an answer, and the rest of the file is never taken.
+    client.expect_closed().await;
+    let stored = server.dir.path().join("stalled.bin");
+    assert!(!stored.exists(), "a cut upload never carries its name");
 }
 
 // ---------------------------------------------------------------------------------------
