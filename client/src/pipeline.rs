@@ -6,9 +6,14 @@
 //! collector pairs answers with the files in the order they were begun. When a file is
 //! refused early (a bad name, too large), the collector flags it and the sender cancels the
 //! rest of that file instead of streaming it for nothing.
+//!
+//! The sender tells the collector what it did over a channel, in wire order: which file it
+//! began, then the hash it ended that file with or why it cancelled it. Only two things are
+//! shared without messages, both atomics the other side reads when it pleases: the refusal
+//! flag of each file, and the time of the sender's last write.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -57,24 +62,22 @@ pub(crate) async fn upload(
     options: SendOptions,
     ledger: &Ledger<'_>,
 ) -> Result<(), ClientError> {
-    let flags = Flags {
+    let shared = Shared {
         refused: files.iter().map(|_| AtomicBool::new(false)).collect(),
-        hashes: std::sync::Mutex::new(vec![None; files.len()]),
-        cancel_reasons: std::sync::Mutex::new(vec![None; files.len()]),
-        last_write: std::sync::Mutex::new(Instant::now()),
-        compress: options.compress && client.accepts_zstd(),
+        last_write: WriteClock::new(),
     };
-    let (begun_tx, begun_rx) = mpsc::unbounded_channel();
+    let (notes_tx, notes_rx) = mpsc::unbounded_channel();
     client.writer.set_backpressure_boundary(WRITE_BUFFER_BYTES);
     let outbox = Outbox {
+        compress: options.compress && client.accepts_zstd(),
         writer: &mut client.writer,
         ledger,
-        flags: &flags,
-        begun: begun_tx,
+        shared: &shared,
+        notes: notes_tx,
         options,
     };
     let sending = outbox.send_all(files);
-    let collecting = collect_answers(&mut client.reader, files, ledger, &flags, begun_rx);
+    let collecting = collect_answers(&mut client.reader, files, ledger, &shared, notes_rx);
     tokio::pin!(sending, collecting);
     let mut sent = None;
     let collected = loop {
@@ -101,31 +104,57 @@ pub(crate) async fn upload(
     }
 }
 
-/// What the sender and the collector tell each other, by position in the attempt.
-struct Flags {
-    /// The server already answered this file (with an error) before it was fully sent.
-    refused: Vec<AtomicBool>,
-    /// Hash the sender computed, to cross-check the server's Ack.
-    hashes: std::sync::Mutex<Vec<Option<Hash>>>,
-    /// Why the sender cancelled a file, to show instead of the server's "cancelled".
-    cancel_reasons: std::sync::Mutex<Vec<Option<String>>>,
-    last_write: std::sync::Mutex<Instant>,
-    /// Compress chunks (asked for, and the server agreed).
-    compress: bool,
+/// What the sender tells the collector, in the order it happens on the wire: for each file
+/// `Begun`, then `Ended` or `Cancelled` (unless the sender failed first), before the next
+/// file's `Begun`.
+enum Note {
+    /// `BeginFile` for the file at this position in the attempt was queued: its answer is
+    /// due after those of the files begun before it.
+    Begun(usize),
+    /// The file's content was all sent and `EndFile` is about to be, with this hash; the
+    /// server's Ack must carry the same.
+    Ended(Hash),
+    /// The sender is cancelling the file for this reason, shown instead of the server's
+    /// "cancelled".
+    Cancelled(String),
 }
 
-impl Flags {
-    fn touch(&self) {
-        if let Ok(mut last) = self.last_write.lock() {
-            *last = Instant::now();
+/// What the sender and the collector share besides the notes: atomics only, which each side
+/// reads when it pleases, so neither ever waits for the other.
+struct Shared {
+    /// By position in the attempt: the server already answered this file (with an error)
+    /// before it was fully sent, so the sender stops streaming it.
+    refused: Vec<AtomicBool>,
+    /// When the sender last got a message out.
+    last_write: WriteClock,
+}
+
+/// The time of the sender's last write, readable from the collector without a lock.
+struct WriteClock {
+    /// What the stored times count from.
+    started: Instant,
+    /// Milliseconds from `started` to the last write.
+    last_ms: AtomicU64,
+}
+
+impl WriteClock {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
         }
     }
 
+    /// Records a write now.
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Time since the last write (or since the clock started, before any).
     fn since_last_write(&self) -> Duration {
-        self.last_write
-            .lock()
-            .map(|last| last.elapsed())
-            .unwrap_or_default()
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 }
 
@@ -133,13 +162,15 @@ type Writer = ft_protocol::codec::MessageWriter<tokio::net::tcp::OwnedWriteHalf,
 type Reader = ft_protocol::codec::MessageReader<tokio::net::tcp::OwnedReadHalf, Response>;
 
 /// The sending half of one attempt: where messages go, and what it tells the caller (the
-/// ledger) and the answer collector (the flags, and `begun`: which files await an answer).
+/// ledger) and the answer collector (the notes, and the write clock in `shared`).
 struct Outbox<'a, 'l> {
     writer: &'a mut Writer,
     ledger: &'a Ledger<'l>,
-    flags: &'a Flags,
-    begun: mpsc::UnboundedSender<usize>,
+    shared: &'a Shared,
+    notes: mpsc::UnboundedSender<Note>,
     options: SendOptions,
+    /// Compress chunks (asked for, and the server agreed).
+    compress: bool,
 }
 
 impl Outbox<'_, '_> {
@@ -174,11 +205,11 @@ impl Outbox<'_, '_> {
                 .stream_content(position, planned, handle, offset, hasher)
                 .await?
             {
-                Streamed::Complete(hash) => self.end_file(position, hash).await?,
+                Streamed::Complete(hash) => self.end_file(hash).await?,
                 Streamed::Cancelled(reason) => {
-                    if let Ok(mut reasons) = self.flags.cancel_reasons.lock() {
-                        reasons[position] = Some(reason.clone());
-                    }
+                    // Noted before the server can see the cancel, so the reason is there
+                    // by the time its "cancelled" answer is.
+                    let _ = self.notes.send(Note::Cancelled(reason.clone()));
                     self.send(Request::CancelFile(CancelFile { reason }))
                         .await?;
                 }
@@ -213,15 +244,14 @@ impl Outbox<'_, '_> {
             offset,
         };
         self.send(Request::BeginFile(begin)).await?;
-        let _ = self.begun.send(position);
+        let _ = self.notes.send(Note::Begun(position));
         Ok(())
     }
 
-    /// Ends a file whose content was all sent, keeping its hash to check the server's Ack.
-    async fn end_file(&mut self, position: usize, hash: Hash) -> Result<(), ClientError> {
-        if let Ok(mut hashes) = self.flags.hashes.lock() {
-            hashes[position] = Some(hash);
-        }
+    /// Ends a file whose content was all sent. Its hash is noted for the collector first, so
+    /// it is there by the time the server's Ack is.
+    async fn end_file(&mut self, hash: Hash) -> Result<(), ClientError> {
+        let _ = self.notes.send(Note::Ended(hash));
         self.send(Request::EndFile(EndFile { hash })).await
     }
 
@@ -244,12 +274,12 @@ impl Outbox<'_, '_> {
         self.begin_file(position, planned, 0).await?;
         let hash = Hash::from(blake3::hash(&data));
         if !data.is_empty() {
-            let piece = Compressor::new(self.flags.compress).piece(data);
+            let piece = Compressor::new(self.compress).piece(data);
             self.send(piece.request).await?;
             self.ledger
                 .sent(index, piece.raw_len, piece.raw_len, piece.wire_len);
         }
-        self.end_file(position, hash).await
+        self.end_file(hash).await
     }
 
     /// Sends the file's bytes from `offset` to its end as chunks, continuing `hasher`.
@@ -270,14 +300,14 @@ impl Outbox<'_, '_> {
         let (chunks_tx, mut chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
         let reading = {
             let file = file.clone();
-            let compress = self.flags.compress;
+            let compress = self.compress;
             tokio::task::spawn_blocking(move || {
                 read_content(handle, &file, offset, hasher, compress, &chunks_tx)
             })
         };
         let mut sent = offset;
         while let Some(piece) = chunks.recv().await {
-            if self.flags.refused[position].load(Ordering::Acquire) {
+            if self.shared.refused[position].load(Ordering::Acquire) {
                 // Dropping the receiver stops the reader at its next chunk.
                 return Ok(Streamed::Cancelled("the server refused the file".into()));
             }
@@ -303,7 +333,7 @@ impl Outbox<'_, '_> {
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.feed(request)).await {
             Ok(result) => {
                 result?;
-                self.flags.touch();
+                self.shared.last_write.touch();
                 Ok(())
             }
             Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
@@ -315,7 +345,7 @@ impl Outbox<'_, '_> {
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.flush()).await {
             Ok(result) => {
                 result?;
-                self.flags.touch();
+                self.shared.last_write.touch();
                 Ok(())
             }
             Err(_) => Err(ClientError::Timeout(WRITE_STALL_TIMEOUT, "sending")),
@@ -331,15 +361,24 @@ async fn collect_answers(
     reader: &mut Reader,
     files: &[Planned<'_>],
     ledger: &Ledger<'_>,
-    flags: &Flags,
-    mut begun: mpsc::UnboundedReceiver<usize>,
+    shared: &Shared,
+    mut notes: mpsc::UnboundedReceiver<Note>,
 ) -> Result<(), ClientError> {
-    while let Some(position) = begun.recv().await {
+    while let Some(note) = notes.recv().await {
+        // An end note left over is that of a file the server refused early: no longer needed.
+        let Note::Begun(position) = note else {
+            continue;
+        };
         let index = files[position].index;
         let expected_id = index as u32;
-        match next_answer(reader, flags).await? {
+        match next_answer(reader, &shared.last_write).await? {
             Response::Ack(ack) if ack.id == expected_id => {
-                let ours = flags.hashes.lock().ok().and_then(|hashes| hashes[position]);
+                // An Ack answers EndFile, whose hash was noted before it left: the note is
+                // already waiting.
+                let ours = match notes.recv().await {
+                    Some(Note::Ended(hash)) => Some(hash),
+                    _ => None,
+                };
                 if ours == Some(ack.hash) {
                     ledger.store(
                         index,
@@ -362,24 +401,22 @@ async fn collect_answers(
                 code,
                 message,
             }) if id == expected_id => {
-                flags.refused[position].store(true, Ordering::Release);
-                let local_reason = flags
-                    .cancel_reasons
-                    .lock()
-                    .ok()
-                    .and_then(|reasons| reasons[position].clone());
-                match (code, local_reason) {
-                    (ErrorCode::Cancelled, Some(reason)) => {
-                        ledger.fail(index, LOCAL_FAILURE, reason)
-                    }
-                    (code, _) if code.is_transient() => ledger.defer(
+                shared.refused[position].store(true, Ordering::Release);
+                match code {
+                    // "cancelled" answers CancelFile, whose reason was noted before it left:
+                    // the note is already waiting, and says more than the server can.
+                    ErrorCode::Cancelled => match notes.recv().await {
+                        Some(Note::Cancelled(reason)) => ledger.fail(index, LOCAL_FAILURE, reason),
+                        _ => ledger.fail(index, code.as_str(), message),
+                    },
+                    code if code.is_transient() => ledger.defer(
                         index,
                         FileFailure {
                             code: code.as_str().to_owned(),
                             message,
                         },
                     ),
-                    (code, _) => ledger.fail(index, code.as_str(), message),
+                    code => ledger.fail(index, code.as_str(), message),
                 }
             }
             other => return Err(unexpected(other)),
@@ -390,11 +427,14 @@ async fn collect_answers(
 
 /// Waits for the next answer. Silence only counts once the sender has stopped writing:
 /// while a large file is still streaming, its answer cannot be due yet.
-async fn next_answer(reader: &mut Reader, flags: &Flags) -> Result<Response, ClientError> {
+async fn next_answer(
+    reader: &mut Reader,
+    last_write: &WriteClock,
+) -> Result<Response, ClientError> {
     loop {
         match tokio::time::timeout(ANSWER_TIMEOUT, reader.next()).await {
             Ok(item) => return interpret(item),
-            Err(_) if flags.since_last_write() < ANSWER_TIMEOUT => continue,
+            Err(_) if last_write.since_last_write() < ANSWER_TIMEOUT => continue,
             Err(_) => {
                 return Err(ClientError::Timeout(
                     ANSWER_TIMEOUT,
@@ -402,5 +442,208 @@ async fn next_answer(reader: &mut Reader, flags: &Flags) -> Result<Response, Cli
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Mutex};
+
+    use ft_protocol::{codec, Ack, ConflictPolicy, Welcome, PROTOCOL_VERSION};
+
+    use super::*;
+    use crate::address::ServerAddress;
+
+    /// How the stand-in server answers one file, by its id.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Ack with the hash of the bytes received.
+        Ack,
+        /// Ack with a hash that is not the content's.
+        AckWrongHash,
+        /// Refuse right after `BeginFile`, then stop reading for a moment so the client's
+        /// buffers fill and it learns of the refusal mid-file.
+        RefuseAtOnce,
+    }
+
+    /// What the stand-in server saw of one file.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Seen {
+        bytes: u64,
+        cancelled: bool,
+    }
+
+    /// A server that speaks just enough of the protocol to answer files as `scripts` says
+    /// (indexed by id) and to answer `CancelFile` as fts does. Returns what it saw per id.
+    async fn stand_in(listener: tokio::net::TcpListener, scripts: Vec<Script>) -> Vec<Seen> {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read_half, write_half) = socket.into_split();
+        let mut requests = codec::message_reader::<_, Request>(read_half);
+        let mut responses = codec::message_writer::<_, Response>(write_half);
+        let Some(Ok(Request::Hello(_))) = requests.next().await else {
+            panic!("expected Hello");
+        };
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            software: "test".into(),
+            capabilities: Vec::new(),
+            max_file_size: u64::MAX,
+        };
+        responses.send(Response::Welcome(welcome)).await.unwrap();
+        let mut seen: Vec<Seen> = scripts.iter().map(|_| Seen::default()).collect();
+        // The file being received: its id, its hasher, and whether it was answered already.
+        let mut open: Option<(u32, blake3::Hasher, bool)> = None;
+        while let Some(request) = requests.next().await {
+            match request.unwrap() {
+                Request::BeginFile(begin) => {
+                    let answered = matches!(scripts[begin.id as usize], Script::RefuseAtOnce);
+                    if answered {
+                        let refusal =
+                            ErrorResponse::new(Some(begin.id), ErrorCode::TooLarge, "too large");
+                        responses.send(Response::Error(refusal)).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    open = Some((begin.id, blake3::Hasher::new(), answered));
+                }
+                Request::Chunk(chunk) => {
+                    let (id, hasher, _) = open.as_mut().unwrap();
+                    hasher.update(&chunk.data);
+                    seen[*id as usize].bytes += chunk.data.len() as u64;
+                }
+                Request::EndFile(_) => {
+                    let (id, hasher, answered) = open.take().unwrap();
+                    let hash = match scripts[id as usize] {
+                        _ if answered => continue,
+                        Script::AckWrongHash => Hash([7; 32]),
+                        _ => Hash::from(hasher.finalize()),
+                    };
+                    let size = seen[id as usize].bytes;
+                    let ack = Ack {
+                        id,
+                        stored_name: format!("stored-{id}"),
+                        size,
+                        hash,
+                    };
+                    responses.send(Response::Ack(ack)).await.unwrap();
+                }
+                Request::CancelFile(cancel) => {
+                    let (id, _, answered) = open.take().unwrap();
+                    seen[id as usize].cancelled = true;
+                    if !answered {
+                        let message = format!("cancelled by the client: {}", cancel.reason);
+                        let answer = ErrorResponse::new(Some(id), ErrorCode::Cancelled, message);
+                        responses.send(Response::Error(answer)).await.unwrap();
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    }
+
+    fn local(dir: &Path, name: &str, content: &[u8]) -> LocalFile {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        let mut plan = crate::local::plan_uploads(&[path]).unwrap();
+        plan.files.remove(0)
+    }
+
+    /// How a file ended, as the caller heard it: the stored name, or the code and message.
+    type Verdict = (usize, Result<String, (String, String)>);
+
+    fn verdicts(events: &[TransferEvent]) -> Vec<Verdict> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                TransferEvent::FileStored {
+                    index, stored_name, ..
+                } => Some((*index, Ok(stored_name.clone()))),
+                TransferEvent::FileFailed {
+                    index,
+                    code,
+                    message,
+                    ..
+                } => Some((*index, Err((code.to_string(), message.clone())))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn answers_are_checked_against_what_the_sender_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![1u8; 32 << 20];
+        let mut shrinking = local(dir.path(), "shrinking", &[2u8; 300 * 1024]);
+        // Planned larger than it is: the reader finds the end early and cancels.
+        shrinking.size = 512 * 1024;
+        let files = vec![
+            local(dir.path(), "small", b"hello"),
+            local(dir.path(), "lied-about", b"world"),
+            shrinking,
+            local(dir.path(), "refused", &big),
+            local(dir.path(), "large", &[3u8; 600 * 1024]),
+        ];
+        let scripts = vec![
+            Script::Ack,
+            Script::AckWrongHash,
+            Script::Ack,
+            Script::RefuseAtOnce,
+            Script::Ack,
+        ];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: ServerAddress = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let server = tokio::spawn(stand_in(listener, scripts));
+
+        let events = Mutex::new(Vec::new());
+        let on_event = |event| events.lock().unwrap().push(event);
+        let ledger = Ledger::new(&files, &on_event);
+        let planned: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(index, file)| Planned {
+                index,
+                file,
+                plan: FilePlan::Fresh,
+            })
+            .collect();
+        let mut client = Client::connect(&address).await.unwrap();
+        let options = SendOptions::new(ConflictPolicy::KeepBoth);
+        let upload = upload(&mut client, &planned, options, &ledger);
+        tokio::time::timeout(Duration::from_secs(30), upload)
+            .await
+            .expect("the upload finished")
+            .unwrap();
+        drop(client);
+        let seen = server.await.unwrap();
+
+        let verdicts = verdicts(&events.into_inner().unwrap());
+        assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+        assert_eq!(verdicts[0], (0, Ok("stored-0".to_owned())));
+        let (index, Err((code, message))) = &verdicts[1] else {
+            panic!("{verdicts:?}");
+        };
+        assert_eq!((*index, code.as_str()), (1, "hash-mismatch"));
+        assert!(message.contains("not the local file's"), "{message}");
+        // The sender's own reason, not the server's "cancelled".
+        let (index, Err((code, message))) = &verdicts[2] else {
+            panic!("{verdicts:?}");
+        };
+        assert_eq!((*index, code.as_str()), (2, "local"));
+        assert!(message.contains("shrank while being sent"), "{message}");
+        assert_eq!(
+            verdicts[3],
+            (3, Err(("too-large".to_owned(), "too large".to_owned())))
+        );
+        assert_eq!(verdicts[4], (4, Ok("stored-4".to_owned())));
+        // The refused file stopped streaming once the refusal was heard.
+        assert!(seen[2].cancelled && seen[3].cancelled, "{seen:?}");
+        assert!(seen[3].bytes < big.len() as u64, "{seen:?}");
+        assert_eq!(
+            seen[4],
+            Seen {
+                bytes: 600 * 1024,
+                cancelled: false
+            }
+        );
     }
 }

@@ -162,7 +162,10 @@ pub(crate) struct Ledger<'a> {
 }
 
 impl<'a> Ledger<'a> {
-    fn new(files: &'a [LocalFile], on_event: &'a (dyn Fn(TransferEvent) + Sync)) -> Self {
+    pub(crate) fn new(
+        files: &'a [LocalFile],
+        on_event: &'a (dyn Fn(TransferEvent) + Sync),
+    ) -> Self {
         Self {
             files,
             verdicts: Mutex::new(vec![None; files.len()]),
