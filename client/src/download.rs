@@ -17,8 +17,9 @@ use crate::{
     connection::{interpret, unexpected},
     error::ClientError,
     events::TransferEvent,
+    report::{DownloadOutcome, DownloadReport, Downloaded, FailureCode, FileFailure},
     session::Session,
-    transfer::{FileFailure, SendOptions, LOCAL_FAILURE},
+    transfer::SendOptions,
 };
 
 /// Longest silence from the server in the middle of a download.
@@ -31,48 +32,6 @@ pub struct GetOptions {
     pub force: bool,
     /// Retry policy, as for uploads ([`SendOptions`]'s `retries` and backoff).
     pub retry: SendOptions,
-}
-
-/// A file saved and verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Downloaded {
-    /// Where it was saved.
-    pub path: PathBuf,
-    /// Its size.
-    pub size: u64,
-    /// Its BLAKE3, equal to the catalog's.
-    pub hash: Hash,
-}
-
-/// The fate of one requested name.
-#[derive(Debug, Clone)]
-pub struct DownloadOutcome {
-    /// The stored name asked for.
-    pub name: String,
-    /// Saved, or why not.
-    pub result: Result<Downloaded, FileFailure>,
-}
-
-/// What happened to a batch of downloads.
-#[derive(Debug)]
-pub struct DownloadReport {
-    /// One outcome per name, in order.
-    pub outcomes: Vec<DownloadOutcome>,
-    /// Wall time.
-    pub elapsed: Duration,
-    /// Set when the session failed for good.
-    pub connection_error: Option<ClientError>,
-    /// Reconnects made.
-    pub retries: u32,
-    /// Bytes not downloaded again thanks to resume.
-    pub bytes_resumed: u64,
-}
-
-impl DownloadReport {
-    /// True when every file was saved and verified.
-    pub fn all_saved(&self) -> bool {
-        self.outcomes.iter().all(|outcome| outcome.result.is_ok())
-    }
 }
 
 /// Downloads `names` into `out_dir` (keeping their folders), retrying and resuming after
@@ -119,7 +78,7 @@ pub async fn download_files(
                     {
                         connection_error = Some(err);
                         break Err(FileFailure {
-                            code: crate::transfer::CONNECTION_LOST.to_owned(),
+                            code: FailureCode::ConnectionLost,
                             message: "the connection failed before the file was complete".into(),
                         });
                     }
@@ -148,7 +107,7 @@ pub async fn download_files(
             Err(failure) => on_event(TransferEvent::FileFailed {
                 index,
                 name: name.clone(),
-                code: failure.code.clone(),
+                code: failure.code,
                 message: failure.message.clone(),
             }),
         }
@@ -160,13 +119,13 @@ pub async fn download_files(
             // The server is gone for good: the rest cannot succeed either.
             for (skipped, name) in names.iter().enumerate().skip(index + 1) {
                 let failure = FileFailure {
-                    code: crate::transfer::CONNECTION_LOST.to_owned(),
+                    code: FailureCode::ConnectionLost,
                     message: "not attempted: the connection failed".into(),
                 };
                 on_event(TransferEvent::FileFailed {
                     index: skipped,
                     name: name.clone(),
-                    code: failure.code.clone(),
+                    code: failure.code,
                     message: failure.message.clone(),
                 });
                 outcomes.push(DownloadOutcome {
@@ -194,11 +153,8 @@ enum Outcome {
     Connection(ClientError, bool),
 }
 
-fn failed(code: &str, message: String) -> Outcome {
-    Outcome::Failed(FileFailure {
-        code: code.to_owned(),
-        message,
-    })
+fn failed(code: FailureCode, message: String) -> Outcome {
+    Outcome::Failed(FileFailure { code, message })
 }
 
 /// Where `name` is saved under `out_dir`. Names come from the server, so they are checked
@@ -242,16 +198,16 @@ async fn download_one(
 ) -> Result<Downloaded, Outcome> {
     let target = local_path(out_dir, name).ok_or_else(|| {
         failed(
-            LOCAL_FAILURE,
+            FailureCode::Local,
             format!("the server's name {name:?} is not a safe local path"),
         )
     })?;
     if !force && target.exists() {
         let message = format!("{} exists; use --force to replace it", target.display());
-        return Err(failed(LOCAL_FAILURE, message));
+        return Err(failed(FailureCode::Local, message));
     }
     let local_error = |err: std::io::Error, path: &Path| {
-        failed(LOCAL_FAILURE, format!("{}: {err}", path.display()))
+        failed(FailureCode::Local, format!("{}: {err}", path.display()))
     };
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent)
@@ -284,7 +240,9 @@ async fn download_one(
         .map_err(|err| Outcome::Connection(err, false))?
     {
         Response::Sending(header) if header.name == name => header,
-        Response::Failed(Failed { code, message }) => return Err(failed(code.as_str(), message)),
+        Response::Failed(Failed { code, message }) => {
+            return Err(failed(FailureCode::Server(code), message))
+        }
         other => return Err(Outcome::Connection(unexpected(other), false)),
     };
     let Sending {
@@ -324,7 +282,7 @@ async fn download_one(
             Ok(Response::Failed(Failed { code, message })) => {
                 drop(file);
                 let _ = tokio::fs::remove_file(&partial).await;
-                return Err(failed(code.as_str(), message));
+                return Err(failed(FailureCode::Server(code), message));
             }
             Ok(other) => return Err(Outcome::Connection(unexpected(other), position > offset)),
             Err(err) => {
@@ -344,7 +302,10 @@ async fn download_one(
             "received content hashes to {ours}, but the catalog records {hash}: the stored file \
              is damaged; nothing was saved"
         );
-        return Err(failed(ErrorCode::HashMismatch.as_str(), message));
+        return Err(failed(
+            FailureCode::Server(ErrorCode::HashMismatch),
+            message,
+        ));
     }
     file.sync_all()
         .await

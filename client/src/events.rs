@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use ft_protocol::Hash;
 
+use crate::report::FailureCode;
+
 /// Something that happened during a batch upload. Files are identified by their index in
 /// the batch. A file may start more than once (after a retry); exactly one of `FileStored`
 /// or `FileFailed` comes last for each file.
@@ -53,8 +55,8 @@ pub enum TransferEvent {
         index: usize,
         /// Name sent.
         name: String,
-        /// Machine-readable cause (a wire error code, or `local`, or `connection-lost`).
-        code: String,
+        /// Machine-readable cause.
+        code: FailureCode,
         /// Explanation.
         message: String,
     },

@@ -13,6 +13,7 @@ pub mod events;
 pub mod local;
 mod pipeline;
 mod read;
+mod report;
 pub mod session;
 pub mod transfer;
 
@@ -21,7 +22,9 @@ pub use connection::Client;
 pub use error::{ClientError, LocalFileError};
 pub use events::TransferEvent;
 pub use local::{plan_uploads, LocalFile, Skipped, UploadPlan};
-pub use session::Session;
-pub use transfer::{
-    send_files, FileFailure, FileOutcome, SendOptions, SendReport, StoredFile, DEFAULT_RETRIES,
+pub use report::{
+    DownloadOutcome, DownloadReport, Downloaded, FailureCode, FileFailure, FileOutcome, SendReport,
+    StoredFile,
 };
+pub use session::Session;
+pub use transfer::{send_files, SendOptions, DEFAULT_RETRIES};

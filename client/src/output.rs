@@ -7,10 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ft_client::{
-    download::DownloadReport, transfer::CONNECTION_LOST, ClientError, SendReport, Skipped,
-    TransferEvent,
-};
+use ft_client::{ClientError, DownloadReport, FailureCode, SendReport, Skipped, TransferEvent};
 use ft_protocol::{CatalogEntry, ServerInfo};
 use indicatif::BinaryBytes;
 use serde_json::{json, Value};
@@ -122,7 +119,7 @@ impl EventOutput {
                 code,
                 message,
             } => json!({
-                "event": "file_failed", "index": index, "name": name, "code": code, "message": message,
+                "event": "file_failed", "index": index, "name": name, "code": code.as_str(), "message": message,
             }),
             TransferEvent::Retrying {
                 attempt,
@@ -154,7 +151,7 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
         }
         for (folder, failure) in &report.folder_failures {
             emit(
-                &json!({"event": "folder_failed", "name": folder, "code": failure.code, "message": failure.message}),
+                &json!({"event": "folder_failed", "name": folder, "code": failure.code.as_str(), "message": failure.message}),
             );
         }
         emit(&json!({
@@ -189,7 +186,7 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
         }
         let mut unconfirmed = 0;
         for (file, failure) in report.failed() {
-            if failure.code == CONNECTION_LOST {
+            if failure.code == FailureCode::ConnectionLost {
                 unconfirmed += 1;
                 continue;
             }

@@ -33,7 +33,8 @@ use crate::{
         read_content, read_small, verified_prefix, OpenFolder, Streamed, READ_AHEAD_CHUNKS,
         SMALL_FILE_BYTES,
     },
-    transfer::{FileFailure, Ledger, SendOptions, StoredFile, LOCAL_FAILURE},
+    report::{FailureCode, FileFailure, StoredFile},
+    transfer::{Ledger, SendOptions},
 };
 
 /// Longest the server may stay silent after the last byte was sent before the client gives
@@ -188,7 +189,7 @@ impl Outbox<'_, '_> {
                 Ok(handle) => handle,
                 Err(err) => {
                     let message = format!("cannot open {}: {err}", file.path.display());
-                    self.ledger.fail(index, LOCAL_FAILURE, message);
+                    self.ledger.fail(index, FailureCode::Local, message);
                     continue;
                 }
             };
@@ -196,7 +197,7 @@ impl Outbox<'_, '_> {
                 Ok(resume) => resume,
                 Err(err) => {
                     let message = format!("cannot read {}: {err}", file.path.display());
-                    self.ledger.fail(index, LOCAL_FAILURE, message);
+                    self.ledger.fail(index, FailureCode::Local, message);
                     continue;
                 }
             };
@@ -267,7 +268,7 @@ impl Outbox<'_, '_> {
         let data = match data {
             Ok(data) => data,
             Err(message) => {
-                self.ledger.fail(index, LOCAL_FAILURE, message);
+                self.ledger.fail(index, FailureCode::Local, message);
                 return Ok(());
             }
         };
@@ -393,7 +394,8 @@ async fn collect_answers(
                         "the server acknowledged hash {} which is not the local file's",
                         ack.hash
                     );
-                    ledger.fail(index, ErrorCode::HashMismatch.as_str(), message);
+                    let code = FailureCode::Server(ErrorCode::HashMismatch);
+                    ledger.fail(index, code, message);
                 }
             }
             Response::Error(ErrorResponse {
@@ -406,17 +408,19 @@ async fn collect_answers(
                     // "cancelled" answers CancelFile, whose reason was noted before it left:
                     // the note is already waiting, and says more than the server can.
                     ErrorCode::Cancelled => match notes.recv().await {
-                        Some(Note::Cancelled(reason)) => ledger.fail(index, LOCAL_FAILURE, reason),
-                        _ => ledger.fail(index, code.as_str(), message),
+                        Some(Note::Cancelled(reason)) => {
+                            ledger.fail(index, FailureCode::Local, reason)
+                        }
+                        _ => ledger.fail(index, FailureCode::Server(code), message),
                     },
                     code if code.is_transient() => ledger.defer(
                         index,
                         FileFailure {
-                            code: code.as_str().to_owned(),
+                            code: FailureCode::Server(code),
                             message,
                         },
                     ),
-                    code => ledger.fail(index, code.as_str(), message),
+                    code => ledger.fail(index, FailureCode::Server(code), message),
                 }
             }
             other => return Err(unexpected(other)),

@@ -9,28 +9,21 @@
 use std::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Mutex,
+        Mutex, MutexGuard, PoisonError,
     },
     time::{Duration, Instant},
 };
 
-use ft_protocol::{
-    ConflictPolicy, FileIntent, FilePlan, Hash, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
-};
+use ft_protocol::{ConflictPolicy, FileIntent, FilePlan, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES};
 
 use crate::{
     error::ClientError,
     events::TransferEvent,
     local::{LocalFile, UploadPlan},
     pipeline::{self, Planned},
+    report::{FailureCode, FileFailure, FileOutcome, SendReport, StoredFile},
     session::Session,
 };
-
-/// Error code reported for files that failed on this side.
-pub const LOCAL_FAILURE: &str = "local";
-
-/// Error code reported for files left unanswered when the connection failed for good.
-pub const CONNECTION_LOST: &str = "connection-lost";
 
 /// Default for [`SendOptions::retries`].
 pub const DEFAULT_RETRIES: u32 = 5;
@@ -71,80 +64,6 @@ impl SendOptions {
         self.first_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
-    }
-}
-
-/// A file the server stored and verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredFile {
-    /// Name the server stored it under.
-    pub stored_name: String,
-    /// Bytes stored.
-    pub size: u64,
-    /// BLAKE3, computed by this client and confirmed by the server.
-    pub hash: Hash,
-}
-
-/// Why one file was not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileFailure {
-    /// A wire error code ([`ft_protocol::ErrorCode::as_str`]), [`LOCAL_FAILURE`] or
-    /// [`CONNECTION_LOST`].
-    pub code: String,
-    /// Explanation.
-    pub message: String,
-}
-
-/// The fate of one file of the batch.
-#[derive(Debug, Clone)]
-pub struct FileOutcome {
-    /// The local file.
-    pub file: LocalFile,
-    /// Stored, or why not.
-    pub result: Result<StoredFile, FileFailure>,
-}
-
-/// What happened to a batch.
-#[derive(Debug)]
-pub struct SendReport {
-    /// One outcome per file, in batch order.
-    pub outcomes: Vec<FileOutcome>,
-    /// Wall time from the start to the last answer.
-    pub elapsed: Duration,
-    /// Set when the session failed for good before every file was answered.
-    pub connection_error: Option<ClientError>,
-    /// Reconnects made.
-    pub retries: u32,
-    /// Content bytes put on the wire (including bytes of attempts that failed).
-    pub bytes_sent: u64,
-    /// Content bytes not sent because the server already held them (resume).
-    pub bytes_resumed: u64,
-    /// Content bytes as they went on the wire (smaller than `bytes_sent` when compressed).
-    pub bytes_on_wire: u64,
-    /// Empty folders created on the server.
-    pub folders_made: Vec<String>,
-    /// Empty folders the server refused, with why.
-    pub folder_failures: Vec<(String, FileFailure)>,
-}
-
-impl SendReport {
-    /// Files stored and verified.
-    pub fn stored(&self) -> impl Iterator<Item = (&LocalFile, &StoredFile)> {
-        self.outcomes
-            .iter()
-            .filter_map(|outcome| outcome.result.as_ref().ok().map(|s| (&outcome.file, s)))
-    }
-
-    /// Files not stored.
-    pub fn failed(&self) -> impl Iterator<Item = (&LocalFile, &FileFailure)> {
-        self.outcomes
-            .iter()
-            .filter_map(|outcome| outcome.result.as_ref().err().map(|f| (&outcome.file, f)))
-    }
-
-    /// True when every file was stored and verified and every folder made.
-    pub fn all_stored(&self) -> bool {
-        self.failed().next().is_none() && self.folder_failures.is_empty()
     }
 }
 
@@ -207,44 +126,30 @@ impl<'a> Ledger<'a> {
     }
 
     /// File `index` failed for good.
-    pub(crate) fn fail(&self, index: usize, code: &str, message: String) {
+    pub(crate) fn fail(&self, index: usize, code: FailureCode, message: String) {
         (self.on_event)(TransferEvent::FileFailed {
             index,
             name: self.files[index].name.clone(),
-            code: code.to_owned(),
+            code,
             message: message.clone(),
         });
-        self.settle(
-            index,
-            Err(FileFailure {
-                code: code.to_owned(),
-                message,
-            }),
-        );
+        self.settle(index, Err(FileFailure { code, message }));
     }
 
     /// File `index` failed in a way worth retrying; it stays unsettled.
     pub(crate) fn defer(&self, index: usize, failure: FileFailure) {
-        if let Ok(mut deferred) = self.deferred.lock() {
-            deferred[index] = Some(failure);
-        }
+        lock(&self.deferred)[index] = Some(failure);
     }
 
     fn settle(&self, index: usize, verdict: Result<StoredFile, FileFailure>) {
-        if let Ok(mut verdicts) = self.verdicts.lock() {
-            verdicts[index] = Some(verdict);
-        }
+        lock(&self.verdicts)[index] = Some(verdict);
     }
 
     fn unsettled(&self) -> Vec<usize> {
-        self.verdicts
-            .lock()
-            .map(|verdicts| {
-                (0..verdicts.len())
-                    .filter(|&index| verdicts[index].is_none())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let verdicts = lock(&self.verdicts);
+        (0..verdicts.len())
+            .filter(|&index| verdicts[index].is_none())
+            .collect()
     }
 
     /// Changes whenever the batch moves forward.
@@ -257,7 +162,7 @@ impl<'a> Ledger<'a> {
 
     /// Why the first of `pending` that failed transiently did so.
     fn deferred_reason(&self, pending: &[usize]) -> Option<String> {
-        let deferred = self.deferred.lock().ok()?;
+        let deferred = lock(&self.deferred);
         pending.iter().find_map(|&index| {
             deferred[index].as_ref().map(|failure| {
                 format!(
@@ -271,19 +176,15 @@ impl<'a> Ledger<'a> {
     /// Fails every file still unsettled, with its last transient failure if it had one.
     fn give_up(&self, connection_error: Option<&ClientError>) {
         for index in self.unsettled() {
-            let deferred = self
-                .deferred
-                .lock()
-                .ok()
-                .and_then(|deferred| deferred[index].clone());
+            let deferred = lock(&self.deferred)[index].clone();
             let failure = deferred.unwrap_or_else(|| FileFailure {
-                code: CONNECTION_LOST.to_owned(),
+                code: FailureCode::ConnectionLost,
                 message: match connection_error {
                     Some(err) => format!("not confirmed by the server: {err}"),
                     None => "not confirmed by the server".to_owned(),
                 },
             });
-            self.fail(index, &failure.code, failure.message);
+            self.fail(index, failure.code, failure.message);
         }
     }
 
@@ -293,12 +194,18 @@ impl<'a> Ledger<'a> {
             verdicts: self
                 .verdicts
                 .into_inner()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                .unwrap_or_else(PoisonError::into_inner),
             bytes_sent: self.bytes_sent.into_inner(),
             bytes_resumed: self.bytes_resumed.into_inner(),
             bytes_on_wire: self.bytes_on_wire.into_inner(),
         }
     }
+}
+
+/// Locks one of the ledger's tables even if a panic elsewhere poisoned it: each update is a
+/// single assignment, so the table is whole either way, and a verdict must never be dropped.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a finished [`Ledger`] counted.
@@ -327,7 +234,7 @@ impl Tally {
                 file,
                 result: verdict.unwrap_or_else(|| {
                     Err(FileFailure {
-                        code: CONNECTION_LOST.to_owned(),
+                        code: FailureCode::ConnectionLost,
                         message: "not confirmed by the server".to_owned(),
                     })
                 }),
@@ -500,7 +407,7 @@ async fn attempt(
         match client.make_dir(folder).await {
             Ok(_) => folders.made.push(folder.clone()),
             Err(ClientError::Failed { code, message }) if !code.is_transient() => {
-                let code = code.as_str().to_owned();
+                let code = FailureCode::Server(code);
                 folders
                     .failed
                     .push((folder.clone(), FileFailure { code, message }));
@@ -528,11 +435,11 @@ async fn attempt(
             for (&index, plan) in page.iter().zip(plans) {
                 match plan {
                     FilePlan::Refused { code, message } if code.is_transient() => {
-                        let code = code.as_str().to_owned();
+                        let code = FailureCode::Server(code);
                         ledger.defer(index, FileFailure { code, message });
                     }
                     FilePlan::Refused { code, message } => {
-                        ledger.fail(index, code.as_str(), message)
+                        ledger.fail(index, FailureCode::Server(code), message)
                     }
                     plan => planned.push(Planned {
                         index,
@@ -549,6 +456,8 @@ async fn attempt(
 
 #[cfg(test)]
 mod tests {
+    use ft_protocol::Hash;
+
     use super::*;
 
     #[test]
