@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::anyhow;
 use ft_client::{
-    download::{download_files, GetOptions},
-    plan_uploads, send_files, ClientError, SendOptions, Session,
+    download_files, plan_uploads, send_files, ClientError, GetOptions, SendOptions, Session,
 };
 use ft_protocol::ConflictPolicy;
 use serde_json::json;
@@ -34,14 +34,11 @@ pub(crate) async fn send(
     style: Style,
 ) -> Exit {
     if paths.is_empty() {
-        return report_error(
-            &ClientError::Config("no files or folders given".into()),
-            style.json,
-        );
+        return report_error(anyhow!("no files or folders given"), style.json);
     }
     let mut plan = match plan_uploads(paths) {
         Ok(plan) => plan,
-        Err(err) => return report_error(&err, style.json),
+        Err(err) => return report_error(err, style.json),
     };
     let options = SendOptions {
         retries,
@@ -52,7 +49,7 @@ pub(crate) async fn send(
     let skipped = std::mem::take(&mut plan.skipped);
     let report = send_files(session, plan, options, &|event| events.handle(&event)).await;
     events.finish();
-    output::send_report(&report, &skipped, style.json)
+    output::send_report(report, &skipped, style.json)
 }
 
 /// `get`: downloads names into `out_dir`.
@@ -65,7 +62,7 @@ pub(crate) async fn get(
     style: Style,
 ) -> Exit {
     if names.is_empty() {
-        return report_error(&ClientError::Config("no names given".into()), style.json);
+        return report_error(anyhow!("no names given"), style.json);
     }
     let options = GetOptions {
         force,
@@ -80,7 +77,7 @@ pub(crate) async fn get(
     })
     .await;
     events.finish();
-    output::get_report(&report, style.json)
+    output::get_report(report, style.json)
 }
 
 /// `list`: the catalog, optionally filtered by a glob pattern.
@@ -96,7 +93,7 @@ pub(crate) async fn list(session: &mut Session, pattern: Option<String>, json: b
         }
         Err(err) => {
             session.reset();
-            report_error(&err, json)
+            report_error(err, json)
         }
     }
 }
@@ -104,7 +101,7 @@ pub(crate) async fn list(session: &mut Session, pattern: Option<String>, json: b
 /// `rm`: deletes each name; unknown names are reported and make the exit status 1.
 pub(crate) async fn rm(session: &mut Session, names: &[String], json: bool) -> Exit {
     if names.is_empty() {
-        return report_error(&ClientError::Config("no names given".into()), json);
+        return report_error(anyhow!("no names given"), json);
     }
     let (mut deleted, mut failed) = (0usize, 0usize);
     for name in names {
@@ -132,7 +129,7 @@ pub(crate) async fn rm(session: &mut Session, names: &[String], json: bool) -> E
             }
             Err(err) => {
                 session.reset();
-                return report_error(&err, json);
+                return report_error(err, json);
             }
         }
     }
@@ -160,7 +157,7 @@ pub(crate) async fn info(session: &mut Session, json: bool) -> Exit {
         }
         Err(err) => {
             session.reset();
-            report_error(&err, json)
+            report_error(err, json)
         }
     }
 }

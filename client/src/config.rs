@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ft_client::{ClientError, ServerAddress};
+use anyhow::{bail, Context as _};
+use ft_client::ServerAddress;
 use serde::Deserialize;
 
 /// Environment variable naming the default server.
@@ -54,14 +55,13 @@ fn config_path() -> Option<PathBuf> {
 
 /// Reads the config file (if present) and the environment. A malformed file or variable is
 /// an error naming the file and line, or the variable.
-pub(crate) fn load() -> Result<Settings, ClientError> {
+pub(crate) fn load() -> anyhow::Result<Settings> {
     let mut settings = Settings::default();
     if let Some(path) = config_path() {
+        let context = || format!("config file {}", path.display());
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let file: FileConfig = toml::from_str(&text).map_err(|err| {
-                    ClientError::Config(format!("config file {}: {err}", path.display()))
-                })?;
+                let file: FileConfig = toml::from_str(&text).with_context(context)?;
                 settings = Settings {
                     server: file.server,
                     retries: file.retries,
@@ -71,17 +71,12 @@ pub(crate) fn load() -> Result<Settings, ClientError> {
                 };
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                let message = format!("config file {}: {err}", path.display());
-                return Err(ClientError::Config(message));
-            }
+            Err(err) => return Err(err).with_context(context),
         }
     }
     if let Some(value) = std::env::var_os(SERVER_ENV).filter(|value| !value.is_empty()) {
         let text = value.to_string_lossy();
-        let server = text
-            .parse()
-            .map_err(|err| ClientError::Config(format!("{SERVER_ENV}: {err}")))?;
+        let server = text.parse::<ServerAddress>().context(SERVER_ENV)?;
         settings.server = Some(server);
     }
     Ok(settings)
@@ -109,7 +104,7 @@ pub(crate) fn resolve(
     flag: Option<ServerAddress>,
     mut args: Vec<String>,
     operands: Operands,
-) -> Result<(ServerAddress, Vec<String>), ClientError> {
+) -> anyhow::Result<(ServerAddress, Vec<String>)> {
     if let Some(server) = flag {
         return Ok((server, args));
     }
@@ -122,15 +117,13 @@ pub(crate) fn resolve(
         (Some(server), false) => Ok((server.clone(), args)),
         (_, _) if !args.is_empty() => {
             let first = args.remove(0);
-            let server = first.parse().map_err(|err: ft_client::address::AddressError| {
-                ClientError::Config(err.to_string())
-            })?;
+            let server = first.parse::<ServerAddress>()?;
             Ok((server, args))
         }
-        (None, _) => Err(ClientError::Config(format!(
+        (None, _) => bail!(
             "no server given: pass HOST:PORT, set {SERVER_ENV}, or put server = \"host:port\" in {}",
             config_path().map_or_else(|| "the config file".to_owned(), |p| p.display().to_string())
-        ))),
+        ),
         (Some(server), true) => Ok((server.clone(), args)),
     }
 }

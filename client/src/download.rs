@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{
     connection::{interpret, unexpected},
-    error::ClientError,
+    error::{with_causes, ClientError},
     events::TransferEvent,
     report::{DownloadOutcome, DownloadReport, Downloaded, FailureCode, FileFailure},
     session::Session,
@@ -89,7 +89,7 @@ pub async fn download_files(
                         attempt: in_a_row,
                         max: options.retry.retries,
                         delay,
-                        reason: err.to_string(),
+                        reason: with_causes(&err),
                     });
                     tokio::time::sleep(delay).await;
                     continue;
@@ -160,7 +160,7 @@ fn failed(code: FailureCode, message: String) -> Outcome {
 /// Where `name` is saved under `out_dir`. Names come from the server, so they are checked
 /// like the server checks uploads: relative, no `.`/`..`, no empty parts, no control
 /// characters or backslashes.
-pub fn local_path(out_dir: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn local_path(out_dir: &Path, name: &str) -> Option<PathBuf> {
     if name.is_empty() || name.starts_with('/') || name.contains('\\') {
         return None;
     }

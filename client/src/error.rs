@@ -1,6 +1,10 @@
 //! Errors of the client library, one variant per stage that can fail.
+//!
+//! A variant either shows its cause in its message or exposes it as its `source`, never
+//! both: printed with its causes (anyhow's `{:#}`, or [`with_causes`] inside the library),
+//! each cause then appears once.
 
-use std::{io, path::PathBuf, time::Duration};
+use std::{error::Error, io, path::PathBuf, time::Duration};
 
 use ft_protocol::{ErrorCode, ProtocolError};
 
@@ -9,11 +13,12 @@ use crate::address::ServerAddress;
 /// Why a client operation failed as a whole (as opposed to one file of a batch).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Local paths that cannot be sent; nothing was sent.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    /// Local paths that cannot be sent; nothing was sent. One line per path, each with its
+    /// cause: a list has no single source.
+    #[error("{}", .0.iter().map(|problem| with_causes(problem)).collect::<Vec<_>>().join("\n"))]
     LocalFiles(Vec<LocalFileError>),
     /// The host name did not resolve.
-    #[error("cannot resolve {address}: {source}")]
+    #[error("cannot resolve {address}")]
     Resolve {
         /// The address given.
         address: ServerAddress,
@@ -21,7 +26,7 @@ pub enum ClientError {
         source: io::Error,
     },
     /// No address of the server accepted a connection.
-    #[error("cannot connect to {address}: {source}")]
+    #[error("cannot connect to {address}")]
     Connect {
         /// The address given.
         address: ServerAddress,
@@ -36,9 +41,10 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
-    /// The connection failed or carried bytes that are not valid messages.
+    /// The connection failed or carried bytes that are not valid messages. Shown in the
+    /// message rather than as the source: a [`ProtocolError`] already shows its own cause.
     #[error("connection failed: {0}")]
-    Protocol(#[from] ProtocolError),
+    Protocol(ProtocolError),
     /// The server closed the connection while answers were still due.
     #[error("the server closed the connection unexpectedly")]
     ConnectionClosed,
@@ -55,16 +61,13 @@ pub enum ClientError {
         message: String,
     },
     /// A local file could not be written (downloads).
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     LocalWrite {
         /// The local path.
         path: PathBuf,
         /// The OS error.
         source: io::Error,
     },
-    /// The configuration (file or environment) is unusable.
-    #[error("{0}")]
-    Config(String),
     /// The server did not answer in time.
     #[error("no answer from the server within {0:?} while {1}")]
     Timeout(Duration, &'static str),
@@ -77,8 +80,7 @@ impl ClientError {
         match self {
             ClientError::LocalFiles(_)
             | ClientError::Unexpected(_)
-            | ClientError::LocalWrite { .. }
-            | ClientError::Config(_) => false,
+            | ClientError::LocalWrite { .. } => false,
             ClientError::Failed { code, .. } => code.is_transient(),
             ClientError::Refused { code, .. } => code.is_transient(),
             ClientError::Resolve { .. }
@@ -90,11 +92,30 @@ impl ClientError {
     }
 }
 
+impl From<ProtocolError> for ClientError {
+    fn from(err: ProtocolError) -> Self {
+        ClientError::Protocol(err)
+    }
+}
+
+/// `err` followed by each of its causes, `: `-separated, as anyhow's `{:#}` prints it: for the
+/// texts the library itself builds from errors (retry reasons, failure messages).
+pub(crate) fn with_causes(err: &dyn Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 /// Why one local path cannot be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalFileError {
     /// The path could not be inspected or opened.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Unreadable {
         /// The path given.
         path: PathBuf,
@@ -102,7 +123,7 @@ pub enum LocalFileError {
         source: io::Error,
     },
     /// Walking a folder failed.
-    #[error("{}: cannot read the folder: {source}", path.display())]
+    #[error("{}: cannot read the folder", path.display())]
     UnreadableFolder {
         /// The folder.
         path: PathBuf,
@@ -121,4 +142,32 @@ pub enum LocalFileError {
         /// The path given.
         path: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_printed_once() {
+        let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let connect = ClientError::Connect {
+            address: "host:1".parse().unwrap(),
+            source: refused(),
+        };
+        assert_eq!(with_causes(&connect), "cannot connect to host:1: refused");
+        let protocol = ClientError::from(ProtocolError::Io(refused()));
+        assert_eq!(
+            with_causes(&protocol),
+            "connection failed: connection error: refused"
+        );
+        let problems = ClientError::LocalFiles(vec![
+            LocalFileError::Unreadable {
+                path: "a".into(),
+                source: refused(),
+            },
+            LocalFileError::NotRegular { path: "b".into() },
+        ]);
+        assert_eq!(with_causes(&problems), "a: refused\nb: not a regular file");
+    }
 }

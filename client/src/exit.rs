@@ -20,12 +20,15 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
-    /// The exit status for an operation that failed as a whole.
-    pub(crate) fn for_error(err: &ClientError) -> Self {
-        match err {
-            ClientError::LocalFiles(_) | ClientError::Config(_) => Exit::BadInput,
-            ClientError::Failed { .. } | ClientError::LocalWrite { .. } => Exit::SomeFilesFailed,
-            _ => Exit::Connection,
+    /// The exit status for an operation that failed as a whole. An error that is not the
+    /// library's was raised by `ftc` itself about its arguments or configuration.
+    pub(crate) fn for_error(err: &anyhow::Error) -> Self {
+        match err.downcast_ref::<ClientError>() {
+            None | Some(ClientError::LocalFiles(_)) => Exit::BadInput,
+            Some(ClientError::Failed { .. } | ClientError::LocalWrite { .. }) => {
+                Exit::SomeFilesFailed
+            }
+            Some(_) => Exit::Connection,
         }
     }
 }

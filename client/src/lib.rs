@@ -1,27 +1,29 @@
 //! The ft client as a library: the `ftc` binary and a future GUI draw the same engine.
 //!
 //! [`send_files`] uploads a batch (connecting, retrying and resuming by itself), reporting
-//! progress as [`TransferEvent`]s; [`Client::connect`] opens a session for other requests
-//! such as [`Client::list`]. Nothing here prints.
+//! progress as [`TransferEvent`]s; [`download_files`] does the same the other way;
+//! [`Client::connect`] opens a session for other requests such as [`Client::list`]. Nothing
+//! here prints. Every public item is exported here, at the crate root.
 
-pub mod address;
+mod address;
 mod compress;
-pub mod connection;
-pub mod download;
-pub mod error;
-pub mod events;
-pub mod local;
+mod connection;
+mod download;
+mod error;
+mod events;
+mod local;
 mod pipeline;
 mod read;
 mod report;
-pub mod session;
-pub mod transfer;
+mod session;
+mod transfer;
 
-pub use address::ServerAddress;
+pub use address::{AddressError, ServerAddress};
 pub use connection::Client;
+pub use download::{download_files, GetOptions};
 pub use error::{ClientError, LocalFileError};
 pub use events::TransferEvent;
-pub use local::{plan_uploads, LocalFile, Skipped, UploadPlan};
+pub use local::{plan_uploads, upload_key, LocalFile, Skipped, UploadPlan};
 pub use report::{
     DownloadOutcome, DownloadReport, Downloaded, FailureCode, FileFailure, FileOutcome, SendReport,
     StoredFile,

@@ -32,20 +32,25 @@ pub(crate) fn emit(value: &Value) {
     out!("{value}");
 }
 
-/// Reports a failure of a whole command: text on stderr, and a JSON line in JSON mode.
-pub(crate) fn report_error(err: &ClientError, json: bool) -> Exit {
-    match err {
-        ClientError::LocalFiles(problems) => {
+/// Reports a failure of a whole command, with its causes: text on stderr, and a JSON line
+/// in JSON mode.
+pub(crate) fn report_error(err: impl Into<anyhow::Error>, json: bool) -> Exit {
+    let err = err.into();
+    let exit = Exit::for_error(&err);
+    let message = format!("{err:#}");
+    match err.downcast::<ClientError>() {
+        // One line per local path, each with its own prefix.
+        Ok(ClientError::LocalFiles(problems)) => {
             for problem in problems {
-                eprintln!("ftc: error: {problem}");
+                eprintln!("ftc: error: {:#}", anyhow::Error::new(problem));
             }
         }
-        other => eprintln!("ftc: error: {other}"),
+        _ => eprintln!("ftc: error: {message}"),
     }
     if json {
-        emit(&json!({"event": "error", "message": err.to_string()}));
+        emit(&json!({"event": "error", "message": message}));
     }
-    Exit::for_error(err)
+    exit
 }
 
 /// Draws transfer events: bars for people, throttled NDJSON for scripts.
@@ -57,6 +62,7 @@ pub(crate) struct EventOutput {
 }
 
 impl EventOutput {
+    /// NDJSON lines with `json`, otherwise bars if `bars` allows them.
     pub(crate) fn new(json: bool, bars: bool) -> Self {
         Self {
             json,
@@ -65,6 +71,7 @@ impl EventOutput {
         }
     }
 
+    /// Draws or prints one event.
     pub(crate) fn handle(&self, event: &TransferEvent) {
         self.bars.handle(event);
         if self.json {
@@ -74,6 +81,7 @@ impl EventOutput {
         }
     }
 
+    /// Clears the bars before the summary is printed.
     pub(crate) fn finish(&self) {
         self.bars.finish();
     }
@@ -139,7 +147,7 @@ fn rate(bytes: u64, elapsed: Duration) -> BinaryBytes {
 }
 
 /// Prints what landed, what did not, and one summary line; returns the exit status.
-pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) -> Exit {
+pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -> Exit {
     let stored_files = report.stored().count();
     let stored_bytes: u64 = report.stored().map(|(_, stored)| stored.size).sum();
     let failed = report.outcomes.len() - stored_files;
@@ -164,8 +172,8 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
         }));
     } else {
         {
-            // One write per few thousand lines rather than one per line: 10,000 files are
-            // listed in milliseconds.
+            // One write per few thousand lines rather than one per line, so that listing
+            // many thousands of files costs milliseconds, not a system call each.
             use std::io::Write as _;
             let mut listing =
                 std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
@@ -231,11 +239,12 @@ pub(crate) fn send_report(report: &SendReport, skipped: &[Skipped], json: bool) 
             rate(stored_bytes, report.elapsed),
         );
     }
-    batch_exit(report.connection_error.as_ref(), report.all_stored())
+    let all_stored = report.all_stored();
+    batch_exit(report.connection_error, all_stored)
 }
 
 /// Prints what was saved and what was not; returns the exit status.
-pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
+pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
     let saved: Vec<_> = report
         .outcomes
         .iter()
@@ -283,7 +292,8 @@ pub(crate) fn get_report(report: &DownloadReport, json: bool) -> Exit {
             rate(bytes, report.elapsed),
         );
     }
-    batch_exit(report.connection_error.as_ref(), report.all_saved())
+    let all_saved = report.all_saved();
+    batch_exit(report.connection_error, all_saved)
 }
 
 /// The summary's notes on reconnects and on bytes a resume saved (`moved`: sent or
@@ -311,9 +321,9 @@ fn files_word(count: usize) -> &'static str {
 }
 
 /// The exit status of a batch: a failed connection outranks failed files.
-fn batch_exit(connection_error: Option<&ClientError>, all_ok: bool) -> Exit {
+fn batch_exit(connection_error: Option<ClientError>, all_ok: bool) -> Exit {
     if let Some(err) = connection_error {
-        eprintln!("ftc: error: {err}");
+        eprintln!("ftc: error: {:#}", anyhow::Error::new(err));
         return Exit::Connection;
     }
     if all_ok {

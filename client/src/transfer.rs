@@ -17,7 +17,7 @@ use std::{
 use ft_protocol::{ConflictPolicy, FileIntent, FilePlan, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES};
 
 use crate::{
-    error::ClientError,
+    error::{with_causes, ClientError},
     events::TransferEvent,
     local::{LocalFile, UploadPlan},
     pipeline::{self, Planned},
@@ -81,6 +81,7 @@ pub(crate) struct Ledger<'a> {
 }
 
 impl<'a> Ledger<'a> {
+    /// A ledger with every file of `files` unsettled, passing events to `on_event`.
     pub(crate) fn new(
         files: &'a [LocalFile],
         on_event: &'a (dyn Fn(TransferEvent) + Sync),
@@ -180,7 +181,7 @@ impl<'a> Ledger<'a> {
             let failure = deferred.unwrap_or_else(|| FileFailure {
                 code: FailureCode::ConnectionLost,
                 message: match connection_error {
-                    Some(err) => format!("not confirmed by the server: {err}"),
+                    Some(err) => format!("not confirmed by the server: {}", with_causes(err)),
                     None => "not confirmed by the server".to_owned(),
                 },
             });
@@ -309,7 +310,7 @@ pub async fn send_files(
             Err(err) => {
                 session.reset();
                 let retryable = err.is_transient() && session.connected_once();
-                let reason = err.to_string();
+                let reason = with_causes(&err);
                 connection_error = Some(err);
                 if !retryable {
                     break;
