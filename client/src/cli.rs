@@ -145,8 +145,10 @@ pub(crate) struct TransferOptions {
 /// Arguments of `ftc send`.
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
+    /// Which server, and how to print.
     #[command(flatten)]
     pub(crate) server: ServerOptions,
+    /// Retries and progress bars.
     #[command(flatten)]
     pub(crate) transfer: TransferOptions,
 
@@ -167,8 +169,10 @@ pub(crate) struct SendArgs {
 /// Arguments of `ftc get`.
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
+    /// Which server, and how to print.
     #[command(flatten)]
     pub(crate) server: ServerOptions,
+    /// Retries and progress bars.
     #[command(flatten)]
     pub(crate) transfer: TransferOptions,
 
@@ -188,6 +192,7 @@ pub(crate) struct GetArgs {
 /// Arguments of `ftc list`.
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
+    /// Which server, and how to print.
     #[command(flatten)]
     pub(crate) server: ServerOptions,
 
@@ -199,6 +204,7 @@ pub(crate) struct ListArgs {
 /// Arguments of `ftc rm`.
 #[derive(Debug, Args)]
 pub(crate) struct RmArgs {
+    /// Which server, and how to print.
     #[command(flatten)]
     pub(crate) server: ServerOptions,
 
@@ -210,6 +216,7 @@ pub(crate) struct RmArgs {
 /// Arguments of `ftc info`.
 #[derive(Debug, Args)]
 pub(crate) struct InfoArgs {
+    /// Which server, and how to print.
     #[command(flatten)]
     pub(crate) server: ServerOptions,
 

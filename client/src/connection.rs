@@ -32,7 +32,9 @@ pub(crate) const SEND_FAILURE_GRACE: Duration = Duration::from_secs(5);
 /// An open session with a server.
 #[derive(Debug)]
 pub struct Client {
+    /// Messages from the server.
     pub(crate) reader: MessageReader<OwnedReadHalf, Response>,
+    /// Messages to the server.
     pub(crate) writer: MessageWriter<OwnedWriteHalf, Request>,
     welcome: Welcome,
 }

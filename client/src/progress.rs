@@ -17,8 +17,8 @@ fn bar_style(label: &str) -> ProgressStyle {
 }
 
 /// Files smaller than this get no bar of their own: they come and go faster than a bar can
-/// be drawn, and creating one per file cost a tenth of the client's time on 10,000 small
-/// files. They still move the total.
+/// be drawn, and a bar per file would take about a tenth of the client's time on a batch of
+/// small files. They still move the total.
 const FILE_BAR_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Progress bars for one batch, or nothing at all when they are not shown.
