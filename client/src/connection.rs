@@ -273,6 +273,7 @@ pub(crate) fn unexpected(response: Response) -> ClientError {
         Response::ServerInfo(_) => "ServerInfo".to_owned(),
         Response::DirMade(made) => format!("DirMade {}", made.name),
         Response::Failed(failed) => format!("Failed {}: {}", failed.code, failed.message),
+        Response::Authenticated(authenticated) => format!("Authenticated {}", authenticated.user),
     };
     ClientError::Unexpected(what)
 }

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn hello_bytes_are_pinned() {
         let bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
-        assert_eq!(bytes, [0x00, 0x06, 0x03, b'f', b't', b'c', 0x00]);
+        assert_eq!(bytes, [0x00, 0x07, 0x03, b'f', b't', b'c', 0x00]);
     }
 
     #[test]
@@ -304,6 +304,29 @@ mod tests {
         let message = Response::Error(ErrorResponse::new(Some(3), ErrorCode::HashMismatch, "bad"));
         let expected = [0x02, 0x01, 0x03, 0x04, 0x03, b'b', b'a', b'd'];
         assert_eq!(encode(&message).unwrap(), expected);
+    }
+
+    #[test]
+    fn authentication_bytes_are_pinned() {
+        let request = Request::Authenticate(crate::Authenticate {
+            credentials: Some(crate::Credentials {
+                user: "al".into(),
+                token: "t".into(),
+            }),
+        });
+        // Variant 12, Some, "al", "t".
+        let expected = [0x0c, 0x01, 0x02, b'a', b'l', 0x01, b't'];
+        assert_eq!(encode(&request).unwrap(), expected);
+        let anonymous = Request::Authenticate(crate::Authenticate { credentials: None });
+        assert_eq!(encode(&anonymous).unwrap(), [0x0c, 0x00]);
+        let answer = Response::Authenticated(crate::Authenticated {
+            user: "al".into(),
+            role: crate::Role::Upload,
+        });
+        // Variant 11, "al", role 2.
+        assert_eq!(encode(&answer).unwrap(), [0x0b, 0x02, b'a', b'l', 0x02]);
+        let forbidden = Response::Error(ErrorResponse::new(None, ErrorCode::Forbidden, ""));
+        assert_eq!(encode(&forbidden).unwrap(), [0x02, 0x00, 0x0e, 0x00]);
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub enum ErrorCode {
     NoSpace,
     /// No stored file has that name.
     NotFound,
+    /// The credentials are wrong or missing, or the user no longer exists. The connection is
+    /// closed.
+    Unauthorized,
+    /// The user's role does not allow this request; the session goes on.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -52,6 +57,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::NoSpace => "no-space",
             ErrorCode::NotFound => "not-found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }

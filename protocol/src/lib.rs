@@ -24,16 +24,25 @@
 //! # Message grammar
 //!
 //! ```text
-//! client:  Hello  ( Prepare | Upload | List | Get | Delete | Info | MakeDir )*
+//! client:  Hello Authenticate ( Prepare | Upload | List | Get | Delete | Info | MakeDir )*
 //! Upload:  BeginFile ( Chunk | CompressedChunk )* ( EndFile | CancelFile )
 //!
-//! server:  ( Welcome | Error )
+//! server:  ( Welcome | Error ) ( Authenticated | Error )
 //!          ( Prepared | Ack | Error | Listing+ | Sending Data* | Deleted | ServerInfo
 //!          | DirMade | Failed )*
 //! ```
 //!
+//! - The connection is TLS 1.3 from its first byte; the frames below travel inside it. The
+//!   client checks the server's certificate against the fingerprint it has pinned.
 //! - The client speaks first with [`Hello`]. The server answers [`Welcome`], or an
 //!   [`ErrorResponse`] with [`ErrorCode::VersionMismatch`] and closes.
+//! - The client then sends [`Authenticate`] with a user name and token (or none, for
+//!   anonymous access). The server answers [`Authenticated`] with the user's [`Role`], or an
+//!   `ErrorResponse` with [`ErrorCode::Unauthorized`] and closes (after a delay that grows
+//!   with the failures from that address). Any other request first is a protocol violation.
+//! - Every request is authorized by the role: one the role does not allow is answered with
+//!   [`ErrorCode::Forbidden`] (as a file's `Error`, or as `Failed`) and the session goes on.
+//!   Names are relative to the user's namespace; an admin's names start with the namespace.
 //! - Uploads are **pipelined**: the client does not wait for anything between `BeginFile`,
 //!   its chunks, `EndFile` and the next `BeginFile`. Only one file is open at a time, so a
 //!   `Chunk` always belongs to the most recent `BeginFile`.
@@ -91,19 +100,23 @@
 //! Goals: integrity end to end (the BLAKE3 hash of the whole file travels in `EndFile` and
 //! is checked before the file gets its name), throughput (no round trip per chunk or per
 //! file), bounded memory on both sides, no re-sending of what already arrived, optional
-//! per-chunk zstd compression (negotiated; incompressible chunks travel raw). Not yet
-//! covered: authentication and encryption.
+//! per-chunk zstd compression (negotiated; incompressible chunks travel raw), confidentiality
+//! and server identity (TLS 1.3 with a pinned certificate fingerprint), and per-user
+//! authorization (tokens, roles, namespaces). Non-goals: hiding from the server's own
+//! administrator what is stored on it.
 
 pub mod codec;
 mod error;
+mod fingerprint;
 mod message;
 
 pub use error::{ErrorCode, ProtocolError};
+pub use fingerprint::{Fingerprint, FingerprintError};
 pub use message::{
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, CompressedChunk, ConflictPolicy, Delete,
-    Deleted, DirMade, EndFile, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash, Hello,
-    InfoRequest, List, Listing, MakeDir, Prepare, Prepared, Request, Response, Sending, ServerInfo,
-    Welcome,
+    Ack, Authenticate, Authenticated, BeginFile, CancelFile, CatalogEntry, Chunk, CompressedChunk,
+    ConflictPolicy, Credentials, Delete, Deleted, DirMade, EndFile, ErrorResponse, Failed,
+    FileIntent, FilePlan, Get, Hash, Hello, InfoRequest, List, Listing, MakeDir, Prepare, Prepared,
+    Request, Response, Role, Sending, ServerInfo, Welcome,
 };
 
 /// The protocol version this crate speaks; both peers must speak the same one.
@@ -112,7 +125,9 @@ pub use message::{
 /// Version 4 added `CompressedChunk` and the `zstd` capability.
 /// Version 5 raised [`MAX_PREPARE_FILES`] from 1024 to 8192.
 /// Version 6 added `append` to `Prepare`: announcements of one round add up.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// Version 7 added `Authenticate`/`Authenticated`, `Unauthorized`, `Forbidden`, and the owner
+/// of each catalog entry; the connection is TLS.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.

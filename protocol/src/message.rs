@@ -35,6 +35,8 @@ pub enum Request {
     /// A piece of the open upload's content, zstd-compressed; only once both sides announced
     /// [`crate::CAPABILITY_ZSTD`]. Protocol 4.
     CompressedChunk(CompressedChunk),
+    /// Says who the client is; must follow `Welcome`. Protocol 7.
+    Authenticate(Authenticate),
 }
 
 /// Everything a server may send. Variant order is the wire encoding: append only.
@@ -62,6 +64,82 @@ pub enum Response {
     DirMade(DirMade),
     /// A `Get`, `Delete` or `MakeDir` failed; the session goes on. Protocol 3.
     Failed(Failed),
+    /// The client is who it said; requests may follow. Protocol 7.
+    Authenticated(Authenticated),
+}
+
+/// The client's credentials, or none for anonymous access (refused unless the server
+/// allows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticate {
+    /// A user name and its token; `None` asks for anonymous access.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and the secret token the server issued for it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The user's name.
+    pub user: String,
+    /// The user's token (never logged; only its hash is stored on the server).
+    pub token: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("token", &"<hidden>")
+            .finish()
+    }
+}
+
+/// What a user may do. Frozen order (it is the wire encoding): append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Everything, in every namespace.
+    Admin,
+    /// Upload, overwrite, list, get and delete in its own namespace.
+    Write,
+    /// Only send new files into its own namespace (a drop box).
+    Upload,
+    /// Only list and get in its own namespace.
+    Read,
+}
+
+impl Role {
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Write, Role::Upload, Role::Read];
+
+    /// The role's name, as typed on command lines and shown in lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Write => "write",
+            Role::Upload => "upload",
+            Role::Read => "read",
+        }
+    }
+
+    /// The role named `text`, if any.
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The server's answer to valid credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticated {
+    /// The user the session acts as (`anonymous` for anonymous access).
+    pub user: String,
+    /// What the user may do.
+    pub role: Role,
 }
 
 /// First client message: who is speaking and which protocol version.
@@ -380,6 +458,8 @@ pub struct CatalogEntry {
     pub hash: Hash,
     /// When the file was stored, UTC, RFC 3339.
     pub added_at: String,
+    /// The user who stored it. Protocol 7.
+    pub owner: String,
 }
 
 /// A BLAKE3 digest. Printed as 64 lowercase hex digits.

@@ -19,6 +19,8 @@ fn hash() -> impl Strategy<Value = Hash> {
 fn code() -> impl Strategy<Value = ErrorCode> {
     prop::sample::select(vec![
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::VersionMismatch,
         ErrorCode::ProtocolViolation,
         ErrorCode::InvalidName,
@@ -85,6 +87,12 @@ fn request() -> impl Strategy<Value = Request> {
         name().prop_map(|name| Request::Delete(Delete { name })),
         Just(Request::Info(InfoRequest {})),
         name().prop_map(|name| Request::MakeDir(MakeDir { name })),
+        prop::option::of((name(), name())).prop_map(|credentials| {
+            Request::Authenticate(ft_protocol::Authenticate {
+                credentials: credentials
+                    .map(|(user, token)| ft_protocol::Credentials { user, token }),
+            })
+        }),
         (any::<u32>(), prop::collection::vec(any::<u8>(), 0..512)).prop_map(|(raw_len, data)| {
             Request::CompressedChunk(CompressedChunk {
                 raw_len,
@@ -144,6 +152,7 @@ fn response() -> impl Strategy<Value = Response> {
                 entries: entries
                     .into_iter()
                     .map(|(name, sent_name, size, hash, added_at)| CatalogEntry {
+                        owner: sent_name.clone(),
                         name,
                         sent_name,
                         size,
@@ -182,6 +191,13 @@ fn response() -> impl Strategy<Value = Response> {
         (name(), any::<bool>())
             .prop_map(|(name, created)| Response::DirMade(DirMade { name, created })),
         (code(), name()).prop_map(|(code, message)| Response::Failed(Failed { code, message })),
+        (
+            name(),
+            prop::sample::select(ft_protocol::Role::ALL.to_vec())
+        )
+            .prop_map(|(user, role)| {
+                Response::Authenticated(ft_protocol::Authenticated { user, role })
+            }),
     ]
 }
 

@@ -190,6 +190,7 @@ pub(crate) fn name_flushed(
     group: &[Verified],
     flushed: Flushed,
     client: SocketAddr,
+    owner: &str,
 ) -> Vec<Placed> {
     let Flushed {
         files,
@@ -232,6 +233,7 @@ pub(crate) fn name_flushed(
                 size: verified.size,
                 hash: verified.hash,
                 client,
+                owner: owner.to_owned(),
             })
         })
         .collect();
@@ -410,7 +412,13 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let catalog = Catalog::open(&dir.path().join(".fts/catalog.db")).unwrap();
-        let state = Arc::new(ServerState::new(store, catalog, Limits::default()));
+        let security = crate::Security::ephemeral(&dir.path().join(".fts/catalog.db")).unwrap();
+        let state = Arc::new(ServerState::new(
+            store,
+            catalog,
+            security,
+            Limits::default(),
+        ));
         (dir, state)
     }
 
@@ -464,6 +472,7 @@ pub(crate) mod tests {
                 size: 6,
                 hash: verified.hash,
                 client: "127.0.0.1:1".parse().unwrap(),
+                owner: "tester".into(),
             });
         }
         state

@@ -2,16 +2,21 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
-use ft_protocol::DEFAULT_PORT;
+use clap::{Parser, Subcommand};
+use ft_protocol::{Role, DEFAULT_PORT};
 
 /// `fts`: receives files from `ftc`, verifies each with BLAKE3 and records it in a catalog.
 #[derive(Debug, Parser)]
 #[command(
     name = "fts",
     version,
-    after_help = "Examples:\n  fts --dir ./received\n  fts --dir /srv/inbox --listen 127.0.0.1:0\n\n\
-                  Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a startup error.\n\
+    after_help = "Examples:\n  fts --dir ./received\n  fts --dir /srv/inbox --listen 127.0.0.1:0\n  \
+                  fts --dir /srv/inbox user add alice --role write\n  \
+                  fts --dir /srv/inbox user token alice\n\n\
+                  On its first start fts makes a TLS certificate in DIR/.fts/ and a user 'admin',\n\
+                  whose token and connect string it prints once.\n\n\
+                  Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or a user command done,\n\
+                  1 on a startup error, 2 on a bad command line or a user command refused.\n\
                   Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level."
 )]
 pub struct Args {
@@ -51,6 +56,75 @@ pub struct Args {
     /// On SIGINT/SIGTERM, time granted to uploads in flight before they are cut.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// TLS certificate (PEM) to present instead of the one made in DIR/.fts/; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Let clients without credentials in, with this role, in the namespace `anonymous`
+    /// (upload, read or write). Off by default.
+    #[arg(long, value_name = "ROLE", value_parser = parse_anonymous_role)]
+    pub anonymous: Option<Role>,
+
+    /// Host name put in connect strings (default: the listening address, or this machine's
+    /// name when listening on all addresses).
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+
+    /// Manage users (works whether or not a server runs; changes apply at once).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `fts ... SUBCOMMAND`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Users, their roles and tokens.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `fts --dir DIR user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Adds a user; prints its connect string, then its token as the last line.
+    Add {
+        /// The user's name: lowercase letters, digits, '_' and '-' (its files go to DIR/NAME/).
+        name: String,
+        /// admin: everything, every namespace; write: upload, overwrite, list, get, delete in
+        /// its own; upload: only send new files (a drop box); read: only list and get.
+        #[arg(long, value_name = "ROLE", default_value = "write", value_parser = parse_role)]
+        role: Role,
+    },
+    /// Lists the users and their roles.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Removes a user: its sessions end at their next request. Its files stay.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// The user's name.
+        name: String,
+    },
+    /// Gives a user a new token (the old one stops working); prints it as the last line.
+    Token {
+        /// The user's name.
+        name: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("unknown role {text:?} (admin, write, upload, read)"))
+}
+
+fn parse_anonymous_role(text: &str) -> Result<Role, String> {
+    match parse_role(text)? {
+        Role::Admin => Err("anonymous clients cannot be admins (upload, read, write)".to_owned()),
+        role => Ok(role),
+    }
 }
 
 /// Limits a session enforces on its client.

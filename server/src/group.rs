@@ -151,6 +151,7 @@ impl Group {
         &mut self,
         state: &Arc<ServerState>,
         client: std::net::SocketAddr,
+        owner: String,
     ) -> JoinHandle<Committed> {
         self.stage_unstaged(state);
         let batches = std::mem::take(&mut self.staging);
@@ -194,7 +195,7 @@ impl Group {
                 let _ = previous.await;
             }
             tokio::task::spawn_blocking(move || {
-                let placed = commit::name_flushed(&state, &group, flushed, client);
+                let placed = commit::name_flushed(&state, &group, flushed, client, &owner);
                 (group, placed)
             })
             .await
@@ -253,7 +254,7 @@ fn drain(queue: &Mutex<StageQueue>, state: &ServerState) {
 mod tests {
     use super::*;
     use crate::{
-        catalog::Catalog,
+        catalog::{Catalog, Within},
         commit::tests::{test_state, verified},
         config::Limits,
         names::ValidName,
@@ -280,10 +281,10 @@ mod tests {
         for n in 0..STAGE_BATCH_FILES as u32 * 8 {
             group.push(&state, verified(&state, n).await);
         }
-        let big = group.commit(&state, client);
+        let big = group.commit(&state, client, "tester".into());
         // A single file: synced on its own, it is ready long before the big group.
         group.push(&state, overwrite(verified(&state, 100_001).await, b"newer"));
-        let small = group.commit(&state, client);
+        let small = group.commit(&state, client, "tester".into());
         let (_, placed) = small.await.unwrap().unwrap();
         assert!(placed[0].is_ok(), "{placed:?}");
         let (_, placed) = big.await.unwrap().unwrap();
@@ -300,7 +301,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path()).unwrap();
             let catalog = Catalog::open(&dir.path().join(".fts/catalog.db")).unwrap();
-            let mut state = ServerState::new(store, catalog, Limits::default());
+            let security = crate::Security::ephemeral(&dir.path().join(".fts/catalog.db")).unwrap();
+            let mut state = ServerState::new(store, catalog, security, Limits::default());
             state.staged_files = Arc::new(tokio::sync::Semaphore::new(budget));
             let state = Arc::new(state);
             let mut group = Group::default();
@@ -310,7 +312,11 @@ mod tests {
             }
             assert_eq!(group.len(), files as usize);
             let client = "127.0.0.1:1".parse().unwrap();
-            let (committed, placed) = group.commit(&state, client).await.unwrap().unwrap();
+            let (committed, placed) = group
+                .commit(&state, client, "tester".into())
+                .await
+                .unwrap()
+                .unwrap();
             assert!(group.is_empty());
             assert_eq!(committed.len(), files as usize);
             for (verified, placed) in committed.iter().zip(&placed) {
@@ -322,7 +328,10 @@ mod tests {
                     format!("content of file {}", verified.id).into_bytes()
                 );
             }
-            assert_eq!(state.catalog.totals().unwrap().0, u64::from(files));
+            assert_eq!(
+                state.catalog.totals(Within::All).unwrap().0,
+                u64::from(files)
+            );
             assert_eq!(
                 state.staged_files.available_permits(),
                 budget,

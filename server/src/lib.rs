@@ -1,11 +1,12 @@
 //! The `fts` server as a library: `main.rs` only parses flags and calls [`run`].
 //!
-//! Where things are: flags in [`config`], the accept loop in [`listener`], one connection's
-//! protocol in [`session`], an upload in flight in [`upload`] (small ones' memory in
+//! Where things are: flags in [`config`], the accept loop in [`listener`], the certificate in
+//! [`tls`], users, tokens and roles in [`auth`], one connection's protocol in [`session`], an upload in flight in [`upload`] (small ones' memory in
 //! [`buffers`]), a download in [`download`], who writes which partial upload in [`leases`],
 //! name rules in [`names`], the answer to a `Prepare` in [`plan`], group commit in [`group`]
 //! and [`commit`], every filesystem touch in [`store`], the SQLite catalog in [`catalog`].
 
+pub mod auth;
 pub(crate) mod buffers;
 pub mod catalog;
 pub(crate) mod commit;
@@ -20,14 +21,40 @@ pub(crate) mod plan;
 pub(crate) mod refusal;
 pub(crate) mod session;
 pub mod store;
+pub mod tls;
 pub(crate) mod upload;
+pub mod user_admin;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog::Catalog, config::Limits, leases::Leases, store::Store};
+use crate::{
+    auth::Auth, catalog::Catalog, config::Limits, leases::Leases, store::Store, tls::TlsIdentity,
+};
+
+/// Who the server is (its certificate) and who its clients are (users and roles).
+#[derive(Debug)]
+pub struct Security {
+    /// The certificate every connection is encrypted with.
+    pub tls: TlsIdentity,
+    /// Users, their tokens and roles, and failed logins' delays.
+    pub auth: Auth,
+}
+
+impl Security {
+    /// A throwaway certificate and the users of the catalog at `catalog_path`, with no
+    /// anonymous access: for tests and tools.
+    pub fn ephemeral(catalog_path: &std::path::Path) -> Result<Self, String> {
+        let tls = TlsIdentity::ephemeral().map_err(|err| err.to_string())?;
+        let users = catalog::users::Users::open(catalog_path).map_err(|err| err.to_string())?;
+        Ok(Self {
+            tls,
+            auth: Auth::new(users, None),
+        })
+    }
+}
 
 /// What every session shares.
 #[derive(Debug)]
@@ -36,6 +63,8 @@ pub struct ServerState {
     pub store: Arc<Store>,
     /// The catalog of stored files.
     pub catalog: Catalog,
+    /// TLS and authorization.
+    pub security: Security,
     /// Which partial uploads are being written.
     pub(crate) leases: Arc<Leases>,
     /// Serializes placing a file and recording it, so disk and catalog agree (see
@@ -55,11 +84,12 @@ pub struct ServerState {
 
 impl ServerState {
     /// State for a server over `store` and `catalog`.
-    pub fn new(store: Store, catalog: Catalog, limits: Limits) -> Self {
+    pub fn new(store: Store, catalog: Catalog, security: Security, limits: Limits) -> Self {
         let catalog_synced_with_names = store.syncfs_covers(catalog.path());
         Self {
             store: Arc::new(store),
             catalog,
+            security,
             leases: Arc::default(),
             commit_lock: std::sync::Mutex::new(()),
             limits,

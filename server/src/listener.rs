@@ -1,4 +1,5 @@
-//! The accept loop: connection limit, accept-error backoff, graceful shutdown.
+//! The accept loop: connection limit, accept-error backoff, the TLS handshake, graceful
+//! shutdown.
 //!
 //! Each connection runs as its own tokio task. A connection takes a permit from a semaphore
 //! sized `--max-connections`; when none is left the client is told `Busy` at once and closed,
@@ -7,7 +8,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use ft_protocol::{codec, ErrorCode, ErrorResponse, Response};
+use ft_protocol::{codec, ErrorCode, ErrorResponse, Response, PROTOCOL_VERSION};
 use futures::SinkExt;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -62,8 +63,14 @@ pub(crate) async fn run(
             Ok(permit) => {
                 let (state, shutdown, cut) = (Arc::clone(&state), shutdown.clone(), cut.clone());
                 sessions.spawn(async move {
+                    let serving = async {
+                        let timeout = state.limits.handshake_timeout;
+                        if let Some(stream) = accept_tls(stream, peer, &state, timeout).await {
+                            session::serve(stream, peer, state, shutdown).await;
+                        }
+                    };
                     tokio::select! {
-                        () = session::serve(stream, peer, state, shutdown) => {}
+                        () = serving => {}
                         () = cut.cancelled() => {}
                     }
                     drop(permit);
@@ -71,8 +78,9 @@ pub(crate) async fn run(
             }
             Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
                 Ok(permit) => {
+                    let state = Arc::clone(&state);
                     sessions.spawn(async move {
-                        refuse_busy(stream, peer).await;
+                        refuse_busy(stream, peer, &state).await;
                         drop(permit);
                     });
                 }
@@ -100,13 +108,65 @@ pub(crate) async fn run(
     }
 }
 
-async fn refuse_busy(stream: TcpStream, peer: SocketAddr) {
+/// Tells a client over the connection limit so, inside TLS like every answer, and within
+/// [`REFUSAL_TIMEOUT`] all told.
+async fn refuse_busy(stream: TcpStream, peer: SocketAddr, state: &ServerState) {
     tracing::warn!(%peer, "refused: connection limit reached");
-    let mut writer = codec::message_writer::<_, Response>(stream);
-    let busy = ErrorResponse::new(
-        None,
-        ErrorCode::Busy,
-        "server is at its connection limit; try again later",
-    );
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, writer.send(Response::Error(busy))).await;
+    let refusing = async {
+        let stream = accept_tls(stream, peer, state, REFUSAL_TIMEOUT).await?;
+        let mut writer = codec::message_writer::<_, Response>(stream);
+        let busy = ErrorResponse::new(
+            None,
+            ErrorCode::Busy,
+            "server is at its connection limit; try again later",
+        );
+        writer.send(Response::Error(busy)).await.ok()?;
+        let mut stream = writer.into_inner();
+        tokio::io::AsyncWriteExt::shutdown(&mut stream).await.ok()
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, refusing).await;
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS handshake of a new connection, within `timeout`. A client that speaks the
+/// protocol without TLS (an older `ftc`) is told in its own terms, a plaintext version
+/// mismatch, rather than being sent bytes it cannot read. Failures are logged here.
+async fn accept_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &ServerState,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.security.tls.config));
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => return Err("closed before the TLS handshake".to_owned()),
+            Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
+                let mut writer = codec::message_writer::<_, Response>(stream);
+                let message = format!(
+                    "this server speaks protocol {PROTOCOL_VERSION} over TLS; \
+                     upgrade the client"
+                );
+                let refusal = ErrorResponse::new(None, ErrorCode::VersionMismatch, message);
+                let _ = writer.send(Response::Error(refusal)).await;
+                return Err("a client without TLS was told to upgrade".to_owned());
+            }
+            Ok(_) => {}
+        }
+        acceptor.accept(stream).await.map_err(|err| err.to_string())
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(reason)) => {
+            tracing::warn!(%peer, %reason, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, ?timeout, "TLS handshake timed out");
+            None
+        }
+    }
 }

@@ -9,10 +9,13 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use ft_server::{
-    catalog::{Catalog, CATALOG_FILE},
-    config::{Args, Limits},
+    auth::Auth,
+    catalog::{users::Users, Catalog, CATALOG_FILE},
+    config::{Args, Command, Limits, UserCommand},
     store::Store,
-    ServerState,
+    tls::TlsIdentity,
+    user_admin::{self, ServerAddress, FIRST_ADMIN},
+    Security, ServerState,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +72,17 @@ fn reserve_descriptor_table() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // One crypto provider for the process, chosen explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(Command::User(command)) = &args.command {
+        return match user_command(&args, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("fts: error: {err:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     raise_open_file_limit();
     reserve_descriptor_table();
     if args.man {
@@ -118,6 +132,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let catalog_path = store.private_dir().join(CATALOG_FILE);
     let catalog = Catalog::open(&catalog_path)
         .with_context(|| format!("cannot open the catalog {}", catalog_path.display()))?;
+    let users = Users::open(&catalog_path)
+        .with_context(|| format!("cannot open the users in {}", catalog_path.display()))?;
+    let tls = tls_identity(&args, &store.private_dir())?;
+    upgrade_into_namespaces(&store, &catalog)?;
+    // A store without users gets an admin, whose token is shown once, below.
+    let first_admin = if users.list().context("cannot read the users")?.is_empty() {
+        let token = user_admin::add(&users, FIRST_ADMIN, ft_protocol::Role::Admin)
+            .context("cannot create the first admin")?;
+        Some(token)
+    } else {
+        None
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -125,19 +151,111 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the listening address")?;
 
-    // Scripts and tests read this exact line to learn the port.
+    // Scripts and tests read these exact lines: the address first, then the fingerprint.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {local}").context("cannot write to stdout")?;
-    stdout.flush().context("cannot write to stdout")?;
-    tracing::info!(dir = %store.root().display(), %local, "serving");
+    let mut announcement = format!("listening on {local}\nfingerprint {}\n", tls.fingerprint);
+    if let Some(token) = &first_admin {
+        let address = ServerAddress::new(local, args.public_host.as_deref(), tls.fingerprint);
+        announcement.push_str(&user_admin::announce_new_user(
+            FIRST_ADMIN,
+            ft_protocol::Role::Admin,
+            token,
+            &address,
+        ));
+    }
+    stdout
+        .write_all(announcement.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    tracing::info!(dir = %store.root().display(), %local, fingerprint = %tls.fingerprint, "serving");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     survive_file_size_limit();
-    let state = Arc::new(ServerState::new(store, catalog, Limits::from(&args)));
+    let security = Security {
+        tls,
+        auth: Auth::new(users, args.anonymous),
+    };
+    let state = Arc::new(ServerState::new(
+        store,
+        catalog,
+        security,
+        Limits::from(&args),
+    ));
     ft_server::run(listener, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The operator's certificate (`--cert`, `--key`) or the one kept in the private directory.
+fn tls_identity(args: &Args, private_dir: &std::path::Path) -> anyhow::Result<TlsIdentity> {
+    let operator = args.cert.as_deref().zip(args.key.as_deref());
+    TlsIdentity::load_or_create(private_dir, operator).context("cannot set up TLS")
+}
+
+/// A store made before namespaces: its files move into the first admin's namespace, then its
+/// catalog rows follow (see `Store::move_into_namespace`; both steps survive interruption).
+fn upgrade_into_namespaces(store: &Store, catalog: &Catalog) -> anyhow::Result<()> {
+    if !catalog
+        .needs_namespace_upgrade()
+        .context("cannot read the catalog's version")?
+    {
+        return Ok(());
+    }
+    tracing::info!(
+        namespace = FIRST_ADMIN,
+        "moving the files of an older store into a namespace"
+    );
+    store
+        .move_into_namespace(FIRST_ADMIN)
+        .context("cannot move the stored files into the admin's namespace")?;
+    catalog
+        .finish_namespace_upgrade(FIRST_ADMIN)
+        .context("cannot update the catalog's names")?;
+    Ok(())
+}
+
+/// `fts --dir DIR user ...`: changes the users in the catalog directly, so it works beside a
+/// running server (which sees the change at its next check) or without one.
+fn user_command(args: &Args, command: &UserCommand) -> anyhow::Result<()> {
+    let dir = args.dir.clone().context("--dir is required")?;
+    let private = dir.join(ft_server::names::PRIVATE_DIR);
+    std::fs::create_dir_all(&private)
+        .with_context(|| format!("cannot create {}", private.display()))?;
+    let catalog_path = private.join(CATALOG_FILE);
+    let users = Users::open(&catalog_path)
+        .with_context(|| format!("cannot open the users in {}", catalog_path.display()))?;
+    let mut stdout = std::io::stdout();
+    let text = match command {
+        UserCommand::Add { name, role } => {
+            let token = user_admin::add(&users, name, *role)?;
+            let tls = tls_identity(args, &private)?;
+            let address =
+                ServerAddress::new(args.listen, args.public_host.as_deref(), tls.fingerprint);
+            user_admin::announce_new_user(name, *role, &token, &address)
+        }
+        UserCommand::List => {
+            let list = users.list().context("cannot read the users")?;
+            format!("{}\n", user_admin::table(&list))
+        }
+        UserCommand::Remove { name } => {
+            users
+                .remove(name)
+                .map_err(user_admin::UserCommandError::from)?;
+            format!(
+                "user {name} removed; its files stay in {}/{name}/\n",
+                dir.display()
+            )
+        }
+        UserCommand::Token { name } => {
+            let token = user_admin::rotate(&users, name)?;
+            format!("new token for {name} (the old one no longer works):\n{token}\n")
+        }
+    };
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
 }
 
 /// SIGXFSZ: the signal number on Linux for exceeding a file-size limit (`ulimit -f`).

@@ -12,19 +12,27 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
-    ErrorCode, ErrorResponse, Hash, ProtocolError, Request, Response, Welcome, CAPABILITY_ZSTD,
-    PROTOCOL_VERSION,
+    Authenticated, ErrorCode, ErrorResponse, Hash, ProtocolError, Request, Response, Welcome,
+    CAPABILITY_ZSTD, PROTOCOL_VERSION,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::net::{
-    tcp::{OwnedReadHalf, OwnedWriteHalf},
-    TcpStream,
+use tokio::{
+    io::{ReadHalf, WriteHalf},
+    net::TcpStream,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    catalog::CatalogError, commit::CommitError, group::Committed, refusal::Refusal, upload::Upload,
+    auth::{
+        roles::{self, Action},
+        AuthFailure, Identity, ANONYMOUS,
+    },
+    catalog::CatalogError,
+    commit::CommitError,
+    group::Committed,
+    refusal::Refusal,
+    upload::Upload,
     ServerState,
 };
 
@@ -38,6 +46,15 @@ use round::UploadRound;
 /// Catalog entries per `Listing` page. An entry is at most about 8.3 KiB (two names of
 /// `MAX_NAME_LEN`), so a page always fits in `MAX_FRAME_LEN`.
 const LISTING_PAGE_ENTRIES: usize = 64;
+
+/// A client's connection once TLS is up.
+type Connection = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Requests in.
+type Reader = MessageReader<ReadHalf<Connection>, Request>;
+
+/// Responses out.
+type Writer = MessageWriter<WriteHalf<Connection>, Response>;
 
 /// Why a session ended abnormally. Logged once, at the task boundary.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +90,9 @@ pub(crate) enum SessionError {
     /// A group commit failed as a whole.
     #[error("{0}")]
     Commit(CommitError),
+    /// The client could not log in, or its user was removed or its token replaced.
+    #[error("not authorized: {0}")]
+    Unauthorized(AuthFailure),
     /// A newer connection took over the upload in flight (the client reconnected).
     #[error("upload of '{0}' taken over by a newer connection")]
     Superseded(String),
@@ -92,14 +112,14 @@ enum Transfer {
 
 /// Serves one client until it leaves, breaks the protocol, or the server shuts down.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    stream: Connection,
     peer: SocketAddr,
     state: Arc<ServerState>,
     shutdown: CancellationToken,
 ) {
     // Acks are small and latency-bound; don't let Nagle hold them back.
-    let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+    let _ = stream.get_ref().0.set_nodelay(true);
+    let (read_half, write_half) = tokio::io::split(stream);
     let mut session = Session {
         reader: codec::message_reader(read_half),
         writer: codec::message_writer(write_half),
@@ -108,10 +128,11 @@ pub(crate) async fn serve(
         transfer: Transfer::Idle,
         zstd: false,
         round: UploadRound::default(),
+        identity: None,
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
-    let span = tracing::info_span!("connection", %peer);
+    let span = tracing::info_span!("connection", %peer, user = tracing::field::Empty);
     let started = std::time::Instant::now();
     let result = session.run(&shutdown).instrument(span.clone()).await;
     let elapsed = started.elapsed();
@@ -136,10 +157,7 @@ const CLOSE_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// `Error` sent while the client streams files or `Prepare` pages back to back. So our side
 /// is shut down first, then the client's input is read and dropped until it closes too, for
 /// at most [`CLOSE_DRAIN_TIME`] and [`CLOSE_DRAIN_BYTES`].
-async fn close_without_reset(
-    reader: MessageReader<OwnedReadHalf, Request>,
-    writer: MessageWriter<OwnedWriteHalf, Response>,
-) {
+async fn close_without_reset(reader: Reader, writer: Writer) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if writer.into_inner().shutdown().await.is_err() {
         return;
@@ -167,8 +185,8 @@ enum Waited {
 }
 
 struct Session {
-    reader: MessageReader<OwnedReadHalf, Request>,
-    writer: MessageWriter<OwnedWriteHalf, Response>,
+    reader: Reader,
+    writer: Writer,
     peer: SocketAddr,
     state: Arc<ServerState>,
     transfer: Transfer,
@@ -176,6 +194,8 @@ struct Session {
     zstd: bool,
     /// Offers, announcements, the group waiting for its commit and the commits in flight.
     round: UploadRound,
+    /// Who the client is, once it authenticated (before, no request is let through).
+    identity: Option<Identity>,
     /// Files acknowledged on this connection, for the log.
     files_stored: u64,
 }
@@ -329,6 +349,9 @@ impl Session {
             Request::Info(_) => self.on_info().await?,
             Request::MakeDir(make_dir) => self.on_make_dir(make_dir).await?,
             Request::CompressedChunk(chunk) => self.on_compressed_chunk(chunk).await?,
+            Request::Authenticate(_) => {
+                return Err(self.violation("Authenticate sent twice").await)
+            }
         }
         Ok(())
     }
@@ -399,7 +422,168 @@ impl Session {
             max_file_size: self.state.limits.max_file_size,
         }))
         .await?;
+        self.authenticate().await
+    }
+
+    /// Reads the client's `Authenticate` and answers it. Failed attempts are slowed down per
+    /// address (see `auth::throttle`), logged with the peer, and end the session. Returns
+    /// false if the client left first.
+    async fn authenticate(&mut self) -> Result<bool, SessionError> {
+        let timeout = self.state.limits.handshake_timeout;
+        let request = match tokio::time::timeout(timeout, self.reader.next()).await {
+            Err(_) => {
+                return Err(self
+                    .refuse(ErrorCode::Timeout, SessionError::Timeout(timeout))
+                    .await)
+            }
+            Ok(next) => match self.received(next).await? {
+                None => return Ok(false),
+                Some(request) => request,
+            },
+        };
+        let Request::Authenticate(authenticate) = request else {
+            return Err(self
+                .violation("the first request after Hello must be Authenticate")
+                .await);
+        };
+        let address = self.peer.ip();
+        let wait = self.state.security.auth.throttle.wait_for(address);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let claimed = authenticate
+            .credentials
+            .as_ref()
+            .map_or(ANONYMOUS, |credentials| credentials.user.as_str())
+            .chars()
+            .take(64)
+            .collect::<String>();
+        let state = Arc::clone(&self.state);
+        let checked = tokio::task::spawn_blocking(move || {
+            state
+                .security
+                .auth
+                .authenticate(authenticate.credentials.as_ref())
+        })
+        .await;
+        let identity = match checked {
+            Ok(Ok(identity)) => identity,
+            Ok(Err(failure)) => {
+                self.state.security.auth.throttle.failed(address);
+                tracing::warn!(peer = %self.peer, user = %claimed, reason = %failure, "login failed");
+                let message = failure.to_string();
+                let err = SessionError::Unauthorized(failure);
+                let response = ErrorResponse::new(None, ErrorCode::Unauthorized, message);
+                let _ = self.send(Response::Error(response)).await;
+                return Err(err);
+            }
+            Err(join) => {
+                return Err(self
+                    .refuse(ErrorCode::Internal, SessionError::Task(join))
+                    .await)
+            }
+        };
+        self.state.security.auth.throttle.succeeded(address);
+        tracing::Span::current().record("user", identity.user.as_str());
+        tracing::info!(role = %identity.role, "client authenticated");
+        self.send(Response::Authenticated(Authenticated {
+            user: identity.user.clone(),
+            role: identity.role,
+        }))
+        .await?;
+        self.identity = Some(identity);
         Ok(true)
+    }
+
+    /// Lets a request through if the client's user still exists with the same token and its
+    /// role allows `action`. `Ok(Err(refusal))`: the request is refused with `forbidden` and
+    /// the session goes on; `Err`: the session ends (the user is gone).
+    ///
+    /// `cheap`: trust the last full check for a moment (for a check per uploaded file).
+    async fn authorize(
+        &mut self,
+        action: Action,
+        cheap: bool,
+    ) -> Result<Result<(), Refusal>, SessionError> {
+        let Some(identity) = &self.identity else {
+            return Err(self.violation("a request before Authenticate").await);
+        };
+        let auth = &self.state.security.auth;
+        let checked = if cheap {
+            auth.recheck_if_due(identity)
+        } else {
+            auth.recheck(identity)
+        };
+        let role = match checked {
+            Ok(role) => role,
+            Err(failure) => {
+                let message = failure.to_string();
+                let err = SessionError::Unauthorized(failure);
+                let response = ErrorResponse::new(None, ErrorCode::Unauthorized, message);
+                let _ = self.send(Response::Error(response)).await;
+                return Err(err);
+            }
+        };
+        if roles::allows(role, action) {
+            return Ok(Ok(()));
+        }
+        let message = format!(
+            "user '{}' (role {role}) may not {}",
+            identity.user,
+            action.describe()
+        );
+        Ok(Err(Refusal::new(ErrorCode::Forbidden, message)))
+    }
+
+    /// The name beneath the storage directory for a name the client sent.
+    fn stored_name(&self, name: &str) -> String {
+        let Some(identity) = &self.identity else {
+            return name.to_owned();
+        };
+        let auth = &self.state.security.auth;
+        let root = self.state.store.root();
+        identity.to_stored(name, |namespace| {
+            namespace == ANONYMOUS
+                || auth.is_user(namespace)
+                || std::fs::symlink_metadata(root.join(namespace)).is_ok_and(|meta| meta.is_dir())
+        })
+    }
+
+    /// The name the client sees for a stored name.
+    fn client_name(&self, stored: &str) -> String {
+        match &self.identity {
+            Some(identity) => identity.to_client(stored).to_owned(),
+            None => stored.to_owned(),
+        }
+    }
+
+    /// A refusal whose message names stored files as the client names them.
+    fn in_client_terms(&self, mut refusal: Refusal) -> Refusal {
+        if let Some(identity) = self
+            .identity
+            .as_ref()
+            .filter(|identity| !identity.is_admin())
+        {
+            let prefix = format!("{}/", identity.user);
+            refusal.message = refusal.message.replace(&prefix, "");
+        }
+        refusal
+    }
+
+    /// The key a partial upload of the client's `key` is kept under (see
+    /// `Identity::upload_key`).
+    fn upload_key(&self, key: &Hash) -> Hash {
+        match &self.identity {
+            Some(identity) => identity.upload_key(key),
+            None => *key,
+        }
+    }
+
+    /// The session's user: the owner recorded for the files it stores.
+    fn user(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map_or(ANONYMOUS, |identity| identity.user.as_str())
     }
 
     /// Removes the partial upload for `key` (its content was judged bad or abandoned).

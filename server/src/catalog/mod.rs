@@ -1,4 +1,5 @@
-//! The catalog: an SQLite database recording every stored file.
+//! The catalog: an SQLite database recording every stored file ([`Catalog`]) and the users
+//! ([`users`]); its tables and their upgrades are in [`schema`].
 //!
 //! One row per stored name. Replacing a file (`--overwrite`) replaces its row. The database
 //! runs in WAL mode with `synchronous = FULL`, so a recorded file survives power loss once
@@ -15,6 +16,11 @@ use std::{
 
 use ft_protocol::{CatalogEntry, Hash};
 use rusqlite::{params, Connection};
+
+mod schema;
+pub mod users;
+
+pub use schema::NAMESPACED_SCHEMA;
 
 /// File name of the catalog inside the server's private directory.
 pub const CATALOG_FILE: &str = "catalog.db";
@@ -45,6 +51,32 @@ impl From<rusqlite::Error> for CatalogError {
     }
 }
 
+/// How long a statement waits for another process's write (`fts user ...` beside a running
+/// server) before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Which stored files a query covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Within<'a> {
+    /// Every stored file (an admin).
+    All,
+    /// Those in one namespace's folder: the name without its trailing `/`.
+    Namespace(&'a str),
+}
+
+impl Within<'_> {
+    /// The range of stored names covered: from (inclusive) and until (exclusive, `None`:
+    /// unbounded). `ns/` up to `ns0`, since `0` follows `/`.
+    fn range(self) -> (String, Option<String>) {
+        match self {
+            Within::All => (String::new(), None),
+            Within::Namespace(namespace) => {
+                (format!("{namespace}/"), Some(format!("{namespace}0")))
+            }
+        }
+    }
+}
+
 /// What makes a transaction durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -69,6 +101,8 @@ pub struct NewRecord {
     pub hash: Hash,
     /// The uploading client.
     pub client: SocketAddr,
+    /// The user who stored it.
+    pub owner: String,
 }
 
 /// A shared handle to the catalog database.
@@ -82,20 +116,11 @@ pub struct Catalog {
 impl Catalog {
     /// Opens or creates the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS files (
-                id          INTEGER PRIMARY KEY,
-                stored_name TEXT NOT NULL UNIQUE,
-                sent_name   TEXT NOT NULL,
-                size        INTEGER NOT NULL,
-                blake3      TEXT NOT NULL,
-                added_at    TEXT NOT NULL,
-                client_addr TEXT NOT NULL
-            );",
-        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        schema::migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
@@ -105,6 +130,20 @@ impl Catalog {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the catalog was made before namespaces and its rows still await
+    /// [`Catalog::finish_namespace_upgrade`]. Blocking.
+    pub fn needs_namespace_upgrade(&self) -> Result<bool, CatalogError> {
+        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        Ok(schema::version(&conn)? < NAMESPACED_SCHEMA)
+    }
+
+    /// Puts every row of a catalog made before namespaces into `namespace` (once its files
+    /// were moved there). Blocking.
+    pub fn finish_namespace_upgrade(&self, namespace: &str) -> Result<(), CatalogError> {
+        let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        schema::finish_namespace_upgrade(&mut conn, namespace)
     }
 
     /// Records a stored file, replacing any earlier record of the same stored name.
@@ -151,23 +190,27 @@ impl Catalog {
         Ok(removed)
     }
 
-    /// Up to `limit` recorded files whose stored names sort after `after` and match the glob
-    /// `pattern` (SQLite GLOB: `*`, `?`, `[...]`, case-sensitive), in name order. Paging keeps
-    /// both memory and the time the lock is held bounded. Blocking.
+    /// Up to `limit` recorded files under `within` (a namespace's folder, or everything)
+    /// whose stored names sort after `after` and match the glob `pattern` (SQLite GLOB: `*`,
+    /// `?`, `[...]`, case-sensitive), in name order. Paging keeps both memory and the time
+    /// the lock is held bounded. Blocking.
     pub fn list_page(
         &self,
+        within: Within<'_>,
         pattern: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<CatalogEntry>, CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let mut statement = conn.prepare_cached(
-            "SELECT stored_name, sent_name, size, blake3, added_at FROM files
+            "SELECT stored_name, sent_name, size, blake3, added_at, owner FROM files
              WHERE (?1 IS NULL OR stored_name > ?1) AND (?2 IS NULL OR stored_name GLOB ?2)
+               AND stored_name >= ?4 AND (?5 IS NULL OR stored_name < ?5)
              ORDER BY stored_name LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement.query_map(params![after, pattern, limit], read_row)?;
+        let (from, until) = within.range();
+        let rows = statement.query_map(params![after, pattern, limit, from, until], read_row)?;
         rows.map(|row| entry_from(row?)).collect()
     }
 
@@ -175,7 +218,8 @@ impl Catalog {
     pub fn get(&self, name: &str) -> Result<Option<CatalogEntry>, CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let mut statement = conn.prepare_cached(
-            "SELECT stored_name, sent_name, size, blake3, added_at FROM files WHERE stored_name = ?1",
+            "SELECT stored_name, sent_name, size, blake3, added_at, owner FROM files
+             WHERE stored_name = ?1",
         )?;
         let mut rows = statement.query_map(params![name], read_row)?;
         rows.next().map(|row| entry_from(row?)).transpose()
@@ -186,12 +230,14 @@ impl Catalog {
         Ok(self.remove_all([name])? > 0)
     }
 
-    /// Number of recorded files and the sum of their sizes. Blocking.
-    pub fn totals(&self) -> Result<(u64, u64), CatalogError> {
+    /// Number of recorded files under `within` and the sum of their sizes. Blocking.
+    pub fn totals(&self, within: Within<'_>) -> Result<(u64, u64), CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let (from, until) = within.range();
         let (count, bytes): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files",
-            [],
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files
+             WHERE stored_name >= ?1 AND (?2 IS NULL OR stored_name < ?2)",
+            params![from, until],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         Ok((
@@ -201,7 +247,7 @@ impl Catalog {
     }
 }
 
-type Row = (String, String, i64, String, String);
+type Row = (String, String, i64, String, String, String);
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -210,10 +256,13 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         row.get(2)?,
         row.get(3)?,
         row.get(4)?,
+        row.get(5)?,
     ))
 }
 
-fn entry_from((name, sent_name, size, hash, added_at): Row) -> Result<CatalogEntry, CatalogError> {
+fn entry_from(
+    (name, sent_name, size, hash, added_at, owner): Row,
+) -> Result<CatalogEntry, CatalogError> {
     let corrupt = |what| CatalogError::Corrupt {
         name: name.clone(),
         what,
@@ -226,6 +275,7 @@ fn entry_from((name, sent_name, size, hash, added_at): Row) -> Result<CatalogEnt
         size,
         hash,
         added_at,
+        owner,
     })
 }
 
@@ -235,11 +285,12 @@ fn insert_all(conn: &mut Connection, records: &[NewRecord]) -> Result<String, Ca
     let transaction = conn.transaction()?;
     {
         let mut insert = transaction.prepare_cached(
-            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (stored_name) DO UPDATE SET
                 sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
-                added_at = excluded.added_at, client_addr = excluded.client_addr",
+                added_at = excluded.added_at, client_addr = excluded.client_addr,
+                owner = excluded.owner",
         )?;
         // A group's files usually all come from one client: its address is written out once.
         let mut client: Option<(SocketAddr, String)> = None;
@@ -259,6 +310,7 @@ fn insert_all(conn: &mut Connection, records: &[NewRecord]) -> Result<String, Ca
                 record.hash.to_hex(),
                 added_at,
                 client_addr,
+                record.owner,
             ])?;
         }
     }
@@ -277,7 +329,66 @@ mod tests {
             size: content.len() as u64,
             hash: blake3::hash(content).into(),
             client: "127.0.0.1:4000".parse().unwrap(),
+            owner: "tester".into(),
         }
+    }
+
+    #[test]
+    fn namespaces_confine_lists_and_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.db")).unwrap();
+        for name in ["alice/a", "alice/b/c", "alice0", "alicex/d", "bob/e"] {
+            catalog.record(&record(name, b"12")).unwrap();
+        }
+        let names = |within| -> Vec<String> {
+            catalog
+                .list_page(within, None, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|entry| entry.name)
+                .collect()
+        };
+        assert_eq!(names(Within::Namespace("alice")), ["alice/a", "alice/b/c"]);
+        assert_eq!(names(Within::All).len(), 5);
+        assert_eq!(catalog.totals(Within::Namespace("alice")).unwrap(), (2, 4));
+        assert_eq!(catalog.totals(Within::Namespace("carol")).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_catalog_made_before_namespaces_is_upgraded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The schema of the version before namespaces, with one row.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE files (id INTEGER PRIMARY KEY, stored_name TEXT NOT NULL UNIQUE,
+                    sent_name TEXT NOT NULL, size INTEGER NOT NULL, blake3 TEXT NOT NULL,
+                    added_at TEXT NOT NULL, client_addr TEXT NOT NULL);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr)
+                 VALUES ('x/y.txt', 'y.txt', 3, ?1, '2026-01-01T00:00:00Z', '127.0.0.1:1')",
+                [blake3::hash(b"abc").to_hex().as_str()],
+            )
+            .unwrap();
+        }
+        let catalog = Catalog::open(&path).unwrap();
+        assert!(catalog.needs_namespace_upgrade().unwrap());
+        catalog.finish_namespace_upgrade("admin").unwrap();
+        catalog.finish_namespace_upgrade("admin").unwrap(); // a rerun changes nothing
+        assert!(!catalog.needs_namespace_upgrade().unwrap());
+        let entry = catalog.get("admin/x/y.txt").unwrap().unwrap();
+        assert_eq!(
+            (entry.sent_name.as_str(), entry.owner.as_str()),
+            ("admin/y.txt", "admin")
+        );
+        let fresh = Catalog::open(&dir.path().join("new.db")).unwrap();
+        assert!(
+            !fresh.needs_namespace_upgrade().unwrap(),
+            "a new catalog needs nothing"
+        );
     }
 
     #[test]
@@ -292,7 +403,7 @@ mod tests {
         }
         let entries = Catalog::open(&path)
             .unwrap()
-            .list_page(None, None, 10)
+            .list_page(Within::All, None, None, 10)
             .unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -307,9 +418,9 @@ mod tests {
         for name in ["c", "a", "e", "b", "d"] {
             catalog.record(&record(name, name.as_bytes())).unwrap();
         }
-        let first = catalog.list_page(None, None, 2).unwrap();
-        let second = catalog.list_page(None, Some("b"), 2).unwrap();
-        let last = catalog.list_page(None, Some("d"), 2).unwrap();
+        let first = catalog.list_page(Within::All, None, None, 2).unwrap();
+        let second = catalog.list_page(Within::All, None, Some("b"), 2).unwrap();
+        let last = catalog.list_page(Within::All, None, Some("d"), 2).unwrap();
         let names = |page: &[CatalogEntry]| page.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&first), ["a", "b"]);
         assert_eq!(names(&second), ["c", "d"]);
@@ -323,13 +434,18 @@ mod tests {
         for name in ["photos/a.jpg", "photos/b.png", "notes.txt"] {
             catalog.record(&record(name, name.as_bytes())).unwrap();
         }
-        let jpgs = catalog.list_page(Some("*.jpg"), None, 10).unwrap();
+        let jpgs = catalog
+            .list_page(Within::All, Some("*.jpg"), None, 10)
+            .unwrap();
         assert_eq!(jpgs.len(), 1);
         assert_eq!(
-            catalog.list_page(Some("photos/*"), None, 10).unwrap().len(),
+            catalog
+                .list_page(Within::All, Some("photos/*"), None, 10)
+                .unwrap()
+                .len(),
             2
         );
-        assert_eq!(catalog.totals().unwrap(), (3, 12 + 12 + 9));
+        assert_eq!(catalog.totals(Within::All).unwrap(), (3, 12 + 12 + 9));
         assert_eq!(catalog.get("notes.txt").unwrap().unwrap().size, 9);
         assert!(catalog.remove("notes.txt").unwrap());
         assert!(!catalog.remove("notes.txt").unwrap());
@@ -346,7 +462,7 @@ mod tests {
             .collect();
         group[1].client = "[::1]:5000".parse().unwrap();
         catalog.record_all(&group, Durability::Flushed).unwrap();
-        assert_eq!(catalog.totals().unwrap(), (3, 3));
+        assert_eq!(catalog.totals(Within::All).unwrap(), (3, 3));
         // Each row names its own client, also where the client changes within the group.
         let conn = catalog.conn.lock().unwrap();
         let clients: Vec<String> = conn
@@ -380,7 +496,7 @@ mod tests {
             .unwrap();
         assert_eq!(synchronous(&catalog), FULL);
         let other = Catalog::open(&path).unwrap();
-        assert_eq!(other.totals().unwrap(), (2, 8));
+        assert_eq!(other.totals(Within::All).unwrap(), (2, 8));
         assert_eq!(other.get("y").unwrap().unwrap().size, 4);
     }
 
@@ -391,7 +507,7 @@ mod tests {
         let group: Vec<_> = ["a", "b", "c"].iter().map(|n| record(n, b"z")).collect();
         catalog.record_all(&group, Durability::Flushed).unwrap();
         assert_eq!(catalog.remove_all(["a", "c", "missing"]).unwrap(), 2);
-        let left = catalog.list_page(None, None, 10).unwrap();
+        let left = catalog.list_page(Within::All, None, None, 10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].name, "b");
     }
@@ -402,7 +518,7 @@ mod tests {
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
         catalog.record(&record("a", b"old")).unwrap();
         catalog.record(&record("a", b"newer")).unwrap();
-        let entries = catalog.list_page(None, None, 10).unwrap();
+        let entries = catalog.list_page(Within::All, None, None, 10).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].size, 5);
     }

@@ -130,11 +130,16 @@ impl UploadRound {
 
     /// Starts committing the waiting group in the background (the caller made room, see
     /// [`UploadRound::may_start_commit`]). Nothing happens when no file waits.
-    pub(super) fn start_commit(&mut self, state: &Arc<ServerState>, peer: SocketAddr) {
+    pub(super) fn start_commit(
+        &mut self,
+        state: &Arc<ServerState>,
+        peer: SocketAddr,
+        owner: String,
+    ) {
         if self.group.is_empty() {
             return;
         }
-        let commit = self.group.commit(state, peer);
+        let commit = self.group.commit(state, peer, owner);
         self.committing.push_back(commit);
     }
 

@@ -10,20 +10,32 @@ use ft_protocol::{
 };
 
 use super::{Session, SessionError, Transfer, LISTING_PAGE_ENTRIES};
-use crate::{download, names::ValidName, refusal::Refusal, ServerState};
+use crate::{
+    auth::roles::Action, catalog::Within, download, names::ValidName, refusal::Refusal, ServerState,
+};
 
 impl Session {
     pub(super) async fn on_get(&mut self, get: Get) -> Result<(), SessionError> {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("Get while an upload is open").await);
         }
+        if let Err(refusal) = self.authorize(Action::Get, false).await? {
+            return self.fail(refusal).await;
+        }
         let started = std::time::Instant::now();
         let state = Arc::clone(&self.state);
+        let get = Get {
+            name: self.stored_name(&get.name),
+            ..get
+        };
         let found =
             tokio::task::spawn_blocking(move || download::open_for_download(&state, &get)).await;
         let (file, header) = match found {
-            Ok(Ok(found)) => found,
-            Ok(Err(refusal)) => return self.fail(refusal).await,
+            Ok(Ok((file, mut header))) => {
+                header.name = self.client_name(&header.name);
+                (file, header)
+            }
+            Ok(Err(refusal)) => return self.fail(self.in_client_terms(refusal)).await,
             Err(join) => return self.fail(Refusal::internal(join)).await,
         };
         let (name, size, offset) = (header.name.clone(), header.size, header.offset);
@@ -49,11 +61,15 @@ impl Session {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("Delete while an upload is open").await);
         }
+        if let Err(refusal) = self.authorize(Action::Delete, false).await? {
+            return self.fail(refusal).await;
+        }
         let state = Arc::clone(&self.state);
-        let deleted =
-            tokio::task::spawn_blocking(move || delete_stored(&state, &delete.name)).await;
+        let name = self.stored_name(&delete.name);
+        let deleted = tokio::task::spawn_blocking(move || delete_stored(&state, &name)).await;
         match deleted {
-            Ok(Ok(deleted)) => {
+            Ok(Ok(mut deleted)) => {
+                deleted.name = self.client_name(&deleted.name);
                 tracing::info!(
                     name = deleted.name,
                     bytes = deleted.size,
@@ -62,15 +78,20 @@ impl Session {
                 );
                 self.send(Response::Deleted(deleted)).await
             }
-            Ok(Err(refusal)) => self.fail(refusal).await,
+            Ok(Err(refusal)) => self.fail(self.in_client_terms(refusal)).await,
             Err(join) => self.fail(Refusal::internal(join)).await,
         }
     }
 
     pub(super) async fn on_info(&mut self) -> Result<(), SessionError> {
+        if let Err(refusal) = self.authorize(Action::Info, false).await? {
+            return self.fail(refusal).await;
+        }
         let state = Arc::clone(&self.state);
+        let namespace = self.namespace();
         let info = tokio::task::spawn_blocking(move || {
-            let (files, bytes) = state.catalog.totals()?;
+            let within = namespace.as_deref().map_or(Within::All, Within::Namespace);
+            let (files, bytes) = state.catalog.totals(within)?;
             let free_bytes = state.store.available_space()?;
             Ok::<_, Refusal>(ServerInfo {
                 software: format!("fts {}", env!("CARGO_PKG_VERSION")),
@@ -95,7 +116,12 @@ impl Session {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("MakeDir while an upload is open").await);
         }
-        let name = match ValidName::parse(&make_dir.name) {
+        if let Err(refusal) = self.authorize(Action::MakeDir, false).await? {
+            return self.fail(refusal).await;
+        }
+        let parsed = ValidName::parse(&make_dir.name)
+            .and_then(|_| ValidName::parse(&self.stored_name(&make_dir.name)));
+        let name = match parsed {
             Ok(name) => name,
             Err(err) => {
                 let message = format!("folder name {:?} refused: {err}", make_dir.name);
@@ -108,13 +134,21 @@ impl Session {
         let folder = name.clone();
         match tokio::task::spawn_blocking(move || store.make_dir(&folder)).await {
             Ok(Ok(created)) => {
-                let name = name.as_str().to_owned();
+                let name = self.client_name(name.as_str());
                 self.send(Response::DirMade(DirMade { name, created }))
                     .await
             }
-            Ok(Err(err)) => self.fail(Refusal::from(err)).await,
+            Ok(Err(err)) => self.fail(self.in_client_terms(Refusal::from(err))).await,
             Err(join) => self.fail(Refusal::internal(join)).await,
         }
+    }
+
+    /// The namespace the client's requests are confined to; `None` for an admin.
+    fn namespace(&self) -> Option<String> {
+        self.identity
+            .as_ref()
+            .filter(|identity| !identity.is_admin())
+            .map(|identity| identity.user.clone())
     }
 
     /// Answers a non-upload request with a failure; the session goes on.
@@ -133,14 +167,31 @@ impl Session {
         if !matches!(self.transfer, Transfer::Idle) {
             return Err(self.violation("List while a file is open").await);
         }
+        if let Err(refusal) = self.authorize(Action::List, false).await? {
+            return self.fail(refusal).await;
+        }
+        let namespace = self.namespace();
+        // A user's pattern matches names within its namespace (user names hold no glob
+        // characters, so the prefix matches itself).
+        let pattern = match (&namespace, pattern) {
+            (Some(namespace), Some(pattern)) => Some(format!("{namespace}/{pattern}")),
+            (_, pattern) => pattern,
+        };
         let mut after: Option<String> = None;
         loop {
             let catalog = self.state.catalog.clone();
             let cursor = after.clone();
             let glob = pattern.clone();
+            let namespace = namespace.clone();
             // One entry more than a page tells whether this page is the last.
             let fetched = tokio::task::spawn_blocking(move || {
-                catalog.list_page(glob.as_deref(), cursor.as_deref(), LISTING_PAGE_ENTRIES + 1)
+                let within = namespace.as_deref().map_or(Within::All, Within::Namespace);
+                catalog.list_page(
+                    within,
+                    glob.as_deref(),
+                    cursor.as_deref(),
+                    LISTING_PAGE_ENTRIES + 1,
+                )
             })
             .await;
             let mut entries = match fetched {
@@ -157,6 +208,10 @@ impl Session {
             let last = entries.len() <= LISTING_PAGE_ENTRIES;
             entries.truncate(LISTING_PAGE_ENTRIES);
             after = entries.last().map(|entry| entry.name.clone());
+            for entry in &mut entries {
+                entry.name = self.client_name(&entry.name);
+                entry.sent_name = self.client_name(&entry.sent_name);
+            }
             self.send(Response::Listing(Listing { entries, last }))
                 .await?;
             if last {

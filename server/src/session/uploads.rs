@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use ft_protocol::{
-    Ack, BeginFile, Chunk, CompressedChunk, EndFile, ErrorCode, FilePlan, Prepare, Prepared,
-    Response, CHUNK_SIZE, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
+    Ack, BeginFile, Chunk, CompressedChunk, ConflictPolicy, EndFile, ErrorCode, FilePlan, Prepare,
+    Prepared, Response, CHUNK_SIZE, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
 };
 
 use super::{file_error, Session, SessionError, Transfer};
 use crate::{
+    auth::roles::Action,
     commit::{CommitError, Verified},
     group::Committed,
     plan,
@@ -33,6 +34,23 @@ impl Session {
         if self.round.announced_len() + prepare.files.len() > MAX_ANNOUNCED_FILES {
             let what = format!("more than {MAX_ANNOUNCED_FILES} files announced and not sent");
             return Err(self.violation(&what).await);
+        }
+        if let Err(Refusal { code, message }) = self.authorize(Action::Upload, false).await? {
+            let plans = prepare
+                .files
+                .iter()
+                .map(|_| FilePlan::Refused {
+                    code,
+                    message: message.clone(),
+                })
+                .collect();
+            return self.send(Response::Prepared(Prepared { plans })).await;
+        }
+        // Names and keys as the server keeps them: beneath the client's namespace.
+        let mut prepare = prepare;
+        for intent in &mut prepare.files {
+            intent.name = self.stored_name(&intent.name);
+            intent.key = self.upload_key(&intent.key);
         }
         // A key still held by a connection that died unnoticed is taken over first, so the
         // partial length read below is final.
@@ -104,13 +122,29 @@ impl Session {
             return Err(self.violation("BeginFile offset beyond its size").await);
         }
         let id = begin.id;
+        let action = match begin.conflict {
+            ConflictPolicy::KeepBoth => Action::Upload,
+            ConflictPolicy::Overwrite => Action::Overwrite,
+        };
+        if let Err(refusal) = self.authorize(action, true).await? {
+            return self.refuse_file(id, &begin.name, refusal).await;
+        }
+        let shown_name = begin.name.clone();
+        let begin = BeginFile {
+            name: self.stored_name(&begin.name),
+            key: self.upload_key(&begin.key),
+            ..begin
+        };
         // Folders and free space were just checked if this file was announced with Prepare.
         let announced = self.round.begin(&begin.key);
         let mut folders = KnownFolders::default();
         let check_folders = (!announced).then_some(&mut folders);
         let name = match plan::check_intent(&self.state, &begin.name, begin.size, check_folders) {
             Ok(name) => name,
-            Err(refusal) => return self.refuse_file(id, &begin.name, refusal).await,
+            Err(refusal) => {
+                let refusal = self.in_client_terms(refusal);
+                return self.refuse_file(id, &shown_name, refusal).await;
+            }
         };
         // A hash state is about 2 KiB: a fresh upload, most of them, carries none.
         let prefix = if begin.offset == 0 {
@@ -127,7 +161,7 @@ impl Session {
         };
         if !announced {
             if let Err(refusal) = plan::check_space(&self.state, begin.size - begin.offset) {
-                return self.refuse_file(id, &begin.name, refusal).await;
+                return self.refuse_file(id, &shown_name, refusal).await;
             }
         }
         let lease = match self.state.leases.claim_if_free(begin.key) {
@@ -142,7 +176,7 @@ impl Session {
                         return self
                             .refuse_file(
                                 id,
-                                &begin.name,
+                                &shown_name,
                                 Refusal::new(ErrorCode::Busy, err.to_string()),
                             )
                             .await
@@ -174,7 +208,7 @@ impl Session {
                 Ok(())
             }
             Err(err) => {
-                self.refuse_file(id, &begin.name, Refusal::storage(err))
+                self.refuse_file(id, &shown_name, Refusal::storage(err))
                     .await
             }
         }
@@ -330,7 +364,8 @@ impl Session {
         while !self.round.may_start_commit() {
             self.finish_oldest_commit().await?;
         }
-        self.round.start_commit(&self.state, self.peer);
+        let owner = self.user().to_owned();
+        self.round.start_commit(&self.state, self.peer, owner);
         Ok(())
     }
 
@@ -380,7 +415,7 @@ impl Session {
                     self.files_stored += 1;
                     self.queue(Response::Ack(Ack {
                         id,
-                        stored_name: stored.into_string(),
+                        stored_name: self.client_name(stored.as_str()),
                         size,
                         hash,
                     }))

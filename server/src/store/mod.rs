@@ -22,6 +22,7 @@
 mod durability;
 mod folders;
 mod lock;
+mod namespaces;
 mod partial;
 mod place;
 mod stored;

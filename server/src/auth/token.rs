@@ -1,0 +1,48 @@
+//! Tokens: 256 random bits shown once as hex; only their BLAKE3 is stored. A fast hash is
+//! enough for secrets this long (no dictionary to try), and comparing hashes in constant time
+//! leaks nothing about how much of a guess was right.
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Why no token could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the system's random number generator failed")]
+pub struct RandomError;
+
+/// A new random token: 64 lowercase hex digits.
+pub fn new_token() -> Result<String, RandomError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| RandomError)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// What is stored for a token.
+pub fn hash_token(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+/// Whether `token` is the one whose hash is `stored`, in constant time.
+pub fn token_matches(token: &str, stored: &str) -> bool {
+    match blake3::Hash::from_hex(stored) {
+        // blake3's equality is constant-time.
+        Ok(stored) => blake3::hash(token.as_bytes()) == stored,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_match_only_their_hash() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(token_matches(&a, &hash_token(&a)));
+        assert!(!token_matches(&b, &hash_token(&a)));
+        assert!(!token_matches(&a, "not hex"));
+    }
+}
