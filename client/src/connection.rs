@@ -1,20 +1,26 @@
-//! A session with the server: connect, handshake, and typed calls.
+//! A session with the server: connect (TCP, TLS with the pinned fingerprint), handshake,
+//! authentication, and typed calls.
 
 use std::time::Duration;
 
 use ft_protocol::{
     codec::{self, MessageReader, MessageWriter},
-    CatalogEntry, Delete, Deleted, DirMade, ErrorResponse, Failed, FileIntent, FilePlan, Hello,
-    InfoRequest, List, MakeDir, Prepare, ProtocolError, Request, Response, ServerInfo, Welcome,
-    CAPABILITY_ZSTD, PROTOCOL_VERSION,
+    Authenticate, Authenticated, CatalogEntry, Delete, Deleted, DirMade, ErrorResponse, Failed,
+    FileIntent, FilePlan, Hello, InfoRequest, List, MakeDir, Prepare, ProtocolError, Request,
+    Response, ServerInfo, Welcome, CAPABILITY_ZSTD, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
-use tokio::net::{
-    tcp::{OwnedReadHalf, OwnedWriteHalf},
-    TcpStream,
+use tokio::{
+    io::{ReadHalf, WriteHalf},
+    net::TcpStream,
 };
 
-use crate::{address::ServerAddress, error::ClientError};
+use crate::{
+    access::Access,
+    address::ServerAddress,
+    error::ClientError,
+    tls::{self, TlsError, TlsStream},
+};
 
 /// Time allowed for the TCP connection to each resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,23 +35,61 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 /// After a failed write, how long to keep reading for the server's explanation.
 pub(crate) const SEND_FAILURE_GRACE: Duration = Duration::from_secs(5);
 
+/// Messages from the server.
+pub(crate) type Reader = MessageReader<ReadHalf<TlsStream>, Response>;
+
+/// Messages to the server.
+pub(crate) type Writer = MessageWriter<WriteHalf<TlsStream>, Request>;
+
 /// An open session with a server.
 #[derive(Debug)]
 pub struct Client {
     /// Messages from the server.
-    pub(crate) reader: MessageReader<OwnedReadHalf, Response>,
+    pub(crate) reader: Reader,
     /// Messages to the server.
-    pub(crate) writer: MessageWriter<OwnedWriteHalf, Request>,
+    pub(crate) writer: Writer,
     welcome: Welcome,
+    authenticated: Authenticated,
+    fingerprint: ft_protocol::Fingerprint,
 }
 
 impl Client {
-    /// Resolves `address`, connects to the first address that answers and performs the
-    /// version handshake.
-    pub async fn connect(address: &ServerAddress) -> Result<Self, ClientError> {
-        let stream = open_tcp(address).await?;
-        let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+    /// Resolves `address`, connects to the first address that answers, checks the server's
+    /// certificate against the fingerprint `access` expects (recording it on first use),
+    /// then performs the version handshake and logs in.
+    pub async fn connect(address: &ServerAddress, access: &Access) -> Result<Self, ClientError> {
+        let expectation = access.expectation(address)?;
+        let tcp = open_tcp(address).await?;
+        let _ = tcp.set_nodelay(true);
+        let handshake = tls::connect(tcp, &address.host, expectation.fingerprint);
+        let (stream, fingerprint) = match tokio::time::timeout(REPLY_TIMEOUT, handshake).await {
+            Err(_) => return Err(ClientError::Timeout(REPLY_TIMEOUT, "in the TLS handshake")),
+            Ok(Ok((stream, presented))) => {
+                if expectation.fingerprint.is_none() {
+                    access.trusted_first_time(address, presented)?;
+                }
+                (stream, presented)
+            }
+            Ok(Err(TlsError::Mismatch {
+                expected,
+                presented,
+            })) => {
+                return Err(ClientError::CertificateChanged {
+                    address: address.clone(),
+                    expected,
+                    presented,
+                    pinned_by: expectation.pinned_by,
+                    known_servers: access.known_servers_shown(),
+                })
+            }
+            Ok(Err(TlsError::Handshake(source))) => {
+                return Err(ClientError::Tls {
+                    address: address.clone(),
+                    source,
+                })
+            }
+        };
+        let (read_half, write_half) = tokio::io::split(stream);
         let mut client = Self {
             reader: codec::message_reader(read_half),
             writer: codec::message_writer(write_half),
@@ -55,6 +99,11 @@ impl Client {
                 capabilities: Vec::new(),
                 max_file_size: 0,
             },
+            authenticated: Authenticated {
+                user: String::new(),
+                role: ft_protocol::Role::Read,
+            },
+            fingerprint,
         };
         client
             .writer
@@ -71,6 +120,7 @@ impl Client {
         {
             Response::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
                 client.welcome = welcome;
+                client.authenticate(access).await?;
                 Ok(client)
             }
             Response::Welcome(welcome) => Err(ClientError::Refused {
@@ -82,6 +132,32 @@ impl Client {
             }),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Logs in with `access`'s credentials (or anonymously).
+    async fn authenticate(&mut self, access: &Access) -> Result<(), ClientError> {
+        self.writer
+            .send(Request::Authenticate(Authenticate {
+                credentials: access.credentials.clone(),
+            }))
+            .await?;
+        match self.receive(REPLY_TIMEOUT, "logging in").await? {
+            Response::Authenticated(authenticated) => {
+                self.authenticated = authenticated;
+                Ok(())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The fingerprint of the certificate the server presented.
+    pub fn fingerprint(&self) -> ft_protocol::Fingerprint {
+        self.fingerprint
+    }
+
+    /// Who the server let the client in as, and with which role.
+    pub fn authenticated(&self) -> &Authenticated {
+        &self.authenticated
     }
 
     /// Whether the server accepts zstd-compressed chunks.
@@ -115,6 +191,9 @@ impl Client {
                     if page.last {
                         return Ok(entries);
                     }
+                }
+                Response::Failed(Failed { code, message }) => {
+                    return Err(ClientError::Failed { code, message })
                 }
                 other => return Err(unexpected(other)),
             }

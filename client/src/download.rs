@@ -373,7 +373,7 @@ async fn place(partial: &Path, target: &Path, force: bool) -> std::io::Result<()
     }
 }
 
-type Reader = ft_protocol::codec::MessageReader<tokio::net::tcp::OwnedReadHalf, Response>;
+type Reader = crate::connection::Reader;
 
 async fn next(reader: &mut Reader) -> Result<Response, ClientError> {
     match tokio::time::timeout(DATA_TIMEOUT, reader.next()).await {

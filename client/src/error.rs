@@ -8,7 +8,8 @@ use std::{error::Error, io, path::PathBuf, time::Duration};
 
 use ft_protocol::{ErrorCode, ProtocolError};
 
-use crate::address::ServerAddress;
+use crate::{address::ServerAddress, known_servers::KnownServersError};
+use ft_protocol::Fingerprint;
 
 /// Why a client operation failed as a whole (as opposed to one file of a batch).
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,35 @@ pub enum ClientError {
     /// The server did not answer in time.
     #[error("no answer from the server within {0:?} while {1}")]
     Timeout(Duration, &'static str),
+    /// The server's certificate is not the one pinned for it. Nothing was sent.
+    #[error(
+        "the server at {address} presented certificate {presented}, but {expected} is pinned \
+         for it ({pinned_by}). If its certificate was replaced on purpose, remove the \
+         server's line from {known_servers} (or pin the new one with --fingerprint)"
+    )]
+    CertificateChanged {
+        /// The server.
+        address: ServerAddress,
+        /// The fingerprint expected.
+        expected: Fingerprint,
+        /// The fingerprint presented.
+        presented: Fingerprint,
+        /// Where the pin came from: `--fingerprint`, the config or the known servers file.
+        pinned_by: String,
+        /// The known servers file, to edit.
+        known_servers: String,
+    },
+    /// The TLS handshake failed (not an ft server, or the connection dropped).
+    #[error("cannot talk TLS with {address}")]
+    Tls {
+        /// The server.
+        address: ServerAddress,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The known servers file could not be read or written.
+    #[error(transparent)]
+    KnownServers(#[from] KnownServersError),
 }
 
 impl ClientError {
@@ -80,11 +110,14 @@ impl ClientError {
         match self {
             ClientError::LocalFiles(_)
             | ClientError::Unexpected(_)
-            | ClientError::LocalWrite { .. } => false,
+            | ClientError::LocalWrite { .. }
+            | ClientError::CertificateChanged { .. }
+            | ClientError::KnownServers(_) => false,
             ClientError::Failed { code, .. } => code.is_transient(),
             ClientError::Refused { code, .. } => code.is_transient(),
             ClientError::Resolve { .. }
             | ClientError::Connect { .. }
+            | ClientError::Tls { .. }
             | ClientError::Protocol(_)
             | ClientError::ConnectionClosed
             | ClientError::Timeout(..) => true,

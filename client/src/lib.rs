@@ -5,24 +5,31 @@
 //! [`Client::connect`] opens a session for other requests such as [`Client::list`]. Nothing
 //! here prints. Every public item is exported here, at the crate root.
 
+mod access;
 mod address;
 mod compress;
+mod connect_string;
 mod connection;
 mod download;
 mod error;
 mod events;
+mod known_servers;
 mod local;
 mod pipeline;
 mod read;
 mod report;
 mod session;
+pub mod tls;
 mod transfer;
 
+pub use access::{Access, FirstUseNotice};
 pub use address::{AddressError, ServerAddress};
+pub use connect_string::{ConnectString, ConnectStringError};
 pub use connection::Client;
 pub use download::{download_files, GetOptions};
 pub use error::{ClientError, LocalFileError};
 pub use events::TransferEvent;
+pub use known_servers::{KnownServers, KnownServersError};
 pub use local::{plan_uploads, upload_key, LocalFile, Skipped, UploadPlan};
 pub use report::{
     DownloadOutcome, DownloadReport, Downloaded, FailureCode, FileFailure, FileOutcome, SendReport,

@@ -159,8 +159,8 @@ impl WriteClock {
     }
 }
 
-type Writer = ft_protocol::codec::MessageWriter<tokio::net::tcp::OwnedWriteHalf, Request>;
-type Reader = ft_protocol::codec::MessageReader<tokio::net::tcp::OwnedReadHalf, Response>;
+type Writer = crate::connection::Writer;
+type Reader = crate::connection::Reader;
 
 /// The sending half of one attempt: where messages go, and what it tells the caller (the
 /// ledger) and the answer collector (the notes, and the write clock in `shared`).

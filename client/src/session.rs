@@ -1,21 +1,23 @@
 //! A server address plus the connection to it, opened on first use and reopened after a
 //! failure. Batch operations (send, get) and the interactive shell share one.
 
-use crate::{address::ServerAddress, connection::Client, error::ClientError};
+use crate::{access::Access, address::ServerAddress, connection::Client, error::ClientError};
 
 /// A lazily connected session with one server.
 #[derive(Debug)]
 pub struct Session {
     address: ServerAddress,
+    access: Access,
     client: Option<Client>,
     connected_once: bool,
 }
 
 impl Session {
-    /// A session with `address`; nothing is connected yet.
-    pub fn new(address: ServerAddress) -> Self {
+    /// A session with `address`, connecting with `access`; nothing is connected yet.
+    pub fn new(address: ServerAddress, access: Access) -> Self {
         Self {
             address,
+            access,
             client: None,
             connected_once: false,
         }
@@ -29,7 +31,7 @@ impl Session {
     /// The open connection, connecting first if needed.
     pub async fn client(&mut self) -> Result<&mut Client, ClientError> {
         if self.client.is_none() {
-            self.client = Some(Client::connect(&self.address).await?);
+            self.client = Some(Client::connect(&self.address, &self.access).await?);
             self.connected_once = true;
         }
         self.client.as_mut().ok_or(ClientError::ConnectionClosed)
