@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use ft_client::ServerAddress;
+use ft_protocol::Fingerprint;
 
 /// Shown at the end of every --help (a macro so `concat!` can append it to each
 /// subcommand's examples): the one place exit codes are documented for users.
@@ -19,7 +20,12 @@ Exit codes (the same for every subcommand):
   0  success: everything asked for was done and verified
   1  some files or names failed (the others succeeded; see the messages)
   2  bad arguments, configuration or local files; nothing was sent
-  3  the server could not be reached, refused the session, or the connection failed"
+  3  the server could not be reached, refused the session or the credentials, showed
+     another certificate than the one pinned, or the connection failed
+
+Logging in: --user and --token (or FTC_USER and FTC_TOKEN, or `ftc login`, which saves
+them in the config file). The first connection to a server records its certificate's
+fingerprint in $XDG_CONFIG_HOME/ftc/known_servers; a different one later is refused."
     };
 }
 
@@ -111,9 +117,54 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Log in once and remember it: server, user, token and certificate in the config file.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ftc login 'ft://alice:TOKEN@backup.example.org:7878/#SHA256:...'   (a connect string)\n",
+        "  ftc login backup.example.org:7878 --user alice          (the token is asked for)\n",
+        "  echo \"$TOKEN\" | ftc login backup:7878 --user alice\n\n",
+        "A connect string pins the server's certificate; otherwise it is trusted on first use.\n",
+        "The config file is made readable by its owner only.\n",
+        exit_codes_help!(),
+    ))]
+    Login(LoginArgs),
     /// Print the man page (roff) to stdout.
     #[command(after_help = "Examples:\n  ftc man > /usr/share/man/man1/ftc.1\n")]
     Man,
+}
+
+/// Who to log in as, and which server certificate to expect.
+#[derive(Debug, Args)]
+pub(crate) struct AccessOptions {
+    /// User to log in as (default: FTC_USER, or `user` from the config file).
+    #[arg(long, value_name = "NAME", env = "FTC_USER")]
+    pub(crate) user: Option<String>,
+
+    /// The user's token (default: FTC_TOKEN, or `token` from the config file). A token on the
+    /// command line shows in the process list: prefer the environment or `ftc login`.
+    #[arg(long, value_name = "TOKEN", env = "FTC_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
+    /// The server certificate's fingerprint (SHA256:...); any other certificate is refused
+    /// before anything is sent (default: FTC_FINGERPRINT, the config, or known_servers).
+    #[arg(long, value_name = "SHA256:HEX", env = "FTC_FINGERPRINT")]
+    pub(crate) fingerprint: Option<Fingerprint>,
+}
+
+/// Arguments of `ftc login`.
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// A connect string (ft://USER:TOKEN@HOST:PORT/#SHA256:...) or HOST:PORT.
+    #[arg(value_name = "CONNECT-STRING|HOST:PORT")]
+    pub(crate) target: String,
+
+    /// With HOST:PORT: the user to log in as (the token is read from stdin, or asked for).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) user: Option<String>,
+
+    /// With HOST:PORT: the server certificate's fingerprint to pin (SHA256:...).
+    #[arg(long, value_name = "SHA256:HEX")]
+    pub(crate) fingerprint: Option<Fingerprint>,
 }
 
 /// Options every server command takes.
@@ -122,6 +173,10 @@ pub(crate) struct ServerOptions {
     /// Server as HOST[:PORT]: a name, an IPv4 or a bracketed IPv6 address.
     #[arg(short, long, value_name = "HOST:PORT")]
     pub(crate) server: Option<ServerAddress>,
+
+    /// Credentials and the expected certificate.
+    #[command(flatten)]
+    pub(crate) access: AccessOptions,
 
     /// Print one JSON object per line (NDJSON) instead of text; see the README for the schema.
     #[arg(long)]
@@ -231,6 +286,10 @@ pub(crate) struct ShellArgs {
     /// Server as HOST[:PORT].
     #[arg(short, long, value_name = "HOST:PORT")]
     pub(crate) server: Option<ServerAddress>,
+
+    /// Credentials and the expected certificate.
+    #[command(flatten)]
+    pub(crate) access: AccessOptions,
 
     /// The server, unless configured.
     #[arg(value_name = "HOST:PORT", num_args = 0..=1)]

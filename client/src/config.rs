@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use ft_client::ServerAddress;
+use ft_client::{KnownServers, ServerAddress};
+use ft_protocol::Fingerprint;
 use serde::Deserialize;
 
 /// Environment variable naming the default server.
@@ -23,6 +24,14 @@ pub(crate) struct Settings {
     pub(crate) progress: Option<bool>,
     /// Default for `send --compress`.
     pub(crate) compress: Option<bool>,
+    /// The server named in the config file (its `fingerprint` is pinned for it alone).
+    pub(crate) file_server: Option<ServerAddress>,
+    /// The user to log in as (`ftc login` writes it).
+    pub(crate) user: Option<String>,
+    /// The user's token (`ftc login` writes it; the file is then readable by its owner only).
+    pub(crate) token: Option<String>,
+    /// The certificate fingerprint of the configured server.
+    pub(crate) fingerprint: Option<Fingerprint>,
 }
 
 /// The config file's schema. Unknown keys are errors, so a typo is not silently ignored.
@@ -35,6 +44,17 @@ struct FileConfig {
     output: Option<PathBuf>,
     progress: Option<bool>,
     compress: Option<bool>,
+    user: Option<String>,
+    token: Option<String>,
+    #[serde(default, deserialize_with = "fingerprint_from_text")]
+    fingerprint: Option<Fingerprint>,
+}
+
+fn fingerprint_from_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Fingerprint>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn server_from_text<'de, D: serde::Deserializer<'de>>(
@@ -44,13 +64,62 @@ fn server_from_text<'de, D: serde::Deserializer<'de>>(
     text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-/// The config file's path, whether or not it exists.
-fn config_path() -> Option<PathBuf> {
+/// ftc's folder of configuration, whether or not it exists.
+fn config_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
-    Some(base.join("ftc").join("config.toml"))
+    Some(base.join("ftc"))
+}
+
+/// The config file's path, whether or not it exists.
+pub(crate) fn config_path() -> Option<PathBuf> {
+    Some(config_dir()?.join("config.toml"))
+}
+
+/// The known servers file (fingerprints trusted on first use).
+pub(crate) fn known_servers() -> Option<KnownServers> {
+    Some(KnownServers::at(config_dir()?.join("known_servers")))
+}
+
+/// Stores what `ftc login` learnt (server, user, token, fingerprint) in the config file,
+/// keeping its other settings; the file is readable by its owner only, since it holds a
+/// token. Returns the file's path.
+pub(crate) fn save_login(
+    server: &ServerAddress,
+    user: &str,
+    token: &str,
+    fingerprint: Fingerprint,
+) -> anyhow::Result<PathBuf> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let path = config_path().context("cannot tell where the config file goes (no HOME)")?;
+    let context = || format!("config file {}", path.display());
+    let mut table: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(context)?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(err) => return Err(err).with_context(context),
+    };
+    table.insert("server".into(), server.to_string().into());
+    table.insert("user".into(), user.into());
+    table.insert("token".into(), token.into());
+    table.insert("fingerprint".into(), fingerprint.to_string().into());
+    let text = toml::to_string(&table).with_context(context)?;
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder).with_context(context)?;
+    }
+    let temporary = path.with_extension("toml.new");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(context)?;
+    file.write_all(text.as_bytes()).with_context(context)?;
+    file.sync_all().with_context(context)?;
+    std::fs::rename(&temporary, &path).with_context(context)?;
+    Ok(path)
 }
 
 /// Reads the config file (if present) and the environment. A malformed file or variable is
@@ -63,11 +132,15 @@ pub(crate) fn load() -> anyhow::Result<Settings> {
             Ok(text) => {
                 let file: FileConfig = toml::from_str(&text).with_context(context)?;
                 settings = Settings {
+                    file_server: file.server.clone(),
                     server: file.server,
                     retries: file.retries,
                     output: file.output,
                     progress: file.progress,
                     compress: file.compress,
+                    user: file.user,
+                    token: file.token,
+                    fingerprint: file.fingerprint,
                 };
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

@@ -24,7 +24,9 @@ impl Exit {
     /// library's was raised by `ftc` itself about its arguments or configuration.
     pub(crate) fn for_error(err: &anyhow::Error) -> Self {
         match err.downcast_ref::<ClientError>() {
-            None | Some(ClientError::LocalFiles(_)) => Exit::BadInput,
+            None | Some(ClientError::LocalFiles(_) | ClientError::KnownServers(_)) => {
+                Exit::BadInput
+            }
             Some(ClientError::Failed { .. } | ClientError::LocalWrite { .. }) => {
                 Exit::SomeFilesFailed
             }

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod exit;
+mod login;
 mod output;
 mod progress;
 mod shell;
@@ -11,11 +12,12 @@ mod shell;
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser};
-use ft_client::{ServerAddress, Session};
+use ft_client::{Access, ServerAddress, Session};
 use ft_protocol::ConflictPolicy;
+use ft_protocol::Credentials;
 
 use crate::{
-    cli::{Cli, Command},
+    cli::{AccessOptions, Cli, Command},
     commands::Style,
     config::{Operands, Settings},
     exit::Exit,
@@ -31,6 +33,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for the process, chosen explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exit = match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ftc", &mut std::io::stdout());
@@ -70,6 +74,63 @@ fn resolve(
     config::resolve(settings, flag, args, operands).map_err(|err| report_error(err, json))
 }
 
+/// How to log in to `server` and which certificate to expect: flags and the environment
+/// first, then the config file (whose fingerprint is pinned only for its own server).
+fn access(
+    settings: &Settings,
+    options: AccessOptions,
+    server: &ServerAddress,
+    json: bool,
+) -> Result<Access, Exit> {
+    let user = options.user.or_else(|| settings.user.clone());
+    let token = options.token.or_else(|| settings.token.clone());
+    let credentials = match (user, token) {
+        (Some(user), Some(token)) => Some(Credentials { user, token }),
+        (None, None) => None,
+        (Some(_), None) => {
+            let err = anyhow::anyhow!(
+                "a user name but no token: pass --token, set FTC_TOKEN, or run `ftc login`"
+            );
+            return Err(report_error(err, json));
+        }
+        (None, Some(_)) => {
+            let err = anyhow::anyhow!("a token but no user name: pass --user or set FTC_USER");
+            return Err(report_error(err, json));
+        }
+    };
+    let pinned = options.fingerprint.or_else(|| {
+        settings
+            .fingerprint
+            .filter(|_| settings.file_server.as_ref() == Some(server))
+    });
+    let on_first_use: ft_client::FirstUseNotice = std::sync::Arc::new(
+        |address: &ServerAddress, fingerprint, path: &std::path::Path| {
+            eprintln!(
+                "ftc: first connection to {address}: trusting its certificate {fingerprint} \
+                 (recorded in {})",
+                path.display()
+            );
+        },
+    );
+    Ok(Access {
+        credentials,
+        pinned,
+        known_servers: config::known_servers(),
+        on_first_use: Some(on_first_use),
+    })
+}
+
+/// A session with `server`, logging in as `options` and the settings say.
+fn session(
+    settings: &Settings,
+    options: AccessOptions,
+    server: ServerAddress,
+    json: bool,
+) -> Result<Session, Exit> {
+    let access = access(settings, options, &server, json)?;
+    Ok(Session::new(server, access))
+}
+
 /// Runs a command that talks to a server. `Err` is the exit status of a command that could
 /// not start, its reason already reported.
 async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
@@ -97,7 +158,7 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 json,
                 bars: bars(args.transfer.no_progress, settings),
             };
-            let mut session = Session::new(server);
+            let mut session = session(settings, args.server.access, server, json)?;
             let compress = args.compress || settings.compress == Some(true);
             commands::send(
                 &mut session,
@@ -126,7 +187,7 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 json,
                 bars: bars(args.transfer.no_progress, settings),
             };
-            let mut session = Session::new(server);
+            let mut session = session(settings, args.server.access, server, json)?;
             commands::get(
                 &mut session,
                 &names,
@@ -151,7 +212,8 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 return Err(Exit::BadInput);
             }
             let pattern = rest.pop();
-            commands::list(&mut Session::new(server), pattern, json).await
+            let mut session = session(settings, args.server.access, server, json)?;
+            commands::list(&mut session, pattern, json).await
         }
         Command::Rm(args) => {
             let json = args.server.json;
@@ -162,7 +224,8 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 Operands::Names,
                 json,
             )?;
-            commands::rm(&mut Session::new(server), &names, json).await
+            let mut session = session(settings, args.server.access, server, json)?;
+            commands::rm(&mut session, &names, json).await
         }
         Command::Info(args) => {
             let json = args.server.json;
@@ -173,12 +236,14 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 Operands::Nothing,
                 json,
             )?;
-            commands::info(&mut Session::new(server), json).await
+            let mut session = session(settings, args.server.access, server, json)?;
+            commands::info(&mut session, json).await
         }
         Command::Shell(args) => {
             let (server, _) = resolve(settings, args.server, args.args, Operands::Nothing, false)?;
-            shell::run(Session::new(server), settings).await
+            shell::run(session(settings, args.access, server, false)?, settings).await
         }
+        Command::Login(args) => login::login(args, settings).await,
         Command::Completions { .. } | Command::Man => Exit::Success,
     };
     Ok(exit)
