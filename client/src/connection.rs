@@ -74,13 +74,15 @@ impl Client {
                 expected,
                 presented,
             })) => {
-                return Err(ClientError::CertificateChanged {
-                    address: address.clone(),
-                    expected,
-                    presented,
-                    pinned_by: expectation.pinned_by,
-                    known_servers: access.known_servers_shown(),
-                })
+                return Err(ClientError::CertificateChanged(Box::new(
+                    crate::error::CertificateChange {
+                        address: address.clone(),
+                        expected,
+                        presented,
+                        pinned_by: expectation.pinned_by,
+                        known_servers: access.known_servers_shown(),
+                    },
+                )))
             }
             Ok(Err(TlsError::Handshake(source))) => {
                 return Err(ClientError::Tls {

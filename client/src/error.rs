@@ -73,23 +73,8 @@ pub enum ClientError {
     #[error("no answer from the server within {0:?} while {1}")]
     Timeout(Duration, &'static str),
     /// The server's certificate is not the one pinned for it. Nothing was sent.
-    #[error(
-        "the server at {address} presented certificate {presented}, but {expected} is pinned \
-         for it ({pinned_by}). If its certificate was replaced on purpose, remove the \
-         server's line from {known_servers} (or pin the new one with --fingerprint)"
-    )]
-    CertificateChanged {
-        /// The server.
-        address: ServerAddress,
-        /// The fingerprint expected.
-        expected: Fingerprint,
-        /// The fingerprint presented.
-        presented: Fingerprint,
-        /// Where the pin came from: `--fingerprint`, the config or the known servers file.
-        pinned_by: String,
-        /// The known servers file, to edit.
-        known_servers: String,
-    },
+    #[error("{0}")]
+    CertificateChanged(Box<CertificateChange>),
     /// The TLS handshake failed (not an ft server, or the connection dropped).
     #[error("cannot talk TLS with {address}")]
     Tls {
@@ -103,6 +88,26 @@ pub enum ClientError {
     KnownServers(#[from] KnownServersError),
 }
 
+/// A server that presented another certificate than the one pinned for it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server at {address} presented certificate {presented}, but {expected} is pinned for \
+     it ({pinned_by}). If its certificate was replaced on purpose, remove the server's line \
+     from {known_servers} (or pin the new one with --fingerprint)"
+)]
+pub struct CertificateChange {
+    /// The server.
+    pub address: ServerAddress,
+    /// The fingerprint expected.
+    pub expected: Fingerprint,
+    /// The fingerprint presented.
+    pub presented: Fingerprint,
+    /// Where the pin came from: `--fingerprint`, the config or the known servers file.
+    pub pinned_by: String,
+    /// The known servers file, to edit.
+    pub known_servers: String,
+}
+
 impl ClientError {
     /// Whether trying again (reconnecting) may help: the connection or the server's state
     /// failed, not the request itself.
@@ -111,7 +116,7 @@ impl ClientError {
             ClientError::LocalFiles(_)
             | ClientError::Unexpected(_)
             | ClientError::LocalWrite { .. }
-            | ClientError::CertificateChanged { .. }
+            | ClientError::CertificateChanged(_)
             | ClientError::KnownServers(_) => false,
             ClientError::Failed { code, .. } => code.is_transient(),
             ClientError::Refused { code, .. } => code.is_transient(),

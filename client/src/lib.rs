@@ -27,7 +27,7 @@ pub use address::{AddressError, ServerAddress};
 pub use connect_string::{ConnectString, ConnectStringError};
 pub use connection::Client;
 pub use download::{download_files, GetOptions};
-pub use error::{ClientError, LocalFileError};
+pub use error::{CertificateChange, ClientError, LocalFileError};
 pub use events::TransferEvent;
 pub use known_servers::{KnownServers, KnownServersError};
 pub use local::{plan_uploads, upload_key, LocalFile, Skipped, UploadPlan};
