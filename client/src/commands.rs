@@ -83,12 +83,15 @@ pub(crate) async fn get(
 /// `list`: the catalog, optionally filtered by a glob pattern.
 pub(crate) async fn list(session: &mut Session, pattern: Option<String>, json: bool) -> Exit {
     let listed = match session.client().await {
-        Ok(client) => client.list(pattern).await,
+        Ok(client) => {
+            let admin = client.authenticated().role == ft_protocol::Role::Admin;
+            client.list(pattern).await.map(|entries| (entries, admin))
+        }
         Err(err) => Err(err),
     };
     match listed {
-        Ok(entries) => {
-            output::listing(&entries, json);
+        Ok((entries, admin)) => {
+            output::listing(&entries, admin, json);
             Exit::Success
         }
         Err(err) => {

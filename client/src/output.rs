@@ -333,14 +333,16 @@ fn batch_exit(connection_error: Option<ClientError>, all_ok: bool) -> Exit {
     }
 }
 
-/// Prints the catalog: aligned columns, or one JSON object per entry and a summary.
-pub(crate) fn listing(entries: &[CatalogEntry], json: bool) {
+/// Prints the catalog: aligned columns, or one JSON object per entry and a summary. An
+/// admin sees every user's files, so `owners` adds who stored each.
+pub(crate) fn listing(entries: &[CatalogEntry], owners: bool, json: bool) {
     let total: u64 = entries.iter().map(|entry| entry.size).sum();
     if json {
         for entry in entries {
             emit(&json!({
                 "event": "entry", "name": entry.name, "sent_name": entry.sent_name,
                 "size": entry.size, "blake3": entry.hash.to_hex(), "added_at": entry.added_at,
+                "owner": entry.owner,
             }));
         }
         emit(&json!({"event": "summary", "files": entries.len(), "bytes": total}));
@@ -358,18 +360,33 @@ pub(crate) fn listing(entries: &[CatalogEntry], json: bool) {
         .max()
         .unwrap_or(0)
         .max("ADDED".len());
+    let owner_width = entries
+        .iter()
+        .map(|entry| entry.owner.len())
+        .max()
+        .unwrap_or(0)
+        .max("OWNER".len());
+    let owner = |text: &str| {
+        if owners {
+            format!("{text:<owner_width$}  ")
+        } else {
+            String::new()
+        }
+    };
     out!(
-        "{:>size_width$}  {:<time_width$}  {:<64}  NAME",
+        "{:>size_width$}  {:<time_width$}  {:<64}  {}NAME",
         "SIZE",
         "ADDED",
-        "BLAKE3"
+        "BLAKE3",
+        owner("OWNER")
     );
     for entry in entries {
         out!(
-            "{:>size_width$}  {:<time_width$}  {}  {}",
+            "{:>size_width$}  {:<time_width$}  {}  {}{}",
             entry.size,
             entry.added_at,
             entry.hash,
+            owner(&entry.owner),
             entry.name
         );
     }
