@@ -125,6 +125,23 @@ class Fts:
             self.proc.kill()
             raise RuntimeError(f"fts did not start: {line!r}")
         self.address = match.group(1)
+        # A fresh directory: fts prints its fingerprint, then makes an admin and prints the
+        # connect string (ft://admin:TOKEN@HOST:PORT/#SHA256:...) and the token.
+        fingerprint = self.proc.stdout.readline().split()[-1]
+        for line in iter(self.proc.stdout.readline, ""):
+            match = re.search(r"ft://([^:]+):([0-9a-f]+)@", line)
+            if match:
+                user, token = match.groups()
+                break
+        else:
+            self.proc.kill()
+            raise RuntimeError("fts printed no connect string for its first admin")
+        # Every ftc run while this server lives logs in as that admin, with the certificate
+        # pinned, and keeps its own known_servers away from the user's.
+        os.environ.update({
+            "FTC_USER": user, "FTC_TOKEN": token, "FTC_FINGERPRINT": fingerprint,
+            "XDG_CONFIG_HOME": os.path.join(directory + "-ftc-config"),
+        })
 
     def peak_rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
