@@ -226,6 +226,86 @@ class Rsyncd:
         self.proc.wait(timeout=10)
 
 
+class Sshd:
+    """A private sshd on a loopback port, with a throwaway host key and a throwaway client
+    key, for rsync over ssh: the encrypted way to send files that ft's TLS is compared with."""
+
+    def __init__(self, out):
+        self.dir = os.path.abspath(os.path.join(out, "ssh"))
+        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs("/run/sshd", exist_ok=True)
+        host_key, client_key = os.path.join(self.dir, "host"), os.path.join(self.dir, "client")
+        for key in (host_key, client_key):
+            if not os.path.exists(key):
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        authorized = os.path.join(self.dir, "authorized_keys")
+        shutil.copy(client_key + ".pub", authorized)
+        os.chmod(authorized, 0o600)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "sshd_config")
+        with open(conf, "w") as f:
+            f.write(
+                f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                f"AuthorizedKeysFile {authorized}\nPidFile {self.dir}/sshd.pid\n"
+                "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n"
+                "StrictModes no\n"
+            )
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", conf], stderr=subprocess.DEVNULL)
+        self.ssh = (f"ssh -p {self.port} -i {client_key} -o BatchMode=yes "
+                    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def rsync_ssh_run(sshd, out, workload, tag):
+    """rsync over ssh into a folder of `out`, then `sync` (ft's data is on disk at its Ack)."""
+    dest = os.path.abspath(os.path.join(out, "recv-ssh", tag))
+    os.makedirs(dest, exist_ok=True)
+    start = time.perf_counter()
+    run_timed(["rsync", "-a", "--whole-file", "-e", sshd.ssh, *send_paths(workload[0]), f"127.0.0.1:{dest}/"])
+    subprocess.run(["sync"], check=False)
+    return time.perf_counter() - start
+
+
+def encrypted(args, workloads, ft_medians):
+    """ft (TLS) against rsync over ssh, the encrypted peer, on each workload."""
+    if not (have("rsync") and os.path.exists("/usr/sbin/sshd") and have("ssh-keygen")):
+        return ["", "rsync over ssh: not measured (sshd or ssh-keygen missing)."]
+    try:
+        sshd = Sshd(args.out)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+        return ["", f"rsync over ssh: not measured ({err})."]
+    lines = ["", "Encrypted peers: ft over TLS 1.3 against `rsync -a --whole-file -e ssh` followed by "
+             "`sync` (median of the runs; ft's figure is its median from the table above):", "",
+             "| workload | ft (TLS) | rsync -e ssh + sync | ft / (rsync -e ssh + sync) |", "|---|---|---|---|"]
+    try:
+        for name, workload in workloads.items():
+            if args.only and name not in args.only.split(",") or name not in ft_medians:
+                continue
+            times = []
+            for i in range(1 if args.smoke else 3):
+                settle(workload)
+                times.append(rsync_ssh_run(sshd, args.out, workload, f"{name}-ssh{i}"))
+            ssh = statistics.median(times)
+            ft = ft_medians[name]
+            lines.append(f"| {name} | {ft:.2f} s | {ssh:.2f} s | {ssh / ft:.2f}× |")
+            print(lines[-1], flush=True)
+            shutil.rmtree(os.path.join(args.out, "recv-ssh"), ignore_errors=True)
+    finally:
+        sshd.stop()
+    return lines
+
+
 def have(tool):
     return shutil.which(tool) is not None
 
@@ -517,6 +597,7 @@ def main():
               "ft / (rsync + sync) | iperf3 (1 stream) | nc | fts peak RSS | ftc peak RSS |")
     rows = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     cpu_rows = []
+    ft_medians = {}
     try:
         for name, workload in workloads.items():
             if args.only and name not in args.only.split(","):
@@ -562,6 +643,7 @@ def main():
             if files < 1000:
                 discard_received(args.out, rsyncd, [f"{name}-run{i}" for i in range(warmups + cell_runs)])
             ft = summarize(ft_times, total)
+            ft_medians[name] = statistics.median(ft_times)
             rs = summarize(rs_times, total) if rs_times else None
             ratio = f"{ft['mbps'] / rs['mbps']:.2f}×" if rs else "n/a"
             rsd = summarize(rsd_times, total) if rsd_times else None
@@ -588,6 +670,7 @@ def main():
             "|---|---|---|---|",
             *cpu_rows,
         ]
+        report += encrypted(args, workloads, ft_medians)
         if not args.only:
             report += compression(args, args.smoke, rsyncd)
 

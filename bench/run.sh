@@ -9,11 +9,14 @@ need=()
 for tool in rsync iperf3 nc python3; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# rsync over ssh is the encrypted peer TLS is compared with.
+[ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1 || need+=(sshd)
 if [ ${#need[@]} -gt 0 ]; then
   packages=()
   for tool in "${need[@]}"; do
     case "$tool" in
       nc) packages+=(netcat-openbsd) ;;
+      sshd) packages+=(openssh-server openssh-client) ;;
       *) packages+=("$tool") ;;
     esac
   done
