@@ -47,6 +47,9 @@ use round::UploadRound;
 /// `MAX_NAME_LEN`), so a page always fits in `MAX_FRAME_LEN`.
 const LISTING_PAGE_ENTRIES: usize = 64;
 
+/// First folders an admin session remembers as namespaces or not, at most.
+const MAX_NAMESPACES_SEEN: usize = 1024;
+
 /// A client's connection once TLS is up.
 type Connection = tokio_rustls::server::TlsStream<TcpStream>;
 
@@ -129,6 +132,7 @@ pub(crate) async fn serve(
         zstd: false,
         round: UploadRound::default(),
         identity: None,
+        namespaces_seen: std::sync::Mutex::default(),
         files_stored: 0,
     };
     // Every line logged for this connection carries its peer.
@@ -196,6 +200,8 @@ struct Session {
     round: UploadRound,
     /// Who the client is, once it authenticated (before, no request is let through).
     identity: Option<Identity>,
+    /// For an admin: whether first folders of its names are namespaces, as looked up.
+    namespaces_seen: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Files acknowledged on this connection, for the log.
     files_stored: u64,
 }
@@ -543,9 +549,26 @@ impl Session {
         let auth = &self.state.security.auth;
         let root = self.state.store.root();
         identity.to_stored(name, |namespace| {
-            namespace == ANONYMOUS
-                || auth.is_user(namespace)
-                || std::fs::symlink_metadata(root.join(namespace)).is_ok_and(|meta| meta.is_dir())
+            if namespace == ANONYMOUS || auth.is_user(namespace) {
+                return true;
+            }
+            // A removed user's folder is still a namespace. An admin sending a tree asks
+            // about the same few first folders for thousands of files: each is looked up
+            // once per session.
+            let mut seen = self
+                .namespaces_seen
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(&known) = seen.get(namespace) {
+                return known;
+            }
+            if seen.len() >= MAX_NAMESPACES_SEEN {
+                seen.clear();
+            }
+            let is_folder =
+                std::fs::symlink_metadata(root.join(namespace)).is_ok_and(|meta| meta.is_dir());
+            seen.insert(namespace.to_owned(), is_folder);
+            is_folder
         })
     }
 
