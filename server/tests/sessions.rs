@@ -1,6 +1,8 @@
 //! The session state machine in process: a server from `ft_server::run` on a loopback port 0,
-//! driven by a raw client that speaks typed messages, checked on the answers it gets back and
-//! on the bytes that land in the storage directory. Every wait is bounded by [`WAIT`].
+//! driven by a raw client that speaks typed messages over TLS (pinned to the server's
+//! throwaway certificate) as the user [`TEST_USER`], checked on the answers it gets back and
+//! on the bytes that land in that user's namespace of the storage directory. Every wait is
+//! bounded by [`WAIT`].
 
 // A failed unwrap is a failed test, reported with its line.
 #![allow(clippy::unwrap_used)]
@@ -14,21 +16,27 @@ use std::{
 };
 
 use bytes::Bytes;
+use ft_client::tls::TlsStream;
 use ft_protocol::{
     codec::{self, MessageReader, MessageWriter},
-    Ack, BeginFile, CancelFile, CatalogEntry, Chunk, CompressedChunk, ConflictPolicy, Delete,
-    Deleted, DirMade, EndFile, ErrorCode, ErrorResponse, Failed, FileIntent, FilePlan, Get, Hash,
-    Hello, InfoRequest, List, Listing, MakeDir, Prepare, Prepared, Request, Response, Sending,
-    ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    Ack, Authenticate, BeginFile, CancelFile, CatalogEntry, Chunk, CompressedChunk, ConflictPolicy,
+    Credentials, Delete, Deleted, DirMade, EndFile, ErrorCode, ErrorResponse, Failed, FileIntent,
+    FilePlan, Fingerprint, Get, Hash, Hello, InfoRequest, List, Listing, MakeDir, Prepare,
+    Prepared, Request, Response, Role, Sending, ServerInfo, Welcome, CAPABILITY_ZSTD, CHUNK_SIZE,
+    MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
-use ft_server::{catalog::Catalog, config::Limits, store::Store, ServerState};
+use ft_server::{
+    auth::Auth,
+    catalog::{users::Users, Catalog},
+    config::Limits,
+    store::Store,
+    tls::TlsIdentity,
+    Security, ServerState,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::{
-    io::AsyncWriteExt,
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpListener, TcpStream,
-    },
+    io::{AsyncWriteExt, ReadHalf, WriteHalf},
+    net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -51,10 +59,17 @@ const BOUNDARY_SIZES: [usize; 8] = [
     3 * CHUNK_SIZE + 7,
 ];
 
-/// An in-process server over a fresh temporary directory.
+/// The user the tests' clients log in as (role `write`): its names carry no namespace.
+const TEST_USER: &str = "tester";
+
+/// An in-process server over a fresh temporary directory, with one user, [`TEST_USER`].
 struct Server {
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    /// The certificate clients pin.
+    fingerprint: Fingerprint,
+    /// [`TEST_USER`]'s token.
+    token: String,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -67,8 +82,20 @@ impl Server {
     async fn start_with(limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let catalog = Catalog::open(&dir.path().join(".fts").join("catalog.db")).unwrap();
-        let state = Arc::new(ServerState::new(store, catalog, limits));
+        let catalog_path = dir.path().join(".fts").join("catalog.db");
+        let catalog = Catalog::open(&catalog_path).unwrap();
+        let security = Security {
+            tls: TlsIdentity::ephemeral().unwrap(),
+            auth: Auth::new(Users::open(&catalog_path).unwrap(), None),
+        };
+        let token = ft_server::user_admin::add(
+            &Users::open(&catalog_path).unwrap(),
+            TEST_USER,
+            Role::Write,
+        )
+        .unwrap();
+        let fingerprint = security.tls.fingerprint;
+        let state = Arc::new(ServerState::new(store, catalog, security, limits));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -76,30 +103,55 @@ impl Server {
         Self {
             dir,
             addr,
+            fingerprint,
+            token,
             shutdown,
             task,
         }
     }
 
-    fn root(&self) -> &Path {
+    /// The storage directory.
+    fn store_dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Every stored file and folder, relative to the root, outside the private area.
+    /// Where [`TEST_USER`]'s files are stored: its namespace.
+    fn root(&self) -> PathBuf {
+        self.store_dir().join(TEST_USER)
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            user: TEST_USER.to_owned(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// Every stored file and folder outside the private area, as [`TEST_USER`] names it;
+    /// anything outside its namespace by its path in the storage directory with a leading
+    /// `/` (so that it fails every comparison with the user's names).
     fn tree(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        let mut stack = vec![self.root().to_path_buf()];
+        let store = self.store_dir();
+        let mut stack = vec![store.to_path_buf()];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
-                let relative = path.strip_prefix(self.root()).unwrap();
+                let relative = path.strip_prefix(store).unwrap();
                 if relative == Path::new(".fts") {
                     continue;
                 }
-                out.insert(relative.display().to_string());
                 if path.is_dir() {
-                    stack.push(path);
+                    stack.push(path.clone());
                 }
+                if relative == Path::new(TEST_USER) {
+                    continue;
+                }
+                let name = match relative.strip_prefix(TEST_USER) {
+                    Ok(own) => own.display().to_string(),
+                    Err(_) => format!("/{}", relative.display()),
+                };
+                out.insert(name);
             }
         }
         out
@@ -115,7 +167,7 @@ impl Server {
     /// are kept, whatever their layout there).
     fn largest_private_file(&self) -> u64 {
         let mut largest = 0;
-        let mut stack = vec![self.root().join(".fts")];
+        let mut stack = vec![self.store_dir().join(".fts")];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let entry = entry.unwrap();
@@ -130,8 +182,33 @@ impl Server {
         largest
     }
 
+    /// A client past the handshake, logged in as [`TEST_USER`].
     async fn hello(&self) -> Client {
-        Client::hello(self.addr, &[]).await
+        let mut client = self.connect().await;
+        client.send(hello(PROTOCOL_VERSION, &[])).await;
+        match client.recv().await {
+            Some(Response::Welcome(_)) => {}
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        client
+            .send(Request::Authenticate(Authenticate {
+                credentials: Some(self.credentials()),
+            }))
+            .await;
+        match client.recv().await {
+            Some(Response::Authenticated(authenticated)) => {
+                assert_eq!(authenticated.user, TEST_USER);
+                client
+            }
+            other => panic!("expected Authenticated, got {other:?}"),
+        }
+    }
+
+    /// A TLS connection with nothing sent inside it yet.
+    async fn connect(&self) -> Client {
+        Client::connect(self.addr, self.fingerprint)
+            .await
+            .unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// Waits for `run` to return.
@@ -151,31 +228,27 @@ impl Drop for Server {
 
 /// A hand-driven client: sends whatever it is told, in whatever order.
 struct Client {
-    reader: MessageReader<OwnedReadHalf, Response>,
-    writer: MessageWriter<OwnedWriteHalf, Request>,
+    reader: MessageReader<ReadHalf<TlsStream>, Response>,
+    writer: MessageWriter<WriteHalf<TlsStream>, Request>,
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
+    /// Connects and completes TLS with the certificate `pinned`; an error if either fails.
+    async fn connect(addr: SocketAddr, pinned: Fingerprint) -> Result<Self, String> {
         let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
             .await
-            .expect("connect timed out")
-            .unwrap();
-        let (read_half, write_half) = stream.into_split();
-        Self {
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|err| format!("connect: {err}"))?;
+        let tls = ft_client::tls::connect(stream, "127.0.0.1", Some(pinned));
+        let (stream, _) = tokio::time::timeout(WAIT, tls)
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())?
+            .map_err(|err| err.to_string())?;
+        let (read_half, write_half) = tokio::io::split(stream);
+        Ok(Self {
             reader: codec::message_reader(read_half),
             writer: codec::message_writer(write_half),
-        }
-    }
-
-    /// Connects and completes the handshake, asking for `capabilities`.
-    async fn hello(addr: SocketAddr, capabilities: &[&str]) -> Self {
-        let mut client = Self::connect(addr).await;
-        client.send(hello(PROTOCOL_VERSION, capabilities)).await;
-        match client.recv().await {
-            Some(Response::Welcome(_)) => client,
-            other => panic!("expected Welcome, got {other:?}"),
-        }
+        })
     }
 
     async fn send(&mut self, request: Request) {
@@ -197,9 +270,14 @@ impl Client {
             .unwrap();
     }
 
-    /// Writes raw bytes, bypassing the codec.
+    /// Writes raw bytes inside TLS, bypassing the codec.
     async fn send_raw(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(WAIT, self.writer.get_mut().write_all(bytes))
+        let writer = self.writer.get_mut();
+        let sent = async {
+            writer.write_all(bytes).await?;
+            writer.flush().await
+        };
+        tokio::time::timeout(WAIT, sent)
             .await
             .expect("sending timed out")
             .unwrap();
@@ -444,7 +522,7 @@ async fn welcome_names_the_version_the_limit_and_only_agreed_capabilities() {
         (vec!["teleport"], vec![]),
         (vec![], vec![]),
     ] {
-        let mut client = Client::connect(server.addr).await;
+        let mut client = server.connect().await;
         client.send(hello(PROTOCOL_VERSION, &asked)).await;
         match client.recv().await {
             Some(Response::Welcome(Welcome {
@@ -466,7 +544,7 @@ async fn welcome_names_the_version_the_limit_and_only_agreed_capabilities() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_of_another_version_is_refused_with_both_versions_named() {
     let server = Server::start().await;
-    let mut client = Client::connect(server.addr).await;
+    let mut client = server.connect().await;
     client.send(hello(PROTOCOL_VERSION + 1, &[])).await;
     let message = client
         .expect_connection_error(ErrorCode::VersionMismatch)
@@ -479,7 +557,7 @@ async fn a_hello_of_another_version_is_refused_with_both_versions_named() {
 
     // A future Hello whose fields after the frozen prefix (variant 0, then the version) this
     // build cannot decode still gets the precise answer.
-    let mut client = Client::connect(server.addr).await;
+    let mut client = server.connect().await;
     client
         .send_raw(&frame(&[0, 99, 0xff, 0xff, 0xff, 0xff, 0xff]))
         .await;
@@ -493,20 +571,20 @@ async fn a_hello_of_another_version_is_refused_with_both_versions_named() {
 async fn a_first_frame_other_than_hello_is_a_protocol_violation() {
     let server = Server::start().await;
 
-    let mut client = Client::connect(server.addr).await;
+    let mut client = server.connect().await;
     client.send(Request::List(List { pattern: None })).await;
     client
         .expect_connection_error(ErrorCode::ProtocolViolation)
         .await;
 
-    let mut client = Client::connect(server.addr).await;
+    let mut client = server.connect().await;
     client.send_raw(&frame(&[0xff, 0xff, 0xff])).await;
     client
         .expect_connection_error(ErrorCode::ProtocolViolation)
         .await;
 
     // An oversized length prefix is refused before any payload arrives.
-    let mut client = Client::connect(server.addr).await;
+    let mut client = server.connect().await;
     let too_long = u32::try_from(MAX_FRAME_LEN + 1).unwrap();
     client.send_raw(&too_long.to_be_bytes()).await;
     client
@@ -526,7 +604,7 @@ async fn a_client_silent_after_connecting_times_out() {
     })
     .await;
     let started = Instant::now();
-    let mut client = Client::connect(server.addr).await;
+    let mut client = server.connect().await;
     client.expect_connection_error(ErrorCode::Timeout).await;
     assert!(
         started.elapsed() >= handshake_timeout,
@@ -559,13 +637,13 @@ async fn clients_beyond_the_connection_limit_are_told_busy() {
     })
     .await;
     let first = server.hello().await;
-    let mut second = Client::connect(server.addr).await;
+    let mut second = server.connect().await;
     second.expect_connection_error(ErrorCode::Busy).await;
     drop(first);
     // The permit comes back once the first session has ended; bounded retries. A refused
     // client that already sent its Hello may see the refusal cut short by a reset (`None`).
     for attempt in 0.. {
-        let mut client = Client::connect(server.addr).await;
+        let mut client = server.connect().await;
         client.send(hello(PROTOCOL_VERSION, &[])).await;
         match client.recv().await {
             Some(Response::Welcome(_)) => break,
@@ -1094,7 +1172,7 @@ async fn run_returns_after_the_grace_period_when_an_upload_stalls() {
     // The session was cut with the grace period, not left running beside a stopped server:
     // its connection is closed without an answer, and the rest of the file is never taken.
     client.expect_closed().await;
-    let stored = server.dir.path().join("stalled.bin");
+    let stored = server.root().join("stalled.bin");
     assert!(!stored.exists(), "a cut upload never carries its name");
 }
 
