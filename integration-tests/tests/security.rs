@@ -976,3 +976,89 @@ async fn garbage_and_plaintext_clients_get_clear_answers_and_the_server_goes_on(
     admin.send(Request::List(List { pattern: None })).await;
     assert!(matches!(admin.recv().await, Some(Response::Listing(_))));
 }
+
+/// Copies a folder tree (a fixture) into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A store written by the version before users and namespaces (protocol 6: `fts` and `ftc`
+/// of that version sent `notes.txt`, `photos/a.jpg`, and `notes.txt` again, kept as
+/// `notes (1).txt`) is upgraded at its first start: every file moves into the admin's
+/// namespace with its record, and stays verifiable.
+#[test]
+fn a_store_made_before_namespaces_is_upgraded_at_its_first_start() {
+    let place = Place::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store-protocol-6");
+    copy_tree(&fixture, &place.store);
+    let before: Vec<String> = ["notes.txt", "notes (1).txt", "photos/a.jpg"]
+        .iter()
+        .map(|name| fs::read_to_string(place.store.join(name)).unwrap())
+        .collect();
+    let server = Fts::start(&place.store, &[]);
+    let token = server
+        .admin_token
+        .clone()
+        .expect("an upgraded store gets its first admin");
+    for (name, content) in ["notes.txt", "notes (1).txt", "photos/a.jpg"]
+        .iter()
+        .zip(&before)
+    {
+        assert!(!place.store.join(name).exists(), "{name} left at the top");
+        assert_eq!(
+            &fs::read_to_string(place.store.join("admin").join(name)).unwrap(),
+            content
+        );
+    }
+    let admin = place.pinned(&server, "admin", &token);
+    let address = server.address();
+    let listed = ftc(&place.src, &admin, &["list", &address, "--json"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    for name in [
+        "admin/notes.txt",
+        "admin/notes (1).txt",
+        "admin/photos/a.jpg",
+    ] {
+        assert!(
+            listed.stdout.contains(&format!("\"name\":\"{name}\"")),
+            "{name}: {listed:?}"
+        );
+    }
+    assert!(listed.stdout.contains("\"owner\":\"admin\""), "{listed:?}");
+    let out = place.src.join("restored");
+    let got = ftc(
+        &place.src,
+        &admin,
+        &[
+            "get",
+            &address,
+            "admin/photos/a.jpg",
+            "-o",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ],
+    );
+    assert_eq!(got.code, 0, "verified against the upgraded record: {got:?}");
+    assert_eq!(
+        fs::read_to_string(out.join("admin/photos/a.jpg")).unwrap(),
+        before[2]
+    );
+    // A second start finds nothing left to upgrade.
+    drop(server);
+    let again = Fts::start(&place.store, &[]);
+    assert!(again.admin_token.is_none());
+    let top: Vec<_> = fs::read_dir(&place.store)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(top.len(), 2, "{top:?}");
+}
