@@ -1,6 +1,11 @@
 //! Test harness: builds and finds the real `fts` and `ftc` binaries, starts servers on
 //! ephemeral loopback ports in temporary directories, runs clients with bounded waits, and
-//! speaks the raw protocol for tests that need a misbehaving client.
+//! speaks the raw protocol (over TLS) for tests that need a misbehaving client.
+//!
+//! Every server gets a user [`TEST_USER`] (role `write`), and every client the harness runs
+//! logs in as it and pins the server's certificate, so tests see names as a user sees them
+//! (without the namespace). Each server's address is registered with its [`Login`]; see
+//! [`ftc_with`] for how a client's server is found and what a test may override.
 //!
 //! On failure, helpers print the command, its exit status, stdout and stderr.
 #![allow(
@@ -12,6 +17,8 @@
 // A harness panics to fail the test that called it; that is its error handling.
 
 pub mod proxy;
+mod raw;
+mod registry;
 
 use std::{
     fs::{self, File},
@@ -25,14 +32,15 @@ use std::{
 };
 
 use ft_protocol::{
-    codec::{self, MessageReader, MessageWriter},
-    BeginFile, Chunk, ConflictPolicy, EndFile, Hash, Hello, Request, Response, PROTOCOL_VERSION,
+    BeginFile, Chunk, ConflictPolicy, Credentials, EndFile, Fingerprint, Hash, Request,
 };
-use futures::{SinkExt, StreamExt};
-use tokio::net::{
-    tcp::{OwnedReadHalf, OwnedWriteHalf},
-    TcpStream,
-};
+
+pub use raw::{RawClient, RAW_READ_TIMEOUT};
+pub use registry::{register, registered, Login};
+
+/// The user every server gets and every client logs in as: role `write`, so the names it
+/// sends and sees carry no namespace.
+pub const TEST_USER: &str = "tester";
 
 /// Longest any single client command may run before the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
@@ -70,6 +78,30 @@ pub fn bin_dir() -> &'static Path {
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What cargo sets for this test process only. Build scripts that watch these (ring's
+        // watches CARGO_MANIFEST_DIR) would otherwise see them change between this build and
+        // the next `cargo test`, and both would rebuild them and everything above them.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_package = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            let per_target = [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref());
+            if per_package || per_target {
+                build.env_remove(key.as_ref());
+            }
+        }
         if profile != "debug" {
             build.args([
                 "--profile",
@@ -95,9 +127,23 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The storage directory (`--dir`).
     pub dir: PathBuf,
+    /// The certificate's fingerprint, from the server's second line of output.
+    pub fingerprint: Fingerprint,
+    /// The user clients log in as ([`TEST_USER`]).
+    pub user: String,
+    /// Its token.
+    pub token: String,
+    /// The first admin's token, printed when this storage directory was first served (if
+    /// this test process saw that start).
+    pub admin_token: Option<String>,
     stderr_path: PathBuf,
 }
+
+/// How long to wait for an admin's lines from a store that existed before (they come only
+/// if it had no users; when they come, they come with the address).
+const ANNOUNCEMENT_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Server {
     /// Starts `fts --dir dir --listen 127.0.0.1:0 extra...` and waits for its address.
@@ -121,9 +167,14 @@ impl Server {
         Self::spawn(command, dir, "127.0.0.1:0", extra)
     }
 
+    /// Starts the server, reads what it prints (address, fingerprint and, on a store's first
+    /// start, the admin's token), makes sure the test user exists and registers the address.
     fn spawn(mut command: Command, dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let log_dir = dir.parent().unwrap_or(dir);
         let stderr_path = log_dir.join(format!("fts-{:x}.log", rand_u64()));
+        // A store with no catalog yet is new: it prints the admin it makes. An existing one
+        // prints that only if it had no users (an older store); wait briefly for it then.
+        let new_store = !dir.join(".fts").join("catalog.db").exists();
         let mut child = command
             .arg("--dir")
             .arg(dir)
@@ -141,26 +192,61 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
+        let announced = match Announcement::read(&rx, new_store) {
+            Ok(announced) => announced,
+            Err(problem) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
-                    "fts did not print its address; stderr:\n{}",
+                    "{problem}; stderr:\n{}",
                     fs::read_to_string(&stderr_path).unwrap_or_default()
                 );
             }
         };
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from fts: {line:?}"))
-            .parse()
-            .unwrap();
-        Server {
+        // From here on, a failing step kills the server as the Server is dropped.
+        let mut server = Server {
             child,
-            addr,
+            addr: announced.addr,
             dir: dir.to_path_buf(),
+            fingerprint: announced.fingerprint,
+            user: TEST_USER.to_owned(),
+            token: String::new(),
+            admin_token: announced
+                .admin_token
+                .clone()
+                .or_else(|| registry::admin_token_of_dir(dir)),
             stderr_path,
+        };
+        server.token = registry::token_of_dir(dir).unwrap_or_else(|| add_test_user(dir));
+        registry::record_dir(dir, &server.token, announced.admin_token.as_deref());
+        register(&server.address(), server.login());
+        registry::started(&server.address());
+        server
+    }
+
+    /// How the test user logs in here.
+    pub fn login(&self) -> Login {
+        Login {
+            fingerprint: self.fingerprint,
+            user: self.user.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// The test user's credentials.
+    pub fn credentials(&self) -> Credentials {
+        self.login().credentials()
+    }
+
+    /// The first admin's credentials; panics if this process did not see the store's first
+    /// start.
+    pub fn admin_credentials(&self) -> Credentials {
+        Credentials {
+            user: "admin".to_owned(),
+            token: self
+                .admin_token
+                .clone()
+                .expect("the admin token of this store is unknown"),
         }
     }
 
@@ -200,6 +286,118 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs `fts --dir dir user args...` (user administration, beside a running server or
+/// without one) to completion.
+pub fn fts_user(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(bin("fts"));
+    command.arg("--dir").arg(dir).arg("user").args(args);
+    run_bounded(
+        command,
+        format!("fts --dir {} user {}", dir.display(), args.join(" ")),
+    )
+}
+
+/// Adds [`TEST_USER`] with role `write` to the store `dir` (or, if it exists already, gives
+/// it a new token); returns the token, the last line `fts` prints.
+fn add_test_user(dir: &Path) -> String {
+    let mut output = fts_user(dir, &["add", TEST_USER, "--role", "write"]);
+    if output.code() != Some(0) && output.stderr.contains("exists") {
+        output = fts_user(dir, &["token", TEST_USER]);
+    }
+    output.success();
+    output
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no token printed\n{output}"))
+        .trim()
+        .to_owned()
+}
+
+/// Runs `command` to completion (bounded by [`COMMAND_TIMEOUT`]), output captured.
+fn run_bounded(mut command: Command, shown: String) -> Output {
+    let stdout = tempfile::tempfile().unwrap();
+    let stderr = tempfile::tempfile().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {shown}: {err}"));
+    let Some(status) = wait_bounded(&mut child, COMMAND_TIMEOUT) else {
+        let _ = child.kill();
+        panic!("{shown} did not finish within {COMMAND_TIMEOUT:?}");
+    };
+    let read = |mut file: File| {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        text
+    };
+    Output {
+        command: shown,
+        status,
+        stdout: read(stdout),
+        stderr: read(stderr),
+    }
+}
+
+/// What `fts` prints when it starts.
+struct Announcement {
+    /// `listening on IP:PORT`.
+    addr: SocketAddr,
+    /// `fingerprint SHA256:...`.
+    fingerprint: Fingerprint,
+    /// On a store's first start: `user admin added ...`, its connect string, then the token
+    /// alone on a line.
+    admin_token: Option<String>,
+}
+
+impl Announcement {
+    /// Reads the announcement from the server's stdout lines. `new_store`: the admin's lines
+    /// are sure to come; otherwise they are waited for only briefly (all lines are written
+    /// at once).
+    fn read(lines: &mpsc::Receiver<String>, new_store: bool) -> Result<Self, String> {
+        let next = |what: &str| {
+            lines
+                .recv_timeout(STARTUP_TIMEOUT)
+                .map_err(|_| format!("fts did not print {what}"))
+        };
+        let line = next("its address")?;
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.parse().ok())
+            .ok_or_else(|| format!("unexpected first line from fts: {line:?}"))?;
+        let line = next("its fingerprint")?;
+        let fingerprint = line
+            .strip_prefix("fingerprint ")
+            .and_then(|fingerprint| fingerprint.parse().ok())
+            .ok_or_else(|| format!("unexpected second line from fts: {line:?}"))?;
+        let admin_line = if new_store {
+            Some(next("its first admin")?)
+        } else {
+            lines.recv_timeout(ANNOUNCEMENT_TIMEOUT).ok()
+        };
+        let admin_token = match admin_line {
+            None => None,
+            Some(line) if line.starts_with("user admin added") => {
+                let connect = next("the admin's connect string")?;
+                if !connect.starts_with("connect string") {
+                    return Err(format!("unexpected fourth line from fts: {connect:?}"));
+                }
+                Some(next("the admin's token")?.trim().to_owned())
+            }
+            Some(line) => return Err(format!("unexpected third line from fts: {line:?}")),
+        };
+        Ok(Self {
+            addr,
+            fingerprint,
+            admin_token,
+        })
     }
 }
 
@@ -261,6 +459,20 @@ pub fn ftc(cwd: &Path, args: &[&str]) -> Output {
 }
 
 /// Runs `ftc args...` with extra environment variables and, optionally, bytes on stdin.
+///
+/// Like every `ftc` the harness runs, it gets a fresh config folder (`XDG_CONFIG_HOME`) and
+/// logs in as the test user of the server it talks to, with that server's certificate
+/// pinned (`FTC_USER`, `FTC_TOKEN`, `FTC_FINGERPRINT`). That server is the first registered
+/// address among the arguments, `FTC_SERVER` in `env`, and the `server` of the config file
+/// when `env` sets `XDG_CONFIG_HOME` (an address on a registered port counts, for names
+/// like `localhost`); else the server this test started last. The caller decides instead:
+/// - on credentials (user and token together) when `env` sets either variable, the
+///   arguments carry `--user` or `--token`, or its config file has `user` or `token`;
+/// - on the fingerprint when `env` sets `FTC_FINGERPRINT`, the arguments carry
+///   `--fingerprint`, or its config folder pins or knows servers already (`fingerprint` in
+///   the config, entries in `known_servers`).
+///
+/// One of these three variables set to an empty value in `env` is removed instead.
 pub fn ftc_with(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let input = stdin.map(|bytes| {
         let path = cwd.join(format!(".ftc-{}.in", rand_u64()));
@@ -281,6 +493,8 @@ pub struct RunningFtc {
     command: String,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
+    /// Its private configuration folder, unless the caller gave one.
+    _config_home: Option<tempfile::TempDir>,
 }
 
 /// Starts `ftc args...` in the background.
@@ -288,8 +502,10 @@ pub fn spawn_ftc(cwd: &Path, args: &[&str]) -> RunningFtc {
     spawn_ftc_with(cwd, args, &[], None)
 }
 
-/// Starts `ftc` isolated from the developer's own configuration: no `FTC_SERVER`, and a
-/// config folder that does not exist, unless `env` sets them.
+/// The variables that make `ftc` log in to, and pin, a server.
+const LOGIN_VARIABLES: [&str; 3] = ["FTC_USER", "FTC_TOKEN", "FTC_FINGERPRINT"];
+
+/// Starts `ftc` isolated from the developer's own configuration (see [`ftc_with`]).
 fn spawn_ftc_with(
     cwd: &Path,
     args: &[&str],
@@ -303,12 +519,60 @@ fn spawn_ftc_with(
         Some(path) => Stdio::from(File::open(path).unwrap()),
         None => Stdio::null(),
     };
-    let child = Command::new(bin("ftc"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("FTC_SERVER")
-        .env("XDG_CONFIG_HOME", cwd.join(".no-ftc-config"))
-        .envs(env.iter().copied())
+    let given = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let caller_config_home = given("XDG_CONFIG_HOME").map(PathBuf::from);
+    let config_home = match &caller_config_home {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().unwrap()),
+    };
+    let config: Option<toml::Table> = caller_config_home
+        .as_ref()
+        .and_then(|home| fs::read_to_string(home.join("ftc/config.toml")).ok())
+        .and_then(|text| text.parse().ok());
+    let mut command = Command::new(bin("ftc"));
+    command.args(args).current_dir(cwd).env_remove("FTC_SERVER");
+    for variable in LOGIN_VARIABLES {
+        command.env_remove(variable);
+    }
+    if let Some(home) = &config_home {
+        command.env("XDG_CONFIG_HOME", home.path());
+    }
+    if let Some(login) = registry::login_for_ftc(args, env, config.as_ref()) {
+        let has_arg = |flag: &str| {
+            args.iter()
+                .any(|arg| *arg == flag || arg.starts_with(&format!("{flag}=")))
+        };
+        let in_config = |key: &str| config.as_ref().is_some_and(|table| table.contains_key(key));
+        let caller_logs_in = given("FTC_USER").is_some()
+            || given("FTC_TOKEN").is_some()
+            || has_arg("--user")
+            || has_arg("--token")
+            || in_config("user")
+            || in_config("token");
+        if !caller_logs_in {
+            command.env("FTC_USER", &login.user);
+            command.env("FTC_TOKEN", &login.token);
+        }
+        let known = caller_config_home
+            .as_ref()
+            .and_then(|home| fs::read_to_string(home.join("ftc/known_servers")).ok())
+            .is_some_and(|text| !text.trim().is_empty());
+        let caller_pins = given("FTC_FINGERPRINT").is_some()
+            || has_arg("--fingerprint")
+            || in_config("fingerprint")
+            || known;
+        if !caller_pins {
+            command.env("FTC_FINGERPRINT", login.fingerprint.to_string());
+        }
+    }
+    for (key, value) in env {
+        if value.is_empty() && LOGIN_VARIABLES.contains(key) {
+            command.env_remove(key);
+        } else {
+            command.env(key, value);
+        }
+    }
+    let child = command
         .stdin(stdin)
         .stdout(File::create(&stdout_path).unwrap())
         .stderr(File::create(&stderr_path).unwrap())
@@ -319,6 +583,7 @@ fn spawn_ftc_with(
         command: format!("ftc {}", args.join(" ")),
         stdout_path,
         stderr_path,
+        _config_home: config_home,
     }
 }
 
@@ -409,9 +674,14 @@ impl Workspace {
         Workspace { root }
     }
 
-    /// Where the server stores files.
-    pub fn recv(&self) -> PathBuf {
+    /// The server's storage directory (`--dir`).
+    pub fn store_dir(&self) -> PathBuf {
         self.root.path().join("recv")
+    }
+
+    /// Where the server stores the test user's files: its namespace in [`Self::store_dir`].
+    pub fn recv(&self) -> PathBuf {
+        self.store_dir().join(TEST_USER)
     }
 
     /// Where client files are created.
@@ -426,22 +696,36 @@ impl Workspace {
         path.to_str().unwrap().to_owned()
     }
 
-    /// Starts a server storing into [`Self::recv`].
+    /// Starts a server storing into [`Self::store_dir`].
     pub fn server(&self, extra: &[&str]) -> Server {
-        Server::start(&self.recv(), extra)
+        Server::start(&self.store_dir(), extra)
     }
 
-    /// Names of regular files stored (relative, `/`-separated), excluding the private dir.
+    /// Names of regular files stored (relative, `/`-separated) as the test user names them.
+    /// A file anywhere else in the storage directory (outside its private area) is listed
+    /// too, by its path from the storage directory with a leading `/`, so that it fails
+    /// any comparison with the user's names.
     pub fn stored_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        collect_files(&self.recv(), &self.recv(), &mut names);
+        let mut found = Vec::new();
+        let store = self.store_dir();
+        if store.exists() {
+            collect_files(&store, &store, &mut found);
+        }
+        let prefix = format!("{TEST_USER}/");
+        let mut names: Vec<String> = found
+            .into_iter()
+            .map(|name| match name.strip_prefix(&prefix) {
+                Some(own) => own.to_owned(),
+                None => format!("/{name}"),
+            })
+            .collect();
         names.sort();
         names
     }
 
     /// The server's area for uploads in progress or interrupted.
     pub fn partial_dir(&self) -> PathBuf {
-        self.recv().join(".fts/partial")
+        self.store_dir().join(".fts/partial")
     }
 
     /// Uploads in progress or kept for resume.
@@ -501,8 +785,8 @@ pub fn ndjson(output: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The catalog as `ftc list --json` reports it: the `entry` objects (name, sent_name, size,
-/// blake3, added_at), checked against the closing summary.
+/// The catalog as `ftc list --json` reports it to the test user: the `entry` objects (name,
+/// sent_name, size, blake3, added_at), checked against the closing summary.
 pub fn listing(server: &Server, cwd: &Path) -> Vec<serde_json::Value> {
     let output = ftc(cwd, &["list", &server.address(), "--json"]);
     output.success();
@@ -542,59 +826,4 @@ pub fn end_request(content: &[u8]) -> Request {
     Request::EndFile(EndFile {
         hash: blake3::hash(content).into(),
     })
-}
-
-/// A hand-driven protocol client for tests of hostile or broken behaviour.
-pub struct RawClient {
-    pub reader: MessageReader<OwnedReadHalf, Response>,
-    pub writer: MessageWriter<OwnedWriteHalf, Request>,
-}
-
-/// Bound on every raw read, so a test never hangs on a silent server.
-pub const RAW_READ_TIMEOUT: Duration = Duration::from_secs(20);
-
-impl RawClient {
-    /// Connects without a handshake.
-    pub async fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (read_half, write_half) = stream.into_split();
-        RawClient {
-            reader: codec::message_reader(read_half),
-            writer: codec::message_writer(write_half),
-        }
-    }
-
-    /// Connects and completes the handshake.
-    pub async fn handshake(addr: SocketAddr) -> RawClient {
-        Self::handshake_with(addr, &[]).await
-    }
-
-    /// Connects and completes the handshake asking for `capabilities`.
-    pub async fn handshake_with(addr: SocketAddr, capabilities: &[&str]) -> RawClient {
-        let mut client = Self::connect(addr).await;
-        client
-            .send(Request::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                software: "raw-test-client".into(),
-                capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
-            }))
-            .await;
-        match client.recv().await {
-            Some(Response::Welcome(_)) => client,
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
-
-    pub async fn send(&mut self, request: Request) {
-        self.writer.send(request).await.unwrap();
-    }
-
-    /// The next response, or `None` once the server closed the connection.
-    pub async fn recv(&mut self) -> Option<Response> {
-        match tokio::time::timeout(RAW_READ_TIMEOUT, self.reader.next()).await {
-            Ok(Some(Ok(response))) => Some(response),
-            Ok(Some(Err(_)) | None) => None,
-            Err(_) => panic!("no response within {RAW_READ_TIMEOUT:?}"),
-        }
-    }
 }

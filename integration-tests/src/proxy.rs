@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy for tests: sits between `ftc` and `fts` on loopback and, per
 //! connection, cuts the link after N bytes, flips one byte, stalls, or throttles. It counts
 //! every byte it forwards towards the server, so tests can prove what was (not) re-sent.
+//! The bytes are TLS records: the proxy sees neither messages nor content.
 
 use std::{
     io::{Read, Write},
@@ -40,6 +41,8 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     /// Proxies to `upstream`; the i-th connection gets `faults[i]`, later ones are clean.
+    /// Clients reach the upstream server through it as themselves (TLS goes end to end), so
+    /// its address is registered with the upstream's login.
     pub fn start(upstream: SocketAddr, faults: Vec<Fault>) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -54,6 +57,9 @@ impl FaultProxy {
             Arc::clone(&proxy.connections),
             Arc::clone(&proxy.stop),
         );
+        if let Some(login) = crate::registered(&upstream.to_string()) {
+            crate::register(&proxy.address(), login);
+        }
         let faults = Arc::new(Mutex::new(faults.into_iter()));
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {

@@ -50,7 +50,7 @@ fn the_catalog_survives_a_server_restart() {
     let before = listing(&server, &ws.src());
     server.kill();
 
-    let restarted = Server::start(&ws.recv(), &[]);
+    let restarted = Server::start(&ws.store_dir(), &[]);
     let after = listing(&restarted, &ws.src());
     assert_eq!(after, before);
     assert_eq!(after[0]["name"], "kept.txt");

@@ -8,7 +8,7 @@ use ft_protocol::{BeginFile, Chunk, ConflictPolicy, Hash, Request};
 use integration_tests::{
     blake3_hex, eventually, ftc, listing,
     proxy::{Fault, FaultProxy},
-    random_bytes, spawn_ftc, RawClient, Server, Workspace,
+    random_bytes, spawn_ftc, RawClient, Server, Workspace, TEST_USER,
 };
 
 /// Slow enough that a test can act mid-file, fast enough to finish in about a second.
@@ -30,9 +30,9 @@ fn killing_ftc_mid_file_stores_nothing_and_sending_again_resumes() {
     running.child.wait().unwrap();
 
     assert!(
-        eventually(Duration::from_secs(10), || server
-            .log()
-            .contains("client disconnected during 'big.bin'")),
+        eventually(Duration::from_secs(10), || server.log().contains(&format!(
+            "client disconnected during '{TEST_USER}/big.bin'"
+        ))),
         "{}",
         server.log()
     );
@@ -128,7 +128,7 @@ fn server_killed_mid_transfer_and_restarted_the_same_ftc_resumes() {
     );
     assert!(eventually(Duration::from_secs(30), || ws.partial_bytes() > 4 << 20));
     server.kill();
-    let restarted = Server::start_on(&ws.recv(), &address.to_string(), &[]);
+    let restarted = Server::start_on(&ws.store_dir(), &address.to_string(), &[]);
 
     let output = running.finish();
     output.success();

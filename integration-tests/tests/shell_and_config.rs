@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use integration_tests::{bin, ftc, ftc_with, listing, ndjson, Workspace};
+use integration_tests::{bin, ftc, ftc_with, listing, ndjson, Workspace, TEST_USER};
 
 #[test]
 fn the_shell_runs_a_script_over_one_connection_and_survives_failures() {
@@ -114,7 +114,7 @@ fn the_server_comes_from_argument_then_environment_then_config_file() {
     ];
     ftc_with(&ws.src(), &["send", &file], &env_too, None).success();
     assert!(
-        ws.root.path().join("recv-env/where.txt").exists(),
+        from_env.dir.join(TEST_USER).join("where.txt").exists(),
         "the environment wins over the file"
     );
 
@@ -126,7 +126,7 @@ fn the_server_comes_from_argument_then_environment_then_config_file() {
     )
     .success();
     assert!(
-        ws.root.path().join("recv-arg/where.txt").exists(),
+        from_arg.dir.join(TEST_USER).join("where.txt").exists(),
         "an explicit argument wins"
     );
 
