@@ -396,21 +396,8 @@ mod tests {
     /// A stand-in server that welcomes the client, then reads two `Prepare` pages before it
     /// answers either: a client waiting for the first answer before sending the second page
     /// would wait forever. Returns each page's size and `append` flag.
-    async fn two_pages_then_answers(listener: tokio::net::TcpListener) -> Vec<(usize, bool)> {
-        let (socket, _) = listener.accept().await.unwrap();
-        let (read_half, write_half) = socket.into_split();
-        let mut requests = codec::message_reader::<_, Request>(read_half);
-        let mut responses = codec::message_writer::<_, Response>(write_half);
-        let Some(Ok(Request::Hello(_))) = requests.next().await else {
-            panic!("expected Hello");
-        };
-        let welcome = Welcome {
-            protocol_version: PROTOCOL_VERSION,
-            software: "test".into(),
-            capabilities: Vec::new(),
-            max_file_size: u64::MAX,
-        };
-        responses.send(Response::Welcome(welcome)).await.unwrap();
+    async fn two_pages_then_answers(stand_in: crate::stand_in::StandIn) -> Vec<(usize, bool)> {
+        let (mut requests, mut responses) = stand_in.accept().await;
         let mut pages = Vec::new();
         for _ in 0..2 {
             let Some(Ok(Request::Prepare(prepare))) = requests.next().await else {
@@ -430,16 +417,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_rounds_pages_leave_before_their_answers() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address: ServerAddress = listener.local_addr().unwrap().to_string().parse().unwrap();
-        let server = tokio::spawn(two_pages_then_answers(listener));
+        let stand_in = crate::stand_in::StandIn::bind().await;
+        let (address, access) = (stand_in.address.clone(), stand_in.access.clone());
+        let server = tokio::spawn(two_pages_then_answers(stand_in));
         let intent = |n: usize| FileIntent {
             name: format!("f{n}"),
             size: 1,
             key: Hash([n as u8; 32]),
         };
         let pages = vec![(0..3).map(intent).collect(), (3..5).map(intent).collect()];
-        let mut client = Client::connect(&address).await.unwrap();
+        let mut client = Client::connect(&address, &access).await.unwrap();
         let plans = tokio::time::timeout(Duration::from_secs(10), client.prepare_round(pages))
             .await
             .expect("the second page was held back until the first was answered")

@@ -19,6 +19,8 @@ mod pipeline;
 mod read;
 mod report;
 mod session;
+#[cfg(test)]
+mod stand_in;
 pub mod tls;
 mod transfer;
 

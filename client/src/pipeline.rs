@@ -453,10 +453,9 @@ async fn next_answer(
 mod tests {
     use std::{path::Path, sync::Mutex};
 
-    use ft_protocol::{codec, Ack, ConflictPolicy, Welcome, PROTOCOL_VERSION};
+    use ft_protocol::{Ack, ConflictPolicy};
 
     use super::*;
-    use crate::address::ServerAddress;
 
     /// How the stand-in server answers one file, by its id.
     #[derive(Clone, Copy)]
@@ -479,26 +478,14 @@ mod tests {
 
     /// A server that speaks just enough of the protocol to answer files as `scripts` says
     /// (indexed by id) and to answer `CancelFile` as fts does. Returns what it saw per id.
-    async fn stand_in(listener: tokio::net::TcpListener, scripts: Vec<Script>) -> Vec<Seen> {
-        let (socket, _) = listener.accept().await.unwrap();
-        let (read_half, write_half) = socket.into_split();
-        let mut requests = codec::message_reader::<_, Request>(read_half);
-        let mut responses = codec::message_writer::<_, Response>(write_half);
-        let Some(Ok(Request::Hello(_))) = requests.next().await else {
-            panic!("expected Hello");
-        };
-        let welcome = Welcome {
-            protocol_version: PROTOCOL_VERSION,
-            software: "test".into(),
-            capabilities: Vec::new(),
-            max_file_size: u64::MAX,
-        };
-        responses.send(Response::Welcome(welcome)).await.unwrap();
+    async fn stand_in(stand_in: crate::stand_in::StandIn, scripts: Vec<Script>) -> Vec<Seen> {
+        let (mut requests, mut responses) = stand_in.accept().await;
         let mut seen: Vec<Seen> = scripts.iter().map(|_| Seen::default()).collect();
         // The file being received: its id, its hasher, and whether it was answered already.
         let mut open: Option<(u32, blake3::Hasher, bool)> = None;
-        while let Some(request) = requests.next().await {
-            match request.unwrap() {
+        // A client that drops its connection without TLS's close_notify ends it too.
+        while let Some(Ok(request)) = requests.next().await {
+            match request {
                 Request::BeginFile(begin) => {
                     let answered = matches!(scripts[begin.id as usize], Script::RefuseAtOnce);
                     if answered {
@@ -594,9 +581,12 @@ mod tests {
             Script::RefuseAtOnce,
             Script::Ack,
         ];
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address: ServerAddress = listener.local_addr().unwrap().to_string().parse().unwrap();
-        let server = tokio::spawn(stand_in(listener, scripts));
+        let stand_in_server = crate::stand_in::StandIn::bind().await;
+        let (address, access) = (
+            stand_in_server.address.clone(),
+            stand_in_server.access.clone(),
+        );
+        let server = tokio::spawn(stand_in(stand_in_server, scripts));
 
         let events = Mutex::new(Vec::new());
         let on_event = |event| events.lock().unwrap().push(event);
@@ -610,7 +600,7 @@ mod tests {
                 plan: FilePlan::Fresh,
             })
             .collect();
-        let mut client = Client::connect(&address).await.unwrap();
+        let mut client = Client::connect(&address, &access).await.unwrap();
         let options = SendOptions::new(ConflictPolicy::KeepBoth);
         let upload = upload(&mut client, &planned, options, &ledger);
         tokio::time::timeout(Duration::from_secs(30), upload)

@@ -542,10 +542,17 @@ impl Session {
     }
 
     /// The name beneath the storage directory for a name the client sent.
+    ///
+    /// A name that breaks the name rules as sent (`.fts/x`, `../x`) is returned as sent, so
+    /// the checks that follow refuse it in the client's own terms: inside a namespace it
+    /// could otherwise become a valid name.
     fn stored_name(&self, name: &str) -> String {
         let Some(identity) = &self.identity else {
             return name.to_owned();
         };
+        if crate::names::ValidName::parse(name).is_err() {
+            return name.to_owned();
+        }
         let auth = &self.state.security.auth;
         let root = self.state.store.root();
         identity.to_stored(name, |namespace| {
