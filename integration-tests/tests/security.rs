@@ -38,7 +38,7 @@ struct Fts {
 
 impl Fts {
     fn start(dir: &Path, extra: &[&str]) -> Fts {
-        let log = dir.with_extension(format!("{}.log", std::process::id()));
+        let log = dir.with_extension("log");
         let mut child = Command::new(bin("fts"))
             .arg("--dir")
             .arg(dir)
@@ -91,6 +91,11 @@ impl Fts {
 
     fn address(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// What the server logged so far.
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
     }
 
     /// `fts --dir DIR user ARGS...`, its exit status and stdout.
@@ -656,6 +661,23 @@ fn logins_rotation_removal_and_anonymous_access() {
 
     let carol = place.pinned(&server, "carol", &token);
     assert_eq!(ftc(&place.src, &carol, &["list", &address]).code, 0);
+    let sent = ftc(
+        &place.src,
+        &carol,
+        &["send", &address, &file, "--no-progress"],
+    );
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let log = server.log();
+    assert!(
+        log.contains("login failed") && log.contains("peer=127.0.0.1") && log.contains("mallory"),
+        "failed logins are logged with the peer: {log}"
+    );
+    assert!(
+        log.lines().any(|line| line.contains("file received")
+            && line.contains("user=")
+            && line.contains("carol")),
+        "file lines name the user: {log}"
+    );
     let (code, stdout, _) = server.user(&["token", "carol"]);
     assert_eq!(code, 0);
     let rotated = stdout.lines().last().unwrap().to_owned();
@@ -1061,4 +1083,50 @@ fn a_store_made_before_namespaces_is_upgraded_at_its_first_start() {
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(top.len(), 2, "{top:?}");
+}
+
+#[test]
+fn an_operators_certificate_is_used_instead_of_a_made_one() {
+    let place = Place::new();
+    let first = Fts::start(&place.store, &[]);
+    let (cert, key) = (
+        place.store.join(".fts/cert.pem"),
+        place.store.join(".fts/key.pem"),
+    );
+    let other = place.store.with_file_name("other-store");
+    let second = Fts::start(
+        &other,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(second.fingerprint, first.fingerprint);
+    assert!(
+        !other.join(".fts/cert.pem").exists(),
+        "no certificate is made"
+    );
+    let token = second.admin_token.clone().unwrap();
+    let who = place.pinned(&second, "admin", &token);
+    assert_eq!(ftc(&place.src, &who, &["info", &second.address()]).code, 0);
+    // A key that is not PEM: a clear error naming the file, exit 1.
+    fs::write(place.src.join("bad.pem"), b"not a key").unwrap();
+    let refused = Command::new(bin("fts"))
+        .arg("--dir")
+        .arg(place.store.with_file_name("third-store"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+        ])
+        .arg(place.src.join("bad.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("bad.pem"), "{stderr}");
 }
