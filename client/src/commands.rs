@@ -150,12 +150,15 @@ pub(crate) async fn rm(session: &mut Session, names: &[String], json: bool) -> E
 pub(crate) async fn info(session: &mut Session, json: bool) -> Exit {
     let server = session.address().to_string();
     let result = match session.client().await {
-        Ok(client) => client.info().await,
+        Ok(client) => {
+            let who = client.authenticated().clone();
+            client.info().await.map(|info| (info, who))
+        }
         Err(err) => Err(err),
     };
     match result {
-        Ok(info) => {
-            output::info(&server, &info, json);
+        Ok((info, who)) => {
+            output::info(&server, &who, &info, json);
             Exit::Success
         }
         Err(err) => {

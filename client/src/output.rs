@@ -8,7 +8,7 @@ use std::{
 };
 
 use ft_client::{ClientError, DownloadReport, FailureCode, SendReport, Skipped, TransferEvent};
-use ft_protocol::{CatalogEntry, ServerInfo};
+use ft_protocol::{Authenticated, CatalogEntry, ServerInfo};
 use indicatif::BinaryBytes;
 use serde_json::{json, Value};
 
@@ -398,11 +398,13 @@ pub(crate) fn listing(entries: &[CatalogEntry], owners: bool, json: bool) {
     );
 }
 
-/// Prints the server's information.
-pub(crate) fn info(server: &str, info: &ServerInfo, json: bool) {
+/// Prints the server's information (its figures are those of the user's namespace, or of
+/// everything for an admin) and who the client is logged in as.
+pub(crate) fn info(server: &str, who: &Authenticated, info: &ServerInfo, json: bool) {
     if json {
         emit(&json!({
-            "event": "info", "server": server, "software": info.software,
+            "event": "info", "server": server, "user": who.user, "role": who.role.as_str(),
+            "software": info.software,
             "protocol_version": info.protocol_version, "capabilities": info.capabilities,
             "files": info.files, "bytes": info.bytes, "free_bytes": info.free_bytes,
             "max_file_size": info.max_file_size, "max_connections": info.max_connections,
@@ -415,6 +417,7 @@ pub(crate) fn info(server: &str, info: &ServerInfo, json: bool) {
         info.capabilities.join(", ")
     };
     out!("server:           {server}");
+    out!("logged in as:     {} (role {})", who.user, who.role);
     out!("software:         {}", info.software);
     out!("protocol:         {}", info.protocol_version);
     out!("capabilities:     {capabilities}");
