@@ -60,19 +60,11 @@ fn target(args: LoginArgs, settings: &Settings) -> anyhow::Result<(ServerAddress
         bail!("which user? pass --user NAME (or paste a connect string)");
     };
     let token = read_token()?;
-    let on_first_use: ft_client::FirstUseNotice =
-        std::sync::Arc::new(|address, fingerprint, path| {
-            eprintln!(
-                "ftc: first connection to {address}: trusting its certificate {fingerprint} \
-             (recorded in {})",
-                path.display()
-            );
-        });
     let access = Access {
         credentials: Some(Credentials { user, token }),
         pinned: args.fingerprint,
         known_servers: config::known_servers(),
-        on_first_use: Some(on_first_use),
+        on_first_use: Some(crate::first_use_notice()),
     };
     Ok((server, access))
 }

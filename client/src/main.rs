@@ -103,21 +103,25 @@ fn access(
             .fingerprint
             .filter(|_| settings.file_server.as_ref() == Some(server))
     });
-    let on_first_use: ft_client::FirstUseNotice = std::sync::Arc::new(
-        |address: &ServerAddress, fingerprint, path: &std::path::Path| {
-            eprintln!(
-                "ftc: first connection to {address}: trusting its certificate {fingerprint} \
-                 (recorded in {})",
-                path.display()
-            );
-        },
-    );
     Ok(Access {
         credentials,
         pinned,
         known_servers: config::known_servers(),
-        on_first_use: Some(on_first_use),
+        on_first_use: Some(first_use_notice()),
     })
+}
+
+/// Says on stderr, once per server, that its certificate was trusted on first use.
+fn first_use_notice() -> ft_client::FirstUseNotice {
+    std::sync::Arc::new(
+        |address: &ServerAddress, fingerprint, path: &std::path::Path| {
+            eprintln!(
+                "ftc: first connection to {address}: trusting its certificate {fingerprint} \
+             (recorded in {})",
+                path.display()
+            );
+        },
+    )
 }
 
 /// A session with `server`, logging in as `options` and the settings say.
