@@ -55,6 +55,17 @@ impl From<rusqlite::Error> for CatalogError {
 /// server) before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A connection to the database at `path` as every part of the server uses it: WAL, flushed
+/// commits, a bounded wait for other writers, and the tables created or upgraded.
+fn connect(path: &Path) -> Result<Connection, CatalogError> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
 /// Which stored files a query covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Within<'a> {
@@ -116,11 +127,7 @@ pub struct Catalog {
 impl Catalog {
     /// Opens or creates the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        schema::migrate(&mut conn)?;
+        let conn = connect(path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),

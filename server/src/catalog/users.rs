@@ -7,7 +7,7 @@ use std::{path::Path, sync::Mutex, time::SystemTime};
 use ft_protocol::Role;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{schema, CatalogError, BUSY_TIMEOUT};
+use super::CatalogError;
 
 /// One user as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,13 +46,8 @@ impl Users {
     /// Opens the users table of the catalog at `path` (creating the catalog's tables if
     /// needed). Blocking.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        schema::migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(super::connect(path)?),
         })
     }
 
