@@ -306,6 +306,19 @@ mod tests {
         assert_eq!(encode(&message).unwrap(), expected);
     }
 
+    /// A `Prepared` refusing a full page of files, each with the longest message (as a
+    /// message naming a long, escaped name is cut to), still fits one frame.
+    #[test]
+    fn a_page_of_refusals_fits_a_frame() {
+        let message = "\u{200b}".repeat(crate::MAX_NAME_LEN);
+        let plans = vec![
+            crate::FilePlan::refused(ErrorCode::InvalidName, message);
+            crate::MAX_PREPARE_FILES
+        ];
+        let bytes = encode(&Response::Prepared(crate::Prepared { plans })).unwrap();
+        assert!(bytes.len() <= crate::MAX_FRAME_LEN, "{} bytes", bytes.len());
+    }
+
     #[test]
     fn authentication_bytes_are_pinned() {
         let request = Request::Authenticate(crate::Authenticate {

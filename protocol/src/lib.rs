@@ -158,5 +158,10 @@ pub const MAX_NAME_COMPONENT_LEN: usize = 255;
 /// Longest error message, in bytes, a peer sends; longer ones are truncated by the sender.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 
+/// Longest message of a refused file in a [`Prepared`] answer, in bytes: short enough that
+/// [`MAX_PREPARE_FILES`] refusals fit in one frame (a page of refusals, each naming its file,
+/// would otherwise outgrow [`MAX_FRAME_LEN`] and could not be sent at all).
+pub const MAX_PLAN_MESSAGE_LEN: usize = 96;
+
 /// The default TCP port of `fts`.
 pub const DEFAULT_PORT: u16 = 7878;

@@ -424,16 +424,30 @@ pub struct ErrorResponse {
 impl ErrorResponse {
     /// Builds an error, truncating the message to the protocol's limit on a char boundary.
     pub fn new(id: Option<u32>, code: ErrorCode, message: impl Into<String>) -> Self {
-        let mut message = message.into();
-        if message.len() > crate::MAX_ERROR_MESSAGE_LEN {
-            let mut end = crate::MAX_ERROR_MESSAGE_LEN;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
+        let message = truncated(message.into(), crate::MAX_ERROR_MESSAGE_LEN);
         Self { id, code, message }
     }
+}
+
+impl FilePlan {
+    /// A refusal, its message truncated to [`crate::MAX_PLAN_MESSAGE_LEN`] on a char
+    /// boundary.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        let message = truncated(message.into(), crate::MAX_PLAN_MESSAGE_LEN);
+        FilePlan::Refused { code, message }
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a char boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// One page of the catalog, sorted by stored name.

@@ -40,7 +40,7 @@ pub enum NameError {
     #[error("backslashes are not allowed in names; use '/' between folders")]
     Backslash,
     /// The server's private directory.
-    #[error("names starting with '{PRIVATE_DIR}' are reserved for the server")]
+    #[error("names starting with '{PRIVATE_DIR}' (in any case) are reserved for the server")]
     Reserved,
 }
 
@@ -70,7 +70,10 @@ impl ValidName {
             match component {
                 "" => return Err(NameError::EmptyComponent),
                 "." | ".." => return Err(NameError::DotComponent),
-                PRIVATE_DIR if index == 0 => return Err(NameError::Reserved),
+                // Any case: on a case-folding filesystem `.FTS` is the private folder.
+                _ if index == 0 && component.eq_ignore_ascii_case(PRIVATE_DIR) => {
+                    return Err(NameError::Reserved)
+                }
                 _ if component.len() > MAX_NAME_COMPONENT_LEN => {
                     return Err(NameError::ComponentTooLong)
                 }
@@ -155,6 +158,8 @@ mod tests {
             ("..\\..\\x", NameError::Backslash),
             (".fts", NameError::Reserved),
             (".fts/catalog.db", NameError::Reserved),
+            (".FTS/catalog.db", NameError::Reserved),
+            (".Fts", NameError::Reserved),
         ];
         for (name, expected) in cases {
             assert_eq!(ValidName::parse(name), Err(expected), "{name:?}");

@@ -93,7 +93,7 @@ fn plan_upload(
     intent: &FileIntent,
     context: &mut PlanContext,
 ) -> (FilePlan, Option<ResumeOffer>) {
-    let refused = |Refusal { code, message }: Refusal| (FilePlan::Refused { code, message }, None);
+    let refused = |Refusal { code, message }: Refusal| (FilePlan::refused(code, message), None);
     if let Err(refusal) = check_intent(state, &intent.name, intent.size, Some(&mut context.folders))
     {
         return refused(refusal);

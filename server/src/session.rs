@@ -647,6 +647,7 @@ impl Session {
         refusal: Refusal,
     ) -> Result<(), SessionError> {
         self.commit_group().await?;
+        self.round.answered(id);
         self.send(file_error(id, name, refusal)).await
     }
 

@@ -1367,3 +1367,66 @@ async fn a_long_listing_comes_in_pages_in_name_order() {
     let expected: Vec<String> = (0..count).map(|id| format!("f{id:03}.txt")).collect();
     assert_eq!(names, expected);
 }
+
+/// A page of refused files, each named with thousands of characters that print escaped,
+/// is still answered in one frame (each refusal's message is cut short), not with a hang-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_refused_long_names_is_answered_in_one_frame() {
+    let server = Server::start().await;
+    let mut client = server.hello().await;
+    let files: Vec<FileIntent> = (0..300u32)
+        .map(|n| FileIntent {
+            name: format!("{n}{}/../x", "\u{200b}".repeat(900)),
+            size: 1,
+            key: Hash([(n % 256) as u8; 32]),
+        })
+        .collect();
+    client
+        .send_all(vec![Request::Prepare(Prepare {
+            files,
+            append: false,
+        })])
+        .await;
+    match client.recv().await {
+        Some(Response::Prepared(Prepared { plans })) => {
+            assert_eq!(plans.len(), 300);
+            for plan in plans {
+                let FilePlan::Refused { code, message } = plan else {
+                    panic!("{plan:?}");
+                };
+                assert_eq!(code, ErrorCode::InvalidName);
+                assert!(
+                    message.len() <= ft_protocol::MAX_PLAN_MESSAGE_LEN,
+                    "{message}"
+                );
+            }
+        }
+        other => panic!("expected Prepared, got {other:?}"),
+    }
+}
+
+/// Answers are paired with files by id: a second file with the id of one still awaiting its
+/// answer is a protocol violation, after the first is answered; an id reused once its file
+/// was answered is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_reused_while_its_file_awaits_an_answer_is_a_violation() {
+    let server = Server::start().await;
+    let mut client = server.hello().await;
+    client.send_all(upload(1, "first.txt", b"one")).await;
+    assert_eq!(client.expect_ack().await.id, 1);
+    // Answered: the id may serve again.
+    let mut requests = upload(1, "second.txt", b"two");
+    requests.extend(upload(1, "third.txt", b"three"));
+    client.send_all(requests).await;
+    let ack = client.expect_ack().await;
+    assert_eq!((ack.id, ack.stored_name.as_str()), (1, "second.txt"));
+    match client.recv().await {
+        Some(Response::Error(error)) => {
+            assert_eq!((error.id, error.code), (None, ErrorCode::ProtocolViolation));
+            assert!(error.message.contains("id 1"), "{}", error.message);
+        }
+        other => panic!("expected a violation, got {other:?}"),
+    }
+    client.expect_closed().await;
+    assert!(!server.dir.path().join("tester/third.txt").exists());
+}

@@ -40,6 +40,10 @@ pub(super) struct UploadRound {
     /// Groups being committed in the background, oldest first (at most
     /// [`COMMITS_IN_FLIGHT`]).
     committing: VecDeque<JoinHandle<Committed>>,
+    /// Ids of files begun and not yet answered: the client pairs answers with files by id,
+    /// so an id used twice at once is a protocol violation. Bounded by the files a group and
+    /// the commits in flight hold.
+    unanswered: std::collections::HashSet<u32>,
 }
 
 impl UploadRound {
@@ -84,6 +88,16 @@ impl UploadRound {
     /// Takes the resume offered for `key`, if any.
     pub(super) fn take_offer(&mut self, key: &Hash) -> Option<Offer> {
         self.offers.remove(key)
+    }
+
+    /// Notes that file `id` began; false if a file with that id awaits its answer already.
+    pub(super) fn begin_id(&mut self, id: u32) -> bool {
+        self.unanswered.insert(id)
+    }
+
+    /// Notes that file `id` was answered.
+    pub(super) fn answered(&mut self, id: u32) {
+        self.unanswered.remove(&id);
     }
 
     /// Counts `key` as announced.

@@ -39,10 +39,7 @@ impl Session {
             let plans = prepare
                 .files
                 .iter()
-                .map(|_| FilePlan::Refused {
-                    code,
-                    message: message.clone(),
-                })
+                .map(|_| FilePlan::refused(code, message.clone()))
                 .collect();
             return self.send(Response::Prepared(Prepared { plans })).await;
         }
@@ -87,13 +84,7 @@ impl Session {
         for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {
             if still_held.contains(&intent.key) {
                 let message = "this file is being uploaded by another connection".to_owned();
-                (plan, resume) = (
-                    FilePlan::Refused {
-                        code: ErrorCode::Busy,
-                        message,
-                    },
-                    None,
-                );
+                (plan, resume) = (FilePlan::refused(ErrorCode::Busy, message), None);
             } else if matches!(plan, FilePlan::Resume { .. })
                 && (!seen.insert(intent.key)
                     || self.round.has_offer(&intent.key)
@@ -122,6 +113,10 @@ impl Session {
             return Err(self.violation("BeginFile offset beyond its size").await);
         }
         let id = begin.id;
+        if !self.round.begin_id(id) {
+            let what = format!("BeginFile with id {id}, which an unanswered file already has");
+            return Err(self.violation(&what).await);
+        }
         let action = match begin.conflict {
             ConflictPolicy::KeepBoth => Action::Upload,
             ConflictPolicy::Overwrite => Action::Overwrite,
@@ -406,6 +401,7 @@ impl Session {
                 started,
                 ..
             } = verified;
+            self.round.answered(id);
             match placed {
                 Ok(stored) => {
                     tracing::info!(
