@@ -163,5 +163,11 @@ pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 /// would otherwise outgrow [`MAX_FRAME_LEN`] and could not be sent at all).
 pub const MAX_PLAN_MESSAGE_LEN: usize = 96;
 
+/// Longest `List` pattern, in bytes.
+pub const MAX_PATTERN_LEN: usize = 256;
+
+/// Most characters in one `[...]` set of a `List` pattern.
+pub const MAX_PATTERN_SET_LEN: usize = 64;
+
 /// The default TCP port of `fts`.
 pub const DEFAULT_PORT: u16 = 7878;

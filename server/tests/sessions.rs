@@ -1430,3 +1430,80 @@ async fn an_id_reused_while_its_file_awaits_an_answer_is_a_violation() {
     client.expect_closed().await;
     assert!(!server.dir.path().join("tester/third.txt").exists());
 }
+
+/// A pattern too costly to match is refused at once; the costliest allowed one, run again
+/// and again over many long names, holds up no other client: their uploads, gets and lists
+/// keep finishing promptly (the bound is generous: it is about never waiting behind the
+/// listing, not about speed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costly_list_patterns_are_refused_or_hold_up_no_one() {
+    let server = Server::start().await;
+    let mut lister = server.hello().await;
+    let long = "a".repeat(200);
+    let mut requests = Vec::new();
+    for n in 0..1500u32 {
+        requests.extend(upload(n, &format!("{long}/{long}{n}"), b"x"));
+    }
+    lister.send_all(requests).await;
+    for _ in 0..1500 {
+        lister.expect_ack().await;
+    }
+
+    let huge = format!("*[{}]", "b-b".repeat(16_000));
+    lister
+        .send(Request::List(List {
+            pattern: Some(huge),
+        }))
+        .await;
+    match lister.recv().await {
+        Some(Response::Failed(failed)) => {
+            assert_eq!(failed.code, ErrorCode::InvalidName);
+            assert!(failed.message.contains("pattern"), "{}", failed.message);
+        }
+        other => panic!("expected the pattern refused, got {other:?}"),
+    }
+
+    // The costliest shape allowed: stars the matcher backtracks over, never matching.
+    let costly = format!("{}b", "*a".repeat(ft_protocol::MAX_PATTERN_LEN / 2 - 1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listing = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut lists = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && lists < 1000 {
+                let pages = lister.list(Some(&costly)).await;
+                assert!(pages.iter().all(|page| page.entries.is_empty()));
+                lists += 1;
+            }
+            lists
+        })
+    };
+    let mut other = server.hello().await;
+    for round in 0..5u32 {
+        let started = Instant::now();
+        other
+            .send_all(upload(
+                100_000 + round,
+                &format!("other{round}.txt"),
+                b"other",
+            ))
+            .await;
+        other.expect_ack().await;
+        let listed = other.list(Some("other*")).await;
+        assert_eq!(
+            listed.iter().map(|page| page.entries.len()).sum::<usize>(),
+            round as usize + 1
+        );
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "round {round} took {elapsed:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lists = tokio::time::timeout(Duration::from_secs(60), listing)
+        .await
+        .expect("the lister stops")
+        .unwrap();
+    assert!(lists >= 1);
+}

@@ -120,6 +120,9 @@ pub struct NewRecord {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for listings: in WAL mode it reads beside the commits' writes, so
+    /// a long listing never holds the lock group commits take.
+    reader: Arc<Mutex<Connection>>,
     /// The database file.
     path: std::path::PathBuf,
 }
@@ -128,8 +131,10 @@ impl Catalog {
     /// Opens or creates the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         let conn = connect(path)?;
+        let reader = connect(path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
         })
     }
@@ -197,27 +202,26 @@ impl Catalog {
         Ok(removed)
     }
 
-    /// Up to `limit` recorded files under `within` (a namespace's folder, or everything)
-    /// whose stored names sort after `after` and match the glob `pattern` (SQLite GLOB: `*`,
-    /// `?`, `[...]`, case-sensitive), in name order. Paging keeps both memory and the time
-    /// the lock is held bounded. Blocking.
-    pub fn list_page(
+    /// Up to `limit` recorded files under `within` (a namespace's folder, or everything),
+    /// from `start` on (inclusive) and after `after` (exclusive), in name order: one bounded
+    /// slice of a listing, read on the listing connection through the name's index. Blocking.
+    pub fn scan(
         &self,
         within: Within<'_>,
-        pattern: Option<&str>,
+        start: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<CatalogEntry>, CatalogError> {
-        let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let conn = self.reader.lock().map_err(|_| CatalogError::Poisoned)?;
         let mut statement = conn.prepare_cached(
             "SELECT stored_name, sent_name, size, blake3, added_at, owner FROM files
-             WHERE (?1 IS NULL OR stored_name > ?1) AND (?2 IS NULL OR stored_name GLOB ?2)
+             WHERE (?1 IS NULL OR stored_name > ?1) AND stored_name >= ?2
                AND stored_name >= ?4 AND (?5 IS NULL OR stored_name < ?5)
              ORDER BY stored_name LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (from, until) = within.range();
-        let rows = statement.query_map(params![after, pattern, limit, from, until], read_row)?;
+        let rows = statement.query_map(params![after, start, limit, from, until], read_row)?;
         rows.map(|row| entry_from(row?)).collect()
     }
 
@@ -349,7 +353,7 @@ mod tests {
         }
         let names = |within| -> Vec<String> {
             catalog
-                .list_page(within, None, None, 10)
+                .scan(within, "", None, 10)
                 .unwrap()
                 .into_iter()
                 .map(|entry| entry.name)
@@ -410,7 +414,7 @@ mod tests {
         }
         let entries = Catalog::open(&path)
             .unwrap()
-            .list_page(Within::All, None, None, 10)
+            .scan(Within::All, "", None, 10)
             .unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -425,9 +429,9 @@ mod tests {
         for name in ["c", "a", "e", "b", "d"] {
             catalog.record(&record(name, name.as_bytes())).unwrap();
         }
-        let first = catalog.list_page(Within::All, None, None, 2).unwrap();
-        let second = catalog.list_page(Within::All, None, Some("b"), 2).unwrap();
-        let last = catalog.list_page(Within::All, None, Some("d"), 2).unwrap();
+        let first = catalog.scan(Within::All, "", None, 2).unwrap();
+        let second = catalog.scan(Within::All, "", Some("b"), 2).unwrap();
+        let last = catalog.scan(Within::All, "", Some("d"), 2).unwrap();
         let names = |page: &[CatalogEntry]| page.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&first), ["a", "b"]);
         assert_eq!(names(&second), ["c", "d"]);
@@ -435,23 +439,22 @@ mod tests {
     }
 
     #[test]
-    fn patterns_totals_lookup_and_removal() {
+    fn scans_from_a_start_totals_lookup_and_removal() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
         for name in ["photos/a.jpg", "photos/b.png", "notes.txt"] {
             catalog.record(&record(name, name.as_bytes())).unwrap();
         }
-        let jpgs = catalog
-            .list_page(Within::All, Some("*.jpg"), None, 10)
+        let from_photos = catalog.scan(Within::All, "photos/", None, 10).unwrap();
+        let names: Vec<_> = from_photos
+            .iter()
+            .map(|entry| entry.name.as_str())
+            .collect();
+        assert_eq!(names, ["photos/a.jpg", "photos/b.png"]);
+        let after_a = catalog
+            .scan(Within::All, "photos/", Some("photos/a.jpg"), 1)
             .unwrap();
-        assert_eq!(jpgs.len(), 1);
-        assert_eq!(
-            catalog
-                .list_page(Within::All, Some("photos/*"), None, 10)
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(after_a[0].name, "photos/b.png");
         assert_eq!(catalog.totals(Within::All).unwrap(), (3, 12 + 12 + 9));
         assert_eq!(catalog.get("notes.txt").unwrap().unwrap().size, 9);
         assert!(catalog.remove("notes.txt").unwrap());
@@ -514,7 +517,7 @@ mod tests {
         let group: Vec<_> = ["a", "b", "c"].iter().map(|n| record(n, b"z")).collect();
         catalog.record_all(&group, Durability::Flushed).unwrap();
         assert_eq!(catalog.remove_all(["a", "c", "missing"]).unwrap(), 2);
-        let left = catalog.list_page(Within::All, None, None, 10).unwrap();
+        let left = catalog.scan(Within::All, "", None, 10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].name, "b");
     }
@@ -525,7 +528,7 @@ mod tests {
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
         catalog.record(&record("a", b"old")).unwrap();
         catalog.record(&record("a", b"newer")).unwrap();
-        let entries = catalog.list_page(Within::All, None, None, 10).unwrap();
+        let entries = catalog.scan(Within::All, "", None, 10).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].size, 5);
     }

@@ -11,7 +11,8 @@ use ft_protocol::{
 
 use super::{Session, SessionError, Transfer, LISTING_PAGE_ENTRIES};
 use crate::{
-    auth::roles::Action, catalog::Within, download, names::ValidName, refusal::Refusal, ServerState,
+    auth::roles::Action, catalog::Within, download, listing, names::ValidName, pattern::Pattern,
+    refusal::Refusal, ServerState,
 };
 
 impl Session {
@@ -173,29 +174,34 @@ impl Session {
         let namespace = self.namespace();
         // A user's pattern matches names within its namespace (user names hold no glob
         // characters, so the prefix matches itself).
-        let pattern = match (&namespace, pattern) {
-            (Some(namespace), Some(pattern)) => Some(format!("{namespace}/{pattern}")),
-            (_, pattern) => pattern,
+        let scope = namespace
+            .as_ref()
+            .map_or(String::new(), |namespace| format!("{namespace}/"));
+        let pattern = match pattern.map(|pattern| Pattern::scoped(&scope, &pattern)) {
+            None => None,
+            Some(Ok(pattern)) => Some(pattern),
+            Some(Err(err)) => {
+                let message = format!("pattern refused: {err}");
+                return self
+                    .fail(Refusal::new(ErrorCode::InvalidName, message))
+                    .await;
+            }
         };
-        let mut after: Option<String> = None;
+        let prefix = pattern.as_ref().map_or(scope, Pattern::literal_prefix);
+        let query = Arc::new(listing::Query {
+            namespace,
+            pattern,
+            prefix,
+        });
+        let mut cursor: Option<String> = None;
         loop {
-            let catalog = self.state.catalog.clone();
-            let cursor = after.clone();
-            let glob = pattern.clone();
-            let namespace = namespace.clone();
-            // One entry more than a page tells whether this page is the last.
+            let (catalog, asked) = (self.state.catalog.clone(), Arc::clone(&query));
             let fetched = tokio::task::spawn_blocking(move || {
-                let within = namespace.as_deref().map_or(Within::All, Within::Namespace);
-                catalog.list_page(
-                    within,
-                    glob.as_deref(),
-                    cursor.as_deref(),
-                    LISTING_PAGE_ENTRIES + 1,
-                )
+                listing::next_page(&catalog, &asked, cursor, LISTING_PAGE_ENTRIES)
             })
             .await;
-            let mut entries = match fetched {
-                Ok(Ok(entries)) => entries,
+            let page = match fetched {
+                Ok(Ok(page)) => page,
                 Ok(Err(err)) => {
                     let err = SessionError::Catalog(err);
                     return Err(self.refuse(ErrorCode::Internal, err).await);
@@ -205,9 +211,12 @@ impl Session {
                     return Err(self.refuse(ErrorCode::Internal, err).await);
                 }
             };
-            let last = entries.len() <= LISTING_PAGE_ENTRIES;
-            entries.truncate(LISTING_PAGE_ENTRIES);
-            after = entries.last().map(|entry| entry.name.clone());
+            let listing::Page {
+                mut entries,
+                cursor: next,
+                last,
+            } = page;
+            cursor = next;
             for entry in &mut entries {
                 entry.name = self.client_name(&entry.name);
                 entry.sent_name = self.client_name(&entry.sent_name);
