@@ -53,7 +53,10 @@
 //!   discards its chunks without answering again.
 //! - An `Ack` is sent only after the file's bytes and the directory entry are on stable
 //!   storage and the catalog records the file. Nothing unverified ever carries its final name.
-//! - `List` is answered by one or more [`Listing`] pages; the last has `last: true`.
+//! - `List` is answered by one or more [`Listing`] pages; the last has `last: true`. The
+//!   server bounds the work behind each page, so a page may hold fewer entries than others,
+//!   even none, before more follow. A pattern longer than [`MAX_PATTERN_LEN`] or with a set
+//!   of more than [`MAX_PATTERN_SET_LEN`] characters is answered with [`Failed`].
 //! - `Prepare` is answered by one [`Prepared`] carrying a [`FilePlan`] per announced file:
 //!   send it whole, resume it from an offset, or don't send it (refused up front: bad name,
 //!   too large, not enough space). It is optional, but it is the only way to resume, and
