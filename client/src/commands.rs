@@ -128,7 +128,7 @@ pub(crate) async fn rm(session: &mut Session, names: &[String], json: bool) -> E
                         &json!({"event": "file_failed", "name": name, "code": code.as_str(), "message": message}),
                     );
                 }
-                eprintln!("ftc: not deleted: {name}: {message} ({code})");
+                crate::terminal::err!("ftc: not deleted: {name}: {message} ({code})");
             }
             Err(err) => {
                 session.reset();

@@ -8,6 +8,7 @@ mod login;
 mod output;
 mod progress;
 mod shell;
+mod terminal;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 

@@ -14,22 +14,19 @@ use serde_json::{json, Value};
 
 use crate::{exit::Exit, progress::Progress};
 
+use crate::terminal::err;
 /// Like `println!`, but a closed stdout (`ftc list | head`) is not a panic: the reader has
 /// what it wanted, so the rest is dropped quietly.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-pub(crate) use out;
+pub(crate) use crate::terminal::out;
 
 /// Progress events are printed at most this often per file in JSON mode (plus the last).
 const JSON_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Prints one JSON object as a line.
+/// Prints one JSON object as a line: exactly (JSON escapes control characters itself, and a
+/// reader of JSON wants the server's text as it is).
 pub(crate) fn emit(value: &Value) {
-    out!("{value}");
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{value}");
 }
 
 /// Reports a failure of a whole command, with its causes: text on stderr, and a JSON line
@@ -42,10 +39,10 @@ pub(crate) fn report_error(err: impl Into<anyhow::Error>, json: bool) -> Exit {
         // One line per local path, each with its own prefix.
         Ok(ClientError::LocalFiles(problems)) => {
             for problem in problems {
-                eprintln!("ftc: error: {:#}", anyhow::Error::new(problem));
+                err!("ftc: error: {:#}", anyhow::Error::new(problem));
             }
         }
-        _ => eprintln!("ftc: error: {message}"),
+        _ => err!("ftc: error: {message}"),
     }
     if json {
         emit(&json!({"event": "error", "message": message}));
@@ -190,7 +187,7 @@ pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -
             let _ = listing.flush();
         }
         for skip in skipped {
-            eprintln!("ftc: skipped {}: {}", skip.path.display(), skip.reason);
+            err!("ftc: skipped {}: {}", skip.path.display(), skip.reason);
         }
         let mut unconfirmed = 0;
         for (file, failure) in report.failed() {
@@ -198,7 +195,7 @@ pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -
                 unconfirmed += 1;
                 continue;
             }
-            eprintln!(
+            err!(
                 "ftc: not stored: {}: {} ({})",
                 file.path.display(),
                 failure.message,
@@ -206,13 +203,14 @@ pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -
             );
         }
         for (folder, failure) in &report.folder_failures {
-            eprintln!(
+            err!(
                 "ftc: folder not made: {folder}: {} ({})",
-                failure.message, failure.code
+                failure.message,
+                failure.code
             );
         }
         if unconfirmed > 0 {
-            eprintln!(
+            err!(
                 "ftc: {unconfirmed} {} not stored: the server did not confirm them",
                 files_word(unconfirmed)
             );
@@ -270,9 +268,11 @@ pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
         }
         for outcome in &report.outcomes {
             if let Err(failure) = &outcome.result {
-                eprintln!(
+                err!(
                     "ftc: not saved: {}: {} ({})",
-                    outcome.name, failure.message, failure.code
+                    outcome.name,
+                    failure.message,
+                    failure.code
                 );
             }
         }
@@ -323,7 +323,7 @@ fn files_word(count: usize) -> &'static str {
 /// The exit status of a batch: a failed connection outranks failed files.
 fn batch_exit(connection_error: Option<ClientError>, all_ok: bool) -> Exit {
     if let Some(err) = connection_error {
-        eprintln!("ftc: error: {:#}", anyhow::Error::new(err));
+        err!("ftc: error: {:#}", anyhow::Error::new(err));
         return Exit::Connection;
     }
     if all_ok {

@@ -152,7 +152,7 @@ impl Bars {
         let bar = self
             .multi
             .add(ProgressBar::new(size).with_style(bar_style("{prefix:>24}")));
-        bar.set_prefix(shorten(name, 24));
+        bar.set_prefix(crate::terminal::safe(&shorten(name, 24)).into_owned());
         bar.set_position(offset);
         if offset > 0 {
             bar.set_message("resumed");

@@ -42,6 +42,16 @@ pub enum NameError {
     /// The server's private directory.
     #[error("names starting with '{PRIVATE_DIR}' (in any case) are reserved for the server")]
     Reserved,
+    /// A bidirectional override, embedding, isolate or mark, which makes a name display as
+    /// another (`invoice\u{202e}fdp.exe` shows as `invoiceexe.pdf`).
+    #[error("bidirectional control characters are not allowed in names")]
+    BidiControl,
+}
+
+/// Whether `c` changes how the text around it is displayed (Unicode's bidirectional
+/// controls).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A name that passed every rule: safe to join onto the storage root.
@@ -59,6 +69,9 @@ impl ValidName {
         }
         if name.chars().any(char::is_control) {
             return Err(NameError::ControlCharacter);
+        }
+        if name.chars().any(is_bidi_control) {
+            return Err(NameError::BidiControl);
         }
         if name.contains('\\') {
             return Err(NameError::Backslash);
@@ -160,6 +173,8 @@ mod tests {
             (".fts/catalog.db", NameError::Reserved),
             (".FTS/catalog.db", NameError::Reserved),
             (".Fts", NameError::Reserved),
+            ("invoice\u{202e}fdp.exe", NameError::BidiControl),
+            ("a/\u{2067}b", NameError::BidiControl),
         ];
         for (name, expected) in cases {
             assert_eq!(ValidName::parse(name), Err(expected), "{name:?}");

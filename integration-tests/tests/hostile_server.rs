@@ -1,0 +1,130 @@
+//! A hostile server: `ftc` never lets a server's text steer the terminal. Names and messages
+//! with escape sequences or bidirectional overrides are printed with those characters made
+//! visible; `--json` keeps the exact text.
+
+use integration_tests::{ftc, register, Login, Workspace};
+
+/// A name meant to retitle the terminal, then to pass `.exe` off as `.pdf`.
+const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2Jinvoice\u{202e}fdp.exe";
+
+/// A stand-in server that answers each request, in order, with the next of `replies`.
+fn scripted_server(replies: Vec<ft_protocol::Response>) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let identity = ft_server::tls::TlsIdentity::ephemeral().unwrap();
+    register(
+        &addr.to_string(),
+        Login {
+            fingerprint: identity.fingerprint,
+            user: "nobody".to_owned(),
+            token: "never-checked".to_owned(),
+        },
+    );
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let Ok((socket, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(session) = rustls::ServerConnection::new(identity.config) else {
+            return;
+        };
+        let mut tls = rustls::StreamOwned::new(session, socket);
+        for reply in replies {
+            let mut header = [0u8; 4];
+            if tls.read_exact(&mut header).is_err() {
+                return;
+            }
+            let mut request = vec![0u8; u32::from_be_bytes(header) as usize];
+            if tls.read_exact(&mut request).is_err() {
+                return;
+            }
+            let payload = ft_protocol::codec::encode(&reply).unwrap();
+            let _ = tls.write_all(&(payload.len() as u32).to_be_bytes());
+            let _ = tls.write_all(&payload);
+            let _ = tls.flush();
+        }
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    });
+    addr
+}
+
+fn handshake() -> Vec<ft_protocol::Response> {
+    vec![
+        ft_protocol::Response::Welcome(ft_protocol::Welcome {
+            protocol_version: ft_protocol::PROTOCOL_VERSION,
+            software: "fts \u{1b}[31mred".into(),
+            capabilities: vec![],
+            max_file_size: 1 << 30,
+        }),
+        ft_protocol::Response::Authenticated(ft_protocol::Authenticated {
+            user: "nobody".into(),
+            role: ft_protocol::Role::Write,
+        }),
+    ]
+}
+
+fn listing() -> ft_protocol::Response {
+    ft_protocol::Response::Listing(ft_protocol::Listing {
+        entries: vec![ft_protocol::CatalogEntry {
+            name: HOSTILE.into(),
+            sent_name: HOSTILE.into(),
+            size: 3,
+            hash: ft_protocol::Hash([1; 32]),
+            added_at: "2026-12-04T00:00:00Z\u{1b}[1A".into(),
+            owner: "nobody".into(),
+        }],
+        last: true,
+    })
+}
+
+#[test]
+fn a_servers_names_and_messages_cannot_steer_the_terminal() {
+    let ws = Workspace::new();
+    let mut replies = handshake();
+    replies.push(listing());
+    let addr = scripted_server(replies).to_string();
+    let listed = ftc(&ws.src(), &["list", &addr]);
+    assert_eq!(listed.code(), Some(0), "{listed}");
+    assert!(!listed.stdout.contains('\u{1b}'), "raw escape: {listed}");
+    assert!(
+        !listed.stdout.contains('\u{202e}'),
+        "raw override: {listed}"
+    );
+    assert!(
+        listed.stdout.contains("\\u{001b}]0;owned\\u{0007}")
+            && listed.stdout.contains("invoice\\u{202e}fdp.exe"),
+        "{listed}"
+    );
+
+    // A refusal's message is shown safely too.
+    let mut replies = handshake();
+    replies.push(ft_protocol::Response::Failed(ft_protocol::Failed {
+        code: ft_protocol::ErrorCode::NotFound,
+        message: format!("no file {HOSTILE}"),
+    }));
+    let addr = scripted_server(replies).to_string();
+    let removed = ftc(&ws.src(), &["rm", &addr, "x"]);
+    assert_eq!(removed.code(), Some(1), "{removed}");
+    assert!(
+        !removed.stderr.contains('\u{1b}') && !removed.stderr.contains('\u{202e}'),
+        "{removed}"
+    );
+    assert!(
+        removed.stderr.contains("invoice\\u{202e}fdp.exe"),
+        "{removed}"
+    );
+
+    // JSON keeps the server's exact text.
+    let mut replies = handshake();
+    replies.push(listing());
+    let addr = scripted_server(replies).to_string();
+    let json = ftc(&ws.src(), &["list", &addr, "--json"]);
+    let entry: serde_json::Value = json
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|value| value["event"] == "entry")
+        .unwrap();
+    assert_eq!(entry["name"], HOSTILE);
+}
