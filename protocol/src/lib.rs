@@ -155,6 +155,10 @@ pub const CHUNK_SIZE: usize = 256 * 1024;
 /// Longest file name, in bytes of UTF-8, including every `/`-separated component.
 pub const MAX_NAME_LEN: usize = 4096;
 
+/// Most folders a stored name may have above its file, counting a user's namespace: every
+/// folder costs the server a lookup and a flush, so depth is bounded like length.
+pub const MAX_NAME_DEPTH: usize = 64;
+
 /// Longest single path component, in bytes: what common Linux filesystems allow.
 pub const MAX_NAME_COMPONENT_LEN: usize = 255;
 

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ft_protocol::{MAX_NAME_COMPONENT_LEN, MAX_NAME_LEN};
+use ft_protocol::{MAX_NAME_COMPONENT_LEN, MAX_NAME_DEPTH, MAX_NAME_LEN};
 
 /// The directory inside the storage root that belongs to the server (catalog, partials).
 pub const PRIVATE_DIR: &str = ".fts";
@@ -39,6 +39,9 @@ pub enum NameError {
     /// A backslash, which is a separator on Windows and would be ambiguous.
     #[error("backslashes are not allowed in names; use '/' between folders")]
     Backslash,
+    /// More than [`MAX_NAME_DEPTH`] folders.
+    #[error("a name has at most {MAX_NAME_DEPTH} folders (counting the user's own)")]
+    TooDeep,
     /// The server's private directory.
     #[error("names starting with '{PRIVATE_DIR}' (in any case) are reserved for the server")]
     Reserved,
@@ -78,6 +81,9 @@ impl ValidName {
         }
         if name.starts_with('/') {
             return Err(NameError::Absolute);
+        }
+        if name.matches('/').count() > MAX_NAME_DEPTH {
+            return Err(NameError::TooDeep);
         }
         for (index, component) in name.split('/').enumerate() {
             match component {
@@ -185,6 +191,9 @@ mod tests {
         );
         let long = vec!["y".repeat(200); 30].join("/");
         assert_eq!(ValidName::parse(&long), Err(NameError::TooLong));
+        let deep = "d/".repeat(MAX_NAME_DEPTH + 1) + "f";
+        assert_eq!(ValidName::parse(&deep), Err(NameError::TooDeep));
+        assert!(ValidName::parse(&("d/".repeat(MAX_NAME_DEPTH) + "f")).is_ok());
         // Only the top-level private directory is reserved.
         assert!(ValidName::parse("sub/.fts").is_ok());
     }

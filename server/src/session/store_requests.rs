@@ -241,10 +241,7 @@ fn delete_stored(state: &ServerState, name: &str) -> Result<Deleted, Refusal> {
     let valid = ValidName::parse(name).map_err(|_| not_found())?;
     let _serialized = state.serialize_commits();
     let entry = state.catalog.get(valid.as_str())?.ok_or_else(not_found)?;
-    state
-        .store
-        .remove_stored(&valid)
-        .map_err(Refusal::storage)?;
+    state.store.remove_stored(&valid).map_err(Refusal::from)?;
     state.catalog.remove(valid.as_str())?;
     Ok(Deleted {
         name: entry.name,

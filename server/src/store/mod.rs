@@ -72,6 +72,9 @@ pub enum StoreError {
     /// A folder in the name is another filesystem mounted inside the storage directory.
     #[error("'{0}' is on another filesystem; files are only stored on the directory's own")]
     OtherFilesystem(String),
+    /// The name is a folder or something else than a regular file.
+    #[error("'{0}' is not a regular file")]
+    NotAFile(String),
     /// Another `fts` serves this directory.
     #[error("{0} is already served by another fts process")]
     Locked(PathBuf),
@@ -87,6 +90,7 @@ impl StoreError {
                 | StoreError::Name(_)
                 | StoreError::PathTooLong(_)
                 | StoreError::OtherFilesystem(_)
+                | StoreError::NotAFile(_)
         )
     }
 }

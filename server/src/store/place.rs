@@ -14,8 +14,13 @@ use ft_protocol::{ConflictPolicy, Hash};
 use super::{folders::KnownFolders, io_error, Store, StoreError, STORED_FILE_MODE};
 use crate::names::ValidName;
 
-/// How many `name (n).ext` variants are tried before giving up on a crowded name.
-const MAX_CONFLICT_SUFFIX: u32 = 10_000;
+/// Numbered variants tried one after the other (`name (1)` .. `name (8)`) before the search
+/// starts doubling: the usual few copies get the next number, and a name crowded on purpose
+/// (thousands of squatted variants) costs a few dozen attempts, not thousands.
+const SEQUENTIAL_SUFFIXES: u32 = 8;
+
+/// The largest number a variant may carry; past it the name is refused as crowded.
+const MAX_CONFLICT_SUFFIX: u32 = 1 << 24;
 
 impl Store {
     /// Renames the partial upload `key` to `name` (creating its folders), without syncing:
@@ -159,7 +164,13 @@ impl Store {
         name: &ValidName,
         mut take: impl FnMut(&ValidName, &Path) -> io::Result<()>,
     ) -> Result<ValidName, StoreError> {
-        for n in 0..=MAX_CONFLICT_SUFFIX {
+        // 0 (the name itself), 1..=8, then 16, 32, 64, ...: O(log n) attempts however many
+        // variants are taken.
+        let candidates = (0..=SEQUENTIAL_SUFFIXES).chain(
+            std::iter::successors(Some(SEQUENTIAL_SUFFIXES * 2), |n| n.checked_mul(2))
+                .take_while(|n| *n <= MAX_CONFLICT_SUFFIX),
+        );
+        for n in candidates {
             let candidate = if n == 0 {
                 name.clone()
             } else {

@@ -37,10 +37,11 @@ impl Store {
 
     /// Deletes a stored file (never through a link) and syncs its folder. Returns false if no
     /// regular file had that name. Blocking.
+    /// A name whose folders pass through a symbolic link or a file, or that is itself a link
+    /// or a folder, is an error: its record must not be dropped while something else stays
+    /// in its place.
     pub fn remove_stored(&self, name: &ValidName) -> Result<bool, StoreError> {
-        if self.walk_parents(name, false).is_err() {
-            return Ok(false);
-        }
+        self.walk_parents(name, false)?;
         let path = name.under(&self.root);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => {
@@ -50,7 +51,10 @@ impl Store {
                 }
                 Ok(true)
             }
-            Ok(_) => Ok(false),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                Err(StoreError::SymlinkInPath(name.as_str().to_owned()))
+            }
+            Ok(_) => Err(StoreError::NotAFile(name.as_str().to_owned())),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(err) => Err(io_error("inspect", &path)(err)),
         }

@@ -260,3 +260,46 @@ fn free_space_is_reported() {
     let store = Store::open(dir.path()).unwrap();
     assert!(store.available_space().unwrap() > 0);
 }
+
+#[test]
+fn a_crowded_name_costs_a_few_attempts_not_thousands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fs::write(dir.path().join("x.txt"), b"").unwrap();
+    for n in 1..=100 {
+        fs::write(dir.path().join(format!("x ({n}).txt")), b"").unwrap();
+    }
+    // 0 and 1..=8 are taken, then 16, 32 and 64: 128 is the first tried that is free.
+    let stored = commit(&store, 1, b"new", "x.txt", ConflictPolicy::KeepBoth).unwrap();
+    assert_eq!(stored.as_str(), "x (128).txt");
+    assert_eq!(fs::read(dir.path().join("x (128).txt")).unwrap(), b"new");
+    // The usual case still numbers one by one.
+    let stored = commit(&store, 2, b"y", "y.txt", ConflictPolicy::KeepBoth).unwrap();
+    assert_eq!(stored.as_str(), "y.txt");
+    let stored = commit(&store, 3, b"y2", "y.txt", ConflictPolicy::KeepBoth).unwrap();
+    assert_eq!(stored.as_str(), "y (1).txt");
+}
+
+#[test]
+fn removing_through_a_link_or_a_folder_fails_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fs::write(outside.path().join("victim.txt"), b"keep me").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    let err = store.remove_stored(&name("link/victim.txt")).unwrap_err();
+    assert!(err.is_about_the_name(), "{err}");
+    assert_eq!(
+        fs::read(outside.path().join("victim.txt")).unwrap(),
+        b"keep me"
+    );
+    std::os::unix::fs::symlink(outside.path().join("victim.txt"), dir.path().join("leaf")).unwrap();
+    assert!(store.remove_stored(&name("leaf")).is_err());
+    assert!(outside.path().join("victim.txt").exists());
+    fs::create_dir(dir.path().join("folder")).unwrap();
+    assert!(store.remove_stored(&name("folder")).is_err());
+    assert!(
+        !store.remove_stored(&name("missing.txt")).unwrap(),
+        "gone already: fine"
+    );
+}
