@@ -37,11 +37,16 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_connections: u32,
 
+    /// Clients served at once from one IP address (NAT gateways and build farms share one),
+    /// so one host cannot take every slot; more are refused with a "busy" error.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_connections_per_address: u32,
+
     /// Largest file accepted, in bytes (suffixes K, M, G, T are powers of 1024).
     #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
     pub max_file_size: u64,
 
-    /// Time a new client has to say Hello (e.g. 10s).
+    /// Time a new client has for the TLS handshake, Hello and its login, all told (e.g. 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
@@ -132,6 +137,8 @@ fn parse_anonymous_role(text: &str) -> Result<Role, String> {
 pub struct Limits {
     /// See [`Args::max_connections`].
     pub max_connections: usize,
+    /// See [`Args::max_connections_per_address`].
+    pub max_connections_per_address: usize,
     /// See [`Args::max_file_size`].
     pub max_file_size: u64,
     /// See [`Args::handshake_timeout`].
@@ -148,6 +155,7 @@ impl From<&Args> for Limits {
     fn from(args: &Args) -> Self {
         Self {
             max_connections: args.max_connections as usize,
+            max_connections_per_address: args.max_connections_per_address as usize,
             max_file_size: args.max_file_size,
             handshake_timeout: args.handshake_timeout,
             idle_timeout: args.idle_timeout,

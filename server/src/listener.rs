@@ -6,7 +6,12 @@
 //! so the server never queues unbounded work. On shutdown the loop stops accepting, idle
 //! sessions say goodbye, and uploads in flight get `--shutdown-grace` to finish.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use ft_protocol::{codec, ErrorCode, ErrorResponse, Response, PROTOCOL_VERSION};
 use futures::SinkExt;
@@ -37,6 +42,8 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    let per_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let per_address_limit = state.limits.max_connections_per_address;
     let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     let sessions = TaskTracker::new();
     // Cancelled when the grace period is over: every session still open is dropped.
@@ -59,14 +66,29 @@ pub(crate) async fn run(
                 continue;
             }
         };
+        let Some(address_slot) = AddressSlot::take(&per_address, peer.ip(), per_address_limit)
+        else {
+            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                let state = Arc::clone(&state);
+                sessions.spawn(async move {
+                    let message = "too many connections from your address; try again later";
+                    refuse_busy(stream, peer, &state, message).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
                 let (state, shutdown, cut) = (Arc::clone(&state), shutdown.clone(), cut.clone());
                 sessions.spawn(async move {
+                    // TLS, Hello and the login together get one handshake timeout.
+                    let login_deadline =
+                        tokio::time::Instant::now() + state.limits.handshake_timeout;
                     let serving = async {
-                        let timeout = state.limits.handshake_timeout;
-                        if let Some(stream) = accept_tls(stream, peer, &state, timeout).await {
-                            session::serve(stream, peer, state, shutdown).await;
+                        if let Some(stream) = accept_tls(stream, peer, &state, login_deadline).await
+                        {
+                            session::serve(stream, peer, state, shutdown, login_deadline).await;
                         }
                     };
                     tokio::select! {
@@ -74,14 +96,17 @@ pub(crate) async fn run(
                         () = cut.cancelled() => {}
                     }
                     drop(permit);
+                    drop(address_slot);
                 });
             }
             Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
                 Ok(permit) => {
                     let state = Arc::clone(&state);
                     sessions.spawn(async move {
-                        refuse_busy(stream, peer, &state).await;
+                        let message = "server is at its connection limit; try again later";
+                        refuse_busy(stream, peer, &state, message).await;
                         drop(permit);
+                        drop(address_slot);
                     });
                 }
                 Err(_) => drop(stream),
@@ -110,16 +135,13 @@ pub(crate) async fn run(
 
 /// Tells a client over the connection limit so, inside TLS like every answer, and within
 /// [`REFUSAL_TIMEOUT`] all told.
-async fn refuse_busy(stream: TcpStream, peer: SocketAddr, state: &ServerState) {
-    tracing::warn!(%peer, "refused: connection limit reached");
+async fn refuse_busy(stream: TcpStream, peer: SocketAddr, state: &ServerState, message: &str) {
+    tracing::warn!(%peer, reason = message, "refused: busy");
     let refusing = async {
-        let stream = accept_tls(stream, peer, state, REFUSAL_TIMEOUT).await?;
+        let deadline = tokio::time::Instant::now() + REFUSAL_TIMEOUT;
+        let stream = accept_tls(stream, peer, state, deadline).await?;
         let mut writer = codec::message_writer::<_, Response>(stream);
-        let busy = ErrorResponse::new(
-            None,
-            ErrorCode::Busy,
-            "server is at its connection limit; try again later",
-        );
+        let busy = ErrorResponse::new(None, ErrorCode::Busy, message);
         writer.send(Response::Error(busy)).await.ok()?;
         let mut stream = writer.into_inner();
         tokio::io::AsyncWriteExt::shutdown(&mut stream).await.ok()
@@ -137,7 +159,7 @@ async fn accept_tls(
     stream: TcpStream,
     peer: SocketAddr,
     state: &ServerState,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.security.tls.config));
     let handshake = async {
@@ -158,15 +180,58 @@ async fn accept_tls(
         }
         acceptor.accept(stream).await.map_err(|err| err.to_string())
     };
-    match tokio::time::timeout(timeout, handshake).await {
+    match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(reason)) => {
             tracing::warn!(%peer, %reason, "TLS handshake failed");
             None
         }
         Err(_) => {
-            tracing::warn!(%peer, ?timeout, "TLS handshake timed out");
+            tracing::warn!(%peer, "TLS handshake timed out");
             None
+        }
+    }
+}
+
+/// Connections open per client address.
+type AddressCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One of an address's connection slots, given back when dropped.
+struct AddressSlot {
+    counts: AddressCounts,
+    address: IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `address`, unless it holds `limit` already.
+    fn take(counts: &AddressCounts, address: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = map.entry(address).or_insert(0);
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(counts),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        // Counts only: a map left by a panicking thread is still sound.
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = map.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.address);
+            }
         }
     }
 }

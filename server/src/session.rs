@@ -119,6 +119,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     state: Arc<ServerState>,
     shutdown: CancellationToken,
+    login_deadline: tokio::time::Instant,
 ) {
     // Acks are small and latency-bound; don't let Nagle hold them back.
     let _ = stream.get_ref().0.set_nodelay(true);
@@ -132,6 +133,7 @@ pub(crate) async fn serve(
         zstd: false,
         round: UploadRound::default(),
         identity: None,
+        login_deadline,
         namespaces_seen: std::sync::Mutex::default(),
         files_stored: 0,
     };
@@ -200,6 +202,8 @@ struct Session {
     round: UploadRound,
     /// Who the client is, once it authenticated (before, no request is let through).
     identity: Option<Identity>,
+    /// When the TLS handshake, Hello and the login must be done by, all told.
+    login_deadline: tokio::time::Instant,
     /// For an admin: whether first folders of its names are namespaces, as looked up.
     namespaces_seen: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Files acknowledged on this connection, for the log.
@@ -386,7 +390,9 @@ impl Session {
     /// before saying anything.
     async fn handshake(&mut self) -> Result<bool, SessionError> {
         let timeout = self.state.limits.handshake_timeout;
-        let frame = match tokio::time::timeout(timeout, self.reader.get_mut().next()).await {
+        let frame = match tokio::time::timeout_at(self.login_deadline, self.reader.get_mut().next())
+            .await
+        {
             Err(_) => {
                 return Err(self
                     .refuse(ErrorCode::Timeout, SessionError::Timeout(timeout))
@@ -436,7 +442,7 @@ impl Session {
     /// false if the client left first.
     async fn authenticate(&mut self) -> Result<bool, SessionError> {
         let timeout = self.state.limits.handshake_timeout;
-        let request = match tokio::time::timeout(timeout, self.reader.next()).await {
+        let request = match tokio::time::timeout_at(self.login_deadline, self.reader.next()).await {
             Err(_) => {
                 return Err(self
                     .refuse(ErrorCode::Timeout, SessionError::Timeout(timeout))

@@ -1507,3 +1507,42 @@ async fn costly_list_patterns_are_refused_or_hold_up_no_one() {
         .unwrap();
     assert!(lists >= 1);
 }
+
+/// One address cannot take every slot: past its own limit it is told busy, while the
+/// server has room for others; a slot freed is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_slot() {
+    let server = Server::start_with(Limits {
+        max_connections: 16,
+        max_connections_per_address: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(server.hello().await);
+    }
+    let mut refused = server.connect().await;
+    match refused.recv().await {
+        Some(Response::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::Busy);
+            assert!(error.message.contains("your address"), "{}", error.message);
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = server.connect().await;
+        again.send(hello(PROTOCOL_VERSION, &[])).await;
+        match again.recv().await {
+            Some(Response::Welcome(_)) => break,
+            Some(Response::Error(error))
+                if error.code == ErrorCode::Busy && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("expected a welcome once a slot is free, got {other:?}"),
+        }
+    }
+}
