@@ -46,6 +46,8 @@
 //! - Uploads are **pipelined**: the client does not wait for anything between `BeginFile`,
 //!   its chunks, `EndFile` and the next `BeginFile`. Only one file is open at a time, so a
 //!   `Chunk` always belongs to the most recent `BeginFile`.
+//! - A `BeginFile`'s `id` must differ from those of the files still awaiting their answer
+//!   (answers carry it); reusing one is a protocol violation. Ids may be reused once answered.
 //! - Every `BeginFile` is answered **exactly once**, in the order the files were begun: an
 //!   [`Ack`] when the file is stored and verified, or an [`ErrorResponse`] carrying the file's
 //!   `id`. The answer may arrive early (a refused name is answered right after `BeginFile`);
