@@ -30,7 +30,7 @@ use crate::{
     events::TransferEvent,
     local::LocalFile,
     read::{
-        read_content, read_small, verified_prefix, OpenFolder, Streamed, READ_AHEAD_CHUNKS,
+        local_prefix, read_content, read_small, OpenFolder, Streamed, READ_AHEAD_CHUNKS,
         SMALL_FILE_BYTES,
     },
     report::{FailureCode, FileFailure, StoredFile},
@@ -193,7 +193,7 @@ impl Outbox<'_, '_> {
                     continue;
                 }
             };
-            let (offset, hasher) = match verified_prefix(&mut handle, &planned.plan).await {
+            let (offset, hasher) = match local_prefix(&mut handle, &planned.plan).await {
                 Ok(resume) => resume,
                 Err(err) => {
                     let message = format!("cannot read {}: {err}", file.path.display());
@@ -201,7 +201,9 @@ impl Outbox<'_, '_> {
                     continue;
                 }
             };
-            self.begin_file(position, planned, offset).await?;
+            let prefix_hash = (offset > 0).then(|| Hash::from(hasher.finalize()));
+            self.begin_file(position, planned, offset, prefix_hash)
+                .await?;
             match self
                 .stream_content(position, planned, handle, offset, hasher)
                 .await?
@@ -226,6 +228,7 @@ impl Outbox<'_, '_> {
         position: usize,
         planned: &Planned<'_>,
         offset: u64,
+        prefix_hash: Option<Hash>,
     ) -> Result<(), ClientError> {
         let (index, file) = (planned.index, planned.file);
         self.ledger.emit(TransferEvent::FileStarted {
@@ -243,6 +246,7 @@ impl Outbox<'_, '_> {
             conflict: self.options.conflict,
             key: file.key,
             offset,
+            prefix_hash,
         };
         self.send(Request::BeginFile(begin)).await?;
         let _ = self.notes.send(Note::Begun(position));
@@ -272,7 +276,7 @@ impl Outbox<'_, '_> {
                 return Ok(());
             }
         };
-        self.begin_file(position, planned, 0).await?;
+        self.begin_file(position, planned, 0, None).await?;
         let hash = Hash::from(blake3::hash(&data));
         if !data.is_empty() {
             let piece = Compressor::new(self.compress).piece(data);

@@ -91,18 +91,15 @@ impl OpenFolder {
     }
 }
 
-/// For a resume plan, hashes the local prefix and keeps the offer only if it matches what
-/// the server holds; otherwise rewinds to a fresh upload. Returns the offset to send from
-/// and the hash state of everything before it.
-pub(crate) async fn verified_prefix(
+/// For a resume plan, hashes the local prefix the server offers to continue from: the
+/// server resumes only if this hash matches the bytes it holds. A file shorter than the
+/// offer is sent from the start. Returns the offset to send from and the hash state of
+/// everything before it.
+pub(crate) async fn local_prefix(
     handle: &mut tokio::fs::File,
     plan: &FilePlan,
 ) -> std::io::Result<(u64, blake3::Hasher)> {
-    let FilePlan::Resume {
-        offset,
-        prefix_hash,
-    } = plan
-    else {
+    let FilePlan::Resume { offset } = plan else {
         return Ok((0, blake3::Hasher::new()));
     };
     let mut hasher = blake3::Hasher::new();
@@ -117,7 +114,7 @@ pub(crate) async fn verified_prefix(
         hasher.update(&buffer[..read]);
         remaining -= read as u64;
     }
-    if remaining == 0 && Hash::from(hasher.finalize()) == *prefix_hash {
+    if remaining == 0 {
         return Ok((*offset, hasher));
     }
     handle.seek(SeekFrom::Start(0)).await?;

@@ -80,6 +80,7 @@ fn begin(size: u64) -> Request {
         conflict: ConflictPolicy::KeepBoth,
         key: Hash([5; 32]),
         offset: 0,
+        prefix_hash: None,
     })
 }
 

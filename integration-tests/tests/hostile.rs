@@ -445,6 +445,7 @@ async fn announcements_add_up_within_a_round_and_are_bounded() {
                 conflict: ConflictPolicy::KeepBoth,
                 key: Hash::from(blake3::hash(name.as_bytes())),
                 offset: 0,
+                prefix_hash: None,
             }))
             .await;
         client.send(chunk_request(b"x")).await;

@@ -159,6 +159,7 @@ async fn a_dropped_connection_keeps_its_bytes_until_the_partial_ttl() {
             conflict: ConflictPolicy::KeepBoth,
             key: Hash([9; 32]),
             offset: 0,
+            prefix_hash: None,
         }))
         .await;
     client

@@ -858,6 +858,7 @@ async fn another_user_can_never_resume_a_partial_upload() {
             conflict: ConflictPolicy::KeepBoth,
             key,
             offset: 0,
+            prefix_hash: None,
         }))
         .await;
     for piece in data.chunks(ft_protocol::CHUNK_SIZE).take(2) {
@@ -909,6 +910,9 @@ async fn another_user_can_never_resume_a_partial_upload() {
         conflict: ConflictPolicy::KeepBoth,
         key,
         offset: 2 * ft_protocol::CHUNK_SIZE as u64,
+        prefix_hash: Some(Hash::from(blake3::hash(
+            &data[..2 * ft_protocol::CHUNK_SIZE],
+        ))),
     }))
     .await;
     match bob.recv().await {
@@ -1129,4 +1133,89 @@ fn an_operators_certificate_is_used_instead_of_a_made_one() {
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("bad.pem"), "{stderr}");
+}
+
+/// Knowing a resume key is not enough, even for the same user: the server offers only the
+/// offset, never a hash of what it holds, and continues only for a client that shows the
+/// hash of those bytes; a wrong one discards them, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_key_alone_reveals_and_completes_nothing() {
+    let place = Place::new();
+    let server = Fts::start(&place.store, &[]);
+    let token = server.add_user("frank", "write");
+    let key = Hash([77; 32]);
+    let data = random_bytes(3 * ft_protocol::CHUNK_SIZE, 11);
+    let intent = FileIntent {
+        name: "secret.bin".into(),
+        size: data.len() as u64,
+        key,
+    };
+    let begin = |offset: u64, prefix_hash: Option<Hash>| {
+        Request::BeginFile(BeginFile {
+            id: 1,
+            name: "secret.bin".into(),
+            size: data.len() as u64,
+            conflict: ConflictPolicy::KeepBoth,
+            key,
+            offset,
+            prefix_hash,
+        })
+    };
+    let (mut victim, _) = Raw::login(&server, credentials("frank", &token)).await;
+    victim.send(begin(0, None)).await;
+    for piece in data.chunks(ft_protocol::CHUNK_SIZE).take(2) {
+        victim
+            .send(Request::Chunk(Chunk {
+                data: piece.to_vec().into(),
+            }))
+            .await;
+    }
+    drop(victim);
+    // Another client of the same user who knows only the key.
+    let deadline = Instant::now() + LIMIT;
+    let (mut guesser, offset) = loop {
+        let (mut guesser, _) = Raw::login(&server, credentials("frank", &token)).await;
+        guesser
+            .send(Request::Prepare(Prepare {
+                files: vec![intent.clone()],
+                append: false,
+            }))
+            .await;
+        match guesser.recv().await {
+            Some(Response::Prepared(prepared)) => match prepared.plans[0] {
+                FilePlan::Resume { offset } => break (guesser, offset),
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ref other => panic!("never offered a resume: {other:?}\n{}", server.log()),
+            },
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(offset > 0);
+    guesser.send(begin(offset, Some(Hash([0; 32])))).await;
+    match guesser.recv().await {
+        Some(Response::Error(error)) => {
+            assert_eq!((error.id, error.code), (Some(1), ErrorCode::HashMismatch));
+        }
+        other => panic!("expected hash-mismatch, got {other:?}"),
+    }
+    // The refused file is finished as the grammar wants, then: the held bytes are gone, the
+    // next offer is a fresh start, and nothing was stored.
+    guesser
+        .send(Request::CancelFile(ft_protocol::CancelFile {
+            reason: "refused".into(),
+        }))
+        .await;
+    guesser
+        .send(Request::Prepare(Prepare {
+            files: vec![intent.clone()],
+            append: false,
+        }))
+        .await;
+    match guesser.recv().await {
+        Some(Response::Prepared(prepared)) => assert_eq!(prepared.plans[0], FilePlan::Fresh),
+        other => panic!("{other:?}"),
+    }
+    assert!(!place.store.join("frank/secret.bin").exists());
 }

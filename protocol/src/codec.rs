@@ -282,12 +282,14 @@ mod tests {
             conflict: ConflictPolicy::Overwrite,
             key: Hash([0x11; 32]),
             offset: 5,
+            prefix_hash: Some(Hash([0x22; 32])),
         });
         let mut expected = vec![
             0x01, 0x07, 0x05, b'a', b'.', b't', b'x', b't', 0xac, 0x02, 0x01,
         ];
         expected.extend([0x11; 32]);
-        expected.push(0x05);
+        expected.extend([0x05, 0x01]);
+        expected.extend([0x22; 32]);
         assert_eq!(encode(&message).unwrap(), expected);
     }
 
@@ -347,19 +349,14 @@ mod tests {
         let message = Response::Prepared(crate::Prepared {
             plans: vec![
                 crate::FilePlan::Fresh,
-                crate::FilePlan::Resume {
-                    offset: 1,
-                    prefix_hash: Hash([0; 32]),
-                },
+                crate::FilePlan::Resume { offset: 1 },
                 crate::FilePlan::Refused {
                     code: ErrorCode::NoSpace,
                     message: "x".into(),
                 },
             ],
         });
-        let mut expected = vec![0x04, 0x03, 0x00, 0x01, 0x01];
-        expected.extend([0; 32]);
-        expected.extend([0x02, 0x0b, 0x01, b'x']);
+        let expected = vec![0x04, 0x03, 0x00, 0x01, 0x01, 0x02, 0x0b, 0x01, b'x'];
         assert_eq!(encode(&message).unwrap(), expected);
     }
 

@@ -82,11 +82,15 @@
 //! Each upload carries a `key` the client derives from the local file's identity and
 //! version. When a connection ends mid-file (or the server is killed), the server keeps the
 //! bytes it received under that key in a private area. A later `Prepare` for the same key
-//! is answered `Resume { offset, prefix_hash }`: the client hashes its own first `offset`
-//! bytes and, only if they match `prefix_hash`, sends `BeginFile { offset }` and the rest.
-//! The kept prefix is thus verified against the client's file, never trusted blindly; the
-//! hash in `EndFile` still covers the whole file and is checked against everything the
-//! server has on disk. A changed local file has a different key and starts from zero.
+//! is answered `Resume { offset }`: the client hashes its own first `offset` bytes and sends
+//! `BeginFile { offset, prefix_hash }` and the rest. The server resumes only if `prefix_hash`
+//! matches the bytes it holds (otherwise it answers `hash-mismatch` and discards them, and
+//! the client's retry starts from zero). So the kept prefix is verified against the client's
+//! file, never trusted blindly, and the server never reveals a hash of bytes to a client
+//! that has not shown it holds them: a key is an identifier, not a password. The hash in
+//! `EndFile` still covers the whole file and is checked against everything the server has on
+//! disk. A changed local file has a different key and starts from zero. Keys are kept per
+//! user: another user's client naming the same key reaches nothing.
 //! - An [`ErrorResponse`] without an `id` concerns the whole connection (protocol violation,
 //!   version mismatch, server shutting down); the server closes the connection after it.
 //!   A client may see the connection close without any answer (the server was killed);

@@ -192,6 +192,10 @@ pub struct BeginFile {
     /// Where the chunks start. Non-zero only to take up a [`FilePlan::Resume`] offered in this
     /// session for the same key and offset; the chunks then carry `size - offset` bytes.
     pub offset: u64,
+    /// With a non-zero `offset`: BLAKE3 of the client's own first `offset` bytes. The server
+    /// resumes only if it matches the bytes it holds; otherwise it answers `hash-mismatch`,
+    /// discards what it held, and a retry starts from zero.
+    pub prefix_hash: Option<Hash>,
 }
 
 /// Announces uploads before any data is sent, so the server can refuse files up front
@@ -232,13 +236,12 @@ pub enum FilePlan {
     /// Send the whole file.
     Fresh,
     /// The server holds the first `offset` bytes of an interrupted upload with this key.
-    /// The client compares `prefix_hash` (BLAKE3 of those bytes as the server has them on
-    /// disk) with its own file's prefix and resumes only on a match.
+    /// The client resumes by proving it holds the same bytes: its `BeginFile` carries the
+    /// BLAKE3 of its own first `offset` bytes, which the server compares with what it holds.
+    /// The server never sends a hash of bytes the asker has not shown it holds.
     Resume {
         /// Bytes the server holds.
         offset: u64,
-        /// BLAKE3 of those bytes.
-        prefix_hash: Hash,
     },
     /// The file would be refused; don't send it.
     Refused {

@@ -55,9 +55,10 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             any::<bool>(),
             hash(),
-            any::<u64>()
+            any::<u64>(),
+            prop::option::of(hash())
         )
-            .prop_map(|(id, name, size, overwrite, key, offset)| {
+            .prop_map(|(id, name, size, overwrite, key, offset, prefix_hash)| {
                 Request::BeginFile(BeginFile {
                     id,
                     name,
@@ -69,6 +70,7 @@ fn request() -> impl Strategy<Value = Request> {
                     },
                     key,
                     offset,
+                    prefix_hash,
                 })
             }),
         prop::collection::vec(any::<u8>(), 0..2048).prop_map(|data| Request::Chunk(Chunk {
@@ -118,10 +120,7 @@ fn request() -> impl Strategy<Value = Request> {
 fn plan() -> impl Strategy<Value = FilePlan> {
     prop_oneof![
         Just(FilePlan::Fresh),
-        (any::<u64>(), hash()).prop_map(|(offset, prefix_hash)| FilePlan::Resume {
-            offset,
-            prefix_hash
-        }),
+        any::<u64>().prop_map(|offset| FilePlan::Resume { offset }),
         (code(), name()).prop_map(|(code, message)| FilePlan::Refused { code, message }),
     ]
 }

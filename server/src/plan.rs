@@ -134,10 +134,8 @@ fn plan_upload(
     }
     match resume {
         Some((offset, hasher)) => (
-            FilePlan::Resume {
-                offset,
-                prefix_hash: hasher.finalize().into(),
-            },
+            // The hash of the held bytes stays here: the client must show it holds them.
+            FilePlan::Resume { offset },
             // Boxed: a hash state is about 2 KiB, and a plan is kept per announced file; inline,
             // every plan would pay for a resume that few of them carry.
             Some((intent.key, offset, Box::new(hasher))),

@@ -179,6 +179,22 @@ impl Session {
                 }
             }
         };
+        if let Some(hasher) = &prefix {
+            let held = ft_protocol::Hash::from(hasher.finalize());
+            if begin.prefix_hash != Some(held) {
+                // The client has not shown it holds the bytes kept for this key: they are
+                // neither continued nor kept (the lease keeps others off meanwhile).
+                self.discard_partial(begin.key).await;
+                drop(lease);
+                let message = format!(
+                    "the first {} bytes are not those of the interrupted upload; \
+                     it will start over",
+                    begin.offset
+                );
+                let refusal = Refusal::new(ErrorCode::HashMismatch, message);
+                return self.refuse_file(id, &shown_name, refusal).await;
+            }
+        }
         let store = Arc::clone(&self.state.store);
         match Upload::start(
             store,
