@@ -77,6 +77,9 @@ pub(crate) struct Ledger<'a> {
     bytes_sent: AtomicU64,
     bytes_on_wire: AtomicU64,
     bytes_resumed: AtomicU64,
+    /// Per file, the offset its latest attempt resumed from: counted as resumed only once
+    /// the file is stored (the server may refuse a resume, and the retry starts over).
+    resumed_from: Vec<AtomicU64>,
     on_event: &'a (dyn Fn(TransferEvent) + Sync),
 }
 
@@ -94,14 +97,17 @@ impl<'a> Ledger<'a> {
             bytes_sent: AtomicU64::new(0),
             bytes_on_wire: AtomicU64::new(0),
             bytes_resumed: AtomicU64::new(0),
+            resumed_from: files.iter().map(|_| AtomicU64::new(0)).collect(),
             on_event,
         }
     }
 
-    /// Passes an event on, accounting resumed bytes.
+    /// Passes an event on, noting where a file's attempt resumed from.
     pub(crate) fn emit(&self, event: TransferEvent) {
-        if let TransferEvent::FileStarted { offset, .. } = &event {
-            self.bytes_resumed.fetch_add(*offset, Ordering::Relaxed);
+        if let TransferEvent::FileStarted { index, offset, .. } = &event {
+            if let Some(resumed) = self.resumed_from.get(*index) {
+                resumed.store(*offset, Ordering::Relaxed);
+            }
         }
         (self.on_event)(event);
     }
@@ -116,6 +122,10 @@ impl<'a> Ledger<'a> {
     /// File `index` is stored and verified.
     pub(crate) fn store(&self, index: usize, stored: StoredFile) {
         self.stored.fetch_add(1, Ordering::Relaxed);
+        if let Some(resumed) = self.resumed_from.get(index) {
+            self.bytes_resumed
+                .fetch_add(resumed.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         (self.on_event)(TransferEvent::FileStored {
             index,
             name: self.files[index].name.clone(),
