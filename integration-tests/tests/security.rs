@@ -822,6 +822,22 @@ impl Raw {
     }
 }
 
+/// Waits until the server noticed that the client sending `name` vanished mid-file, so the
+/// bytes it received are kept (a Prepare racing the vanishing client would take the upload
+/// over before any byte was written, and find nothing to resume).
+fn wait_for_vanished(server: &Fts, name: &str) {
+    let deadline = Instant::now() + LIMIT;
+    let needle = format!("client disconnected during '{name}'");
+    while !server.log().contains(&needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never logged: {}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn credentials(user: &str, token: &str) -> Option<Credentials> {
     Some(Credentials {
         user: user.into(),
@@ -870,6 +886,7 @@ async fn another_user_can_never_resume_a_partial_upload() {
     }
     // Wait until the server holds the bytes: alice's own Prepare is then offered a resume.
     drop(alice);
+    wait_for_vanished(&server, "alice/big.bin");
     let deadline = Instant::now() + LIMIT;
     loop {
         let (mut again, _) = Raw::login(&server, credentials("alice", &alice_token)).await;
@@ -1171,6 +1188,7 @@ async fn a_resume_key_alone_reveals_and_completes_nothing() {
             .await;
     }
     drop(victim);
+    wait_for_vanished(&server, "frank/secret.bin");
     // Another client of the same user who knows only the key.
     let deadline = Instant::now() + LIMIT;
     let (mut guesser, offset) = loop {
