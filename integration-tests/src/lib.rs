@@ -19,6 +19,7 @@
 pub mod proxy;
 mod raw;
 mod registry;
+mod scripted;
 
 use std::{
     fs::{self, File},
@@ -37,6 +38,7 @@ use ft_protocol::{
 
 pub use raw::{RawClient, RAW_READ_TIMEOUT};
 pub use registry::{register, registered, Login};
+pub use scripted::scripted_server;
 
 /// The user every server gets and every client logs in as: role `write`, so the names it
 /// sends and sees carry no namespace.

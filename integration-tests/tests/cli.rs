@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{eventually, ftc, listing, register, Login, Server, Workspace};
+use integration_tests::{eventually, ftc, listing, Server, Workspace};
 
 #[test]
 fn missing_local_files_are_reported_before_anything_is_sent() {
@@ -121,42 +121,9 @@ fn sigterm_stops_the_server_cleanly() {
     );
 }
 
-/// A stand-in server that answers the first frame with `reply` and closes. It speaks TLS
-/// with a certificate of its own, registered so that `ftc` pins it.
+/// A stand-in server that answers the first frame (the Hello) with `reply` and closes.
 fn fake_server(reply: ft_protocol::Response) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let identity = ft_server::tls::TlsIdentity::ephemeral().unwrap();
-    register(
-        &addr.to_string(),
-        Login {
-            fingerprint: identity.fingerprint,
-            user: "nobody".to_owned(),
-            token: "never-checked".to_owned(),
-        },
-    );
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let Ok((socket, _)) = listener.accept() else {
-            return;
-        };
-        let Ok(session) = rustls::ServerConnection::new(identity.config) else {
-            return;
-        };
-        let mut tls = rustls::StreamOwned::new(session, socket);
-        let mut header = [0u8; 4];
-        if tls.read_exact(&mut header).is_err() {
-            return;
-        }
-        let mut hello = vec![0u8; u32::from_be_bytes(header) as usize];
-        let _ = tls.read_exact(&mut hello);
-        let payload = ft_protocol::codec::encode(&reply).unwrap();
-        let _ = tls.write_all(&(payload.len() as u32).to_be_bytes());
-        let _ = tls.write_all(&payload);
-        tls.conn.send_close_notify();
-        let _ = tls.flush();
-    });
-    addr
+    integration_tests::scripted_server(vec![reply])
 }
 
 #[test]
