@@ -822,6 +822,51 @@ impl Raw {
     }
 }
 
+/// `who` sends the first two of `data`'s chunks as `name` under `key`, then vanishes; returns
+/// once the server has kept them for resume.
+async fn interrupted_upload(server: &Fts, who: (&str, &str), name: &str, key: Hash, data: &[u8]) {
+    let (mut client, answer) = Raw::login(server, credentials(who.0, who.1)).await;
+    assert!(matches!(answer, Response::Authenticated(_)), "{answer:?}");
+    client
+        .send(Request::BeginFile(BeginFile {
+            id: 1,
+            name: name.into(),
+            size: data.len() as u64,
+            conflict: ConflictPolicy::KeepBoth,
+            key,
+            offset: 0,
+            prefix_hash: None,
+        }))
+        .await;
+    for piece in data.chunks(ft_protocol::CHUNK_SIZE).take(2) {
+        client
+            .send(Request::Chunk(Chunk {
+                data: piece.to_vec().into(),
+            }))
+            .await;
+    }
+    drop(client);
+    wait_for_vanished(server, &format!("{}/{name}", who.0));
+}
+
+/// A new session of `who`, and the plan the server gives it for `intent`.
+async fn plan_for(server: &Fts, who: (&str, &str), intent: &FileIntent) -> (Raw, FilePlan) {
+    let (mut client, _) = Raw::login(server, credentials(who.0, who.1)).await;
+    client
+        .send(Request::Prepare(Prepare {
+            files: vec![intent.clone()],
+            append: false,
+        }))
+        .await;
+    match client.recv().await {
+        Some(Response::Prepared(mut prepared)) if prepared.plans.len() == 1 => {
+            let plan = prepared.plans.remove(0);
+            (client, plan)
+        }
+        other => panic!("expected one plan, got {other:?}"),
+    }
+}
+
 /// Waits until the server noticed that the client sending `name` vanished mid-file, so the
 /// bytes it received are kept (a Prepare racing the vanishing client would take the upload
 /// over before any byte was written, and find nothing to resume).
@@ -860,65 +905,15 @@ async fn another_user_can_never_resume_a_partial_upload() {
         size: data.len() as u64,
         key,
     };
-    // Alice sends two chunks of three, then vanishes.
-    let (mut alice, answer) = Raw::login(&server, credentials("alice", &alice_token)).await;
+    interrupted_upload(&server, ("alice", &alice_token), "big.bin", key, &data).await;
+    let (_, plan) = plan_for(&server, ("alice", &alice_token), &intent).await;
     assert!(
-        matches!(answer, Response::Authenticated(ref a) if a.role == Role::Write),
-        "{answer:?}"
+        matches!(plan, FilePlan::Resume { .. }),
+        "alice is offered her resume: {plan:?}"
     );
-    alice
-        .send(Request::BeginFile(BeginFile {
-            id: 1,
-            name: "big.bin".into(),
-            size: data.len() as u64,
-            conflict: ConflictPolicy::KeepBoth,
-            key,
-            offset: 0,
-            prefix_hash: None,
-        }))
-        .await;
-    for piece in data.chunks(ft_protocol::CHUNK_SIZE).take(2) {
-        alice
-            .send(Request::Chunk(Chunk {
-                data: piece.to_vec().into(),
-            }))
-            .await;
-    }
-    // Wait until the server holds the bytes: alice's own Prepare is then offered a resume.
-    drop(alice);
-    wait_for_vanished(&server, "alice/big.bin");
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let (mut again, _) = Raw::login(&server, credentials("alice", &alice_token)).await;
-        again
-            .send(Request::Prepare(Prepare {
-                files: vec![intent.clone()],
-                append: false,
-            }))
-            .await;
-        match again.recv().await {
-            Some(Response::Prepared(prepared))
-                if matches!(prepared.plans[0], FilePlan::Resume { .. }) =>
-            {
-                break
-            }
-            Some(Response::Prepared(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => panic!("alice was never offered her resume: {other:?}"),
-        }
-    }
     // Bob, knowing the key, is offered nothing to resume.
-    let (mut bob, _) = Raw::login(&server, credentials("bob", &bob_token)).await;
-    bob.send(Request::Prepare(Prepare {
-        files: vec![intent.clone()],
-        append: false,
-    }))
-    .await;
-    match bob.recv().await {
-        Some(Response::Prepared(prepared)) => assert_eq!(prepared.plans[0], FilePlan::Fresh),
-        other => panic!("{other:?}"),
-    }
+    let (mut bob, plan) = plan_for(&server, ("bob", &bob_token), &intent).await;
+    assert_eq!(plan, FilePlan::Fresh);
     // Resuming at alice's offset anyway is a protocol violation, not a takeover.
     bob.send(Request::BeginFile(BeginFile {
         id: 1,
@@ -1178,37 +1173,11 @@ async fn a_resume_key_alone_reveals_and_completes_nothing() {
             prefix_hash,
         })
     };
-    let (mut victim, _) = Raw::login(&server, credentials("frank", &token)).await;
-    victim.send(begin(0, None)).await;
-    for piece in data.chunks(ft_protocol::CHUNK_SIZE).take(2) {
-        victim
-            .send(Request::Chunk(Chunk {
-                data: piece.to_vec().into(),
-            }))
-            .await;
-    }
-    drop(victim);
-    wait_for_vanished(&server, "frank/secret.bin");
+    interrupted_upload(&server, ("frank", &token), "secret.bin", key, &data).await;
     // Another client of the same user who knows only the key.
-    let deadline = Instant::now() + LIMIT;
-    let (mut guesser, offset) = loop {
-        let (mut guesser, _) = Raw::login(&server, credentials("frank", &token)).await;
-        guesser
-            .send(Request::Prepare(Prepare {
-                files: vec![intent.clone()],
-                append: false,
-            }))
-            .await;
-        match guesser.recv().await {
-            Some(Response::Prepared(prepared)) => match prepared.plans[0] {
-                FilePlan::Resume { offset } => break (guesser, offset),
-                _ if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                ref other => panic!("never offered a resume: {other:?}\n{}", server.log()),
-            },
-            other => panic!("{other:?}"),
-        }
+    let (mut guesser, plan) = plan_for(&server, ("frank", &token), &intent).await;
+    let FilePlan::Resume { offset } = plan else {
+        panic!("no resume offered: {plan:?}");
     };
     assert!(offset > 0);
     guesser.send(begin(offset, Some(Hash([0; 32])))).await;
