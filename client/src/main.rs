@@ -18,7 +18,7 @@ use ft_protocol::ConflictPolicy;
 use ft_protocol::Credentials;
 
 use crate::{
-    cli::{AccessOptions, Cli, Command},
+    cli::{AccessOptions, Cli, Command, ServerOptions},
     commands::Style,
     config::{Operands, Settings},
     exit::Exit,
@@ -61,18 +61,6 @@ async fn main() -> ExitCode {
 /// Whether bars may be drawn: not disabled, and stderr is a terminal.
 fn bars(no_progress: bool, settings: &Settings) -> bool {
     !no_progress && settings.progress != Some(false) && std::io::stderr().is_terminal()
-}
-
-/// Picks a command's server and its other operands (see [`config::resolve`]); when that is
-/// impossible, reports why and returns the exit status.
-fn resolve(
-    settings: &Settings,
-    flag: Option<ServerAddress>,
-    args: Vec<String>,
-    operands: Operands,
-    json: bool,
-) -> Result<(ServerAddress, Vec<String>), Exit> {
-    config::resolve(settings, flag, args, operands).map_err(|err| report_error(err, json))
 }
 
 /// How to log in to `server` and which certificate to expect: flags and the environment
@@ -125,15 +113,20 @@ fn first_use_notice() -> ft_client::FirstUseNotice {
     )
 }
 
-/// A session with `server`, logging in as `options` and the settings say.
+/// A command's session and its other operands: the server picked (see [`config::resolve`])
+/// and the login and certificate to use with it. When either is impossible, the reason is
+/// reported and the exit status returned.
 fn session(
     settings: &Settings,
-    options: AccessOptions,
-    server: ServerAddress,
-    json: bool,
-) -> Result<Session, Exit> {
-    let access = access(settings, options, &server, json)?;
-    Ok(Session::new(server, access))
+    options: ServerOptions,
+    args: Vec<String>,
+    operands: Operands,
+) -> Result<(Session, Vec<String>), Exit> {
+    let json = options.json;
+    let (server, rest) = config::resolve(settings, options.server, args, operands)
+        .map_err(|err| report_error(err, json))?;
+    let access = access(settings, options.access, &server, json)?;
+    Ok((Session::new(server, access), rest))
 }
 
 /// Runs a command that talks to a server. `Err` is the exit status of a command that could
@@ -146,13 +139,7 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
     let exit = match command {
         Command::Send(args) => {
             let json = args.server.json;
-            let (server, paths) = resolve(
-                settings,
-                args.server.server,
-                args.args,
-                Operands::Paths,
-                json,
-            )?;
+            let (mut session, paths) = session(settings, args.server, args.args, Operands::Paths)?;
             let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
             let conflict = if args.overwrite {
                 ConflictPolicy::Overwrite
@@ -163,7 +150,6 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 json,
                 bars: bars(args.transfer.no_progress, settings),
             };
-            let mut session = session(settings, args.server.access, server, json)?;
             let compress = args.compress || settings.compress == Some(true);
             commands::send(
                 &mut session,
@@ -177,13 +163,7 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
         }
         Command::Get(args) => {
             let json = args.server.json;
-            let (server, names) = resolve(
-                settings,
-                args.server.server,
-                args.args,
-                Operands::Names,
-                json,
-            )?;
+            let (mut session, names) = session(settings, args.server, args.args, Operands::Names)?;
             let out_dir = args
                 .output
                 .or_else(|| settings.output.clone())
@@ -192,7 +172,6 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 json,
                 bars: bars(args.transfer.no_progress, settings),
             };
-            let mut session = session(settings, args.server.access, server, json)?;
             commands::get(
                 &mut session,
                 &names,
@@ -205,48 +184,33 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
         }
         Command::List(args) => {
             let json = args.server.json;
-            let (server, mut rest) = resolve(
-                settings,
-                args.server.server,
-                args.args,
-                Operands::Names,
-                json,
-            )?;
+            let (mut session, mut rest) =
+                session(settings, args.server, args.args, Operands::Names)?;
             if rest.len() > 1 {
                 eprintln!("ftc: error: list takes at most one PATTERN");
                 return Err(Exit::BadInput);
             }
             let pattern = rest.pop();
-            let mut session = session(settings, args.server.access, server, json)?;
             commands::list(&mut session, pattern, json).await
         }
         Command::Rm(args) => {
             let json = args.server.json;
-            let (server, names) = resolve(
-                settings,
-                args.server.server,
-                args.args,
-                Operands::Names,
-                json,
-            )?;
-            let mut session = session(settings, args.server.access, server, json)?;
+            let (mut session, names) = session(settings, args.server, args.args, Operands::Names)?;
             commands::rm(&mut session, &names, json).await
         }
         Command::Info(args) => {
             let json = args.server.json;
-            let (server, _) = resolve(
-                settings,
-                args.server.server,
-                args.args,
-                Operands::Nothing,
-                json,
-            )?;
-            let mut session = session(settings, args.server.access, server, json)?;
+            let (mut session, _) = session(settings, args.server, args.args, Operands::Nothing)?;
             commands::info(&mut session, json).await
         }
         Command::Shell(args) => {
-            let (server, _) = resolve(settings, args.server, args.args, Operands::Nothing, false)?;
-            shell::run(session(settings, args.access, server, false)?, settings).await
+            let options = ServerOptions {
+                server: args.server,
+                access: args.access,
+                json: false,
+            };
+            let (session, _) = session(settings, options, args.args, Operands::Nothing)?;
+            shell::run(session, settings).await
         }
         Command::Login(args) => login::login(args, settings).await,
         Command::Completions { .. } | Command::Man => Exit::Success,
