@@ -11,6 +11,10 @@ use crate::names::PRIVATE_DIR;
 /// folder: from then on only the staging folder's final rename remains.
 const GATHERED_MARKER: &str = "upgrade-gathered";
 
+/// Marks that the files were moved: kept, so a later run (the catalog's own step may have
+/// failed or been cut short) never gathers the namespace's folder into itself.
+const MOVED_MARKER: &str = "upgrade-moved";
+
 impl Store {
     /// Moves every entry at the top of the directory (but the private one) into the folder
     /// of `namespace`, in three durable steps: gather them in a staging folder inside the
@@ -22,6 +26,10 @@ impl Store {
         let staging = private.join(format!("upgrade-{namespace}"));
         let marker = private.join(GATHERED_MARKER);
         let target = self.root.join(namespace);
+        let moved = private.join(MOVED_MARKER);
+        if moved.exists() {
+            return Ok(());
+        }
         if !marker.exists() {
             match fs::create_dir(&staging) {
                 Ok(()) => {}
@@ -50,6 +58,9 @@ impl Store {
             sync_dir(&self.root)?;
             sync_dir(&private)?;
         }
+        fs::File::create(&moved)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error("create", &moved))?;
         fs::remove_file(&marker).map_err(io_error("remove", &marker))?;
         sync_dir(&private)
     }
@@ -95,8 +106,13 @@ mod tests {
         fs::create_dir(&staging).unwrap();
         fs::write(staging.join("late.txt"), b"z").unwrap();
         fs::write(dir.path().join(".fts").join(GATHERED_MARKER), b"").unwrap();
+        fs::remove_file(dir.path().join(".fts").join(MOVED_MARKER)).unwrap();
         fs::remove_dir_all(dir.path().join("admin")).unwrap();
         store.move_into_namespace("admin").unwrap();
         assert_eq!(fs::read(dir.path().join("admin/late.txt")).unwrap(), b"z");
+        // Once moved, a rerun (the catalog's step failed, say) leaves everything in place.
+        store.move_into_namespace("admin").unwrap();
+        assert_eq!(fs::read(dir.path().join("admin/late.txt")).unwrap(), b"z");
+        assert!(!dir.path().join("admin/admin").exists());
     }
 }
