@@ -45,12 +45,23 @@ pub struct Security {
     pub auth: Auth,
 }
 
+/// Why [`Security::ephemeral`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// No certificate could be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The users could not be opened.
+    #[error(transparent)]
+    Users(#[from] catalog::CatalogError),
+}
+
 impl Security {
     /// A throwaway certificate and the users of the catalog at `catalog_path`, with no
     /// anonymous access: for tests and tools.
-    pub fn ephemeral(catalog_path: &std::path::Path) -> Result<Self, String> {
-        let tls = TlsIdentity::ephemeral().map_err(|err| err.to_string())?;
-        let users = catalog::users::Users::open(catalog_path).map_err(|err| err.to_string())?;
+    pub fn ephemeral(catalog_path: &std::path::Path) -> Result<Self, SecurityError> {
+        let tls = TlsIdentity::ephemeral()?;
+        let users = catalog::users::Users::open(catalog_path)?;
         Ok(Self {
             tls,
             auth: Auth::new(users, None),
