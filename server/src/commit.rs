@@ -373,7 +373,9 @@ fn undo_placements(
         if let Ok(stored) = result {
             let message = match (verified.conflict, recorded) {
                 (ConflictPolicy::KeepBoth, _) => {
-                    let _ = std::fs::remove_file(stored.under(state.store.root()));
+                    if let Err(err) = state.store.unplace(stored) {
+                        tracing::warn!(error = %err, "could not take back a placement");
+                    }
                     removed.push(stored.clone());
                     message.to_owned()
                 }

@@ -560,7 +560,6 @@ impl Session {
             return name.to_owned();
         }
         let auth = &self.state.security.auth;
-        let root = self.state.store.root();
         identity.to_stored(name, |namespace| {
             if namespace == ANONYMOUS || auth.is_user(namespace) {
                 return true;
@@ -578,8 +577,7 @@ impl Session {
             if seen.len() >= MAX_NAMESPACES_SEEN {
                 seen.clear();
             }
-            let is_folder =
-                std::fs::symlink_metadata(root.join(namespace)).is_ok_and(|meta| meta.is_dir());
+            let is_folder = self.state.store.is_top_folder(namespace);
             seen.insert(namespace.to_owned(), is_folder);
             is_folder
         })

@@ -4,11 +4,15 @@
 
 use std::{
     fs::{self, File},
+    io,
     os::unix::fs::MetadataExt,
     path::Path,
 };
 
-use super::{io_error, Store, StoreError};
+use super::{
+    beneath::{folder_and_parents, folder_of},
+    io_error, KnownFolders, Store, StoreError,
+};
 use crate::names::ValidName;
 
 impl Store {
@@ -50,16 +54,33 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut folders = std::collections::BTreeSet::new();
         for name in stored {
-            let target = name.under(&self.root);
-            let mut folder = target.parent();
-            while let Some(dir) = folder.filter(|dir| dir.starts_with(&self.root)) {
-                if !folders.insert(dir.to_path_buf()) {
+            for folder in folder_and_parents(folder_of(name.as_str())) {
+                if !folders.insert(folder) {
                     break;
                 }
-                folder = dir.parent();
             }
         }
-        folders.iter().try_for_each(|dir| sync_dir(dir))
+        self.sync_folders(folders.into_iter(), &mut KnownFolders::default())
+    }
+
+    /// fsyncs each of `folders` (names relative to the root), opened beneath the root, so
+    /// that entries created or renamed in them survive a crash. Blocking.
+    pub(super) fn sync_folders<'a>(
+        &self,
+        folders: impl Iterator<Item = &'a str>,
+        known: &mut KnownFolders,
+    ) -> Result<(), StoreError> {
+        for folder in folders {
+            let path = || self.root.join(folder);
+            let Some(fd) = self.folder(folder, false, known)? else {
+                return Err(io_error("sync folder", &path())(
+                    io::ErrorKind::NotFound.into(),
+                ));
+            };
+            rustix::fs::fsync(fd)
+                .map_err(|errno| io_error("sync folder", &path())(errno.into()))?;
+        }
+        Ok(())
     }
 
     /// Makes every rename and new folder durable: one `syncfs`. Blocking.

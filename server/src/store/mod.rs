@@ -19,6 +19,7 @@
 //! flushed; the names are flushed before the Ack (commit.rs orders the steps). The partial
 //! area is on the same filesystem as `DIR`, which is what makes the rename atomic.
 
+mod beneath;
 mod durability;
 mod folders;
 mod lock;
@@ -34,6 +35,7 @@ use std::{
 };
 
 pub use folders::KnownFolders;
+pub use partial::PartialUpload;
 
 use crate::names::{NameError, PRIVATE_DIR};
 use lock::DirLock;
@@ -114,8 +116,10 @@ pub struct Store {
     /// Keeps other servers off the directory for as long as the store is open; its
     /// descriptor also names the filesystem that `syncfs` flushes.
     lock: DirLock,
-    /// The root, open: folders are opened relative to it, never leaving it.
+    /// The root, open: every folder is opened relative to it, never leaving it.
     root_dir: std::os::fd::OwnedFd,
+    /// The partial area, open: partial uploads are opened relative to it.
+    partials_dir: std::os::fd::OwnedFd,
     /// The root's device: every folder written to must be on it.
     device: u64,
     /// Unnamed files can be linked by their descriptor (cleared at the first refusal).
@@ -132,20 +136,34 @@ impl Store {
         fs::create_dir_all(&partials).map_err(io_error("create", &partials))?;
         // Two servers on one directory would sweep and resume each other's uploads.
         let lock = DirLock::acquire(&root)?;
-        let root_dir = rustix::fs::open(
-            &root,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|errno| io_error("open", &root)(errno.into()))?;
         let device = fs::metadata(&root)
             .map_err(io_error("inspect", &root))?
             .dev();
+        let root_dir = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| io_error("open", &root)(errno.into()))?;
+        let partials_dir = beneath::open_folder(
+            std::os::fd::AsFd::as_fd(&root_dir),
+            device,
+            &format!("{PRIVATE_DIR}/partial"),
+            false,
+        )
+        .map_err(|_| {
+            io_error("open", &partials)(io::Error::other(
+                "the partial area is not a folder of the storage directory's filesystem",
+            ))
+        })?;
         Ok(Self {
             root,
             partials,
             lock,
             root_dir,
+            partials_dir,
             device,
             link_by_fd: std::sync::atomic::AtomicBool::new(true),
         })
@@ -163,7 +181,7 @@ impl Store {
 
     /// Bytes available to the server in the storage directory.
     pub fn available_space(&self) -> Result<u64, StoreError> {
-        let stats = rustix::fs::statvfs(&self.root)
+        let stats = rustix::fs::fstatvfs(&self.root_dir)
             .map_err(|errno| io_error("query free space of", &self.root)(errno.into()))?;
         Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
     }

@@ -3,10 +3,10 @@
 //! names' flush (see commit.rs).
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::File,
     io::{self, Write},
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::PathBuf,
 };
 
 use ft_protocol::{ConflictPolicy, Hash};
@@ -33,15 +33,25 @@ impl Store {
         policy: ConflictPolicy,
         known: &mut KnownFolders,
     ) -> Result<ValidName, StoreError> {
-        let partial = self.partial_path(key);
-        self.walk_parents_in(name, true, known)?;
+        let partial = Self::partial_file_name(key);
+        let Some(folder) = self.folder_of(name, true, known)? else {
+            return Err(StoreError::ParentNotADirectory(name.as_str().to_owned()));
+        };
         match policy {
             ConflictPolicy::Overwrite => {
-                let target = name.under(&self.root);
-                fs::rename(&partial, &target).map_err(io_error("replace", &target))?;
+                // A link in the way is replaced itself, never followed; a folder refuses.
+                rustix::fs::renameat(&self.partials_dir, &partial, folder, name.leaf())
+                    .map_err(|errno| io_error("replace", &name.under(&self.root))(errno.into()))?;
                 Ok(name.clone())
             }
-            ConflictPolicy::KeepBoth => self.place_under_free_name(&partial, name),
+            ConflictPolicy::KeepBoth => self.first_free_name(name, |candidate| {
+                rename_no_clobber(
+                    self.partials_dir.as_fd(),
+                    &partial,
+                    folder,
+                    candidate.leaf(),
+                )
+            }),
         }
     }
 
@@ -56,27 +66,19 @@ impl Store {
         known: &mut KnownFolders,
     ) -> Result<Option<File>, StoreError> {
         use rustix::fs::{Mode, OFlags};
-        self.walk_parents_in(name, true, known)?;
-        let target = name.under(&self.root);
-        let folder = target.parent().unwrap_or(&self.root);
+        let Some(folder) = self.folder_of(name, true, known)? else {
+            return Ok(None);
+        };
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(STORED_FILE_MODE);
-        let opened = match self.folder_fd(name, known)? {
-            Some(fd) => rustix::fs::openat(fd, ".", flags, mode)
-                .map(File::from)
-                .map_err(io::Error::from),
-            None => OpenOptions::new()
-                .write(true)
-                .custom_flags(OFlags::TMPFILE.bits() as i32)
-                .mode(STORED_FILE_MODE)
-                .open(folder),
-        };
+        let opened = rustix::fs::openat(folder, ".", flags, mode).map(File::from);
         let mut file = match opened {
             Ok(file) => file,
             // Old kernels and some filesystems (EOPNOTSUPP, EISDIR, EINVAL).
             Err(_) => return Ok(None),
         };
-        file.write_all(bytes).map_err(io_error("write", folder))?;
+        file.write_all(bytes)
+            .map_err(io_error("write", &name.under(&self.root)))?;
         Ok(Some(file))
     }
 
@@ -90,21 +92,17 @@ impl Store {
     ) -> Result<ValidName, StoreError> {
         use rustix::{fs::AtFlags, io::Errno};
         use std::sync::atomic::Ordering;
-        // The target is named relative to its open folder when there is one.
-        let folder = self.folder_fd(name, known)?;
+        let Some(folder) = self.folder_of(name, true, known)? else {
+            return Err(StoreError::ParentNotADirectory(name.as_str().to_owned()));
+        };
         if !self.link_by_fd.load(Ordering::Relaxed) {
             return self.link_through_proc(file, name, folder);
         }
         // The file itself as the source: no lookup through /proc, half the cost of the link
         // (measured). Needs Linux 6.10 or CAP_DAC_READ_SEARCH.
-        let linked = self.first_free_name(name, |candidate, target| {
-            match folder {
-                Some(folder) => {
-                    rustix::fs::linkat(file, "", folder, candidate.leaf(), AtFlags::EMPTY_PATH)
-                }
-                None => rustix::fs::linkat(file, "", rustix::fs::CWD, target, AtFlags::EMPTY_PATH),
-            }
-            .map_err(io::Error::from)
+        let linked = self.first_free_name(name, |candidate| {
+            rustix::fs::linkat(file, "", folder, candidate.leaf(), AtFlags::EMPTY_PATH)
+                .map_err(io::Error::from)
         });
         let refused = |err: &io::Error| {
             let errno = err.raw_os_error().map(Errno::from_raw_os_error);
@@ -128,32 +126,20 @@ impl Store {
         &self,
         file: &File,
         name: &ValidName,
-        folder: Option<std::os::fd::BorrowedFd<'_>>,
+        folder: BorrowedFd<'_>,
     ) -> Result<ValidName, StoreError> {
         use rustix::fs::{AtFlags, CWD};
-        use std::os::fd::AsRawFd;
         let source = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        self.first_free_name(name, |candidate, target| {
-            match folder {
-                Some(folder) => rustix::fs::linkat(
-                    CWD,
-                    &source,
-                    folder,
-                    candidate.leaf(),
-                    AtFlags::SYMLINK_FOLLOW,
-                ),
-                None => rustix::fs::linkat(CWD, &source, CWD, target, AtFlags::SYMLINK_FOLLOW),
-            }
+        self.first_free_name(name, |candidate| {
+            rustix::fs::linkat(
+                CWD,
+                &source,
+                folder,
+                candidate.leaf(),
+                AtFlags::SYMLINK_FOLLOW,
+            )
             .map_err(io::Error::from)
         })
-    }
-
-    fn place_under_free_name(
-        &self,
-        partial: &Path,
-        name: &ValidName,
-    ) -> Result<ValidName, StoreError> {
-        self.first_free_name(name, |_, target| rename_no_clobber(partial, target))
     }
 
     /// Tries `take` on `name`, `name (1)`, `name (2)`, ... until it does not fail with
@@ -162,7 +148,7 @@ impl Store {
     fn first_free_name(
         &self,
         name: &ValidName,
-        mut take: impl FnMut(&ValidName, &Path) -> io::Result<()>,
+        mut take: impl FnMut(&ValidName) -> io::Result<()>,
     ) -> Result<ValidName, StoreError> {
         // 0 (the name itself), 1..=8, then 16, 32, 64, ...: O(log n) attempts however many
         // variants are taken.
@@ -176,26 +162,31 @@ impl Store {
             } else {
                 name.numbered(n).map_err(StoreError::Name)?
             };
-            let target = candidate.under(&self.root);
-            match take(&candidate, &target) {
+            match take(&candidate) {
                 Ok(()) => return Ok(candidate),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(io_error("store", &target)(err)),
+                Err(err) => return Err(io_error("store", &candidate.under(&self.root))(err)),
             }
         }
         Err(StoreError::NoFreeName(name.as_str().to_owned()))
     }
 }
 
-/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), atomically:
-/// `renameat2(RENAME_NOREPLACE)`, or link + unlink on filesystems without it.
-fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
-    use rustix::fs::{renameat_with, RenameFlags, CWD};
-    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+/// Renames `from` (in folder `from_dir`) to `to` (in `to_dir`) unless `to` exists (then
+/// `AlreadyExists`), atomically: `renameat2(RENAME_NOREPLACE)`, or link + unlink on
+/// filesystems without it.
+fn rename_no_clobber(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> io::Result<()> {
+    use rustix::fs::{linkat, renameat_with, unlinkat, AtFlags, RenameFlags};
+    match renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
         Err(errno) if errno == rustix::io::Errno::INVAL || errno == rustix::io::Errno::NOSYS => {
-            fs::hard_link(from, to)?;
-            fs::remove_file(from)
+            linkat(from_dir, from, to_dir, to, AtFlags::empty())?;
+            Ok(unlinkat(from_dir, from, AtFlags::empty())?)
         }
         Err(errno) => Err(errno.into()),
     }

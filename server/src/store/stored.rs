@@ -1,29 +1,38 @@
-//! Files already stored under their names: opened for download, hashed, removed.
+//! Files already stored under their names: opened for download, hashed, removed; always
+//! relative to their folder's descriptor (see [`beneath`](super::beneath)).
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io::{self, Read},
 };
 
-use super::{durability::sync_dir, io_error, Store, StoreError, PREFIX_READ_BUFFER};
+use rustix::{
+    fs::{AtFlags, FileType, Mode, OFlags},
+    io::Errno,
+};
+
+use super::{io_error, KnownFolders, Store, StoreError, PREFIX_READ_BUFFER};
 use crate::names::ValidName;
 
 impl Store {
-    /// Opens a stored file for reading, refusing symbolic links anywhere in its path.
+    /// Opens a stored file for reading, refusing symbolic links anywhere in its name.
     /// Returns `None` if no regular file has that name. Blocking.
     pub fn open_stored(&self, name: &ValidName) -> Result<Option<File>, StoreError> {
-        if self.walk_parents(name, false).is_err() {
+        let mut known = KnownFolders::default();
+        let Ok(Some(folder)) = self.folder_of(name, false, &mut known) else {
             return Ok(None);
-        }
-        let path = name.under(&self.root);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => {
-                File::open(&path).map(Some).map_err(io_error("open", &path))
-            }
-            Ok(_) => Ok(None),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(io_error("inspect", &path)(err)),
-        }
+        };
+        // Non-blocking, so that a FIFO put in the file's place cannot hold the thread.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let file = match rustix::fs::openat(folder, name.leaf(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => return Ok(None),
+            Err(errno) => return Err(io_error("open", &name.under(&self.root))(errno.into())),
+        };
+        let meta = file
+            .metadata()
+            .map_err(io_error("inspect", &name.under(&self.root)))?;
+        Ok(meta.is_file().then_some(file))
     }
 
     /// BLAKE3 state after reading the first `len` bytes of `file`, if it has that many.
@@ -41,22 +50,39 @@ impl Store {
     /// or a folder, is an error: its record must not be dropped while something else stays
     /// in its place.
     pub fn remove_stored(&self, name: &ValidName) -> Result<bool, StoreError> {
-        self.walk_parents(name, false)?;
-        let path = name.under(&self.root);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => {
-                fs::remove_file(&path).map_err(io_error("remove", &path))?;
-                if let Some(parent) = path.parent() {
-                    sync_dir(parent)?;
-                }
+        let mut known = KnownFolders::default();
+        let Some(folder) = self.folder_of(name, false, &mut known)? else {
+            return Ok(false);
+        };
+        let path = || name.under(&self.root);
+        let kind = match rustix::fs::statat(folder, name.leaf(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+            Err(Errno::NOENT) => return Ok(false),
+            Err(errno) => return Err(io_error("inspect", &path())(errno.into())),
+        };
+        match kind {
+            // Unlinking acts on the entry in this folder only: were it swapped for a link a
+            // moment ago, the link itself would go, never what it points to.
+            FileType::RegularFile => {
+                rustix::fs::unlinkat(folder, name.leaf(), AtFlags::empty())
+                    .map_err(|errno| io_error("remove", &path())(errno.into()))?;
+                rustix::fs::fsync(folder)
+                    .map_err(|errno| io_error("sync folder", &path())(errno.into()))?;
                 Ok(true)
             }
-            Ok(meta) if meta.file_type().is_symlink() => {
-                Err(StoreError::SymlinkInPath(name.as_str().to_owned()))
-            }
-            Ok(_) => Err(StoreError::NotAFile(name.as_str().to_owned())),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(io_error("inspect", &path)(err)),
+            FileType::Symlink => Err(StoreError::SymlinkInPath(name.as_str().to_owned())),
+            _ => Err(StoreError::NotAFile(name.as_str().to_owned())),
         }
+    }
+
+    /// Takes back a placement whose commit failed: removes the file under `name` (never
+    /// through a link). Blocking.
+    pub fn unplace(&self, name: &ValidName) -> Result<(), StoreError> {
+        let mut known = KnownFolders::default();
+        if let Some(folder) = self.folder_of(name, false, &mut known)? {
+            rustix::fs::unlinkat(folder, name.leaf(), AtFlags::empty())
+                .map_err(|errno| io_error("remove", &name.under(&self.root))(errno.into()))?;
+        }
+        Ok(())
     }
 }
