@@ -279,6 +279,21 @@ impl Server {
         wait_bounded(&mut self.child, COMMAND_TIMEOUT).expect("fts did not exit after SIGTERM")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of the server's `/proc/PID/status` in its own unit (`VmRSS` in KiB,
+    /// `Threads`), or `None` once the process is gone.
+    pub fn status_field(&self, field: &str) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|line| {
+            let value = line.strip_prefix(field)?.strip_prefix(':')?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -436,9 +451,10 @@ impl Output {
     /// Panics unless `ftc send` exited 0 and reported all `count` files stored.
     pub fn all_stored(&self, count: usize) -> &Self {
         self.success();
+        let files = if count == 1 { "file" } else { "files" };
         assert!(
             self.stdout
-                .contains(&format!("{count} of {count} files stored")),
+                .contains(&format!("{count} of {count} {files} stored")),
             "not all {count} files reported stored\n{self}"
         );
         self

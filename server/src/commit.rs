@@ -68,6 +68,8 @@ pub(crate) struct Verified {
     pub(crate) verified_at: std::time::Instant,
     /// Keeps other connections off the partial file until it is renamed away.
     pub(crate) _lease: crate::leases::Lease,
+    /// The memory of content held in memory, reserved from the server's budget.
+    pub(crate) _memory: Option<crate::memory::Reserved>,
 }
 
 /// The result for one file of a group: the name it is stored under, or why it is not.
@@ -439,6 +441,7 @@ pub(crate) mod tests {
             started: Instant::now(),
             verified_at: Instant::now(),
             _lease: state.leases.claim(key).await.unwrap(),
+            _memory: None,
         }
     }
 

@@ -46,6 +46,12 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
     pub max_file_size: u64,
 
+    /// Memory all clients together may make the server hold for uploads in flight,
+    /// download read-ahead and resume offers (beyond each connection's fixed buffers); past
+    /// it, requests wait or fall back to streaming through the disk.
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    pub max_memory: u64,
+
     /// Time a new client has for the TLS handshake, Hello and its login, all told (e.g. 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
@@ -141,6 +147,8 @@ pub struct Limits {
     pub max_connections_per_address: usize,
     /// See [`Args::max_file_size`].
     pub max_file_size: u64,
+    /// See [`Args::max_memory`].
+    pub max_memory: u64,
     /// See [`Args::handshake_timeout`].
     pub handshake_timeout: Duration,
     /// See [`Args::idle_timeout`].
@@ -157,6 +165,7 @@ impl From<&Args> for Limits {
             max_connections: args.max_connections as usize,
             max_connections_per_address: args.max_connections_per_address as usize,
             max_file_size: args.max_file_size,
+            max_memory: args.max_memory,
             handshake_timeout: args.handshake_timeout,
             idle_timeout: args.idle_timeout,
             shutdown_grace: args.shutdown_grace,

@@ -20,7 +20,7 @@ use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 const BLOCK: usize = 4096;
 
 /// Bytes gathered before one direct write; a multiple of [`BLOCK`].
-const BUFFER_BYTES: usize = 512 * 1024;
+pub(crate) const BUFFER_BYTES: usize = 512 * 1024;
 
 /// An appender that bypasses the page cache when it can.
 #[derive(Debug)]

@@ -1,64 +1,84 @@
-//! One download: the stored file is found and checked against the client's prefix, then a
-//! blocking thread reads it into a bounded queue of chunks, so disk reads overlap with
-//! sending and memory stays bounded whatever the file size.
+//! One download: the stored file is found and checked against the client's prefix, then it
+//! is read one chunk ahead of the network, so disk reads overlap with sending and memory
+//! stays bounded whatever the file size.
 
-use std::{
-    fs::File,
-    io::{Read, Seek, SeekFrom},
-};
+use std::{fs::File, os::unix::fs::FileExt, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 use ft_protocol::{ErrorCode, Get, Hash, Sending, CHUNK_SIZE};
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::{names::ValidName, refusal::Refusal, store::Store, ServerState};
 
-/// Chunks read ahead of the network, per download.
-const READ_AHEAD_CHUNKS: usize = 8;
+/// Memory a download holds at most: the chunk being sent and the one read ahead of it.
+pub(crate) const DOWNLOAD_MEMORY: u64 = 2 * CHUNK_SIZE as u64;
 
-/// Streams exactly `len` bytes of `file` from `offset` as chunks of at most [`CHUNK_SIZE`].
-/// A read error, or the file ending early, arrives as the last item.
-pub(crate) fn read_chunks(
-    mut file: File,
-    offset: u64,
-    len: u64,
-) -> mpsc::Receiver<std::io::Result<Bytes>> {
-    let (chunks, queue) = mpsc::channel(READ_AHEAD_CHUNKS);
-    tokio::task::spawn_blocking(move || {
-        if let Err(err) = file.seek(SeekFrom::Start(offset)) {
-            let _ = chunks.blocking_send(Err(err));
+/// Reads exactly `len` bytes of a file from `offset` as chunks of at most [`CHUNK_SIZE`],
+/// one read ahead of the network. Each read is a short blocking task: a client that stops
+/// reading holds no thread and at most [`DOWNLOAD_MEMORY`].
+pub(crate) struct ChunkReader {
+    file: Arc<File>,
+    /// Where the next read starts.
+    next: u64,
+    end: u64,
+    reading: Option<JoinHandle<std::io::Result<Bytes>>>,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(file: File, offset: u64, len: u64) -> Self {
+        let mut reader = Self {
+            file: Arc::new(file),
+            next: offset,
+            end: offset.saturating_add(len),
+            reading: None,
+        };
+        reader.read_ahead();
+        reader
+    }
+
+    fn read_ahead(&mut self) {
+        if self.next >= self.end {
             return;
         }
-        let mut remaining = len;
-        while remaining > 0 {
-            let want = usize::try_from(remaining).map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE));
-            let mut buffer = BytesMut::zeroed(want);
-            let mut filled = 0;
-            while filled < want {
-                match file.read(&mut buffer[filled..]) {
-                    Ok(0) => {
-                        let short = std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the stored file is shorter than its catalog record",
-                        );
-                        let _ = chunks.blocking_send(Err(short));
-                        return;
-                    }
-                    Ok(n) => filled += n,
-                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(err) => {
-                        let _ = chunks.blocking_send(Err(err));
-                        return;
-                    }
-                }
-            }
-            remaining -= want as u64;
-            if chunks.blocking_send(Ok(buffer.freeze())).is_err() {
-                return; // the session is gone
-            }
+        let want =
+            usize::try_from(self.end - self.next).map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE));
+        let (file, at) = (Arc::clone(&self.file), self.next);
+        self.next += want as u64;
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            read_exactly(&file, at, want)
+        }));
+    }
+
+    /// The next chunk; a read error, or the file ending early, is the last item.
+    pub(crate) async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        let reading = self.reading.take()?;
+        let chunk = reading
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        if chunk.is_ok() {
+            self.read_ahead();
         }
-    });
-    queue
+        Some(chunk)
+    }
+}
+
+fn read_exactly(file: &File, at: u64, want: usize) -> std::io::Result<Bytes> {
+    let mut buffer = BytesMut::zeroed(want);
+    let mut filled = 0;
+    while filled < want {
+        match file.read_at(&mut buffer[filled..], at + filled as u64) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the stored file is shorter than its catalog record",
+                ))
+            }
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 /// Finds a stored file for `get`, deciding where to start: at the client's offset only if

@@ -17,6 +17,7 @@ pub(crate) mod group;
 pub(crate) mod leases;
 pub(crate) mod listener;
 pub(crate) mod listing;
+pub(crate) mod memory;
 pub mod names;
 pub(crate) mod pattern;
 pub(crate) mod plan;
@@ -93,12 +94,15 @@ pub struct ServerState {
     pub(crate) catalog_synced_with_names: bool,
     /// Small uploads' memory, reused once their bytes are on disk.
     pub(crate) small_buffers: buffers::SmallBuffers,
+    /// What clients may make the server hold in memory, all together.
+    pub(crate) memory: memory::MemoryBudget,
 }
 
 impl ServerState {
     /// State for a server over `store` and `catalog`.
     pub fn new(store: Store, catalog: Catalog, security: Security, limits: Limits) -> Self {
         let catalog_synced_with_names = store.syncfs_covers(catalog.path());
+        let memory = memory::MemoryBudget::new(limits.max_memory, limits.max_connections);
         Self {
             store: Arc::new(store),
             catalog,
@@ -109,6 +113,7 @@ impl ServerState {
             staged_files: Arc::new(tokio::sync::Semaphore::new(staged_file_budget())),
             catalog_synced_with_names,
             small_buffers: buffers::SmallBuffers::default(),
+            memory,
         }
     }
 }

@@ -42,6 +42,14 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(state.limits.max_connections));
+    let admitted_by_memory = state.memory.connections();
+    if admitted_by_memory < state.limits.max_connections as u64 {
+        tracing::warn!(
+            max_memory = state.memory.total(),
+            connections = admitted_by_memory,
+            "--max-memory admits fewer connections than --max-connections"
+        );
+    }
     let per_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let per_address_limit = state.limits.max_connections_per_address;
     let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
@@ -78,8 +86,19 @@ pub(crate) async fn run(
             }
             continue;
         };
-        match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => {
+        let admitted = Arc::clone(&permits)
+            .try_acquire_owned()
+            .map_err(|_| "server is at its connection limit; try again later");
+        let admitted = admitted.and_then(|permit| {
+            let working_set = state.memory.admit().ok_or_else(|| {
+                let (in_use, budget) = (state.memory.in_use(), state.memory.total());
+                tracing::warn!(in_use, budget, "memory budget spent");
+                "server is at its memory limit (--max-memory); try again later"
+            })?;
+            Ok((permit, working_set))
+        });
+        match admitted {
+            Ok((permit, working_set)) => {
                 let (state, shutdown, cut) = (Arc::clone(&state), shutdown.clone(), cut.clone());
                 sessions.spawn(async move {
                     // TLS, Hello and the login together get one handshake timeout.
@@ -96,14 +115,14 @@ pub(crate) async fn run(
                         () = cut.cancelled() => {}
                     }
                     drop(permit);
+                    drop(working_set);
                     drop(address_slot);
                 });
             }
-            Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
+            Err(message) => match Arc::clone(&refusals).try_acquire_owned() {
                 Ok(permit) => {
                     let state = Arc::clone(&state);
                     sessions.spawn(async move {
-                        let message = "server is at its connection limit; try again later";
                         refuse_busy(stream, peer, &state, message).await;
                         drop(permit);
                         drop(address_slot);

@@ -21,6 +21,7 @@ use crate::{
     buffers::SmallBuffers,
     direct_write::DirectWriter,
     leases::Lease,
+    memory::Reserved,
     names::ValidName,
     store::{Store, StoreError},
 };
@@ -28,6 +29,12 @@ use crate::{
 /// Chunks queued between the session and the writer thread, per upload. With the writer's
 /// own 512 KiB buffer, an upload holds at most about 1.5 MiB.
 const WRITE_QUEUE_CHUNKS: usize = 4;
+
+/// Memory an upload streamed through a writer thread holds at most: its queue of chunks and
+/// the writer's buffer (reserved from the server's budget for as long as it runs).
+pub(crate) const STREAMED_UPLOAD_MEMORY: u64 = (WRITE_QUEUE_CHUNKS * ft_protocol::CHUNK_SIZE)
+    as u64
+    + crate::direct_write::BUFFER_BYTES as u64;
 
 /// Why an upload could not continue.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,8 @@ pub(crate) struct Written {
     pub(crate) hash: Hash,
     /// The right to the partial file, held until it is committed or discarded.
     pub(crate) lease: Lease,
+    /// The memory of content kept in memory, reserved from the server's budget.
+    pub(crate) memory: Option<Reserved>,
 }
 
 /// Fresh uploads of at most this many bytes are gathered in memory and written by the group
@@ -102,6 +111,18 @@ pub(crate) struct Upload {
     pub(crate) superseded: CancellationToken,
     held: u64,
     sink: Sink,
+    /// A gathered upload's memory, reserved from the server's budget (a streamed one uses
+    /// its connection's working set).
+    memory: Option<Reserved>,
+}
+
+/// How an upload's bytes are to be held, with the memory reserved for it.
+#[derive(Debug)]
+pub(crate) enum Holding {
+    /// Gathered in memory (a small fresh upload); the reservation covers its size.
+    Gathered(Reserved),
+    /// Streamed to the partial file, within the connection's working set (see memory.rs).
+    Streamed,
 }
 
 /// Where an upload's bytes go until it ends.
@@ -130,34 +151,43 @@ impl Upload {
         lease: Lease,
         prefix: Option<Box<blake3::Hasher>>,
         buffers: &SmallBuffers,
+        holding: Holding,
     ) -> Result<Self, StoreError> {
         let (key, offset) = (begin.key, begin.offset);
         let superseded = lease.superseded();
-        let sink = if offset == 0 && begin.size <= SMALL_UPLOAD_BYTES {
+        let gathered = offset == 0 && begin.size <= SMALL_UPLOAD_BYTES;
+        let (sink, memory) = match holding {
             // Fresh: there is no prefix to hash.
-            Sink::Gathered {
-                bytes: buffers.take(begin.size as usize),
-                lease,
-            }
-        } else {
-            let opener = Arc::clone(&store);
-            let file = tokio::task::spawn_blocking(move || opener.open_partial(&key, offset))
-                .await
-                .map_err(|join| StoreError::Io {
-                    action: "open",
-                    path: store.partial_path(&key),
-                    cause: std::io::Error::other(join.to_string()),
-                })??;
-            let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
-            // The lease moves into the writer, so the key is released only once every queued
-            // byte is written (or, when complete, once the file is committed).
-            let writer = tokio::task::spawn_blocking(move || {
-                let hasher = prefix.map_or_else(blake3::Hasher::new, |prefix| *prefix);
-                write_chunks(file, offset, hasher, queue, lease)
-            });
-            Sink::Threaded {
-                chunks,
-                writer: Some(writer),
+            Holding::Gathered(memory) if gathered => (
+                Sink::Gathered {
+                    bytes: buffers.take(begin.size as usize),
+                    lease,
+                },
+                Some(memory),
+            ),
+            Holding::Gathered(_) | Holding::Streamed => {
+                let opener = Arc::clone(&store);
+                let file = tokio::task::spawn_blocking(move || opener.open_partial(&key, offset))
+                    .await
+                    .map_err(|join| StoreError::Io {
+                        action: "open",
+                        path: store.partial_path(&key),
+                        cause: std::io::Error::other(join.to_string()),
+                    })??;
+                let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
+                // The lease moves into the writer, so the key is released only once every queued
+                // byte is written (or, when complete, once the file is committed).
+                let writer = tokio::task::spawn_blocking(move || {
+                    let hasher = prefix.map_or_else(blake3::Hasher::new, |prefix| *prefix);
+                    write_chunks(file, offset, hasher, queue, lease)
+                });
+                (
+                    Sink::Threaded {
+                        chunks,
+                        writer: Some(writer),
+                    },
+                    None,
+                )
             }
         };
         Ok(Self {
@@ -171,6 +201,7 @@ impl Upload {
             superseded,
             held: offset,
             sink,
+            memory,
         })
     }
 
@@ -233,6 +264,7 @@ impl Upload {
             });
         }
         match self.sink {
+            // The queue and the writer's buffer are freed once the writer is done.
             Sink::Threaded { chunks, writer } => {
                 drop(chunks);
                 match writer {
@@ -248,6 +280,7 @@ impl Upload {
                 hash: blake3::hash(&bytes).into(),
                 content: Content::Memory(bytes),
                 lease,
+                memory: self.memory,
             }),
         }
     }
@@ -270,5 +303,6 @@ fn write_chunks(
         content: Content::Partial(writer.finish()?),
         hash: hasher.finalize().into(),
         lease,
+        memory: None,
     })
 }

@@ -12,6 +12,7 @@ use super::announced::Announced;
 use crate::{
     commit::Verified,
     group::{Committed, Group},
+    memory::Reserved,
     ServerState,
 };
 
@@ -19,8 +20,9 @@ use crate::{
 /// previous group's renames and catalog transaction (which are serialized across sessions).
 pub(super) const COMMITS_IN_FLIGHT: usize = 2;
 
-/// A resume offered by a `Prepare`: the offset, and the hash state of the bytes before it.
-pub(super) type Offer = (u64, Box<blake3::Hasher>);
+/// A resume offered by a `Prepare`: the offset, the hash state of the bytes before it, and
+/// that state's memory, reserved from the server's budget.
+pub(super) type Offer = (u64, Box<blake3::Hasher>, Reserved);
 
 /// One session's upload round.
 #[derive(Default)]

@@ -11,8 +11,14 @@ use ft_protocol::{
 
 use super::{Session, SessionError, Transfer, LISTING_PAGE_ENTRIES};
 use crate::{
-    auth::roles::Action, catalog::Within, download, listing, names::ValidName, pattern::Pattern,
-    refusal::Refusal, ServerState,
+    auth::roles::Action,
+    catalog::Within,
+    download::{self, ChunkReader},
+    listing,
+    names::ValidName,
+    pattern::Pattern,
+    refusal::Refusal,
+    ServerState,
 };
 
 impl Session {
@@ -40,9 +46,10 @@ impl Session {
             Err(join) => return self.fail(Refusal::internal(join)).await,
         };
         let (name, size, offset) = (header.name.clone(), header.size, header.offset);
+        // Its read-ahead is within the connection's working set (see memory.rs).
         self.send(Response::Sending(header)).await?;
-        let mut chunks = download::read_chunks(file, offset, size - offset);
-        while let Some(chunk) = chunks.recv().await {
+        let mut chunks = ChunkReader::new(file, offset, size - offset);
+        while let Some(chunk) = chunks.next_chunk().await {
             match chunk {
                 Ok(data) => self.send(Response::Data(Chunk { data })).await?,
                 Err(err) => {

@@ -16,8 +16,11 @@ use crate::{
     plan,
     refusal::Refusal,
     store::KnownFolders,
-    upload::{Upload, UploadError},
+    upload::{Holding, Upload, UploadError, SMALL_UPLOAD_BYTES},
 };
+
+/// Memory a resume offer holds: its hash state (about 2 KiB) and its place in the map.
+const OFFER_MEMORY: u64 = std::mem::size_of::<blake3::Hasher>() as u64 + 64;
 
 impl Session {
     pub(super) async fn on_prepare(&mut self, prepare: Prepare) -> Result<(), SessionError> {
@@ -95,7 +98,12 @@ impl Session {
                 (plan, resume) = (FilePlan::Fresh, None);
             }
             if let Some((key, offset, hasher)) = resume {
-                self.round.offer(key, (offset, hasher));
+                // With the memory budget spent, the file is sent again from its start rather
+                // than the server holding one more hash state.
+                match self.state.memory.try_reserve(OFFER_MEMORY) {
+                    Some(reserved) => self.round.offer(key, (offset, hasher, reserved)),
+                    None => plan = FilePlan::Fresh,
+                }
             }
             if !matches!(plan, FilePlan::Refused { .. }) {
                 self.round.announce(intent.key);
@@ -146,7 +154,7 @@ impl Session {
             None
         } else {
             match self.round.take_offer(&begin.key) {
-                Some((offset, hasher)) if offset == begin.offset => Some(hasher),
+                Some((offset, hasher, _reserved)) if offset == begin.offset => Some(hasher),
                 _ => {
                     return Err(self
                         .violation("BeginFile resumes at an offset not offered")
@@ -195,6 +203,7 @@ impl Session {
                 return self.refuse_file(id, &shown_name, refusal).await;
             }
         }
+        let holding = self.upload_holding(&begin);
         let store = Arc::clone(&self.state.store);
         match Upload::start(
             store,
@@ -203,6 +212,7 @@ impl Session {
             lease,
             prefix,
             &self.state.small_buffers,
+            holding,
         )
         .await
         {
@@ -349,6 +359,7 @@ impl Session {
                 started,
                 verified_at: std::time::Instant::now(),
                 _lease: written.lease,
+                _memory: written.memory,
             },
         );
         // Full, old, or the round's last file (nothing more to wait for).
@@ -356,6 +367,16 @@ impl Session {
             self.start_commit().await?;
         }
         Ok(())
+    }
+
+    /// How an upload's bytes will be held: a small fresh file is gathered in memory if the
+    /// server's budget has room for it, and streamed through the disk otherwise, within the
+    /// connection's working set (see memory.rs).
+    fn upload_holding(&self, begin: &BeginFile) -> Holding {
+        let gathered = (begin.offset == 0 && begin.size <= SMALL_UPLOAD_BYTES)
+            .then(|| self.state.memory.try_reserve(begin.size))
+            .flatten();
+        gathered.map_or(Holding::Streamed, Holding::Gathered)
     }
 
     /// Commits the verified files collected so far (see commit.rs) and answers each, waiting
