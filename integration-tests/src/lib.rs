@@ -317,6 +317,14 @@ pub fn fts_user(dir: &Path, args: &[&str]) -> Output {
     )
 }
 
+/// Runs `fts args...` in `cwd` to completion: for commands that exit by themselves
+/// (`--print-config`, `--man`, a refused configuration).
+pub fn fts(cwd: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(bin("fts"));
+    command.current_dir(cwd).args(args);
+    run_bounded(command, format!("fts {}", args.join(" ")))
+}
+
 /// Adds [`TEST_USER`] with role `write` to the store `dir` (or, if it exists already, gives
 /// it a new token); returns the token, the last line `fts` prints.
 fn add_test_user(dir: &Path) -> String {

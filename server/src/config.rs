@@ -11,18 +11,29 @@ use ft_protocol::{Role, DEFAULT_PORT};
     name = "fts",
     version,
     after_help = "Examples:\n  fts --dir ./received\n  fts --dir /srv/inbox --listen 127.0.0.1:0\n  \
+                  fts --config /etc/ft/fts.toml\n  \
                   fts --dir /srv/inbox user add alice --role write\n  \
                   fts --dir /srv/inbox user token alice\n\n\
                   On its first start fts makes a TLS certificate in DIR/.fts/ and a user 'admin',\n\
                   whose token and connect string it prints once.\n\n\
                   Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM) or a user command done,\n\
-                  1 on a startup error, 2 on a bad command line or a user command refused.\n\
+                  1 on a startup error, 2 on a bad command line or configuration file, or a user\n\
+                  command refused.\n\
                   Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level."
 )]
 pub struct Args {
     /// Directory where received files are stored (created if missing).
-    #[arg(long, value_name = "DIR", required_unless_present = "man")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["man", "print_config"])]
     pub dir: Option<PathBuf>,
+
+    /// Read settings from this TOML file: its keys are these long flags (e.g.
+    /// `max-connections = 64`); flags on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective settings (file and flags) as a configuration file, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// Print the man page (roff) to stdout and exit.
     #[arg(long)]

@@ -1,4 +1,5 @@
-//! `fts`: parse flags, set up logging, open the store and catalog, bind, serve.
+//! `fts`: parse flags (after the configuration file's settings), set up logging, open the
+//! store and catalog, bind, serve.
 
 use std::{
     io::{IsTerminal, Write},
@@ -7,7 +8,6 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::Parser;
 use ft_server::{
     auth::Auth,
     catalog::{users::Users, Catalog, CATALOG_FILE},
@@ -20,6 +20,8 @@ use ft_server::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+mod config_file;
 
 /// mimalloc instead of glibc's allocator: buffers are allocated on the network thread and
 /// freed on the disk threads, which glibc answered with arena growth, trimming and page
@@ -71,7 +73,25 @@ fn reserve_descriptor_table() {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let loaded = match config_file::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        Err(config_file::ConfigFileError::Usage(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("fts: error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.args.print_config {
+        let mut stdout = std::io::stdout();
+        return match stdout.write_all(loaded.to_toml().as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("fts: error: cannot write the configuration: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = loaded.args;
     // One crypto provider for the process, chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(Command::User(command)) = &args.command {
