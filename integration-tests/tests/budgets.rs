@@ -8,7 +8,7 @@ use std::{
 };
 
 use ft_protocol::{Get, Request};
-use integration_tests::{ftc, random_bytes, RawClient, Workspace};
+use integration_tests::{begin_request, ftc, random_bytes, RawClient, Workspace};
 
 /// Samples the server's resident memory (KiB) every few milliseconds while `work` runs and
 /// returns the peak, with `work`'s result.
@@ -144,9 +144,14 @@ async fn connections_past_the_memory_budget_are_told_busy_and_admitted_once_it_f
     // Room for the working sets of three connections (1.5 MiB each; a quarter of the budget
     // is kept for small files and resume offers).
     let server = ws.server(&["--max-memory", "6M"]);
+    // Each busy with an upload, so none is closed to make room (see below).
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(RawClient::handshake(server.addr).await);
+    for n in 0..3 {
+        let mut client = RawClient::handshake(server.addr).await;
+        client
+            .send(begin_request(1, &format!("held{n}.bin"), 1 << 20))
+            .await;
+        held.push(client);
     }
     let refused = ftc(&ws.src(), &["info", &server.address()]);
     assert_ne!(refused.code(), Some(0), "{refused}");
@@ -161,4 +166,43 @@ async fn connections_past_the_memory_budget_are_told_busy_and_admitted_once_it_f
     });
     assert!(admitted, "a freed working set admits the next connection");
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_closes_its_longest_idle_connection_for_a_new_client() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--max-connections", "4"]);
+    // Two logged-in sessions that send nothing more, and two sockets that never even start
+    // TLS: every slot taken.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(RawClient::handshake(server.addr).await);
+    }
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Each new client takes the slot of the connection idle the longest: the four above, in
+    // turn, and then the newcomers themselves.
+    let mut newcomers = Vec::new();
+    for _ in 0..4 {
+        newcomers.push(RawClient::handshake(server.addr).await);
+    }
+    let path = ws.file("late.txt", b"a late file");
+    ftc(&ws.src(), &["send", &server.address(), &path]).all_stored(1);
+    // The logged-in ones were told why.
+    for mut client in idle {
+        match client.recv().await {
+            Some(ft_protocol::Response::Error(error)) => {
+                assert_eq!(error.code, ft_protocol::ErrorCode::Busy);
+                assert!(error.message.contains("idle"), "{}", error.message);
+            }
+            other => panic!("expected a busy error, got {other:?}"),
+        }
+    }
+    assert!(server.log().contains("idle connection closed"));
+    assert!(server.log().contains("evicted during its handshake"));
+    drop((silent, newcomers));
 }

@@ -7,7 +7,7 @@ use ft_protocol::{
     ErrorCode, ErrorResponse, FileIntent, FilePlan, Hash, Prepare, Prepared, Request, Response,
 };
 use integration_tests::{
-    eventually, ftc, listing,
+    begin_request, eventually, ftc, listing,
     proxy::{Fault, FaultProxy},
     random_bytes, spawn_ftc, RawClient, Server, Workspace, TEST_USER,
 };
@@ -156,8 +156,12 @@ async fn silent_clients_are_cut_by_the_handshake_and_idle_timeouts() {
 async fn clients_beyond_max_connections_are_told_busy_and_the_server_stays_up() {
     let ws = Workspace::new();
     let server = ws.server(&["--max-connections", "2"]);
-    let first = RawClient::handshake(server.addr).await;
-    let _second = RawClient::handshake(server.addr).await;
+    // Both busy with an upload, so neither is a connection a full server would close for a
+    // new one (see budgets.rs).
+    let mut first = RawClient::handshake(server.addr).await;
+    first.send(begin_request(1, "held.bin", 1 << 20)).await;
+    let mut second = RawClient::handshake(server.addr).await;
+    second.send(begin_request(1, "held.bin", 1 << 20)).await;
 
     let mut third = RawClient::connect(server.addr).await;
     let (code, message) = connection_error(third.recv().await);

@@ -14,6 +14,7 @@ pub mod config;
 pub(crate) mod direct_write;
 pub(crate) mod download;
 pub(crate) mod group;
+pub(crate) mod idle;
 pub(crate) mod leases;
 pub(crate) mod listener;
 pub(crate) mod listing;
@@ -96,6 +97,8 @@ pub struct ServerState {
     pub(crate) small_buffers: buffers::SmallBuffers,
     /// What clients may make the server hold in memory, all together.
     pub(crate) memory: memory::MemoryBudget,
+    /// Connections that would give up their slot to a new client on a full server.
+    pub(crate) idle: Arc<idle::IdleConnections>,
 }
 
 impl ServerState {
@@ -114,6 +117,7 @@ impl ServerState {
             catalog_synced_with_names,
             small_buffers: buffers::SmallBuffers::default(),
             memory,
+            idle: Arc::default(),
         }
     }
 }

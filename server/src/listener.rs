@@ -17,11 +17,11 @@ use ft_protocol::{codec, ErrorCode, ErrorResponse, Response, PROTOCOL_VERSION};
 use futures::SinkExt;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{session, ServerState};
+use crate::{memory::Reserved, session, ServerState};
 
 /// Longest pause after a failed `accept()` (for instance, out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -86,46 +86,38 @@ pub(crate) async fn run(
             }
             continue;
         };
-        let admitted = Arc::clone(&permits)
-            .try_acquire_owned()
-            .map_err(|_| "server is at its connection limit; try again later");
-        let admitted = admitted.and_then(|permit| {
-            let working_set = state.memory.admit().ok_or_else(|| {
-                let (in_use, budget) = (state.memory.in_use(), state.memory.total());
-                tracing::warn!(in_use, budget, "memory budget spent");
-                "server is at its memory limit (--max-memory); try again later"
-            })?;
-            Ok((permit, working_set))
-        });
-        match admitted {
-            Ok((permit, working_set)) => {
-                let (state, shutdown, cut) = (Arc::clone(&state), shutdown.clone(), cut.clone());
-                sessions.spawn(async move {
-                    // TLS, Hello and the login together get one handshake timeout.
-                    let login_deadline =
-                        tokio::time::Instant::now() + state.limits.handshake_timeout;
-                    let serving = async {
-                        if let Some(stream) = accept_tls(stream, peer, &state, login_deadline).await
-                        {
-                            session::serve(stream, peer, state, shutdown, login_deadline).await;
-                        }
-                    };
-                    tokio::select! {
-                        () = serving => {}
-                        () = cut.cancelled() => {}
-                    }
-                    drop(permit);
-                    drop(working_set);
-                    drop(address_slot);
-                });
+        let served = Served {
+            state: Arc::clone(&state),
+            shutdown: shutdown.clone(),
+            cut: cut.clone(),
+            address_slot,
+        };
+        match admit(&state, &permits) {
+            Ok(admitted) => {
+                sessions.spawn(served.serve(stream, peer, admitted));
             }
             Err(message) => match Arc::clone(&refusals).try_acquire_owned() {
-                Ok(permit) => {
-                    let state = Arc::clone(&state);
+                Ok(refusal_permit) => {
+                    // A full server makes room by closing the connection idle the longest;
+                    // the new client gets the slot once that one is gone.
+                    let evicted = state.idle.evict_oldest();
+                    let permits = Arc::clone(&permits);
                     sessions.spawn(async move {
-                        refuse_busy(stream, peer, &state, message).await;
-                        drop(permit);
-                        drop(address_slot);
+                        let admitted = if evicted {
+                            admit_within(&served.state, &permits, EVICTION_WAIT).await
+                        } else {
+                            Err(message)
+                        };
+                        match admitted {
+                            Ok(admitted) => {
+                                drop(refusal_permit);
+                                served.serve(stream, peer, admitted).await;
+                            }
+                            Err(message) => {
+                                refuse_busy(stream, peer, &served.state, message).await;
+                                drop(refusal_permit);
+                            }
+                        }
                     });
                 }
                 Err(_) => drop(stream),
@@ -149,6 +141,87 @@ pub(crate) async fn run(
         );
         cut.cancel();
         sessions.wait().await;
+    }
+}
+
+/// Longest a new client waits for the slot of the idle connection evicted for it.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// A connection slot and the connection's working set of memory.
+struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    _working_set: Reserved,
+}
+
+/// Takes a connection slot and a working set, if both are free.
+fn admit(state: &ServerState, permits: &Arc<Semaphore>) -> Result<Admitted, &'static str> {
+    let permit = Arc::clone(permits)
+        .try_acquire_owned()
+        .map_err(|_| "server is at its connection limit; try again later")?;
+    let working_set = state.memory.admit().ok_or_else(|| {
+        let (in_use, budget) = (state.memory.in_use(), state.memory.total());
+        tracing::warn!(in_use, budget, "memory budget spent");
+        "server is at its memory limit (--max-memory); try again later"
+    })?;
+    Ok(Admitted {
+        _permit: permit,
+        _working_set: working_set,
+    })
+}
+
+/// [`admit`], retried until `wait` has passed (while an evicted connection lets go).
+async fn admit_within(
+    state: &ServerState,
+    permits: &Arc<Semaphore>,
+    wait: Duration,
+) -> Result<Admitted, &'static str> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match admit(state, permits) {
+            Ok(admitted) => return Ok(admitted),
+            Err(message) if tokio::time::Instant::now() >= deadline => return Err(message),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// What a connection's task needs besides its stream.
+struct Served {
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+    cut: CancellationToken,
+    address_slot: AddressSlot,
+}
+
+impl Served {
+    /// Runs the connection: TLS, then the session; until it ends or the grace period is cut.
+    /// Until its login is done, the connection may be evicted for a new one (see idle.rs).
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
+        let Served {
+            state,
+            shutdown,
+            cut,
+            address_slot,
+        } = self;
+        // TLS, Hello and the login together get one handshake timeout.
+        let login_deadline = tokio::time::Instant::now() + state.limits.handshake_timeout;
+        let handshaking = state.idle.mark();
+        let evicted = handshaking.evicted();
+        let serving = async {
+            if let Some(stream) = accept_tls(stream, peer, &state, login_deadline).await {
+                let state = Arc::clone(&state);
+                session::serve(stream, peer, state, shutdown, login_deadline, handshaking).await;
+            }
+        };
+        tokio::select! {
+            () = serving => {}
+            () = cut.cancelled() => {}
+            () = evicted.cancelled() => {
+                tracing::info!(%peer, "evicted during its handshake: the server is full");
+            }
+        }
+        drop(admitted);
+        drop(address_slot);
     }
 }
 

@@ -31,6 +31,7 @@ use crate::{
     catalog::CatalogError,
     commit::CommitError,
     group::Committed,
+    idle::IdleMark,
     refusal::Refusal,
     upload::Upload,
     ServerState,
@@ -120,6 +121,7 @@ pub(crate) async fn serve(
     state: Arc<ServerState>,
     shutdown: CancellationToken,
     login_deadline: tokio::time::Instant,
+    handshaking: IdleMark,
 ) {
     // Acks are small and latency-bound; don't let Nagle hold them back.
     let _ = stream.get_ref().0.set_nodelay(true);
@@ -134,6 +136,7 @@ pub(crate) async fn serve(
         round: UploadRound::default(),
         identity: None,
         login_deadline,
+        handshaking: Some(handshaking),
         namespaces_seen: std::sync::Mutex::default(),
         files_stored: 0,
     };
@@ -204,6 +207,8 @@ struct Session {
     identity: Option<Identity>,
     /// When the TLS handshake, Hello and the login must be done by, all told.
     login_deadline: tokio::time::Instant,
+    /// Until the login is done, a full server may evict this connection (see idle.rs).
+    handshaking: Option<IdleMark>,
     /// For an admin: whether first folders of its names are namespaces, as looked up.
     namespaces_seen: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Files acknowledged on this connection, for the log.
@@ -215,6 +220,7 @@ impl Session {
         if !self.handshake().await? {
             return Ok(());
         }
+        self.handshaking = None;
         loop {
             // While requests are buffered and no commit waits to be answered, take the next
             // one straight away: the select below builds two timers, a timeout and a token
@@ -285,6 +291,10 @@ impl Session {
         };
         let commit_deadline = self.round.commit_deadline();
         let idle_timeout = self.state.limits.idle_timeout;
+        // With nothing in flight, a full server may close this connection for a new one.
+        let evictable = (idle && !self.round.is_committing() && !self.round.has_waiting_files())
+            .then(|| self.state.idle.mark());
+        let evicted = evictable.as_ref().map(IdleMark::evicted);
         let reader = &mut self.reader;
         let round = &mut self.round;
         let committing = round.is_committing();
@@ -300,10 +310,12 @@ impl Session {
             () = cancelled(superseded) => Woke::Superseded,
             // Only between files: an upload in flight is allowed to finish.
             () = shutdown.cancelled(), if idle => Woke::ShuttingDown,
+            () = cancelled(evicted) => Woke::Evicted,
             // The client paused, or the group's first file waited long enough: commit what is
             // verified rather than keep it waiting.
             () = sleep_until(commit_deadline) => Woke::CommitDue,
         };
+        drop(evictable);
         match woke {
             Woke::Committed(committed) => {
                 self.round.pop_oldest_commit();
@@ -323,6 +335,14 @@ impl Session {
             }
             Woke::ShuttingDown => {
                 self.say_goodbye().await?;
+                Ok(Waited::Ended)
+            }
+            Woke::Evicted => {
+                tracing::info!("idle connection closed: the server is full");
+                let message = "the server is full and this connection was idle; \
+                               connect again when you have a request";
+                let busy = ErrorResponse::new(None, ErrorCode::Busy, message);
+                self.send(Response::Error(busy)).await?;
                 Ok(Waited::Ended)
             }
             Woke::CommitDue => {
@@ -742,6 +762,8 @@ enum Woke {
     Committed(Option<Result<Committed, tokio::task::JoinError>>),
     /// The reader produced something, or the idle timeout passed first.
     Request(Result<Option<Result<Request, ProtocolError>>, tokio::time::error::Elapsed>),
+    /// The server is full and this connection, idle the longest, gives up its slot.
+    Evicted,
     /// A newer connection took the upload in flight over.
     Superseded,
     /// The server is shutting down and no file is open.

@@ -637,7 +637,11 @@ async fn clients_beyond_the_connection_limit_are_told_busy() {
         ..Limits::default()
     })
     .await;
-    let first = server.hello().await;
+    // Busy with an upload, so not a connection a full server would close for a new one.
+    let mut first = server.hello().await;
+    first
+        .send(begin(1, "held.bin", 1 << 20, ConflictPolicy::KeepBoth))
+        .await;
     let mut second = server.connect().await;
     second.expect_connection_error(ErrorCode::Busy).await;
     drop(first);
