@@ -408,6 +408,7 @@ pub(crate) fn info(server: &str, who: &Authenticated, info: &ServerInfo, json: b
             "protocol_version": info.protocol_version, "capabilities": info.capabilities,
             "files": info.files, "bytes": info.bytes, "free_bytes": info.free_bytes,
             "max_file_size": info.max_file_size, "max_connections": info.max_connections,
+            "partial_files": info.partial_files, "partial_bytes": info.partial_bytes,
         }));
         return;
     }
@@ -426,6 +427,12 @@ pub(crate) fn info(server: &str, who: &Authenticated, info: &ServerInfo, json: b
         "bytes stored:     {} ({})",
         info.bytes,
         BinaryBytes(info.bytes)
+    );
+    out!(
+        "kept for resume:  {} interrupted uploads, {} bytes ({})",
+        info.partial_files,
+        info.partial_bytes,
+        BinaryBytes(info.partial_bytes)
     );
     out!(
         "free space:       {} ({})",

@@ -756,21 +756,34 @@ impl Workspace {
 
     /// Uploads in progress or kept for resume.
     pub fn partial_entries(&self) -> usize {
-        fs::read_dir(self.partial_dir())
-            .map(|dir| dir.count())
-            .unwrap_or(0)
+        self.partial_files().len()
     }
 
     /// Total bytes held in the partial area.
     pub fn partial_bytes(&self) -> u64 {
-        fs::read_dir(self.partial_dir())
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.partial_files()
+            .iter()
+            .filter_map(|path| fs::metadata(path).ok())
+            .map(|meta| meta.len())
+            .sum()
+    }
+
+    /// The files of the partial area: at its top and in its owner folders.
+    pub fn partial_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let Ok(top) = fs::read_dir(self.partial_dir()) else {
+            return files;
+        };
+        for entry in top.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                if let Ok(inner) = fs::read_dir(entry.path()) {
+                    files.extend(inner.flatten().map(|inner| inner.path()));
+                }
+            } else {
+                files.push(entry.path());
+            }
+        }
+        files
     }
 }
 

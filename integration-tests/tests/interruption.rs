@@ -94,12 +94,7 @@ fn a_tampered_kept_prefix_is_detected_and_the_upload_starts_over() {
         .contains("client disconnected")));
 
     // Rot one byte of what the server kept.
-    let partial = fs::read_dir(ws.partial_dir())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let partial = ws.partial_files().into_iter().next().unwrap();
     let mut kept = fs::read(&partial).unwrap();
     kept[1000] ^= 0x01;
     fs::write(&partial, &kept).unwrap();

@@ -136,7 +136,8 @@ pub use message::{
 /// Version 6 added `append` to `Prepare`: announcements of one round add up.
 /// Version 7 added `Authenticate`/`Authenticated`, `Unauthorized`, `Forbidden`, and the owner
 /// of each catalog entry; the connection is TLS.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// Version 8 added the interrupted uploads kept for resume to `ServerInfo`.
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.

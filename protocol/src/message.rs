@@ -372,6 +372,10 @@ pub struct ServerInfo {
     pub max_file_size: u64,
     /// Clients served at once.
     pub max_connections: u32,
+    /// Interrupted uploads kept for resume (the user's own; everyone's for an admin).
+    pub partial_files: u64,
+    /// Bytes they hold on the server's disk.
+    pub partial_bytes: u64,
 }
 
 /// Creates a folder and any missing parents.

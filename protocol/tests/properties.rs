@@ -185,6 +185,8 @@ fn response() -> impl Strategy<Value = Response> {
                 free_bytes: bytes / 2,
                 max_file_size: bytes,
                 max_connections: max,
+                partial_files: files / 3,
+                partial_bytes: bytes / 3,
             })
         }),
         (name(), any::<bool>())

@@ -57,11 +57,22 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size)]
     pub max_file_size: u64,
 
-    /// Memory all clients together may make the server hold for uploads in flight,
-    /// download read-ahead and resume offers (beyond each connection's fixed buffers); past
-    /// it, requests wait or fall back to streaming through the disk.
+    /// Memory all clients together may make the server hold: each connection's working set
+    /// (1.5 MiB, reserved when it is admitted; past the budget new clients are told busy),
+    /// small files gathered in memory and resume offers (taken only while free; otherwise
+    /// small files stream through the disk).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
     pub max_memory: u64,
+
+    /// Interrupted uploads kept for resume per user; past it, starting a new upload removes
+    /// that user's oldest.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_partials_per_user: u64,
+
+    /// Bytes of interrupted uploads kept for resume per user; past it, starting a new upload
+    /// removes that user's oldest (a single upload is bounded by --max-file-size instead).
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_partial_bytes_per_user: u64,
 
     /// Time a new client has for the TLS handshake, Hello and its login, all told (e.g. 10s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -108,6 +119,29 @@ pub enum Command {
     /// Users, their roles and tokens.
     #[command(subcommand)]
     User(UserCommand),
+    /// Interrupted uploads kept for resume: lists them (owner, size, age), or purges them.
+    Partials {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<PartialsCommand>,
+    },
+}
+
+/// `fts --dir DIR partials ...`.
+#[derive(Debug, Subcommand)]
+pub enum PartialsCommand {
+    /// Lists them, oldest first.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Removes them (an upload still in progress fails and its client sends it again).
+    Purge {
+        /// Only this user's.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Only those untouched for at least this long (e.g. 1h).
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+    },
 }
 
 /// `fts --dir DIR user ...`.
@@ -160,6 +194,8 @@ pub struct Limits {
     pub max_file_size: u64,
     /// See [`Args::max_memory`].
     pub max_memory: u64,
+    /// See [`Args::max_partials_per_user`] and [`Args::max_partial_bytes_per_user`].
+    pub partial_quota: crate::store::PartialQuota,
     /// See [`Args::handshake_timeout`].
     pub handshake_timeout: Duration,
     /// See [`Args::idle_timeout`].
@@ -177,6 +213,10 @@ impl From<&Args> for Limits {
             max_connections_per_address: args.max_connections_per_address as usize,
             max_file_size: args.max_file_size,
             max_memory: args.max_memory,
+            partial_quota: crate::store::PartialQuota {
+                files: args.max_partials_per_user,
+                bytes: args.max_partial_bytes_per_user,
+            },
             handshake_timeout: args.handshake_timeout,
             idle_timeout: args.idle_timeout,
             shutdown_grace: args.shutdown_grace,

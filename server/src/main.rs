@@ -5,14 +5,15 @@ use std::{
     io::{IsTerminal, Write},
     process::ExitCode,
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context;
 use ft_server::{
     auth::Auth,
     catalog::{users::Users, Catalog, CATALOG_FILE},
-    config::{Args, Command, Limits, UserCommand},
-    store::Store,
+    config::{Args, Command, Limits, PartialsCommand, UserCommand},
+    store::{PartialArea, Store},
     tls::TlsIdentity,
     user_admin::{self, ServerAddress, FIRST_ADMIN},
     Security, ServerState,
@@ -96,6 +97,15 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(Command::User(command)) = &args.command {
         return match user_command(&args, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("fts: error: {err:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Command::Partials { action }) = &args.command {
+        return match partials_command(&args, action.as_ref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("fts: error: {err:#}");
@@ -272,6 +282,43 @@ fn user_command(args: &Args, command: &UserCommand) -> anyhow::Result<()> {
             format!("new token for {name} (the old one no longer works):\n{token}\n")
         }
     };
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
+}
+
+/// `fts --dir DIR partials ...`: lists or purges the interrupted uploads kept for resume,
+/// beside a running server or without one.
+fn partials_command(args: &Args, action: Option<&PartialsCommand>) -> anyhow::Result<()> {
+    let dir = args.dir.clone().context("--dir is required")?;
+    let area = PartialArea::open(&dir)
+        .with_context(|| format!("{} holds no uploads kept for resume", dir.display()))?;
+    let text = match action.unwrap_or(&PartialsCommand::List) {
+        PartialsCommand::List => {
+            let now = std::time::SystemTime::now();
+            let mut text = format!("{:<16} {:>16} {:>10}  KEY\n", "OWNER", "BYTES", "AGE");
+            for partial in area.list() {
+                let age = now.duration_since(partial.modified).unwrap_or_default();
+                let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
+                let owner = partial.owner.as_deref().unwrap_or("-");
+                let key = partial.key.to_hex();
+                text.push_str(&format!(
+                    "{owner:<16} {:>16} {age:>10}  {key}\n",
+                    partial.len
+                ));
+            }
+            text
+        }
+        PartialsCommand::Purge { user, older_than } => {
+            let removed = area.purge(user.as_deref(), *older_than);
+            format!(
+                "removed {} interrupted uploads, {} bytes\n",
+                removed.files, removed.bytes
+            )
+        }
+    };
+    let mut stdout = std::io::stdout();
     stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())

@@ -42,6 +42,8 @@ impl From<&StoreError> for Refusal {
     fn from(err: &StoreError) -> Self {
         let code = if err.is_about_the_name() {
             ErrorCode::InvalidName
+        } else if matches!(err, StoreError::PartialQuota { .. }) {
+            ErrorCode::NoSpace
         } else {
             ErrorCode::Storage
         };

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     buffers::SmallBuffers,
     direct_write::DirectWriter,
-    leases::Lease,
+    leases::{Lease, Leases},
     memory::Reserved,
     names::ValidName,
-    store::{Store, StoreError},
+    store::{PartialQuota, Store, StoreError},
 };
 
 /// Chunks queued between the session and the writer thread, per upload. With the writer's
@@ -116,6 +116,17 @@ pub(crate) struct Upload {
     memory: Option<Reserved>,
 }
 
+/// Whose partial upload a streamed upload writes, and the bound on that user's.
+#[derive(Debug)]
+pub(crate) struct PartialOwner {
+    /// The user.
+    pub(crate) name: String,
+    /// Their bound.
+    pub(crate) quota: PartialQuota,
+    /// Which partial uploads are in progress (never removed to make room).
+    pub(crate) leases: Arc<Leases>,
+}
+
 /// How an upload's bytes are to be held, with the memory reserved for it.
 #[derive(Debug)]
 pub(crate) enum Holding {
@@ -152,6 +163,7 @@ impl Upload {
         prefix: Option<Box<blake3::Hasher>>,
         buffers: &SmallBuffers,
         holding: Holding,
+        owner: PartialOwner,
     ) -> Result<Self, StoreError> {
         let (key, offset) = (begin.key, begin.offset);
         let superseded = lease.superseded();
@@ -167,13 +179,20 @@ impl Upload {
             ),
             Holding::Gathered(_) | Holding::Streamed => {
                 let opener = Arc::clone(&store);
-                let file = tokio::task::spawn_blocking(move || opener.open_partial(&key, offset))
-                    .await
-                    .map_err(|join| StoreError::Io {
-                        action: "open",
-                        path: store.partial_path(&key),
-                        cause: std::io::Error::other(join.to_string()),
-                    })??;
+                let size = begin.size;
+                let file = tokio::task::spawn_blocking(move || {
+                    if offset == 0 {
+                        let in_use = |other: &Hash| *other != key && owner.leases.is_held(other);
+                        opener.make_room_for_partial(&owner.name, size, owner.quota, in_use)?;
+                    }
+                    opener.open_partial(&key, offset, Some(&owner.name))
+                })
+                .await
+                .map_err(|join| StoreError::Io {
+                    action: "open",
+                    path: store.partial_path(&key),
+                    cause: std::io::Error::other(join.to_string()),
+                })??;
                 let (chunks, queue) = mpsc::channel(WRITE_QUEUE_CHUNKS);
                 // The lease moves into the writer, so the key is released only once every queued
                 // byte is written (or, when complete, once the file is committed).

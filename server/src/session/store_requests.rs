@@ -101,6 +101,7 @@ impl Session {
             let within = namespace.as_deref().map_or(Within::All, Within::Namespace);
             let (files, bytes) = state.catalog.totals(within)?;
             let free_bytes = state.store.available_space()?;
+            let partials = state.store.partial_usage(namespace.as_deref());
             Ok::<_, Refusal>(ServerInfo {
                 software: format!("fts {}", env!("CARGO_PKG_VERSION")),
                 protocol_version: PROTOCOL_VERSION,
@@ -110,6 +111,8 @@ impl Session {
                 free_bytes,
                 max_file_size: state.limits.max_file_size,
                 max_connections: u32::try_from(state.limits.max_connections).unwrap_or(u32::MAX),
+                partial_files: partials.files,
+                partial_bytes: partials.bytes,
             })
         })
         .await;

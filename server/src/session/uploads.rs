@@ -16,7 +16,7 @@ use crate::{
     plan,
     refusal::Refusal,
     store::KnownFolders,
-    upload::{Holding, Upload, UploadError, SMALL_UPLOAD_BYTES},
+    upload::{Holding, PartialOwner, Upload, UploadError, SMALL_UPLOAD_BYTES},
 };
 
 /// Memory a resume offer holds: its hash state (about 2 KiB) and its place in the map.
@@ -213,6 +213,11 @@ impl Session {
             prefix,
             &self.state.small_buffers,
             holding,
+            PartialOwner {
+                name: self.user().to_owned(),
+                quota: self.state.limits.partial_quota,
+                leases: Arc::clone(&self.state.leases),
+            },
         )
         .await
         {

@@ -25,6 +25,7 @@ mod folders;
 mod lock;
 mod namespaces;
 mod partial;
+mod partial_admin;
 mod place;
 mod stored;
 
@@ -35,7 +36,8 @@ use std::{
 };
 
 pub use folders::KnownFolders;
-pub use partial::PartialUpload;
+pub use partial::{PartialQuota, PartialUpload, PartialUsage};
+pub use partial_admin::PartialArea;
 
 use crate::names::{NameError, PRIVATE_DIR};
 use lock::DirLock;
@@ -77,6 +79,18 @@ pub enum StoreError {
     /// The name is a folder or something else than a regular file.
     #[error("'{0}' is not a regular file")]
     NotAFile(String),
+    /// The user's interrupted uploads fill their quota and none can be removed (all are in
+    /// progress).
+    #[error(
+        "your uploads in progress already fill your quota of {files} interrupted uploads \
+             or {bytes} bytes kept for resume; finish or cancel some first"
+    )]
+    PartialQuota {
+        /// Most partial uploads per user.
+        files: u64,
+        /// Most bytes of partial uploads per user.
+        bytes: u64,
+    },
     /// Another `fts` serves this directory.
     #[error("{0} is already served by another fts process")]
     Locked(PathBuf),
@@ -120,6 +134,8 @@ pub struct Store {
     root_dir: std::os::fd::OwnedFd,
     /// The partial area, open: partial uploads are opened relative to it.
     partials_dir: std::os::fd::OwnedFd,
+    /// Which owner folder of the partial area each upload key is in.
+    partial_index: partial::PartialIndex,
     /// The root's device: every folder written to must be on it.
     device: u64,
     /// Unnamed files can be linked by their descriptor (cleared at the first refusal).
@@ -158,15 +174,18 @@ impl Store {
                 "the partial area is not a folder of the storage directory's filesystem",
             ))
         })?;
-        Ok(Self {
+        let store = Self {
             root,
             partials,
             lock,
             root_dir,
             partials_dir,
+            partial_index: partial::PartialIndex::default(),
             device,
             link_by_fd: std::sync::atomic::AtomicBool::new(true),
-        })
+        };
+        store.index_partials();
+        Ok(store)
     }
 
     /// The canonical storage directory.

@@ -1,18 +1,26 @@
-//! Partial uploads: one `<key>.part` file per upload key in `DIR/.fts/partial/`, written
-//! while an upload is in progress and kept after an interruption so a reconnecting client can
-//! resume it. Nothing here ever carries a final name. Every file is opened relative to the
-//! partial area's descriptor, never following a link.
+//! Partial uploads: one `<key>.part` file per upload key in `DIR/.fts/partial/<owner>/`,
+//! written while an upload is in progress and kept after an interruption so a reconnecting
+//! client can resume it. Nothing here ever carries a final name.
+//!
+//! Each user's partial uploads sit in a folder of their own, so they are counted (`info`),
+//! bounded (oldest evicted first, see [`Store::make_room_for_partial`]) and purged per user.
+//! A small upload written by its group commit, a moment before it gets its name, has no
+//! owner folder: it sits at the top of the area. Every file is opened relative to the area's
+//! descriptor, never following a link.
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::{self, Read, Seek, SeekFrom, Write},
+    os::fd::{AsFd, OwnedFd},
     path::PathBuf,
+    sync::Mutex,
     time::{Duration, SystemTime},
 };
 
 use ft_protocol::Hash;
 use rustix::{
-    fs::{AtFlags, FileType, Mode, OFlags},
+    fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags},
     io::Errno,
 };
 
@@ -21,6 +29,8 @@ use super::{io_error, Store, StoreError, PREFIX_READ_BUFFER, STORED_FILE_MODE};
 /// One partial upload, as found in the partial area.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartialUpload {
+    /// Whose upload it is (`None`: a small file written by a commit, or an older store's).
+    pub owner: Option<String>,
     /// Its upload key.
     pub key: Hash,
     /// Bytes held.
@@ -29,34 +39,84 @@ pub struct PartialUpload {
     pub modified: SystemTime,
 }
 
+/// Partial uploads of one owner, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartialUsage {
+    /// How many.
+    pub files: u64,
+    /// Bytes they hold.
+    pub bytes: u64,
+}
+
+/// Bounds on one owner's partial uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct PartialQuota {
+    /// Most partial uploads kept.
+    pub files: u64,
+    /// Most bytes they may hold.
+    pub bytes: u64,
+}
+
+/// Where each key's partial upload is: the owner folder it was created in. Rebuilt from the
+/// area at start-up; keys missing here sit at the top of the area.
+#[derive(Debug, Default)]
+pub(super) struct PartialIndex {
+    owners: Mutex<HashMap<Hash, String>>,
+}
+
+impl PartialIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, String>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 impl Store {
     /// Where the interrupted or in-progress upload with this key lives (for messages: the
     /// store itself opens it relative to the partial area's descriptor).
     pub fn partial_path(&self, key: &Hash) -> PathBuf {
-        self.partials.join(Self::partial_file_name(key))
+        self.partials.join(self.partial_name(key))
     }
 
-    /// The partial upload's file name inside the partial area.
-    pub(super) fn partial_file_name(key: &Hash) -> String {
-        format!("{}.part", key.to_hex())
+    /// The partial upload's path inside the area: `<owner>/<key>.part` or `<key>.part`.
+    pub(super) fn partial_name(&self, key: &Hash) -> String {
+        let file = partial_file_name(key);
+        match self.partial_index.lock().get(key) {
+            Some(owner) => format!("{owner}/{file}"),
+            None => file,
+        }
+    }
+
+    /// Opens `name` (see [`Store::partial_name`]) beneath the area, never through a link.
+    fn open_in_area(&self, name: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // openat2 refuses a mode unless a file may be created.
+        let mode = if flags.contains(OFlags::CREATE) {
+            Mode::from_raw_mode(STORED_FILE_MODE)
+        } else {
+            Mode::empty()
+        };
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+        match rustix::fs::openat2(&self.partials_dir, name, flags, mode, resolve) {
+            Err(Errno::NOSYS) => {
+                // Before Linux 5.6: the owner folder is a plain name made by the server.
+                rustix::fs::openat(&self.partials_dir, name, flags, mode)
+            }
+            other => other,
+        }
     }
 
     fn open_partial_file(&self, key: &Hash, flags: OFlags) -> Result<File, StoreError> {
-        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        rustix::fs::openat(
-            &self.partials_dir,
-            Self::partial_file_name(key),
-            flags,
-            Mode::from_raw_mode(STORED_FILE_MODE),
-        )
-        .map(File::from)
-        .map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))
+        self.open_in_area(&self.partial_name(key), flags)
+            .map(File::from)
+            .map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))
     }
 
     /// Length of the partial upload with this key, if there is one. Blocking.
     pub fn partial_len(&self, key: &Hash) -> Result<Option<u64>, StoreError> {
-        let name = Self::partial_file_name(key);
-        match rustix::fs::statat(&self.partials_dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let name = self.partial_name(key);
+        match rustix::fs::statat(&self.partials_dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode).is_file() => {
                 Ok(Some(stat.st_size as u64))
             }
@@ -82,14 +142,34 @@ impl Store {
         Ok(hasher)
     }
 
-    /// Opens the partial upload for `key` for writing at `offset`, creating it if needed and
-    /// cutting anything beyond `offset` (bytes that were never verified). Blocking.
-    pub fn open_partial(&self, key: &Hash, offset: u64) -> Result<File, StoreError> {
-        let path = self.partial_path(key);
+    /// Opens the partial upload for `key` for writing at `offset`, creating it in `owner`'s
+    /// folder if needed and cutting anything beyond `offset` (bytes that were never
+    /// verified). Blocking.
+    pub fn open_partial(
+        &self,
+        key: &Hash,
+        offset: u64,
+        owner: Option<&str>,
+    ) -> Result<File, StoreError> {
         if offset == 0 {
             // A fresh upload: one system call instead of open, stat, truncate and seek.
-            return self.open_partial_file(key, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC);
+            let fresh = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
+            let Some(owner) = owner else {
+                // Written by a commit and named a moment later: no owner folder.
+                self.partial_index.lock().remove(key);
+                return self.open_partial_file(key, fresh);
+            };
+            self.make_owner_folder(owner)?;
+            let name = format!("{owner}/{}", partial_file_name(key));
+            let file = self
+                .open_in_area(&name, fresh)
+                .map(File::from)
+                .map_err(|errno| io_error("open", &self.partials.join(&name))(errno.into()))?;
+            // Another owner's copy cannot exist: keys are mixed with their owner.
+            self.partial_index.lock().insert(*key, owner.to_owned());
+            return Ok(file);
         }
+        let path = self.partial_path(key);
         // Resuming: the partial must exist (no empty file is created in its place).
         let mut file = self.open_partial_file(key, OFlags::WRONLY | OFlags::NONBLOCK)?;
         let meta = file.metadata().map_err(io_error("inspect", &path))?;
@@ -109,39 +189,107 @@ impl Store {
         Ok(file)
     }
 
-    /// Removes the partial upload for `key`, if any. Blocking.
-    pub fn discard_partial(&self, key: &Hash) -> Result<(), StoreError> {
-        let name = Self::partial_file_name(key);
-        match rustix::fs::unlinkat(&self.partials_dir, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(errno) => Err(io_error("remove", &self.partial_path(key))(errno.into())),
+    fn make_owner_folder(&self, owner: &str) -> Result<(), StoreError> {
+        match rustix::fs::mkdirat(&self.partials_dir, owner, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(errno) => Err(io_error("create", &self.partials.join(owner))(errno.into())),
         }
     }
 
-    /// Every partial upload present, read in one pass over the partial area. Blocking.
+    /// The folder holding `key`'s partial upload (opened without following links) and the
+    /// file's name in it, to rename the upload to its final name.
+    pub(super) fn partial_source(&self, key: &Hash) -> Result<(OwnedFd, String), StoreError> {
+        let name = self.partial_name(key);
+        let opened = match name.split_once('/') {
+            Some((owner, _)) => open_owner_folder(self.partials_dir.as_fd(), owner),
+            None => rustix::io::dup(&self.partials_dir),
+        };
+        let folder =
+            opened.map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))?;
+        Ok((folder, partial_file_name(key)))
+    }
+
+    /// Forgets where `key`'s partial upload was, once it was renamed away or removed.
+    pub(super) fn forget_partial(&self, key: &Hash) {
+        self.partial_index.lock().remove(key);
+    }
+
+    /// Removes the partial upload for `key`, if any. Blocking.
+    pub fn discard_partial(&self, key: &Hash) -> Result<(), StoreError> {
+        let name = self.partial_name(key);
+        let removed = match unlink_in(self.partials_dir.as_fd(), &name) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(errno) => Err(io_error("remove", &self.partial_path(key))(errno.into())),
+        };
+        self.forget_partial(key);
+        removed
+    }
+
+    /// Every partial upload present. Blocking.
     pub fn partials(&self) -> Vec<PartialUpload> {
-        let mut found = Vec::new();
-        self.for_each_partial_key(|key| {
-            let name = Self::partial_file_name(&key);
-            let Ok(stat) = rustix::fs::statat(&self.partials_dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            else {
-                return;
-            };
-            if !FileType::from_raw_mode(stat.st_mode).is_file() {
-                return;
+        list_area(self.partials_dir.as_fd())
+    }
+
+    /// How many partial uploads `owner` has, and their bytes. Blocking.
+    pub fn partial_usage(&self, owner: Option<&str>) -> PartialUsage {
+        let mut usage = PartialUsage::default();
+        for partial in self.partials() {
+            if owner.is_none() || partial.owner.as_deref() == owner {
+                usage.files += 1;
+                usage.bytes += partial.len;
             }
-            let modified = SystemTime::UNIX_EPOCH
-                + Duration::new(
-                    u64::try_from(stat.st_mtime).unwrap_or(0),
-                    u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-                );
-            found.push(PartialUpload {
-                key,
-                len: stat.st_size as u64,
-                modified,
-            });
-        });
-        found
+        }
+        usage
+    }
+
+    /// Makes room among `owner`'s partial uploads for a new one of `size` bytes: removes
+    /// their oldest (except those `in_use`) until the others, with the new one, keep within
+    /// `quota`; one upload alone is never refused (`--max-file-size` bounds it). Returns how
+    /// many were removed. Blocking.
+    pub fn make_room_for_partial(
+        &self,
+        owner: &str,
+        size: u64,
+        quota: PartialQuota,
+        in_use: impl Fn(&Hash) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut own: Vec<PartialUpload> = self
+            .partials()
+            .into_iter()
+            .filter(|partial| partial.owner.as_deref() == Some(owner))
+            .collect();
+        let fits = |files: u64, bytes: u64| {
+            files == 0 || (files < quota.files && bytes.saturating_add(size) <= quota.bytes)
+        };
+        let (mut files, mut bytes) = (
+            own.len() as u64,
+            own.iter().map(|partial| partial.len).sum::<u64>(),
+        );
+        own.sort_by_key(|partial| partial.modified);
+        let mut removed = 0;
+        for partial in &own {
+            if fits(files, bytes) {
+                break;
+            }
+            if in_use(&partial.key) || self.discard_partial(&partial.key).is_err() {
+                continue;
+            }
+            tracing::info!(
+                owner, key = %partial.key.to_hex(), bytes = partial.len,
+                "removed the oldest interrupted upload to keep within the user's quota"
+            );
+            files -= 1;
+            bytes -= partial.len;
+            removed += 1;
+        }
+        if fits(files, bytes) {
+            Ok(removed)
+        } else {
+            Err(StoreError::PartialQuota {
+                files: quota.files,
+                bytes: quota.bytes,
+            })
+        }
     }
 
     /// Removes partial uploads untouched for longer than `ttl`, except those `in_use`.
@@ -162,38 +310,124 @@ impl Store {
         removed
     }
 
-    /// Keys of the partial uploads present, read in one pass over the partial area (names
-    /// only, no `stat` per file). Blocking.
+    /// Keys of the partial uploads present. Blocking.
     pub fn partial_keys(&self) -> std::collections::HashSet<Hash> {
-        let mut keys = std::collections::HashSet::new();
-        self.for_each_partial_key(|key| {
+        let mut keys: std::collections::HashSet<Hash> =
+            self.partial_index.lock().keys().copied().collect();
+        // Those at the top of the area: names only, no `stat` per file.
+        for_each_key(self.partials_dir.as_fd(), |key| {
             keys.insert(key);
         });
         keys
     }
 
-    fn for_each_partial_key(&self, mut found: impl FnMut(Hash)) {
-        let Ok(mut entries) = rustix::fs::Dir::read_from(&self.partials_dir) else {
-            return;
-        };
-        while let Some(Ok(entry)) = entries.next() {
-            let key = entry
-                .file_name()
-                .to_str()
-                .ok()
-                .and_then(|name| name.strip_suffix(".part"))
-                .and_then(Hash::from_hex);
-            if let Some(key) = key {
-                found(key);
-            }
-        }
-    }
-
-    /// Writes a small upload's bytes as its complete partial file. Blocking.
+    /// Writes a small upload's bytes as its complete partial file, at the top of the area.
+    /// Blocking.
     pub fn write_partial(&self, key: &Hash, bytes: &[u8]) -> Result<File, StoreError> {
-        let mut file = self.open_partial(key, 0)?;
+        let mut file = self.open_partial(key, 0, None)?;
         file.write_all(bytes)
             .map_err(io_error("write", &self.partial_path(key)))?;
         Ok(file)
     }
+
+    /// Rebuilds the index of owner folders from the area (at start-up).
+    pub(super) fn index_partials(&self) {
+        let mut index = self.partial_index.lock();
+        for partial in self.partials() {
+            if let Some(owner) = partial.owner {
+                index.insert(partial.key, owner);
+            }
+        }
+    }
+}
+
+fn partial_file_name(key: &Hash) -> String {
+    format!("{}.part", key.to_hex())
+}
+
+fn unlink_in(area: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
+    match name.split_once('/') {
+        Some((owner, file)) => {
+            let folder = open_owner_folder(area, owner)?;
+            rustix::fs::unlinkat(&folder, file, AtFlags::empty())
+        }
+        None => rustix::fs::unlinkat(area, name, AtFlags::empty()),
+    }
+}
+
+fn open_owner_folder(area: std::os::fd::BorrowedFd<'_>, owner: &str) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        area,
+        owner,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Calls `found` with the key of every `<key>.part` directly in `folder`.
+fn for_each_key(folder: std::os::fd::BorrowedFd<'_>, mut found: impl FnMut(Hash)) {
+    let Ok(mut entries) = rustix::fs::Dir::read_from(folder) else {
+        return;
+    };
+    while let Some(Ok(entry)) = entries.next() {
+        let key = entry
+            .file_name()
+            .to_str()
+            .ok()
+            .and_then(|name| name.strip_suffix(".part"))
+            .and_then(Hash::from_hex);
+        if let Some(key) = key {
+            found(key);
+        }
+    }
+}
+
+/// Every partial upload in the area whose descriptor is `area`: at its top and in its owner
+/// folders. Blocking.
+pub(super) fn list_area(area: std::os::fd::BorrowedFd<'_>) -> Vec<PartialUpload> {
+    let mut found = Vec::new();
+    collect_in(area, None, &mut found);
+    let Ok(mut entries) = rustix::fs::Dir::read_from(area) else {
+        return found;
+    };
+    while let Some(Ok(entry)) = entries.next() {
+        let Ok(owner) = entry.file_name().to_str() else {
+            continue;
+        };
+        if owner.starts_with('.') || owner.ends_with(".part") {
+            continue;
+        }
+        let Ok(folder) = open_owner_folder(area, owner) else {
+            continue;
+        };
+        collect_in(folder.as_fd(), Some(owner), &mut found);
+    }
+    found
+}
+
+fn collect_in(
+    folder: std::os::fd::BorrowedFd<'_>,
+    owner: Option<&str>,
+    found: &mut Vec<PartialUpload>,
+) {
+    for_each_key(folder, |key| {
+        let name = partial_file_name(&key);
+        let Ok(stat) = rustix::fs::statat(folder, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            return;
+        };
+        if !FileType::from_raw_mode(stat.st_mode).is_file() {
+            return;
+        }
+        let modified = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(stat.st_mtime).unwrap_or(0),
+                u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            );
+        found.push(PartialUpload {
+            owner: owner.map(str::to_owned),
+            key,
+            len: stat.st_size as u64,
+            modified,
+        });
+    });
 }

@@ -33,26 +33,25 @@ impl Store {
         policy: ConflictPolicy,
         known: &mut KnownFolders,
     ) -> Result<ValidName, StoreError> {
-        let partial = Self::partial_file_name(key);
+        let (area, partial) = self.partial_source(key)?;
         let Some(folder) = self.folder_of(name, true, known)? else {
             return Err(StoreError::ParentNotADirectory(name.as_str().to_owned()));
         };
-        match policy {
+        let placed = match policy {
             ConflictPolicy::Overwrite => {
                 // A link in the way is replaced itself, never followed; a folder refuses.
-                rustix::fs::renameat(&self.partials_dir, &partial, folder, name.leaf())
-                    .map_err(|errno| io_error("replace", &name.under(&self.root))(errno.into()))?;
-                Ok(name.clone())
+                rustix::fs::renameat(&area, &partial, folder, name.leaf())
+                    .map_err(|errno| io_error("replace", &name.under(&self.root))(errno.into()))
+                    .map(|()| name.clone())
             }
             ConflictPolicy::KeepBoth => self.first_free_name(name, |candidate| {
-                rename_no_clobber(
-                    self.partials_dir.as_fd(),
-                    &partial,
-                    folder,
-                    candidate.leaf(),
-                )
+                rename_no_clobber(area.as_fd(), &partial, folder, candidate.leaf())
             }),
+        };
+        if placed.is_ok() {
+            self.forget_partial(key);
         }
+        placed
     }
 
     /// Writes `bytes` into a new file without a name inside the folder of `name` (creating

@@ -17,7 +17,7 @@ fn key(n: u8) -> Hash {
 
 /// Writes `content` as the complete partial upload for `key` and returns its handle.
 fn partial_with(store: &Store, key: &Hash, content: &[u8]) -> File {
-    let mut file = store.open_partial(key, 0).unwrap();
+    let mut file = store.open_partial(key, 0, Some("tester")).unwrap();
     file.write_all(content).unwrap();
     file
 }
@@ -134,11 +134,11 @@ fn partials_resume_at_a_verified_offset_and_cut_the_rest() {
     assert_eq!(store.partial_len(&key(7)).unwrap(), Some(11));
     let prefix = store.hash_partial_prefix(&key(7), 5).unwrap();
     assert_eq!(prefix.finalize(), blake3::hash(b"hello"));
-    let mut file = store.open_partial(&key(7), 5).unwrap();
+    let mut file = store.open_partial(&key(7), 5, None).unwrap();
     file.write_all(b", ft").unwrap();
     assert_eq!(fs::read(store.partial_path(&key(7))).unwrap(), b"hello, ft");
     assert!(
-        store.open_partial(&key(7), 100).is_err(),
+        store.open_partial(&key(7), 100, None).is_err(),
         "cannot resume beyond what is held"
     );
     assert!(store.hash_partial_prefix(&key(7), 100).is_err());
@@ -302,4 +302,96 @@ fn removing_through_a_link_or_a_folder_fails_and_touches_nothing() {
         !store.remove_stored(&name("missing.txt")).unwrap(),
         "gone already: fine"
     );
+}
+
+#[test]
+fn each_users_partials_are_counted_bounded_oldest_first_and_found_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for n in 1..=3u8 {
+        let mut file = store.open_partial(&key(n), 0, Some("alice")).unwrap();
+        file.write_all(&vec![n; 1000]).unwrap();
+        // Distinct ages: the first is the oldest.
+        let age = std::time::SystemTime::now() - Duration::from_secs(100 - u64::from(n));
+        file.set_modified(age).unwrap();
+    }
+    drop(partial_with(&store, &key(9), b"bob's"));
+    assert_eq!(
+        store.partial_usage(Some("alice")),
+        PartialUsage {
+            files: 3,
+            bytes: 3000
+        }
+    );
+    assert_eq!(
+        store.partial_usage(None).files,
+        4,
+        "bob's counts for everyone"
+    );
+
+    // Room for one more of 1000 bytes within 3 files: the oldest goes.
+    let quota = PartialQuota {
+        files: 3,
+        bytes: 1_000_000,
+    };
+    assert_eq!(
+        store
+            .make_room_for_partial("alice", 1000, quota, |_| false)
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.partial_len(&key(1)).unwrap(), None);
+    assert_eq!(store.partial_len(&key(2)).unwrap(), Some(1000));
+    // By bytes: 2000 held, 2500 allowed, a new one of 1000 needs one more removed.
+    let by_bytes = PartialQuota {
+        files: 100,
+        bytes: 2500,
+    };
+    assert_eq!(
+        store
+            .make_room_for_partial("alice", 1000, by_bytes, |_| false)
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.partial_len(&key(2)).unwrap(), None);
+    // Uploads in progress are never removed: then the new one is refused.
+    let tight = PartialQuota { files: 1, bytes: 1 };
+    let refused = store.make_room_for_partial("alice", 1000, tight, |k| *k == key(3));
+    assert!(matches!(refused, Err(StoreError::PartialQuota { .. })));
+    // One upload alone is never refused, however large.
+    assert!(store
+        .make_room_for_partial("carol", u64::MAX, tight, |_| false)
+        .is_ok());
+
+    // Found in its owner's folder after a restart, and resumed there.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.partial_len(&key(3)).unwrap(), Some(1000));
+    assert!(store.partial_keys().contains(&key(3)));
+    assert!(store.partial_keys().contains(&key(9)));
+    drop(store.open_partial(&key(3), 500, Some("alice")).unwrap());
+    assert_eq!(
+        fs::metadata(
+            dir.path()
+                .join(".fts/partial/alice")
+                .join(format!("{}.part", key(3).to_hex()))
+        )
+        .unwrap()
+        .len(),
+        500
+    );
+    // And placed from there.
+    let placed = store
+        .place(
+            &key(3),
+            &name("done.bin"),
+            ConflictPolicy::KeepBoth,
+            &mut KnownFolders::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        fs::read(dir.path().join(placed.as_str())).unwrap(),
+        vec![3u8; 500]
+    );
+    assert_eq!(store.partial_usage(Some("alice")).files, 0);
 }
