@@ -18,7 +18,6 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    buffers::SmallBuffers,
     direct_write::DirectWriter,
     leases::{Lease, Leases},
     memory::Reserved,
@@ -130,8 +129,14 @@ pub(crate) struct PartialOwner {
 /// How an upload's bytes are to be held, with the memory reserved for it.
 #[derive(Debug)]
 pub(crate) enum Holding {
-    /// Gathered in memory (a small fresh upload); the reservation covers its size.
-    Gathered(Reserved),
+    /// Gathered in memory (a small fresh upload) in `buffer`; the reservation covers its
+    /// size.
+    Gathered {
+        /// The budget's reservation.
+        memory: Reserved,
+        /// Room for the whole file (see buffers.rs).
+        buffer: Vec<u8>,
+    },
     /// Streamed to the partial file, within the connection's working set (see memory.rs).
     Streamed,
 }
@@ -151,17 +156,16 @@ enum Sink {
 }
 
 impl Upload {
-    /// Prepares the upload at `begin.offset`: a small one is gathered in memory, a larger one
-    /// gets its partial file opened and a writer thread. `prefix` is the hash state of the
-    /// bytes kept before the offset (`None` for a fresh upload); a small upload's memory
-    /// comes from `buffers`.
+    /// Prepares the upload at `begin.offset`: a small one is gathered in memory (as `holding`
+    /// says), a larger one gets its partial file opened, in `owner`'s folder, and a writer
+    /// thread. `prefix` is the hash state of the bytes kept before the offset (`None` for a
+    /// fresh upload).
     pub(crate) async fn start(
         store: Arc<Store>,
         begin: &BeginFile,
         name: ValidName,
         lease: Lease,
         prefix: Option<Box<blake3::Hasher>>,
-        buffers: &SmallBuffers,
         holding: Holding,
         owner: PartialOwner,
     ) -> Result<Self, StoreError> {
@@ -170,14 +174,14 @@ impl Upload {
         let gathered = offset == 0 && begin.size <= SMALL_UPLOAD_BYTES;
         let (sink, memory) = match holding {
             // Fresh: there is no prefix to hash.
-            Holding::Gathered(memory) if gathered => (
+            Holding::Gathered { memory, buffer } if gathered => (
                 Sink::Gathered {
-                    bytes: buffers.take(begin.size as usize),
+                    bytes: buffer,
                     lease,
                 },
                 Some(memory),
             ),
-            Holding::Gathered(_) | Holding::Streamed => {
+            Holding::Gathered { .. } | Holding::Streamed => {
                 let opener = Arc::clone(&store);
                 let size = begin.size;
                 let file = tokio::task::spawn_blocking(move || {

@@ -211,7 +211,6 @@ impl Session {
             name,
             lease,
             prefix,
-            &self.state.small_buffers,
             holding,
             PartialOwner {
                 name: self.user().to_owned(),
@@ -381,7 +380,13 @@ impl Session {
         let gathered = (begin.offset == 0 && begin.size <= SMALL_UPLOAD_BYTES)
             .then(|| self.state.memory.try_reserve(begin.size))
             .flatten();
-        gathered.map_or(Holding::Streamed, Holding::Gathered)
+        match gathered {
+            Some(memory) => Holding::Gathered {
+                memory,
+                buffer: self.state.small_buffers.take(begin.size as usize),
+            },
+            None => Holding::Streamed,
+        }
     }
 
     /// Commits the verified files collected so far (see commit.rs) and answers each, waiting
