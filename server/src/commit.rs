@@ -6,22 +6,23 @@
 //!
 //! 0. Staging, in batches while the group is still filling (see group.rs): each small
 //!    upload is written from memory into an unnamed file in its folder.
-//! 1. `syncfs` once: the data of every file in the group is on stable storage.
-//! 2. Each file is renamed from its partial file to its name (keep-both or overwrite).
-//! 3. One catalog transaction records the whole group, without SQLite's own flush.
-//! 4. `syncfs` once more: the new names and the catalog's log are on stable storage.
-//! 5. Only then is each file acknowledged.
+//! 1. Every file's data is flushed (`fdatasync`), all of the group's files at once.
+//! 2. Each file is given its name (renamed from its partial file, or its unnamed file
+//!    linked; keep-both or overwrite).
+//! 3. One catalog transaction records the whole group; SQLite flushes its log before it
+//!    returns. Meanwhile, every folder from each new name up to the storage directory is
+//!    flushed (`fsync`), all at once.
+//! 4. Only then is each file acknowledged.
 //!
-//! (A group of a few files is synced file by file and folder by folder instead, which does
-//! not depend on how much other data is dirty on the filesystem; its catalog transaction
-//! then comes after step 4 and flushes itself, as it does when the catalog is on another
-//! filesystem than the store.)
+//! Only our own files and folders are flushed, never the whole filesystem (`syncfs` waited
+//! for every other program's dirty data, 30 times slower on a busy disk); flushed together,
+//! they cost about one `syncfs` on a quiet disk (see store/flush.rs).
 //!
 //! So an Ack still means exactly what it meant with one file at a time: the content, its
 //! name and its record survive a crash. And a name never points at data that is not yet
-//! durable, because renames happen only after the first flush. Should the second flush
-//! fail, the group's keep-both names and their records are taken back. When a group closes is
-//! group.rs's to say (its limits are there). If the connection drops
+//! durable, because names are given only after the first flush. Should the names' flush or
+//! the catalog fail, the group's keep-both names and their records are taken back. When a
+//! group closes is group.rs's to say (its limits are there). If the connection drops
 //! before the commit, the verified files stay in the partial area and a retry resumes them
 //! at their full length, so nothing is stored twice.
 
@@ -34,16 +35,12 @@ use crate::upload::Content;
 use ft_protocol::{ConflictPolicy, Hash};
 
 use crate::{
-    catalog::{Durability, NewRecord},
+    catalog::NewRecord,
     names::ValidName,
     refusal::Refusal,
-    store::{KnownFolders, StoreError},
+    store::{KnownFolders, Store, StoreError},
     ServerState,
 };
-
-/// Groups of at most this many files are synced file by file and folder by folder instead
-/// of with `syncfs`.
-const PER_FILE_SYNC_MAX: usize = 4;
 
 /// A verified upload waiting for its group's commit.
 #[derive(Debug)]
@@ -81,9 +78,6 @@ pub(crate) type StageResult = Result<Staged, Refusal>;
 /// Why a whole group could not be committed (each file's own failures are [`Placed`]).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CommitError {
-    /// A file of a tiny group could not be flushed.
-    #[error("cannot make the upload durable: {0}")]
-    FileFlush(std::io::Error),
     /// The group's data could not be flushed.
     #[error("cannot make the upload durable: {0}")]
     DataFlush(StoreError),
@@ -140,42 +134,37 @@ pub(crate) fn flush_staged(
     group: &[Verified],
     files: Vec<StageResult>,
 ) -> Result<Flushed, CommitError> {
-    // `syncfs` flushes everything dirty on the filesystem, other programs' data included; for
-    // a handful of files (typically large ones, written with O_DIRECT) syncing each file and
-    // its folders costs less and depends on nobody else.
-    let per_file = group.len() <= PER_FILE_SYNC_MAX;
     let started = std::time::Instant::now();
-    let mut known = KnownFolders::default();
     let files: Vec<StageResult> = files
         .into_iter()
         .zip(group)
         .map(|(staged, verified)| match staged {
             // Without a permit, no descriptor is held: written to the partial area, closed,
-            // and renamed into place by its path. A tiny group keeps it to sync it.
-            Ok(Staged::Deferred) if per_file => stage(state, verified, &mut known, None),
+            // opened again for its flush and renamed into place.
             Ok(Staged::Deferred) => write_closed_partial(state, verified),
             other => other,
         })
         .collect();
-    let on_disk = || {
+    let to_flush =
         group
             .iter()
             .zip(&files)
-            .filter_map(|(verified, staged)| staged.as_ref().ok()?.file(verified))
-    };
-    if per_file {
-        on_disk()
-            .try_for_each(File::sync_all)
-            .map_err(CommitError::FileFlush)?;
-    } else {
-        let closed = files
-            .iter()
-            .any(|staged| matches!(staged, Ok(Staged::WrittenPartial(None, _))));
-        state
-            .store
-            .sync_all_data(on_disk(), !closed)
-            .map_err(CommitError::DataFlush)?;
-    }
+            .filter_map(|(verified, staged)| match staged.as_ref().ok()? {
+                Staged::WrittenPartial(None, _) => {
+                    Some(state.store.partial_for_flush(&verified.key))
+                }
+                staged => staged.file(verified).map(Store::for_flush),
+            });
+    // Small files are what may still be in the cache (large ones were written direct).
+    let unflushed: u64 = group
+        .iter()
+        .filter(|verified| !matches!(verified.content, Content::Partial(_)))
+        .map(|verified| verified.size)
+        .sum();
+    state
+        .store
+        .sync_data(to_flush, unflushed)
+        .map_err(CommitError::DataFlush)?;
     Ok(Flushed {
         files,
         started,
@@ -199,7 +188,6 @@ pub(crate) fn name_flushed(
         started,
         data_synced,
     } = flushed;
-    let per_file = group.len() <= PER_FILE_SYNC_MAX;
     let _serialized = state.serialize_commits();
     // Folders are checked again when placing: the checks above happened before the flush.
     let mut known = KnownFolders::default();
@@ -239,51 +227,52 @@ pub(crate) fn name_flushed(
             })
         })
         .collect();
-    // One `syncfs` for the names and the catalog when it covers both: the records are
-    // written first and made durable with the names.
-    let one_flush = !per_file && state.catalog_synced_with_names;
-    if one_flush {
-        if let Err(err) = state
-            .catalog
-            .record_all(&records, Durability::ByCallersSyncfs)
-        {
+    // The names' folders are flushed on another thread while the catalog records the group
+    // and flushes its own log: the two flushes overlap.
+    let (names_synced, recorded) = std::thread::scope(|scope| {
+        let names = scope.spawn(|| {
+            let synced = state
+                .store
+                .sync_folders_of(placed.iter().filter_map(|p| p.as_ref().ok()));
+            (synced, std::time::Instant::now())
+        });
+        let recorded = state.catalog.record_all(&records);
+        let recorded_at = std::time::Instant::now();
+        let names = names.join().unwrap_or_else(|_| {
+            let panicked = StoreError::Io {
+                action: "sync the folders of",
+                path: state.store.root().to_path_buf(),
+                cause: std::io::Error::other("the flushing thread panicked"),
+            };
+            (Err(panicked), std::time::Instant::now())
+        });
+        (names, (recorded, recorded_at))
+    });
+    let ((names_synced, names_durable), (recorded, recorded_at)) = (names_synced, recorded);
+    match (names_synced, recorded) {
+        (Ok(()), Ok(_)) => {}
+        (Err(err), recorded) => {
+            let message = format!("cannot make the names durable: {err}");
+            let recorded = if recorded.is_ok() {
+                Recorded::Yes
+            } else {
+                Recorded::No
+            };
+            undo_placements(state, group, &mut placed, &message, recorded);
+            return placed;
+        }
+        (Ok(()), Err(err)) => {
             let message = format!("not stored: the catalog could not record it: {err}");
             undo_placements(state, group, &mut placed, &message, Recorded::No);
             return placed;
         }
     }
-    let recorded_first = std::time::Instant::now();
-    let names_synced = if per_file {
-        state
-            .store
-            .sync_folders_of(placed.iter().filter_map(|p| p.as_ref().ok()))
-    } else {
-        state.store.sync_names()
-    };
-    if let Err(err) = names_synced {
-        let message = format!("cannot make the names durable: {err}");
-        let recorded = if one_flush {
-            Recorded::Yes
-        } else {
-            Recorded::No
-        };
-        undo_placements(state, group, &mut placed, &message, recorded);
-        return placed;
-    }
-    let names_durable = std::time::Instant::now();
-    if !one_flush {
-        if let Err(err) = state.catalog.record_all(&records, Durability::Flushed) {
-            let message = format!("not stored: the catalog could not record it: {err}");
-            undo_placements(state, group, &mut placed, &message, Recorded::No);
-        }
-    }
-    // The catalog's time is before the names' flush or after it, whichever order was used.
     tracing::debug!(
         files = group.len(),
         data = ?data_synced - started,
         names = ?named - data_synced,
-        names_sync = ?names_durable - recorded_first,
-        catalog = ?(recorded_first - named) + names_durable.elapsed(),
+        names_sync = ?names_durable - named,
+        catalog = ?recorded_at - named,
         "group committed"
     );
     placed
@@ -445,14 +434,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// The catalog sits on the store's filesystem, so a group's records ride its names'
-    /// `syncfs`.
-    #[test]
-    fn the_catalog_is_flushed_with_the_names() {
-        let (_dir, state) = test_state();
-        assert!(state.catalog_synced_with_names);
-    }
-
     /// If the names' flush fails after the records were written, keep-both files and their
     /// records are taken back; an overwritten file stays recorded, and its answer says it
     /// may not be durable.
@@ -480,10 +461,7 @@ pub(crate) mod tests {
                 owner: "tester".into(),
             });
         }
-        state
-            .catalog
-            .record_all(&records, Durability::ByCallersSyncfs)
-            .unwrap();
+        state.catalog.record_all(&records).unwrap();
         undo_placements(&state, &group, &mut placed, "disk on fire", Recorded::Yes);
         for verified in &group[..2] {
             assert!(!verified.name.under(dir.path()).exists());

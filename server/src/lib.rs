@@ -90,9 +90,6 @@ pub struct ServerState {
     /// Small uploads staged ahead of their group commit hold a descriptor each until the
     /// commit; these permits bound them server-wide to half the open-file limit.
     pub(crate) staged_files: Arc<tokio::sync::Semaphore>,
-    /// The catalog is on the store's filesystem, so a group commit's `syncfs` of the names
-    /// also makes its catalog transaction durable (see commit.rs).
-    pub(crate) catalog_synced_with_names: bool,
     /// Small uploads' memory, reused once their bytes are on disk.
     pub(crate) small_buffers: buffers::SmallBuffers,
     /// What clients may make the server hold in memory, all together.
@@ -104,7 +101,6 @@ pub struct ServerState {
 impl ServerState {
     /// State for a server over `store` and `catalog`.
     pub fn new(store: Store, catalog: Catalog, security: Security, limits: Limits) -> Self {
-        let catalog_synced_with_names = store.syncfs_covers(catalog.path());
         let memory = memory::MemoryBudget::new(limits.max_memory, limits.max_connections);
         Self {
             store: Arc::new(store),
@@ -114,7 +110,6 @@ impl ServerState {
             commit_lock: std::sync::Mutex::new(()),
             limits,
             staged_files: Arc::new(tokio::sync::Semaphore::new(staged_file_budget())),
-            catalog_synced_with_names,
             small_buffers: buffers::SmallBuffers::default(),
             memory,
             idle: Arc::default(),

@@ -3,9 +3,8 @@
 //!
 //! One row per stored name. Replacing a file (`--overwrite`) replaces its row. The database
 //! runs in WAL mode with `synchronous = FULL`, so a recorded file survives power loss once
-//! its Ack was sent. A group commit may instead skip SQLite's flush when its own `syncfs` of
-//! the same filesystem follows (see [`Durability`]). Calls are blocking; the session runs
-//! them on tokio's blocking pool.
+//! its Ack was sent: every transaction flushes the log (only the catalog's own file) before
+//! it returns. Calls are blocking; the session runs them on tokio's blocking pool.
 
 use std::{
     net::SocketAddr,
@@ -88,17 +87,6 @@ impl Within<'_> {
     }
 }
 
-/// What makes a transaction durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// SQLite flushes its log before the commit returns.
-    Flushed,
-    /// The caller's next `syncfs` of the catalog's filesystem does: the commit only writes
-    /// the log. A group commit syncs the filesystem for its names anyway, and one flush for
-    /// both saves a disk flush per group.
-    ByCallersSyncfs,
-}
-
 /// What the server records about a file it has just stored.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -161,26 +149,14 @@ impl Catalog {
     /// Records a stored file, replacing any earlier record of the same stored name.
     /// Returns the time recorded (UTC, RFC 3339). Blocking.
     pub fn record(&self, record: &NewRecord) -> Result<String, CatalogError> {
-        self.record_all(std::slice::from_ref(record), Durability::Flushed)
+        self.record_all(std::slice::from_ref(record))
     }
 
     /// Records a group of stored files in one transaction, replacing earlier records of the
-    /// same stored names. Returns the time recorded (UTC, RFC 3339). Blocking.
-    pub fn record_all(
-        &self,
-        records: &[NewRecord],
-        durability: Durability,
-    ) -> Result<String, CatalogError> {
+    /// same stored names, durably. Returns the time recorded (UTC, RFC 3339). Blocking.
+    pub fn record_all(&self, records: &[NewRecord]) -> Result<String, CatalogError> {
         let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
-        if durability == Durability::Flushed {
-            return insert_all(&mut conn, records);
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let inserted = insert_all(&mut conn, records);
-        let restored = conn.pragma_update(None, "synchronous", "FULL");
-        let added_at = inserted?;
-        restored?;
-        Ok(added_at)
+        insert_all(&mut conn, records)
     }
 
     /// Removes the records of stored names; how many there were. Blocking.
@@ -471,7 +447,7 @@ mod tests {
             .map(|n| record(n, n.as_bytes()))
             .collect();
         group[1].client = "[::1]:5000".parse().unwrap();
-        catalog.record_all(&group, Durability::Flushed).unwrap();
+        catalog.record_all(&group).unwrap();
         assert_eq!(catalog.totals(Within::All).unwrap(), (3, 3));
         // Each row names its own client, also where the client changes within the group.
         let conn = catalog.conn.lock().unwrap();
@@ -485,37 +461,12 @@ mod tests {
         assert_eq!(clients, ["127.0.0.1:4000", "[::1]:5000", "127.0.0.1:4000"]);
     }
 
-    fn synchronous(catalog: &Catalog) -> i64 {
-        let conn = catalog.conn.lock().unwrap();
-        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
-            .unwrap()
-    }
-
-    /// A transaction left to the caller's flush skips SQLite's own and nothing else: the
-    /// rows are there (also for a second connection), and later transactions flush again.
-    #[test]
-    fn a_group_left_to_the_callers_flush_is_recorded_and_later_ones_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CATALOG_FILE);
-        let catalog = Catalog::open(&path).unwrap();
-        const FULL: i64 = 2;
-        assert_eq!(synchronous(&catalog), FULL);
-        let group: Vec<_> = ["x", "y"].iter().map(|n| record(n, b"1234")).collect();
-        catalog
-            .record_all(&group, Durability::ByCallersSyncfs)
-            .unwrap();
-        assert_eq!(synchronous(&catalog), FULL);
-        let other = Catalog::open(&path).unwrap();
-        assert_eq!(other.totals(Within::All).unwrap(), (2, 8));
-        assert_eq!(other.get("y").unwrap().unwrap().size, 4);
-    }
-
     #[test]
     fn records_are_removed_together() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(&dir.path().join(CATALOG_FILE)).unwrap();
         let group: Vec<_> = ["a", "b", "c"].iter().map(|n| record(n, b"z")).collect();
-        catalog.record_all(&group, Durability::Flushed).unwrap();
+        catalog.record_all(&group).unwrap();
         assert_eq!(catalog.remove_all(["a", "c", "missing"]).unwrap(), 2);
         let left = catalog.scan(Within::All, "", None, 10).unwrap();
         assert_eq!(left.len(), 1);

@@ -1,53 +1,84 @@
 //! Durability: the flushes that make an Ack a promise. Data is flushed before any name
 //! points at it, and names are flushed before the Ack (the order is commit.rs's; the means
-//! are here).
+//! are here). Only our own files and folders are flushed, many at once (see [`flush`]).
+//!
+//! [`flush`]: super::flush
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io,
-    os::unix::fs::MetadataExt,
+    os::fd::{AsFd, OwnedFd},
     path::Path,
 };
 
+use ft_protocol::Hash;
+
 use super::{
     beneath::{folder_and_parents, folder_of},
+    flush::Flush,
     io_error, KnownFolders, Store, StoreError,
 };
 use crate::names::ValidName;
 
+/// Descriptors held at once by one call's flushes; more files are flushed in turns.
+const FLUSH_BATCH: usize = 256;
+
+/// Dirty data of others below which one `syncfs` is the cheaper flush: flushing a few
+/// megabytes that are not ours costs less than a flush per file.
+const OTHERS_DIRTY_SYNCFS_MAX: u64 = 32 * 1024 * 1024;
+
 impl Store {
-    /// Whether the `syncfs` that makes uploads durable also flushes the file at `path` (it
-    /// is on the same filesystem); false when that cannot be told.
-    pub fn syncfs_covers(&self, path: &Path) -> bool {
-        match (self.lock.metadata(), fs::metadata(path)) {
-            (Ok(synced), Ok(other)) => synced.dev() == other.dev(),
-            _ => false,
-        }
+    /// Makes the data of `files` durable. `ours` is about how many bytes they hold that may
+    /// not be on disk yet. Blocking.
+    ///
+    /// On a quiet disk one `syncfs` is cheapest (one flush for everything, most of it ours);
+    /// when the filesystem holds much dirty data of other programs, each of our files is
+    /// flushed instead (all at once), so the group never waits for theirs. Either way every
+    /// byte of `files` is durable on return.
+    pub fn sync_data(
+        &self,
+        files: impl Iterator<Item = io::Result<File>>,
+        ours: u64,
+    ) -> Result<(), StoreError> {
+        let others_busy =
+            others_dirty_bytes(ours).map_or(true, |others| others > OTHERS_DIRTY_SYNCFS_MAX);
+        self.flush_data(files, others_busy)
     }
 
-    /// Makes the data of `files` durable: one `syncfs` of the storage filesystem, or an
-    /// fsync per file where `syncfs` is unavailable. Blocking.
-    ///
-    /// `files_cover_all` says whether `files` are all the data to sync; when some were
-    /// already closed, a failed `syncfs` fails the whole call, because a descriptor opened
-    /// after a writeback error would not report it.
-    pub fn sync_all_data<'a>(
+    /// [`Store::sync_data`], told whether other programs' dirty data is in the way.
+    fn flush_data(
         &self,
-        files: impl Iterator<Item = &'a File>,
-        files_cover_all: bool,
+        files: impl Iterator<Item = io::Result<File>>,
+        others_busy: bool,
     ) -> Result<(), StoreError> {
-        let synced = self.sync_filesystem();
-        if synced.is_ok() || !files_cover_all {
-            return synced;
+        self.others_busy
+            .store(others_busy, std::sync::atomic::Ordering::Relaxed);
+        if others_busy {
+            return self.flush_in_batches(files, Flush::Data);
         }
-        for file in files {
-            file.sync_all().map_err(io_error("sync", &self.partials))?;
-        }
-        Ok(())
+        rustix::fs::syncfs(&self.root_dir)
+            .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
+    }
+
+    /// Whether the last flush found other programs' dirty data in the way (then staged files
+    /// start their writeback at once, see [`start_writeback`]).
+    pub(super) fn others_busy(&self) -> bool {
+        self.others_busy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A second descriptor of an open file, to flush it.
+    pub fn for_flush(file: &File) -> io::Result<File> {
+        file.try_clone()
+    }
+
+    /// The partial upload of `key`, opened again to flush a copy written and closed earlier.
+    /// Blocking.
+    pub fn partial_for_flush(&self, key: &Hash) -> io::Result<File> {
+        self.open_partial_for_flush(key)
     }
 
     /// Makes the names of `stored` files durable by syncing every folder from each file's
-    /// up to the root (each folder once). Blocking.
+    /// up to the root (each folder once, all at once). Blocking.
     pub fn sync_folders_of<'a>(
         &self,
         stored: impl Iterator<Item = &'a ValidName>,
@@ -70,6 +101,7 @@ impl Store {
         folders: impl Iterator<Item = &'a str>,
         known: &mut KnownFolders,
     ) -> Result<(), StoreError> {
+        let mut opened = Vec::new();
         for folder in folders {
             let path = || self.root.join(folder);
             let Some(fd) = self.folder(folder, false, known)? else {
@@ -77,20 +109,39 @@ impl Store {
                     io::ErrorKind::NotFound.into(),
                 ));
             };
-            rustix::fs::fsync(fd)
-                .map_err(|errno| io_error("sync folder", &path())(errno.into()))?;
+            let own = rustix::io::dup(fd)
+                .map(|fd: OwnedFd| File::from(fd))
+                .map_err(io::Error::from);
+            opened.push(own.map_err(|err| io_error("sync folder", &path())(err))?);
         }
-        Ok(())
+        self.flush_in_batches(opened.into_iter().map(Ok), Flush::All)
     }
 
-    /// Makes every rename and new folder durable: one `syncfs`. Blocking.
-    pub fn sync_names(&self) -> Result<(), StoreError> {
-        self.sync_filesystem()
+    fn flush_in_batches(
+        &self,
+        files: impl Iterator<Item = io::Result<File>>,
+        flush: Flush,
+    ) -> Result<(), StoreError> {
+        let failed = |err: io::Error| io_error("sync", &self.root)(err);
+        let mut batch = Vec::with_capacity(FLUSH_BATCH);
+        for file in files {
+            batch.push(file.map_err(failed)?);
+            if batch.len() == FLUSH_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(FLUSH_BATCH));
+                self.flusher
+                    .flush_all(full, flush)
+                    .map_err(|(_, err)| failed(err))?;
+            }
+        }
+        self.flusher
+            .flush_all(batch, flush)
+            .map_err(|(_, err)| failed(err))
     }
 
-    fn sync_filesystem(&self) -> Result<(), StoreError> {
-        rustix::fs::syncfs(&self.lock)
-            .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
+    /// Flushes the root folder itself (after entries at the top changed). Blocking.
+    pub fn sync_root(&self) -> Result<(), StoreError> {
+        rustix::fs::fsync(self.root_dir.as_fd())
+            .map_err(|errno| io_error("sync folder", &self.root)(errno.into()))
     }
 }
 
@@ -99,4 +150,61 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(io_error("sync folder", dir))
+}
+
+/// Asks the kernel to start writing `file`'s data now, without waiting: a small file staged
+/// while its group still fills is then on its way to the disk (or there) when the group's
+/// flush of each file comes, which only has to wait for it. (`POSIX_FADV_DONTNEED` starts
+/// the writeback of dirty pages; they are dropped from the cache only once clean.) A refusal
+/// only loses the head start.
+pub(super) fn start_writeback(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+}
+
+/// Bytes of dirty or in-flight page cache that are not `ours`, system-wide (`Dirty` and
+/// `Writeback` in `/proc/meminfo`); `None` if that cannot be read.
+fn others_dirty_bytes(ours: u64) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|line| line.starts_with(name))?;
+        let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    let dirty = field("Dirty:")? + field("Writeback:")?;
+    Some(dirty.saturating_sub(ours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn others_dirty_data_is_read_and_ours_left_out() {
+        assert!(others_dirty_bytes(0).is_some(), "/proc/meminfo is readable");
+        assert_eq!(others_dirty_bytes(u64::MAX), Some(0));
+    }
+
+    #[test]
+    fn data_is_flushed_file_by_file_or_with_the_filesystem() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut file = File::create(dir.path().join("f")).unwrap();
+        file.write_all(b"data").unwrap();
+        for others_busy in [true, false, true] {
+            store
+                .flush_data(std::iter::once(Store::for_flush(&file)), others_busy)
+                .unwrap();
+            assert_eq!(store.others_busy(), others_busy);
+        }
+        // A file that cannot be opened for its flush fails the flush, never skips it.
+        let missing = store.flush_data(std::iter::once(Err(io::ErrorKind::NotFound.into())), true);
+        assert!(matches!(missing, Err(StoreError::Io { .. })));
+        // Folders up to the root, each flushed; a missing one is an error.
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let name = ValidName::parse("a/b/f").unwrap();
+        store.sync_folders_of(std::iter::once(&name)).unwrap();
+        let gone = ValidName::parse("nowhere/f").unwrap();
+        assert!(store.sync_folders_of(std::iter::once(&gone)).is_err());
+    }
 }

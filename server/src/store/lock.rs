@@ -2,7 +2,6 @@
 
 use std::{
     fs::{File, OpenOptions},
-    os::fd::{AsFd, BorrowedFd},
     path::Path,
 };
 
@@ -13,7 +12,8 @@ use crate::names::PRIVATE_DIR;
 /// so a crash never leaves a stale lock behind).
 #[derive(Debug)]
 pub(super) struct DirLock {
-    file: File,
+    /// Held for its lock, released on drop.
+    _file: File,
 }
 
 impl DirLock {
@@ -29,17 +29,6 @@ impl DirLock {
             .map_err(io_error("open", &path))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| StoreError::Locked(root.to_path_buf()))?;
-        Ok(Self { file })
-    }
-
-    /// The lock file's metadata (its device is the storage filesystem's).
-    pub(super) fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
-        self.file.metadata()
-    }
-}
-
-impl AsFd for DirLock {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        Ok(Self { _file: file })
     }
 }

@@ -21,6 +21,7 @@
 
 mod beneath;
 mod durability;
+mod flush;
 mod folders;
 mod lock;
 mod namespaces;
@@ -127,9 +128,8 @@ const PREFIX_READ_BUFFER: usize = 1024 * 1024;
 pub struct Store {
     root: PathBuf,
     partials: PathBuf,
-    /// Keeps other servers off the directory for as long as the store is open; its
-    /// descriptor also names the filesystem that `syncfs` flushes.
-    lock: DirLock,
+    /// Keeps other servers off the directory for as long as the store is open.
+    _lock: DirLock,
     /// The root, open: every folder is opened relative to it, never leaving it.
     root_dir: std::os::fd::OwnedFd,
     /// The partial area, open: partial uploads are opened relative to it.
@@ -138,6 +138,10 @@ pub struct Store {
     partial_index: partial::PartialIndex,
     /// The root's device: every folder written to must be on it.
     device: u64,
+    /// Threads that flush our files, many at once.
+    flusher: flush::Flusher,
+    /// Other programs had much dirty data at the last flush (see durability.rs).
+    others_busy: std::sync::atomic::AtomicBool,
     /// Unnamed files can be linked by their descriptor (cleared at the first refusal).
     link_by_fd: std::sync::atomic::AtomicBool,
 }
@@ -177,11 +181,14 @@ impl Store {
         let store = Self {
             root,
             partials,
-            lock,
+            _lock: lock,
             root_dir,
             partials_dir,
             partial_index: partial::PartialIndex::default(),
             device,
+            flusher: flush::Flusher::start()
+                .map_err(io_error("start the flushing threads of", dir))?,
+            others_busy: std::sync::atomic::AtomicBool::new(false),
             link_by_fd: std::sync::atomic::AtomicBool::new(true),
         };
         store.index_partials();

@@ -113,6 +113,13 @@ impl Store {
             .map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))
     }
 
+    /// The partial upload of `key`, opened for reading (to flush it). Blocking.
+    pub(super) fn open_partial_for_flush(&self, key: &Hash) -> io::Result<File> {
+        self.open_in_area(&self.partial_name(key), OFlags::RDONLY | OFlags::NONBLOCK)
+            .map(File::from)
+            .map_err(io::Error::from)
+    }
+
     /// Length of the partial upload with this key, if there is one. Blocking.
     pub fn partial_len(&self, key: &Hash) -> Result<Option<u64>, StoreError> {
         let name = self.partial_name(key);
@@ -327,6 +334,9 @@ impl Store {
         let mut file = self.open_partial(key, 0, None)?;
         file.write_all(bytes)
             .map_err(io_error("write", &self.partial_path(key)))?;
+        if self.others_busy() {
+            super::durability::start_writeback(&file);
+        }
         Ok(file)
     }
 

@@ -11,7 +11,10 @@ use std::{
 
 use ft_protocol::{ConflictPolicy, Hash};
 
-use super::{folders::KnownFolders, io_error, Store, StoreError, STORED_FILE_MODE};
+use super::{
+    durability::start_writeback, folders::KnownFolders, io_error, Store, StoreError,
+    STORED_FILE_MODE,
+};
 use crate::names::ValidName;
 
 /// Numbered variants tried one after the other (`name (1)` .. `name (8)`) before the search
@@ -78,6 +81,9 @@ impl Store {
         };
         file.write_all(bytes)
             .map_err(io_error("write", &name.under(&self.root)))?;
+        if self.others_busy() {
+            start_writeback(&file);
+        }
         Ok(Some(file))
     }
 
