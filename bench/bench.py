@@ -310,6 +310,81 @@ def have(tool):
     return shutil.which(tool) is not None
 
 
+class BackgroundWriter:
+    """Another program writing to the same filesystem, as on a real server: `dd` overwriting
+    one file of `megabytes` MiB again and again (conv=notrunc, so the page cache stays full
+    of dirty pages), until stopped or `longest` seconds have passed; its file is removed when
+    it stops."""
+
+    def __init__(self, out, megabytes, longest):
+        self.path = os.path.join(out, "background-writer.bin")
+        self.megabytes = megabytes
+        self.deadline = time.monotonic() + longest
+        self.stopping = threading.Event()
+        self.proc = None
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        time.sleep(3)  # let the dirty pages pile up before the first timed run
+
+    def _loop(self):
+        while not self.stopping.is_set() and time.monotonic() < self.deadline:
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self.proc = subprocess.Popen(
+                    ["dd", "if=/dev/zero", f"of={self.path}", "bs=1M", f"count={self.megabytes}",
+                     "conv=notrunc"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc.wait()
+
+    def stop(self):
+        self.stopping.set()
+        with self.lock:
+            if self.proc and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.thread.join(timeout=30)
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def busy_disk(args, workloads, ft_medians, rsyncd):
+    """ft against rsync with the same promise (`--fsync`: every file on disk before the next)
+    and rsync + sync, while another program writes to the same filesystem."""
+    if not rsyncd:
+        return ["", "Busy disk: not measured (rsync missing)."]
+    runs = 1 if args.smoke else 3
+    lines = ["", "Busy disk: the same runs while `dd` overwrites a "
+             f"{128 if args.smoke else 2048} MiB file on the same filesystem in a loop "
+             "(median of the runs; ft quiet is the median from the first table):", "",
+             "| workload | ft quiet | ft busy | busy / quiet | rsync --fsync busy | "
+             "ft / (rsync --fsync) | rsync + sync busy | ft / (rsync + sync) |",
+             "|---|---|---|---|---|---|---|---|"]
+    writer = BackgroundWriter(args.out, 128 if args.smoke else 2048, longest=1800)
+    try:
+        for name, workload in workloads.items():
+            if args.only and name not in args.only.split(",") or name not in ft_medians:
+                continue
+            ft_times, fsync_times, sync_times = [], [], []
+            for i in range(runs):
+                tag = f"{name}-busy{i}"
+                ft_times.append(ft_run(args.bin_dir, args.out, workload, tag)[0])
+                fsync_times.append(rsync_run(rsyncd, workload, f"{tag}-fsync", extra=("--fsync",)))
+                sync_times.append(rsync_durable_run(rsyncd, workload, f"{tag}-sync"))
+            ft, fsync, synced = (statistics.median(t) for t in (ft_times, fsync_times, sync_times))
+            quiet = ft_medians[name]
+            lines.append(
+                f"| {name} | {quiet:.2f} s | {ft:.2f} s ({min(ft_times):.2f}–{max(ft_times):.2f}) | "
+                f"{ft / quiet:.1f}× | {fsync:.2f} s | {fsync / ft:.2f}× | {synced:.2f} s | "
+                f"{synced / ft:.2f}× |")
+            print(lines[-1], flush=True)
+    finally:
+        writer.stop()
+    return lines
+
+
 def ft_run(bin_dir, out, workload, tag, extra_send=(), cpu=None):
     base = workload[0]
     fts = Fts(bin_dir, os.path.join(out, "recv-ft", tag))
@@ -378,9 +453,10 @@ def compression(args, smoke, rsyncd):
     return lines
 
 
-def rsync_run(rsyncd, workload, tag, cpu=None):
+def rsync_run(rsyncd, workload, tag, cpu=None, extra=()):
     base = workload[0]
-    argv = ["rsync", "-a", "--whole-file", *send_paths(base), f"rsync://127.0.0.1:{rsyncd.port}/bench/{tag}/"]
+    argv = ["rsync", "-a", "--whole-file", *extra, *send_paths(base),
+            f"rsync://127.0.0.1:{rsyncd.port}/bench/{tag}/"]
     seconds, _ = (cpu or CpuMeter()).measure(lambda: run_timed(argv))
     return seconds
 
@@ -574,6 +650,7 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny workloads, one run, no scaling")
     parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--no-busy", action="store_true", help="skip the busy-disk runs")
     parser.add_argument("--keep", action="store_true", help="keep bench/out afterwards")
     parser.add_argument("--only", help="comma-separated workloads to run, e.g. W2,W3")
     args = parser.parse_args()
@@ -671,6 +748,8 @@ def main():
             *cpu_rows,
         ]
         report += encrypted(args, workloads, ft_medians)
+        if not args.no_busy:
+            report += busy_disk(args, workloads, ft_medians, rsyncd)
         if not args.only:
             report += compression(args, args.smoke, rsyncd)
 
