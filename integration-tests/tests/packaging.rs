@@ -1,9 +1,10 @@
 //! The Debian packaging, checked without building a package, root or network: the systemd
 //! unit keeps its confinement and runs `fts` with the configuration the package installs;
-//! the packages' assets and changelog agree with the workspace. With `systemd-analyze`
-//! present, the unit is also verified and its exposure score bounded.
+//! the packages' assets and changelog agree with the workspace; the container recipe runs
+//! `fts` unprivileged on a volume with a graceful stop. With `systemd-analyze` present, the
+//! unit is also verified and its exposure score bounded.
 
-use std::{collections::BTreeMap, fs, path::Path, process::Command};
+use std::{collections::BTreeMap, fs, path::Path, process::Command, time::Duration};
 
 use integration_tests::{bin, fts};
 
@@ -32,6 +33,14 @@ fn service_settings(unit: &str) -> BTreeMap<String, Vec<String>> {
         }
     }
     settings
+}
+
+/// `fts --shutdown-grace` when not set: what a supervisor must wait for after SIGTERM.
+fn default_shutdown_grace() -> Duration {
+    let defaults = fts(root(), &["--print-config"]);
+    defaults.success();
+    let defaults: toml::Table = toml::from_str(&defaults.stdout).unwrap();
+    humantime::parse_duration(defaults["shutdown-grace"].as_str().unwrap()).unwrap()
 }
 
 /// The hardening every version of the unit must keep.
@@ -101,10 +110,7 @@ fn the_unit_keeps_its_hardening_and_runs_the_packaged_configuration() {
     );
 
     // systemd must not kill fts before its own grace period for uploads in flight ends.
-    let defaults = fts(root(), &["--print-config"]);
-    defaults.success();
-    let defaults: toml::Table = toml::from_str(&defaults.stdout).unwrap();
-    let grace = humantime::parse_duration(defaults["shutdown-grace"].as_str().unwrap()).unwrap();
+    let grace = default_shutdown_grace();
     let stop = &settings["TimeoutStopSec"][0];
     let stop = humantime::parse_duration(stop).unwrap();
     assert!(
@@ -189,4 +195,100 @@ fn systemd_accepts_the_unit_and_rates_it_well_confined() {
         .and_then(|score| score.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in: {stdout}"));
     assert!(score <= 2.0, "exposure {score} above 2.0:\n{stdout}");
+}
+
+/// The Dockerfile's instructions (continuation lines joined, comments dropped), each as its
+/// upper-cased keyword and the rest of the line.
+fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || (current.is_empty() && line.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(line);
+                let (keyword, rest) = current.split_once(char::is_whitespace).expect("keyword");
+                instructions.push((keyword.to_uppercase(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    instructions
+}
+
+#[test]
+fn the_container_runs_fts_unprivileged_on_a_volume_and_stops_gracefully() {
+    let instructions = dockerfile_instructions(&read("packaging/Dockerfile"));
+    let stages: Vec<&str> = instructions
+        .iter()
+        .filter(|(keyword, _)| keyword == "FROM")
+        .map(|(_, image)| image.as_str())
+        .collect();
+    assert!(
+        stages.len() == 2 && stages[0].starts_with("rust:") && stages[0].contains("-bookworm"),
+        "a builder on the Rust image for Debian 12, then the runtime: {stages:?}"
+    );
+    assert_eq!(stages[1], "debian:bookworm-slim");
+
+    // What the runtime stage says, after its FROM.
+    let last_from = instructions
+        .iter()
+        .rposition(|(keyword, _)| keyword == "FROM")
+        .unwrap();
+    let runtime = &instructions[last_from..];
+    let given = |key: &str| -> Vec<&str> {
+        runtime
+            .iter()
+            .filter(|(keyword, _)| keyword == key)
+            .map(|(_, rest)| rest.as_str())
+            .collect()
+    };
+    let user = given("USER");
+    assert_eq!(user.len(), 1, "one USER: {user:?}");
+    let name = user[0].split(':').next().unwrap();
+    assert!(!["root", "0"].contains(&name), "runs as root: {user:?}");
+    assert_eq!(given("VOLUME"), ["/data"]);
+    assert_eq!(given("EXPOSE"), ["7878"]);
+    assert_eq!(given("STOPSIGNAL"), ["SIGTERM"]);
+    let health = given("HEALTHCHECK");
+    assert!(
+        health.len() == 1 && health[0].contains("CMD") && health[0].contains("7878"),
+        "HEALTHCHECK on port 7878: {health:?}"
+    );
+    assert_eq!(
+        given("CMD"),
+        [r#"["fts", "--dir", "/data", "--listen", "0.0.0.0:7878"]"#]
+    );
+
+    // The Compose example builds that recipe, keeps /data, publishes the port, restarts,
+    // and waits past fts's grace period before it kills.
+    let compose = read("packaging/compose.yaml");
+    for expected in [
+        "dockerfile: packaging/Dockerfile",
+        ":/data",
+        "\"7878:7878\"",
+        "restart: unless-stopped",
+        "stop_signal: SIGTERM",
+    ] {
+        assert!(compose.contains(expected), "compose.yaml lacks {expected}");
+    }
+    let stop = compose
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("stop_grace_period:"))
+        .expect("compose.yaml sets stop_grace_period");
+    let stop = humantime::parse_duration(stop.trim()).unwrap();
+    let grace = default_shutdown_grace();
+    assert!(
+        stop > grace,
+        "stop_grace_period {stop:?} must exceed --shutdown-grace {grace:?}"
+    );
+
+    // The build context leaves the build outputs behind.
+    let ignored = read(".dockerignore");
+    assert!(ignored
+        .lines()
+        .any(|line| line.trim_end_matches('/') == "target"));
 }
