@@ -31,7 +31,11 @@ fingerprint in $XDG_CONFIG_HOME/ftc/known_servers; a different one later is refu
 
 /// ftc: send files to an fts server and manage them there, verified end to end with BLAKE3.
 #[derive(Debug, Parser)]
-#[command(name = "ftc", version, after_help = exit_codes_help!())]
+#[command(
+    name = "ftc",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FT_GIT_COMMIT"), ")"),
+    after_help = exit_codes_help!()
+)]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]

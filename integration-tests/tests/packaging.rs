@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path, process::Command, time::Duration};
 
-use integration_tests::{bin, fts};
+use integration_tests::{bin, ftc, fts};
 
 /// The workspace root.
 fn root() -> &'static Path {
@@ -152,6 +152,32 @@ fn the_changelog_names_the_workspace_version() {
         first.starts_with(&format!("ft ({version}-")),
         "packaging/changelog must start with an entry for {version}: {first}"
     );
+}
+
+#[test]
+fn both_binaries_name_their_version_and_commit() {
+    let workspace: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let version = workspace["workspace"]["package"]["version"]
+        .as_str()
+        .unwrap();
+    for (name, output) in [
+        ("fts", fts(root(), &["--version"])),
+        ("ftc", ftc(root(), &["--version"])),
+    ] {
+        output.success();
+        // `NAME VERSION (COMMIT)`: the commit's first 12 hex digits, or "unknown" for a
+        // build outside a git checkout.
+        let line = output.stdout.trim();
+        let commit = line
+            .strip_prefix(&format!("{name} {version} ("))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{name} --version: {line}"));
+        assert!(
+            commit == "unknown"
+                || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{name} --version names no commit: {line}"
+        );
+    }
 }
 
 #[test]

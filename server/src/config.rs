@@ -9,7 +9,7 @@ use ft_protocol::{Role, DEFAULT_PORT};
 #[derive(Debug, Parser)]
 #[command(
     name = "fts",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FT_GIT_COMMIT"), ")"),
     after_help = "Examples:\n  fts --dir ./received\n  fts --dir /srv/inbox --listen 127.0.0.1:0\n  \
                   fts --config /etc/ft/fts.toml\n  \
                   fts --dir /srv/inbox user add alice --role write\n  \
