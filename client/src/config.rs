@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use ft_client::{KnownServers, ServerAddress};
 use ft_protocol::Fingerprint;
 use serde::Deserialize;
@@ -181,22 +181,29 @@ pub(crate) fn resolve(
     if let Some(server) = flag {
         return Ok((server, args));
     }
+    let first_is_path = args
+        .first()
+        .is_some_and(|first| operands == Operands::Paths && Path::new(first).exists());
     let explicit = args.first().is_some_and(|first| {
         let looks_like_address = first.contains(':') || first.starts_with('[');
-        let is_path = operands == Operands::Paths && Path::new(first).exists();
-        (operands == Operands::Nothing || looks_like_address) && !is_path
+        (operands == Operands::Nothing || looks_like_address) && !first_is_path
     });
+    let no_server = || {
+        anyhow::anyhow!(
+            "no server given: pass HOST:PORT, set {SERVER_ENV}, or put server = \"host:port\" in {}",
+            config_path().map_or_else(|| "the config file".to_owned(), |p| p.display().to_string())
+        )
+    };
     match (&settings.server, explicit) {
         (Some(server), false) => Ok((server.clone(), args)),
+        // `ftc send note.txt part1.bin` without a server: the file is not a host name.
+        (None, _) if first_is_path => Err(no_server()),
         (_, _) if !args.is_empty() => {
             let first = args.remove(0);
             let server = first.parse::<ServerAddress>()?;
             Ok((server, args))
         }
-        (None, _) => bail!(
-            "no server given: pass HOST:PORT, set {SERVER_ENV}, or put server = \"host:port\" in {}",
-            config_path().map_or_else(|| "the config file".to_owned(), |p| p.display().to_string())
-        ),
+        (None, _) => Err(no_server()),
         (Some(server), true) => Ok((server.clone(), args)),
     }
 }
@@ -258,6 +265,14 @@ mod tests {
     #[test]
     fn no_server_anywhere_is_a_clear_error() {
         let err = resolve(&Settings::default(), None, Vec::new(), Operands::Nothing).unwrap_err();
+        assert!(err.to_string().contains("no server given"), "{err}");
+        // A local file first, and no server configured: never looked up as a host.
+        let dir = tempfile::tempdir().unwrap();
+        let note = dir.path().join("note.txt");
+        std::fs::write(&note, b"n").unwrap();
+        let note = note.to_str().unwrap();
+        let err = resolve(&Settings::default(), None, args(&[note, "part1.bin"]), Operands::Paths)
+            .unwrap_err();
         assert!(err.to_string().contains("no server given"), "{err}");
     }
 

@@ -22,7 +22,9 @@ use crate::{
     tls::{self, TlsError, TlsStream},
 };
 
-/// Time allowed for the TCP connection to each resolved address.
+/// Time allowed for the TCP connection to each resolved address, and then for each step of
+/// the handshake (TLS, then Hello): a server that accepts and then says nothing is given up
+/// on as soon as one that does not answer at all.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time allowed for the server to answer a request that needs no disk work.
@@ -62,8 +64,8 @@ impl Client {
         let tcp = open_tcp(address).await?;
         let _ = tcp.set_nodelay(true);
         let handshake = tls::connect(tcp, &address.host, expectation.fingerprint);
-        let (stream, fingerprint) = match tokio::time::timeout(REPLY_TIMEOUT, handshake).await {
-            Err(_) => return Err(ClientError::Timeout(REPLY_TIMEOUT, "in the TLS handshake")),
+        let (stream, fingerprint) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT, "in the TLS handshake")),
             Ok(Ok((stream, presented))) => {
                 if expectation.fingerprint.is_none() {
                     access.trusted_first_time(address, presented)?;
@@ -117,7 +119,7 @@ impl Client {
             }))
             .await?;
         match client
-            .receive(REPLY_TIMEOUT, "waiting for the handshake")
+            .receive(CONNECT_TIMEOUT, "waiting for the handshake")
             .await?
         {
             Response::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
@@ -143,6 +145,7 @@ impl Client {
                 credentials: access.credentials.clone(),
             }))
             .await?;
+        // Longer than the handshake: the server answers failed logins slowly on purpose.
         match self.receive(REPLY_TIMEOUT, "logging in").await? {
             Response::Authenticated(authenticated) => {
                 self.authenticated = authenticated;

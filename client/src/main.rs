@@ -38,12 +38,16 @@ async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let exit = match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ftc", &mut std::io::stdout());
-            Exit::Success
+            // Generated into memory, then written: a reader that stops early (`| head`) ends
+            // the output quietly instead of a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ftc", &mut script);
+            write_stdout(&script, "the completions")
         }
         Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => Exit::Success,
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => write_stdout(&page, "the man page"),
                 Err(err) => {
                     eprintln!("ftc: error: cannot write the man page: {err}");
                     Exit::BadInput
@@ -56,6 +60,20 @@ async fn main() -> ExitCode {
         },
     };
     exit.into()
+}
+
+/// Writes `text` to stdout; a closed pipe (the reader had enough) is not an error.
+fn write_stdout(text: &[u8], what: &str) -> Exit {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text).and_then(|()| stdout.flush()) {
+        Ok(()) => Exit::Success,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(err) => {
+            eprintln!("ftc: error: cannot write {what}: {err}");
+            Exit::BadInput
+        }
+    }
 }
 
 /// Whether bars may be drawn: not disabled, and stderr is a terminal.

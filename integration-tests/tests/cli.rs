@@ -190,3 +190,65 @@ fn an_unreadable_local_file_is_refused_before_connecting() {
     output.expect_code(2);
     assert!(output.stderr.contains("not a regular file"), "{output}");
 }
+
+#[test]
+fn a_local_file_first_without_a_server_is_not_taken_for_a_host() {
+    let ws = Workspace::new();
+    ws.file("note.txt", b"n");
+    ws.file("part1.bin", b"p");
+    let output = ftc(&ws.src(), &["send", "note.txt", "part1.bin"]);
+    assert_ne!(output.code(), Some(0), "{output}");
+    assert!(output.stderr.contains("no server given"), "{output}");
+    assert!(!output.stderr.contains("note.txt:7878"), "{output}");
+}
+
+#[test]
+fn completions_into_a_pipe_closed_early_end_quietly() {
+    let ws = Workspace::new();
+    let ftc_path = integration_tests::bin("ftc");
+    let script = format!(
+        "\"{}\" completions bash | head -c 1 > /dev/null; echo \"${{PIPESTATUS[0]}}\"",
+        ftc_path.display()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(ws.src())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "0",
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_given_up_on_in_the_handshake() {
+    let ws = Workspace::new();
+    // Accepts connections and never says a word (bounded: the test ends the thread's use).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let holder = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(socket);
+    });
+    let output = ftc(
+        &ws.src(),
+        &[
+            "info",
+            &address,
+            "--fingerprint",
+            &format!("SHA256:{}", "ab".repeat(32)),
+        ],
+    );
+    output.expect_code(3);
+    assert!(output.stderr.contains("TLS handshake"), "{output}");
+    assert!(
+        output.stderr.contains("10s"),
+        "the handshake's own bound: {output}"
+    );
+    drop(holder);
+}
