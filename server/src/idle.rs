@@ -1,8 +1,10 @@
-//! Connections that could give up their slot: sessions waiting for their client's next
-//! request with nothing in flight, and connections still in their handshake. When every
-//! slot is taken, the listener evicts the one idle the longest to admit a new client, so
-//! clients that only hold connections open (silent sockets, a ping every few seconds) cannot
-//! keep a full server `busy` for everyone.
+//! Connections that could give up their slot: connections still in their handshake, and
+//! sessions waiting for their client's next request with nothing in flight. When every slot
+//! is taken, the listener evicts one to admit a new client, so clients that only hold
+//! connections open (silent sockets, a ping every few seconds) cannot keep a full server
+//! `busy` for everyone. Connections still in their handshake go first (the oldest first):
+//! a stream of anonymous connections must not be able to push logged-in users out while
+//! sockets that never logged in hold slots.
 
 use std::{
     collections::BTreeMap,
@@ -18,8 +20,17 @@ use tokio_util::sync::CancellationToken;
 /// The idle connections, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct IdleConnections {
-    idle: Mutex<BTreeMap<(Instant, u64), CancellationToken>>,
+    idle: Mutex<BTreeMap<(Stage, Instant, u64), CancellationToken>>,
     next_id: AtomicU64,
+}
+
+/// Where an idle connection is; the first kind is evicted first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    /// TLS, Hello or the login not done yet.
+    Handshake,
+    /// A logged-in session waiting for a request.
+    Session,
 }
 
 /// A connection marked idle; unmarked when dropped. Its token is cancelled if the connection
@@ -27,14 +38,18 @@ pub(crate) struct IdleConnections {
 #[derive(Debug)]
 pub(crate) struct IdleMark {
     connections: Arc<IdleConnections>,
-    entry: (Instant, u64),
+    entry: (Stage, Instant, u64),
     evicted: CancellationToken,
 }
 
 impl IdleConnections {
-    /// Marks a connection idle from now on, until the mark is dropped.
-    pub(crate) fn mark(self: &Arc<Self>) -> IdleMark {
-        let entry = (Instant::now(), self.next_id.fetch_add(1, Ordering::Relaxed));
+    /// Marks a connection idle from now on, at `stage`, until the mark is dropped.
+    pub(crate) fn mark(self: &Arc<Self>, stage: Stage) -> IdleMark {
+        let entry = (
+            stage,
+            Instant::now(),
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+        );
         let evicted = CancellationToken::new();
         self.lock().insert(entry, evicted.clone());
         IdleMark {
@@ -44,7 +59,8 @@ impl IdleConnections {
         }
     }
 
-    /// Evicts the connection idle the longest; false if none is idle.
+    /// Evicts a connection still in its handshake, the oldest, or else the session idle the
+    /// longest; false if none is idle.
     pub(crate) fn evict_oldest(&self) -> bool {
         match self.lock().pop_first() {
             Some((_, evicted)) => {
@@ -55,7 +71,9 @@ impl IdleConnections {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Instant, u64), CancellationToken>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(Stage, Instant, u64), CancellationToken>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -80,12 +98,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_oldest_idle_connection_is_evicted_and_busy_ones_never() {
+    fn handshakes_go_first_then_the_oldest_idle_session_and_busy_ones_never() {
         let idle = Arc::new(IdleConnections::default());
-        let oldest = idle.mark();
-        let newer = idle.mark();
-        let busy_again = idle.mark();
+        let oldest = idle.mark(Stage::Session);
+        let newer = idle.mark(Stage::Session);
+        let busy_again = idle.mark(Stage::Session);
+        let handshaking = idle.mark(Stage::Handshake);
         drop(busy_again);
+        assert!(idle.evict_oldest());
+        assert!(
+            handshaking.evicted().is_cancelled(),
+            "a handshake goes first"
+        );
+        assert!(!oldest.evicted().is_cancelled());
         assert!(idle.evict_oldest());
         assert!(oldest.evicted().is_cancelled());
         assert!(!newer.evicted().is_cancelled());

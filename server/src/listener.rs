@@ -21,7 +21,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{memory::Reserved, session, ServerState};
+use crate::{idle::Stage, memory::Reserved, session, ServerState};
 
 /// Longest pause after a failed `accept()` (for instance, out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -205,7 +205,7 @@ impl Served {
         } = self;
         // TLS, Hello and the login together get one handshake timeout.
         let login_deadline = tokio::time::Instant::now() + state.limits.handshake_timeout;
-        let handshaking = state.idle.mark();
+        let handshaking = state.idle.mark(Stage::Handshake);
         let evicted = handshaking.evicted();
         let serving = async {
             if let Some(stream) = accept_tls(stream, peer, &state, login_deadline).await {

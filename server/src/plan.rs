@@ -99,7 +99,9 @@ fn plan_upload(
         return refused(refusal);
     }
     let store = &state.store;
-    let held = if context.partials.contains(&intent.key) {
+    // Taken out once looked at: a key listed again in the page is not read and hashed
+    // again (only its first copy could resume anyway).
+    let held = if context.partials.remove(&intent.key) {
         store.partial_len(&intent.key)
     } else {
         Ok(None)

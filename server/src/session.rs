@@ -31,7 +31,7 @@ use crate::{
     catalog::CatalogError,
     commit::CommitError,
     group::Committed,
-    idle::IdleMark,
+    idle::{IdleMark, Stage},
     refusal::Refusal,
     upload::Upload,
     ServerState,
@@ -293,7 +293,7 @@ impl Session {
         let idle_timeout = self.state.limits.idle_timeout;
         // With nothing in flight, a full server may close this connection for a new one.
         let evictable = (idle && !self.round.is_committing() && !self.round.has_waiting_files())
-            .then(|| self.state.idle.mark());
+            .then(|| self.state.idle.mark(Stage::Session));
         let evicted = evictable.as_ref().map(IdleMark::evicted);
         let reader = &mut self.reader;
         let round = &mut self.round;

@@ -185,11 +185,11 @@ impl Upload {
                 let opener = Arc::clone(&store);
                 let size = begin.size;
                 let file = tokio::task::spawn_blocking(move || {
-                    if offset == 0 {
-                        let in_use = |other: &Hash| *other != key && owner.leases.is_held(other);
-                        opener.make_room_for_partial(&owner.name, size, owner.quota, in_use)?;
+                    if offset > 0 {
+                        return opener.open_partial(&key, offset, Some(&owner.name));
                     }
-                    opener.open_partial(&key, offset, Some(&owner.name))
+                    let in_use = |other: &Hash| *other != key && owner.leases.is_held(other);
+                    opener.open_fresh_partial(&key, &owner.name, size, owner.quota, in_use)
                 })
                 .await
                 .map_err(|join| StoreError::Io {

@@ -4,12 +4,7 @@
 //!
 //! [`flush`]: super::flush
 
-use std::{
-    fs::File,
-    io,
-    os::fd::{AsFd, OwnedFd},
-    path::Path,
-};
+use std::{fs::File, io, os::fd::AsFd, path::Path};
 
 use ft_protocol::Hash;
 
@@ -53,11 +48,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.others_busy
             .store(others_busy, std::sync::atomic::Ordering::Relaxed);
-        if others_busy {
-            return self.flush_in_batches(files, Flush::Data);
+        if !others_busy {
+            // One flush for everything, most of it ours. Its error report is not enough
+            // alone: a writeback error is reported to one `syncfs` only (perhaps another
+            // group's), and not at all before Linux 5.8. So each file is still asked below;
+            // already written, each answer is cheap, and carries that file's own error.
+            rustix::fs::syncfs(&self.root_dir)
+                .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))?;
         }
-        rustix::fs::syncfs(&self.root_dir)
-            .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))
+        self.flush_in_batches(files, Flush::Data)
     }
 
     /// Whether the last flush found other programs' dirty data in the way (then staged files
@@ -101,20 +100,18 @@ impl Store {
         folders: impl Iterator<Item = &'a str>,
         known: &mut KnownFolders,
     ) -> Result<(), StoreError> {
-        let mut opened = Vec::new();
-        for folder in folders {
-            let path = || self.root.join(folder);
-            let Some(fd) = self.folder(folder, false, known)? else {
-                return Err(io_error("sync folder", &path())(
-                    io::ErrorKind::NotFound.into(),
-                ));
-            };
-            let own = rustix::io::dup(fd)
-                .map(|fd: OwnedFd| File::from(fd))
-                .map_err(io::Error::from);
-            opened.push(own.map_err(|err| io_error("sync folder", &path())(err))?);
-        }
-        self.flush_in_batches(opened.into_iter().map(Ok), Flush::All)
+        // Opened as the batches go, so at most one batch of descriptors is held at once.
+        let opened = folders.map(|folder| {
+            let path = self.root.join(folder);
+            let fd = self
+                .folder(folder, false, known)
+                .map_err(|err| io::Error::other(err.to_string()))?
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
+                })?;
+            rustix::io::dup(fd).map(File::from).map_err(io::Error::from)
+        });
+        self.flush_in_batches(opened, Flush::All)
     }
 
     fn flush_in_batches(

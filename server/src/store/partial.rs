@@ -20,7 +20,7 @@ use std::{
 
 use ft_protocol::Hash;
 use rustix::{
-    fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags},
+    fs::{AtFlags, FileType, Mode, OFlags},
     io::Errno,
 };
 
@@ -62,6 +62,9 @@ pub struct PartialQuota {
 #[derive(Debug, Default)]
 pub(super) struct PartialIndex {
     owners: Mutex<HashMap<Hash, String>>,
+    /// Held while room is made for a new partial upload and it is created, so that two
+    /// sessions of one user cannot both find room for one.
+    making_room: Mutex<()>,
 }
 
 impl PartialIndex {
@@ -88,42 +91,64 @@ impl Store {
         }
     }
 
-    /// Opens `name` (see [`Store::partial_name`]) beneath the area, never through a link.
-    fn open_in_area(&self, name: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    /// The folder holding a partial upload of `owner` (the area itself for none), opened
+    /// without following a link, and its file name for `key`.
+    fn partial_folder(&self, owner: Option<&str>, key: &Hash) -> Result<(OwnedFd, String), Errno> {
+        let folder = match owner {
+            Some(owner) => open_owner_folder(self.partials_dir.as_fd(), owner)?,
+            None => rustix::io::dup(&self.partials_dir)?,
+        };
+        Ok((folder, partial_file_name(key)))
+    }
+
+    /// Where `key`'s partial upload is now: its owner's folder, or the top of the area.
+    fn owner_of(&self, key: &Hash) -> Option<String> {
+        self.partial_index.lock().get(key).cloned()
+    }
+
+    /// Opens `owner`'s partial upload of `key`, never through a link: the owner's folder and
+    /// then the file, each with `O_NOFOLLOW`.
+    fn open_in_area(
+        &self,
+        owner: Option<&str>,
+        key: &Hash,
+        flags: OFlags,
+    ) -> Result<OwnedFd, Errno> {
         let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        // openat2 refuses a mode unless a file may be created.
         let mode = if flags.contains(OFlags::CREATE) {
             Mode::from_raw_mode(STORED_FILE_MODE)
         } else {
             Mode::empty()
         };
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-        match rustix::fs::openat2(&self.partials_dir, name, flags, mode, resolve) {
-            Err(Errno::NOSYS) => {
-                // Before Linux 5.6: the owner folder is a plain name made by the server.
-                rustix::fs::openat(&self.partials_dir, name, flags, mode)
-            }
-            other => other,
-        }
+        let (folder, file) = self.partial_folder(owner, key)?;
+        rustix::fs::openat(&folder, file, flags, mode)
     }
 
     fn open_partial_file(&self, key: &Hash, flags: OFlags) -> Result<File, StoreError> {
-        self.open_in_area(&self.partial_name(key), flags)
+        self.open_in_area(self.owner_of(key).as_deref(), key, flags)
             .map(File::from)
             .map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))
     }
 
     /// The partial upload of `key`, opened for reading (to flush it). Blocking.
     pub(super) fn open_partial_for_flush(&self, key: &Hash) -> io::Result<File> {
-        self.open_in_area(&self.partial_name(key), OFlags::RDONLY | OFlags::NONBLOCK)
-            .map(File::from)
-            .map_err(io::Error::from)
+        self.open_in_area(
+            self.owner_of(key).as_deref(),
+            key,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+        )
+        .map(File::from)
+        .map_err(io::Error::from)
     }
 
     /// Length of the partial upload with this key, if there is one. Blocking.
     pub fn partial_len(&self, key: &Hash) -> Result<Option<u64>, StoreError> {
-        let name = self.partial_name(key);
-        match rustix::fs::statat(&self.partials_dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+        let stat = self
+            .partial_folder(self.owner_of(key).as_deref(), key)
+            .and_then(|(folder, file)| {
+                rustix::fs::statat(&folder, file, AtFlags::SYMLINK_NOFOLLOW)
+            });
+        match stat {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode).is_file() => {
                 Ok(Some(stat.st_size as u64))
             }
@@ -161,19 +186,23 @@ impl Store {
         if offset == 0 {
             // A fresh upload: one system call instead of open, stat, truncate and seek.
             let fresh = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
+            // One file per key: a key already kept in an owner's folder (a small upload
+            // written by its commit after an interrupted large one) stays there.
+            let owner = owner.map(str::to_owned).or_else(|| self.owner_of(key));
             let Some(owner) = owner else {
                 // Written by a commit and named a moment later: no owner folder.
-                self.partial_index.lock().remove(key);
                 return self.open_partial_file(key, fresh);
             };
-            self.make_owner_folder(owner)?;
-            let name = format!("{owner}/{}", partial_file_name(key));
+            self.make_owner_folder(&owner)?;
             let file = self
-                .open_in_area(&name, fresh)
+                .open_in_area(Some(&owner), key, fresh)
                 .map(File::from)
-                .map_err(|errno| io_error("open", &self.partials.join(&name))(errno.into()))?;
+                .map_err(|errno| {
+                    let path = self.partials.join(&owner).join(partial_file_name(key));
+                    io_error("open", &path)(errno.into())
+                })?;
             // Another owner's copy cannot exist: keys are mixed with their owner.
-            self.partial_index.lock().insert(*key, owner.to_owned());
+            self.partial_index.lock().insert(*key, owner);
             return Ok(file);
         }
         let path = self.partial_path(key);
@@ -206,14 +235,8 @@ impl Store {
     /// The folder holding `key`'s partial upload (opened without following links) and the
     /// file's name in it, to rename the upload to its final name.
     pub(super) fn partial_source(&self, key: &Hash) -> Result<(OwnedFd, String), StoreError> {
-        let name = self.partial_name(key);
-        let opened = match name.split_once('/') {
-            Some((owner, _)) => open_owner_folder(self.partials_dir.as_fd(), owner),
-            None => rustix::io::dup(&self.partials_dir),
-        };
-        let folder =
-            opened.map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))?;
-        Ok((folder, partial_file_name(key)))
+        self.partial_folder(self.owner_of(key).as_deref(), key)
+            .map_err(|errno| io_error("open", &self.partial_path(key))(errno.into()))
     }
 
     /// Forgets where `key`'s partial upload was, once it was renamed away or removed.
@@ -223,12 +246,25 @@ impl Store {
 
     /// Removes the partial upload for `key`, if any. Blocking.
     pub fn discard_partial(&self, key: &Hash) -> Result<(), StoreError> {
-        let name = self.partial_name(key);
-        let removed = match unlink_in(self.partials_dir.as_fd(), &name) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
+        let owner = self.owner_of(key);
+        self.remove_partial(owner.as_deref(), key).map(drop)
+    }
+
+    /// Removes `owner`'s partial upload of `key` (exactly that file, as listed); true if it
+    /// was there. Blocking.
+    fn remove_partial(&self, owner: Option<&str>, key: &Hash) -> Result<bool, StoreError> {
+        let removed = self
+            .partial_folder(owner, key)
+            .and_then(|(folder, file)| rustix::fs::unlinkat(&folder, file, AtFlags::empty()));
+        let removed = match removed {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
             Err(errno) => Err(io_error("remove", &self.partial_path(key))(errno.into())),
         };
-        self.forget_partial(key);
+        let mut index = self.partial_index.lock();
+        if index.get(key).map(String::as_str) == owner {
+            index.remove(key);
+        }
         removed
     }
 
@@ -278,7 +314,12 @@ impl Store {
             if fits(files, bytes) {
                 break;
             }
-            if in_use(&partial.key) || self.discard_partial(&partial.key).is_err() {
+            if in_use(&partial.key)
+                || !matches!(
+                    self.remove_partial(partial.owner.as_deref(), &partial.key),
+                    Ok(true)
+                )
+            {
                 continue;
             }
             tracing::info!(
@@ -299,6 +340,26 @@ impl Store {
         }
     }
 
+    /// Opens a fresh partial upload of `key` for `owner` ([`Store::open_partial`] at offset
+    /// 0), after making room for its `size` bytes within `quota` (see
+    /// [`Store::make_room_for_partial`]). Blocking.
+    pub fn open_fresh_partial(
+        &self,
+        key: &Hash,
+        owner: &str,
+        size: u64,
+        quota: PartialQuota,
+        in_use: impl Fn(&Hash) -> bool,
+    ) -> Result<File, StoreError> {
+        let _one_at_a_time = self
+            .partial_index
+            .making_room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.make_room_for_partial(owner, size, quota, in_use)?;
+        self.open_partial(key, 0, Some(owner))
+    }
+
     /// Removes partial uploads untouched for longer than `ttl`, except those `in_use`.
     /// Returns how many were removed. Blocking.
     pub fn sweep_partials(&self, ttl: Duration, in_use: impl Fn(&Hash) -> bool) -> usize {
@@ -309,7 +370,12 @@ impl Store {
                 continue;
             }
             let age = now.duration_since(partial.modified).ok();
-            if age.is_some_and(|age| age > ttl) && self.discard_partial(&partial.key).is_ok() {
+            if age.is_some_and(|age| age > ttl)
+                && matches!(
+                    self.remove_partial(partial.owner.as_deref(), &partial.key),
+                    Ok(true)
+                )
+            {
                 tracing::info!(key = %partial.key.to_hex(), ?age, "removed stale partial upload");
                 removed += 1;
             }
@@ -353,16 +419,6 @@ impl Store {
 
 fn partial_file_name(key: &Hash) -> String {
     format!("{}.part", key.to_hex())
-}
-
-fn unlink_in(area: std::os::fd::BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
-    match name.split_once('/') {
-        Some((owner, file)) => {
-            let folder = open_owner_folder(area, owner)?;
-            rustix::fs::unlinkat(&folder, file, AtFlags::empty())
-        }
-        None => rustix::fs::unlinkat(area, name, AtFlags::empty()),
-    }
 }
 
 fn open_owner_folder(area: std::os::fd::BorrowedFd<'_>, owner: &str) -> Result<OwnedFd, Errno> {

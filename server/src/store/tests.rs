@@ -395,3 +395,68 @@ fn each_users_partials_are_counted_bounded_oldest_first_and_found_again_after_a_
     );
     assert_eq!(store.partial_usage(Some("alice")).files, 0);
 }
+
+#[test]
+fn one_file_per_key_whoever_writes_it_and_sweeping_removes_exactly_what_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // An interrupted large upload kept in alice's folder...
+    let mut file = store.open_partial(&key(5), 0, Some("alice")).unwrap();
+    file.write_all(&[1; 100]).unwrap();
+    drop(file);
+    // ...then the same key sent again as a small file, written by its commit: same file.
+    drop(store.write_partial(&key(5), b"small").unwrap());
+    assert_eq!(store.partials().len(), 1, "{:?}", store.partials());
+    assert_eq!(store.partial_usage(Some("alice")).bytes, 5);
+    let placed = store
+        .place(
+            &key(5),
+            &name("s.txt"),
+            ConflictPolicy::KeepBoth,
+            &mut KnownFolders::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        fs::read(dir.path().join(placed.as_str())).unwrap(),
+        b"small"
+    );
+    assert!(store.partials().is_empty(), "nothing orphaned");
+
+    // A stale copy at the top of the area and a fresh one in an owner's folder: sweeping the
+    // stale one leaves the fresh one.
+    drop(partial_with(&store, &key(6), b"fresh"));
+    let stale = dir
+        .path()
+        .join(".fts/partial")
+        .join(format!("{}.part", key(6).to_hex()));
+    fs::write(&stale, b"stale").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(store.sweep_partials(Duration::from_secs(60), |_| false), 1);
+    assert!(!stale.exists());
+    assert_eq!(
+        store.partial_len(&key(6)).unwrap(),
+        Some(5),
+        "the fresh copy stays"
+    );
+}
+
+#[test]
+fn an_owner_folder_swapped_for_a_link_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    drop(partial_with(&store, &key(7), b"mine"));
+    let folder = dir.path().join(".fts/partial/tester");
+    fs::remove_file(folder.join(format!("{}.part", key(7).to_hex()))).unwrap();
+    fs::remove_dir(&folder).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &folder).unwrap();
+    assert!(store.open_partial(&key(7), 0, Some("tester")).is_err());
+    assert!(store.hash_partial_prefix(&key(7), 1).is_err());
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+}
