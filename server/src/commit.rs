@@ -38,7 +38,7 @@ use crate::{
     catalog::NewRecord,
     names::ValidName,
     refusal::Refusal,
-    store::{KnownFolders, Store, StoreError},
+    store::{ErrorWatch, KnownFolders, Store, StoreError},
     ServerState,
 };
 
@@ -133,6 +133,7 @@ pub(crate) fn flush_staged(
     state: &ServerState,
     group: &[Verified],
     files: Vec<StageResult>,
+    watch: Option<&ErrorWatch>,
 ) -> Result<Flushed, CommitError> {
     let started = std::time::Instant::now();
     let files: Vec<StageResult> = files
@@ -145,16 +146,18 @@ pub(crate) fn flush_staged(
             other => other,
         })
         .collect();
-    let to_flush =
+    let on_disk = |large: bool| {
         group
             .iter()
             .zip(&files)
+            .filter(move |(verified, _)| matches!(verified.content, Content::Partial(_)) == large)
             .filter_map(|(verified, staged)| match staged.as_ref().ok()? {
                 Staged::WrittenPartial(None, _) => {
                     Some(state.store.partial_for_flush(&verified.key))
                 }
                 staged => staged.file(verified).map(Store::for_flush),
-            });
+            })
+    };
     // Small files are what may still be in the cache (large ones were written direct).
     let unflushed: u64 = group
         .iter()
@@ -163,7 +166,7 @@ pub(crate) fn flush_staged(
         .sum();
     state
         .store
-        .sync_data(to_flush, unflushed)
+        .sync_data(on_disk(false), on_disk(true), unflushed, watch)
         .map_err(CommitError::DataFlush)?;
     Ok(Flushed {
         files,

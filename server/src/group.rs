@@ -22,6 +22,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use crate::{
     commit::{self, CommitError, Placed, StageResult, Verified},
     refusal::Refusal,
+    store::ErrorWatch,
     upload::Content,
     ServerState,
 };
@@ -75,6 +76,9 @@ pub(crate) struct Group {
     memory: u64,
     open_files: usize,
     first_verified: Option<Instant>,
+    /// Opened before the group's first file is staged, for its flush's error report (see
+    /// `ErrorWatch`).
+    watch: Option<ErrorWatch>,
 }
 
 impl Group {
@@ -121,6 +125,10 @@ impl Group {
             Content::Partial(_) => self.open_files += 1,
         }
         self.first_verified.get_or_insert(verified.verified_at);
+        if self.watch.is_none() {
+            // Without one, the group's files are each flushed on their own.
+            self.watch = state.store.error_watch().ok();
+        }
         self.unstaged.push(verified);
         if self.unstaged.len() >= STAGE_BATCH_FILES {
             self.stage_unstaged(state);
@@ -155,6 +163,7 @@ impl Group {
     ) -> JoinHandle<Committed> {
         self.stage_unstaged(state);
         let batches = std::mem::take(&mut self.staging);
+        let watch = self.watch.take();
         let previous_named = self.last_named.take();
         let (named, named_rx) = oneshot::channel::<()>();
         *self = Self {
@@ -177,7 +186,7 @@ impl Group {
             }
             let flushing = Arc::clone(&state);
             let (group, flushed) = tokio::task::spawn_blocking(move || {
-                let flushed = commit::flush_staged(&flushing, &group, staged);
+                let flushed = commit::flush_staged(&flushing, &group, staged, watch.as_ref());
                 (group, flushed)
             })
             .await

@@ -4,9 +4,15 @@
 //!
 //! [`flush`]: super::flush
 
-use std::{fs::File, io, os::fd::AsFd, path::Path};
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+};
 
 use ft_protocol::Hash;
+use rustix::fs::{Mode, OFlags};
 
 use super::{
     beneath::{folder_and_parents, folder_of},
@@ -22,41 +28,66 @@ const FLUSH_BATCH: usize = 256;
 /// megabytes that are not ours costs less than a flush per file.
 const OTHERS_DIRTY_SYNCFS_MAX: u64 = 32 * 1024 * 1024;
 
+/// A descriptor of the storage filesystem opened when a group began: a `syncfs` through it
+/// reports every writeback error of the filesystem since then, and only to it (each open
+/// descriptor keeps its own place in the filesystem's error sequence), so no other group's
+/// flush can take the report of an error in this group's files.
+#[derive(Debug)]
+pub struct ErrorWatch(OwnedFd);
+
 impl Store {
-    /// Makes the data of `files` durable. `ours` is about how many bytes they hold that may
-    /// not be on disk yet. Blocking.
+    /// Starts watching the filesystem for writeback errors, before a group's first file is
+    /// written. Blocking.
+    pub fn error_watch(&self) -> Result<ErrorWatch, StoreError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.root_dir, ".", flags, Mode::empty())
+            .map(ErrorWatch)
+            .map_err(|errno| io_error("open", &self.root)(errno.into()))
+    }
+
+    /// Makes the data of a group's files durable: `written` were written after `watch` was
+    /// opened (the small files the group staged), `earlier` before it (large uploads written
+    /// while they arrived). `ours` is about how many bytes `written` hold that may not be on
+    /// disk yet. Blocking.
     ///
-    /// On a quiet disk one `syncfs` is cheapest (one flush for everything, most of it ours);
-    /// when the filesystem holds much dirty data of other programs, each of our files is
-    /// flushed instead (all at once), so the group never waits for theirs. Either way every
-    /// byte of `files` is durable on return.
+    /// On a quiet disk one `syncfs` is cheapest (one flush for everything, most of it ours),
+    /// and `watch` makes its error report complete for `written`; `earlier` files are still
+    /// flushed one by one (they are few and large). When the filesystem holds much dirty
+    /// data of other programs, or the kernel's `syncfs` reports no errors (before Linux 5.8),
+    /// or there is no watch, every file is flushed on its own (all at once), so the group
+    /// never waits for others' data. Either way every byte is durable on return.
     pub fn sync_data(
         &self,
-        files: impl Iterator<Item = io::Result<File>>,
+        written: impl Iterator<Item = io::Result<File>>,
+        earlier: impl Iterator<Item = io::Result<File>>,
         ours: u64,
+        watch: Option<&ErrorWatch>,
     ) -> Result<(), StoreError> {
         let others_busy =
             others_dirty_bytes(ours).map_or(true, |others| others > OTHERS_DIRTY_SYNCFS_MAX);
-        self.flush_data(files, others_busy)
+        let watch = watch.filter(|_| self.syncfs_reports_errors);
+        self.flush_data(written, earlier, others_busy, watch)
     }
 
     /// [`Store::sync_data`], told whether other programs' dirty data is in the way.
     fn flush_data(
         &self,
-        files: impl Iterator<Item = io::Result<File>>,
+        written: impl Iterator<Item = io::Result<File>>,
+        earlier: impl Iterator<Item = io::Result<File>>,
         others_busy: bool,
+        watch: Option<&ErrorWatch>,
     ) -> Result<(), StoreError> {
         self.others_busy
             .store(others_busy, std::sync::atomic::Ordering::Relaxed);
-        if !others_busy {
-            // One flush for everything, most of it ours. Its error report is not enough
-            // alone: a writeback error is reported to one `syncfs` only (perhaps another
-            // group's), and not at all before Linux 5.8. So each file is still asked below;
-            // already written, each answer is cheap, and carries that file's own error.
-            rustix::fs::syncfs(&self.root_dir)
-                .map_err(|errno| io_error("sync the filesystem of", &self.root)(errno.into()))?;
+        match watch {
+            Some(ErrorWatch(fd)) if !others_busy => {
+                rustix::fs::syncfs(fd).map_err(|errno| {
+                    io_error("sync the filesystem of", &self.root)(errno.into())
+                })?;
+                self.flush_in_batches(earlier, Flush::Data)
+            }
+            _ => self.flush_in_batches(written.chain(earlier), Flush::Data),
         }
-        self.flush_in_batches(files, Flush::Data)
     }
 
     /// Whether the last flush found other programs' dirty data in the way (then staged files
@@ -188,15 +219,27 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut file = File::create(dir.path().join("f")).unwrap();
         file.write_all(b"data").unwrap();
+        let watch = store.error_watch().unwrap();
         for others_busy in [true, false, true] {
             store
-                .flush_data(std::iter::once(Store::for_flush(&file)), others_busy)
+                .flush_data(
+                    std::iter::once(Store::for_flush(&file)),
+                    std::iter::once(Store::for_flush(&file)),
+                    others_busy,
+                    Some(&watch),
+                )
                 .unwrap();
             assert_eq!(store.others_busy(), others_busy);
         }
-        // A file that cannot be opened for its flush fails the flush, never skips it.
-        let missing = store.flush_data(std::iter::once(Err(io::ErrorKind::NotFound.into())), true);
-        assert!(matches!(missing, Err(StoreError::Io { .. })));
+        // A file that cannot be opened for its flush fails the flush, never skips it: a
+        // large one on the quiet path, any on the per-file path.
+        let missing = || std::iter::once(Err(io::ErrorKind::NotFound.into()));
+        let quiet = store.flush_data(std::iter::empty(), missing(), false, Some(&watch));
+        assert!(matches!(quiet, Err(StoreError::Io { .. })));
+        let busy = store.flush_data(missing(), std::iter::empty(), true, Some(&watch));
+        assert!(matches!(busy, Err(StoreError::Io { .. })));
+        let unwatched = store.flush_data(missing(), std::iter::empty(), false, None);
+        assert!(matches!(unwatched, Err(StoreError::Io { .. })));
         // Folders up to the root, each flushed; a missing one is an error.
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
         let name = ValidName::parse("a/b/f").unwrap();

@@ -36,6 +36,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use durability::ErrorWatch;
 pub use folders::KnownFolders;
 pub use partial::{PartialQuota, PartialUpload, PartialUsage};
 pub use partial_admin::PartialArea;
@@ -140,6 +141,8 @@ pub struct Store {
     device: u64,
     /// Threads that flush our files, many at once.
     flusher: flush::Flusher,
+    /// The kernel's `syncfs` reports writeback errors (Linux 5.8 and later).
+    syncfs_reports_errors: bool,
     /// Other programs had much dirty data at the last flush (see durability.rs).
     others_busy: std::sync::atomic::AtomicBool,
     /// Unnamed files can be linked by their descriptor (cleared at the first refusal).
@@ -188,6 +191,7 @@ impl Store {
             device,
             flusher: flush::Flusher::start()
                 .map_err(io_error("start the flushing threads of", dir))?,
+            syncfs_reports_errors: kernel_at_least(5, 8),
             others_busy: std::sync::atomic::AtomicBool::new(false),
             link_by_fd: std::sync::atomic::AtomicBool::new(true),
         };
@@ -210,6 +214,19 @@ impl Store {
         let stats = rustix::fs::fstatvfs(&self.root_dir)
             .map_err(|errno| io_error("query free space of", &self.root)(errno.into()))?;
         Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+}
+
+/// Whether the running kernel is at least `major.minor` (from `uname`'s release).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse::<u32>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(have_major), Some(have_minor)) => (have_major, have_minor) >= (major, minor),
+        _ => false,
     }
 }
 
