@@ -271,8 +271,13 @@ mod tests {
         let note = dir.path().join("note.txt");
         std::fs::write(&note, b"n").unwrap();
         let note = note.to_str().unwrap();
-        let err = resolve(&Settings::default(), None, args(&[note, "part1.bin"]), Operands::Paths)
-            .unwrap_err();
+        let err = resolve(
+            &Settings::default(),
+            None,
+            args(&[note, "part1.bin"]),
+            Operands::Paths,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no server given"), "{err}");
     }
 

@@ -65,7 +65,12 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let handshake = tls::connect(tcp, &address.host, expectation.fingerprint);
         let (stream, fingerprint) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT, "in the TLS handshake")),
+            Err(_) => {
+                return Err(ClientError::Timeout(
+                    CONNECT_TIMEOUT,
+                    "in the TLS handshake",
+                ))
+            }
             Ok(Ok((stream, presented))) => {
                 if expectation.fingerprint.is_none() {
                     access.trusted_first_time(address, presented)?;
