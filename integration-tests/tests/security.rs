@@ -1206,3 +1206,40 @@ async fn a_resume_key_alone_reveals_and_completes_nothing() {
     }
     assert!(!place.store.join("frank/secret.bin").exists());
 }
+
+#[test]
+fn an_admin_gets_its_own_files_by_their_short_name() {
+    let place = Place::new();
+    let server = Fts::start(&place.store, &[]);
+    let address = server.address();
+    let token = server
+        .admin_token
+        .clone()
+        .expect("a first start prints the admin's token");
+    let admin = place.pinned(&server, "admin", &token);
+    let file = place.file("a.txt", b"the admin's own");
+    let sent = ftc(
+        &place.src,
+        &admin,
+        &["send", &address, &file, "--no-progress"],
+    );
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let out = place.src.join("admin-out");
+    for (name, saved) in [("a.txt", "a.txt"), ("admin/a.txt", "admin/a.txt")] {
+        let target = out.join(name.replace('/', "-"));
+        let got = ftc(
+            &place.src,
+            &admin,
+            &[
+                "get",
+                &address,
+                name,
+                "-o",
+                target.to_str().unwrap(),
+                "--no-progress",
+            ],
+        );
+        assert_eq!(got.code, 0, "get {name}: {got:?}");
+        assert_eq!(fs::read(target.join(saved)).unwrap(), b"the admin's own");
+    }
+}

@@ -257,7 +257,8 @@ async fn accept_tls(
     let handshake = async {
         let mut first = [0u8; 1];
         match stream.peek(&mut first).await {
-            Ok(0) | Err(_) => return Err("closed before the TLS handshake".to_owned()),
+            // A port check (a health check, a scanner): nothing to report above debug.
+            Ok(0) | Err(_) => return Err(None),
             Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
                 let mut writer = codec::message_writer::<_, Response>(stream);
                 let message = format!(
@@ -266,16 +267,23 @@ async fn accept_tls(
                 );
                 let refusal = ErrorResponse::new(None, ErrorCode::VersionMismatch, message);
                 let _ = writer.send(Response::Error(refusal)).await;
-                return Err("a client without TLS was told to upgrade".to_owned());
+                return Err(Some("a client without TLS was told to upgrade".to_owned()));
             }
             Ok(_) => {}
         }
-        acceptor.accept(stream).await.map_err(|err| err.to_string())
+        acceptor
+            .accept(stream)
+            .await
+            .map_err(|err| Some(err.to_string()))
     };
     match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => Some(stream),
-        Ok(Err(reason)) => {
+        Ok(Err(Some(reason))) => {
             tracing::warn!(%peer, %reason, "TLS handshake failed");
+            None
+        }
+        Ok(Err(None)) => {
+            tracing::debug!(%peer, "closed before the TLS handshake");
             None
         }
         Err(_) => {

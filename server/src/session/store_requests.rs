@@ -31,6 +31,7 @@ impl Session {
         }
         let started = std::time::Instant::now();
         let state = Arc::clone(&self.state);
+        let asked = get.name.clone();
         let get = Get {
             name: self.stored_name(&get.name),
             ..get
@@ -39,7 +40,9 @@ impl Session {
             tokio::task::spawn_blocking(move || download::open_for_download(&state, &get)).await;
         let (file, header) = match found {
             Ok(Ok((file, mut header))) => {
-                header.name = self.client_name(&header.name);
+                // The name as the client asked for it: an admin may name its own files
+                // without its namespace, and is answered in the same terms.
+                header.name = asked;
                 (file, header)
             }
             Ok(Err(refusal)) => return self.fail(self.in_client_terms(refusal)).await,
