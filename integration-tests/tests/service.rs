@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fs, path::Path, time::Duration};
 use integration_tests::{
     blake3_hex, eventually, ftc, listing, ndjson,
     proxy::{Fault, FaultProxy},
-    random_bytes, spawn_ftc, Workspace,
+    random_bytes, spawn_ftc, Server, Workspace,
 };
 
 /// Every regular file under `root` (relative name -> content) and every folder (name -> empty).
@@ -424,4 +424,49 @@ fn ndjson_output_parses_and_matches_what_happened() {
     let done = events.iter().find(|e| e["event"] == "file_done").unwrap();
     assert_eq!(done["blake3"], blake3_hex(&good).as_str());
     assert_eq!(events.last().unwrap()["saved"], 1);
+}
+
+#[test]
+fn the_operator_sees_what_is_stored_at_start_and_a_missing_name_is_no_warning() {
+    let ws = Workspace::new();
+    let mut server = ws.server(&[]);
+    let path = ws.file("kept.txt", b"twelve bytes");
+    ftc(&ws.src(), &["send", &server.address(), &path]).all_stored(1);
+    let out = ws.root.path().join("out");
+    let missing = ftc(
+        &ws.src(),
+        &[
+            "get",
+            &server.address(),
+            "missing.txt",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(missing.code(), Some(0), "{missing}");
+    let log = server.log();
+    let refused = log
+        .lines()
+        .find(|line| line.contains("request failed") && line.contains("not-found"))
+        .unwrap_or_else(|| panic!("no not-found line in the log:\n{log}"));
+    assert!(
+        refused.contains("INFO") && !refused.contains("WARN"),
+        "{refused}"
+    );
+    server.terminate();
+
+    let again = Server::start(&ws.store_dir(), &[]);
+    let log = again.log();
+    let serving = log
+        .lines()
+        .find(|line| line.contains("serving"))
+        .unwrap_or_else(|| panic!("no start-up summary in the log:\n{log}"));
+    for field in [
+        "files=1",
+        "bytes=12",
+        "partial_uploads=0",
+        "anonymous=\"off\"",
+    ] {
+        assert!(serving.contains(field), "{field} missing from: {serving}");
+    }
 }

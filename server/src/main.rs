@@ -197,7 +197,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .write_all(announcement.as_bytes())
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
-    tracing::info!(dir = %store.root().display(), %local, fingerprint = %tls.fingerprint, "serving");
+    // What an operator wants to know at a glance: what is stored, what waits, what is left.
+    let (files, bytes) = catalog
+        .totals(ft_server::catalog::Within::All)
+        .unwrap_or((0, 0));
+    let partials = store.partial_usage(None);
+    let free_bytes = store.available_space().ok();
+    let anonymous = args
+        .anonymous
+        .map_or("off".to_owned(), |role| role.to_string());
+    tracing::info!(
+        dir = %store.root().display(), %local, fingerprint = %tls.fingerprint, files, bytes,
+        partial_uploads = partials.files, partial_bytes = partials.bytes, ?free_bytes,
+        anonymous, "serving"
+    );
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -168,7 +168,12 @@ impl Session {
     /// Answers a non-upload request with a failure; the session goes on.
     pub(super) async fn fail(&mut self, refusal: Refusal) -> Result<(), SessionError> {
         let Refusal { code, message } = refusal;
-        tracing::warn!(result = %code, %message, "request failed");
+        // A name that is not there is the client's everyday business, not the operator's.
+        if code == ErrorCode::NotFound {
+            tracing::info!(result = %code, %message, "request failed");
+        } else {
+            tracing::warn!(result = %code, %message, "request failed");
+        }
         let mut failed = ErrorResponse::new(None, code, message);
         self.send(Response::Failed(Failed {
             code,
