@@ -1,5 +1,6 @@
-//! Stamps `--version` with the git commit the binary is built from (`FT_GIT_COMMIT`), or
-//! "unknown" outside a git checkout (a source tarball) or without git.
+//! The build script of `fts` and `ftc` (both manifests point here): stamps `--version` with
+//! the git commit the binary is built from (`FT_GIT_COMMIT`), or "unknown" outside a git
+//! checkout (a source tarball) or without git.
 
 use std::{path::Path, process::Command};
 
@@ -18,7 +19,7 @@ fn main() {
 
     // Run again when HEAD moves: HEAD names the branch, the branch's file (or packed-refs)
     // the commit. A watched file that is missing would make every build run this again.
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../packaging/git-commit.rs");
     let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
     watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
     for name in watched {
