@@ -73,48 +73,21 @@ async fn abandoned_uploads_are_counted_bounded_per_user_and_purged() {
         "{listed}"
     );
     let dir = ws.store_dir();
-    let too_young = fts(
-        &ws.src(),
-        &[
-            "--dir",
-            dir.to_str().unwrap(),
-            "partials",
-            "purge",
-            "--older-than",
-            "1h",
-        ],
-    );
-    assert!(
-        too_young.stdout.contains("removed 0 interrupted uploads"),
-        "{too_young}"
-    );
-    let other = fts(
-        &ws.src(),
-        &[
-            "--dir",
-            dir.to_str().unwrap(),
-            "partials",
-            "purge",
-            "--user",
-            "someone",
-        ],
-    );
-    assert!(
-        other.stdout.contains("removed 0 interrupted uploads"),
-        "{other}"
-    );
-    let purged = fts(
-        &ws.src(),
-        &[
-            "--dir",
-            dir.to_str().unwrap(),
-            "partials",
-            "purge",
-            "--user",
-            "tester",
-        ],
-    );
-    purged.success();
+    let purge = |filter: &[&str]| {
+        let mut args = vec!["--dir", dir.to_str().unwrap(), "partials", "purge"];
+        args.extend_from_slice(filter);
+        let output = fts(&ws.src(), &args);
+        output.success();
+        output
+    };
+    for filter in [&["--older-than", "1h"][..], &["--user", "someone"]] {
+        let untouched = purge(filter);
+        assert!(
+            untouched.stdout.contains("removed 0 interrupted uploads"),
+            "{filter:?}: {untouched}"
+        );
+    }
+    let purged = purge(&["--user", "tester"]);
     assert!(
         purged
             .stdout
