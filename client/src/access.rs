@@ -25,7 +25,14 @@ pub struct Access {
     pub known_servers: Option<KnownServers>,
     /// Told when a server is trusted for the first time.
     pub on_first_use: Option<FirstUseNotice>,
+    /// Longest wait for the TCP connection, and again for the TLS handshake and the
+    /// server's `Welcome` (`--connect-timeout`); `None`: [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect_timeout: Option<std::time::Duration>,
 }
+
+/// How long connecting may take by default: a server that accepts but never answers fails
+/// in seconds, not after the minute a busy server may take to answer later requests.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,6 +54,11 @@ pub(crate) struct Expectation {
 }
 
 impl Access {
+    /// The connect timeout in force.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+
     /// The key of `address` in the known servers file.
     fn server_key(address: &ServerAddress) -> String {
         address.to_string()

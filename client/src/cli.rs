@@ -52,12 +52,17 @@ pub(crate) enum Command {
             "Examples:\n",
             "  ftc send backup.example.org:7878 db.dump logs.tar.gz\n",
             "  ftc send 10.0.0.5 photos/             (a folder, default port 7878)\n",
+            "  ftc send backup logs/ --into hosts/web1  (stored as hosts/web1/logs/...)\n",
             "  ftc send [::1]:7878 report.pdf --overwrite\n",
             "  FTC_SERVER=backup:7878 ftc send *.iso --json\n\n",
-            "A name that already exists on the server is kept, and the new file is stored as\n",
-            "'name (1).ext' unless --overwrite is given. Folders keep their structure; symbolic\n",
-            "links inside folders are not followed (they are listed as skipped); empty folders\n",
-            "are created. After a connection loss ftc reconnects and resumes by itself.\n",
+            "A file the server already holds under the same name is not sent again: it is\n",
+            "'unchanged' when a stored version has the same size and modification time, or the\n",
+            "same BLAKE3 (the local file is hashed only when the sizes match and the times do\n",
+            "not, or with --checksum). Other content under a taken name is stored as\n",
+            "'name (1).ext' (--overwrite replaces, --skip-existing leaves it). Folders keep\n",
+            "their structure; symbolic links inside folders are not followed (they are listed as\n",
+            "skipped); empty folders are created. After a connection loss ftc reconnects and\n",
+            "resumes by itself. Ctrl-C stops at once: what was stored stays stored.\n",
             exit_codes_help!(),
         ),
     )]
@@ -68,7 +73,9 @@ pub(crate) enum Command {
             "Examples:\n",
             "  ftc get backup:7878 db.dump\n",
             "  ftc get backup:7878 photos/2024/a.jpg -o ~/restore   (saved as ~/restore/photos/2024/a.jpg)\n",
-            "  ftc get backup:7878 report.pdf --force                (replace the local file)\n\n",
+            "  ftc get backup:7878 report.pdf --force                (replace the local file)\n",
+            "  ftc get backup:7878 photos/ -o ~/restore              (a whole folder)\n",
+            "  ftc get backup:7878 'photos/*.jpg'                    (a pattern, as for list)\n\n",
             "A file is written to a hidden '.NAME.ftc-part' next to its destination and gets its\n",
             "name only once verified. An interrupted download resumes from that partial file.\n",
             exit_codes_help!(),
@@ -93,6 +100,7 @@ pub(crate) enum Command {
         visible_alias = "delete",
         after_help = concat!(
             "Examples:\n  ftc rm backup:7878 old.dump\n  ftc rm backup:7878 'a (1).txt' b.txt --json\n",
+            "  ftc rm backup:7878 'logs/*.gz'          (asks first; --yes to skip the question)\n",
             exit_codes_help!(),
         )
     )]
@@ -185,6 +193,70 @@ pub(crate) struct ServerOptions {
     /// Print one JSON object per line (NDJSON) instead of text; see the README for the schema.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Print only errors and the summary (no per-file lines, no bars).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+
+    /// Print per-file details: sizes, hashes, where each file came from.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+
+    /// Give up connecting after this long: the TCP connection, then the TLS handshake and
+    /// the server's welcome, each (e.g. 10s, 500ms, 2m; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: std::time::Duration,
+}
+
+/// A duration as typed on a command line: `10`, `10s`, `500ms`, `2m`, `1h`.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    if !(seconds.is_finite() && seconds > 0.0 && seconds < 1e9) {
+        return Err(format!("{text:?} is not a positive duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// A rate as typed on a command line: bytes per second with an optional binary suffix
+/// (`500K`, `10M`, `1G`; `KB/s` style suffixes too).
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
+    let cleaned = text
+        .trim()
+        .trim_end_matches("/s")
+        .trim_end_matches(['B', 'b']);
+    let split = cleaned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(cleaned.len());
+    let (number, unit) = cleaned.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate (try 500K, 10M)"))?;
+    let factor = match unit.trim().to_ascii_uppercase().trim_end_matches('I') {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown unit {other:?} (use K, M or G)")),
+    };
+    let rate = number * factor;
+    if !(1.0..1e15).contains(&rate) {
+        return Err(format!("{text:?} is not a positive rate"));
+    }
+    Ok(rate as u64)
 }
 
 /// Options of commands that move file content.
@@ -199,6 +271,10 @@ pub(crate) struct TransferOptions {
     /// Don't draw progress bars (they are also hidden when stderr is not a terminal).
     #[arg(long)]
     pub(crate) no_progress: bool,
+
+    /// Move at most RATE bytes per second (e.g. 500K, 10M), averaged over the transfer.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub(crate) bwlimit: Option<u64>,
 }
 
 /// Arguments of `ftc send`.
@@ -216,8 +292,26 @@ pub(crate) struct SendArgs {
     pub(crate) args: Vec<String>,
 
     /// Replace files of the same name on the server instead of keeping both.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "skip_existing")]
     pub(crate) overwrite: bool,
+
+    /// Never touch a name the server already has: such files are skipped, not renamed.
+    #[arg(long)]
+    pub(crate) skip_existing: bool,
+
+    /// Compare content by BLAKE3 even when a stored file has the same size and modification
+    /// time (by default those count as unchanged without reading the local file).
+    #[arg(long)]
+    pub(crate) checksum: bool,
+
+    /// Store under this folder on the server (REMOTE/DIR/name) instead of at the top.
+    #[arg(long, value_name = "REMOTE/DIR")]
+    pub(crate) into: Option<String>,
+
+    /// Refuse the whole send if any entry inside a folder cannot be read (by default the
+    /// readable files are sent, each unreadable path is reported, and the exit code is 1).
+    #[arg(long)]
+    pub(crate) strict: bool,
 
     /// Compress with zstd (level 1) on the way; chunks that do not shrink go as they are.
     /// Worth it on slow links with compressible data. Default: `compress` from the config file.
@@ -235,7 +329,7 @@ pub(crate) struct GetArgs {
     #[command(flatten)]
     pub(crate) transfer: TransferOptions,
 
-    /// [HOST:PORT] then the stored names to download.
+    /// [HOST:PORT] then stored names, folders (`photos/`) or glob patterns to download.
     #[arg(value_name = "[HOST:PORT] NAME", required = true)]
     pub(crate) args: Vec<String>,
 
@@ -267,9 +361,13 @@ pub(crate) struct RmArgs {
     #[command(flatten)]
     pub(crate) server: ServerOptions,
 
-    /// [HOST:PORT] then the stored names to delete.
+    /// [HOST:PORT] then the stored names, folders (`photos/`) or glob patterns to delete.
     #[arg(value_name = "[HOST:PORT] NAME", required = true)]
     pub(crate) args: Vec<String>,
+
+    /// Delete what patterns and folders match without asking (needed without a terminal).
+    #[arg(short, long)]
+    pub(crate) yes: bool,
 }
 
 /// Arguments of `ftc info`.

@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use ft_client::{
     download_files, plan_uploads, send_files, ClientError, GetOptions, SendOptions, Session,
+    UploadPlan,
 };
 use ft_protocol::ConflictPolicy;
 use serde_json::json;
 
 use crate::{
     exit::Exit,
-    output::{self, emit, out, report_error, EventOutput},
+    output::{self, emit, out, report_error, EventOutput, Verbosity},
+    select::{is_pattern, select},
 };
 
 /// How results are shown.
@@ -22,62 +24,164 @@ pub(crate) struct Style {
     pub(crate) json: bool,
     /// Progress bars allowed (they still need a terminal on stderr).
     pub(crate) bars: bool,
+    /// Per-file lines or not, and how detailed.
+    pub(crate) verbosity: Verbosity,
 }
 
-/// `send`: plans (checking every local path before connecting), then uploads.
+/// What `send` was asked to do besides the paths.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SendChoices {
+    /// Upload options: conflict policy, retries, compression, checksum, bandwidth.
+    pub(crate) options: Option<SendOptions>,
+    /// The remote folder to store under (`--into`).
+    pub(crate) into: Option<String>,
+    /// Refuse everything when a folder entry cannot be read (`--strict`).
+    pub(crate) strict: bool,
+}
+
+/// `send`: plans (checking every local path before connecting), then uploads. Ctrl-C stops
+/// at once, says what was done and exits 130.
 pub(crate) async fn send(
     session: &mut Session,
     paths: &[PathBuf],
-    conflict: ConflictPolicy,
-    retries: u32,
-    compress: bool,
+    choices: SendChoices,
     style: Style,
 ) -> Exit {
     if paths.is_empty() {
         return report_error(anyhow!("no files or folders given"), style.json);
     }
-    let mut plan = match plan_uploads(paths) {
+    let mut plan = match plan_uploads(paths, choices.strict) {
         Ok(plan) => plan,
         Err(err) => return report_error(err, style.json),
     };
-    let options = SendOptions {
-        retries,
-        compress,
-        ..SendOptions::new(conflict)
-    };
-    let events = EventOutput::new(style.json, style.bars);
+    if let Some(folder) = &choices.into {
+        if let Err(err) = put_into(&mut plan, folder) {
+            return report_error(err, style.json);
+        }
+    }
+    if let Err(err) = refuse_collisions(&plan) {
+        return report_error(err, style.json);
+    }
+    let options = choices
+        .options
+        .unwrap_or_else(|| SendOptions::new(ConflictPolicy::KeepBoth));
+    let events = EventOutput::new(style.json, style.bars, style.verbosity, false);
     let skipped = std::mem::take(&mut plan.skipped);
-    let report = send_files(session, plan, options, &|event| events.handle(&event)).await;
+    let unreadable = std::mem::take(&mut plan.unreadable);
+    let on_event = |event| events.handle(&event);
+    let sending = send_files(session, plan, options, &on_event);
+    let report = tokio::select! {
+        report = sending => report,
+        _ = tokio::signal::ctrl_c() => {
+            events.finish();
+            return output::interrupted(&events, style.json);
+        }
+    };
     events.finish();
-    output::send_report(report, &skipped, style.json)
+    output::send_report(report, &skipped, &unreadable, style.json, style.verbosity)
 }
 
-/// `get`: downloads names into `out_dir`.
+/// Puts every planned name under the remote folder `folder` (`--into`).
+fn put_into(plan: &mut UploadPlan, folder: &str) -> anyhow::Result<()> {
+    let folder = folder.trim_matches('/');
+    let bad = folder.is_empty()
+        || folder
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        anyhow::bail!(
+            "--into {folder:?}: give a relative folder such as backups/web1 (no '.', '..' \
+             or empty parts)"
+        );
+    }
+    for file in &mut plan.files {
+        file.name = format!("{folder}/{}", file.name);
+        // The resume key covers the name sent under; a file that cannot be looked at again
+        // now keeps its old key and is reported as changed when it is read.
+        if let Ok(meta) = std::fs::metadata(&file.path) {
+            file.key = ft_client::upload_key(&file.name, &meta);
+        }
+    }
+    for made in &mut plan.folders {
+        *made = format!("{folder}/{made}");
+    }
+    Ok(())
+}
+
+/// Refuses a plan in which two local files would be sent under one name (`a/x.txt` and
+/// `b/x.txt` both become `x.txt`): one would silently become `x (1).txt`, and every re-run
+/// would store them again. Sending their folders keeps them apart.
+fn refuse_collisions(plan: &UploadPlan) -> anyhow::Result<()> {
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    let mut clashes = Vec::new();
+    for file in &plan.files {
+        if let Some(first) = seen.insert(&file.name, &file.path) {
+            if clashes.len() < 5 {
+                clashes.push(format!(
+                    "{} and {} would both be stored as {}",
+                    first.display(),
+                    file.path.display(),
+                    file.name
+                ));
+            }
+        }
+    }
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}; send their folders instead (names keep their folders), or send them separately \
+         with --into",
+        clashes.join("; ")
+    )
+}
+
+/// `get`: downloads names, folders and patterns into `out_dir`, keeping their folders.
 pub(crate) async fn get(
     session: &mut Session,
-    names: &[String],
+    args: &[String],
     out_dir: &Path,
-    force: bool,
-    retries: u32,
+    options: GetOptions,
     style: Style,
 ) -> Exit {
-    if names.is_empty() {
+    if args.is_empty() {
         return report_error(anyhow!("no names given"), style.json);
     }
-    let options = GetOptions {
-        force,
-        retry: SendOptions {
-            retries,
-            ..SendOptions::new(ConflictPolicy::KeepBoth)
-        },
+    let selection = match select(session, args).await {
+        Ok(selection) => selection,
+        Err(err) => {
+            session.reset();
+            return report_error(err, style.json);
+        }
     };
-    let events = EventOutput::new(style.json, style.bars);
-    let report = download_files(session, names, out_dir, options, &|event| {
-        events.handle(&event)
-    })
-    .await;
+    for pattern in &selection.unmatched {
+        crate::terminal::err!("ftc: nothing stored matches {pattern}");
+    }
+    let names: Vec<String> = selection.files.iter().map(|f| f.name.clone()).collect();
+    if names.is_empty() {
+        return Exit::SomeFilesFailed;
+    }
+    let options = GetOptions {
+        expected_bytes: selection.files.iter().filter_map(|f| f.size).sum(),
+        ..options
+    };
+    let events = EventOutput::new(style.json, style.bars, style.verbosity, true);
+    let on_event = |event| events.handle(&event);
+    let downloading = download_files(session, &names, out_dir, options, &on_event);
+    let report = tokio::select! {
+        report = downloading => report,
+        _ = tokio::signal::ctrl_c() => {
+            events.finish();
+            return output::interrupted(&events, style.json);
+        }
+    };
     events.finish();
-    output::get_report(report, style.json)
+    let exit = output::get_report(report, style.json);
+    if selection.unmatched.is_empty() {
+        exit
+    } else {
+        exit.max(Exit::SomeFilesFailed)
+    }
 }
 
 /// `list`: the catalog, optionally filtered by a glob pattern.
@@ -101,13 +205,35 @@ pub(crate) async fn list(session: &mut Session, pattern: Option<String>, json: b
     }
 }
 
-/// `rm`: deletes each name; unknown names are reported and make the exit status 1.
-pub(crate) async fn rm(session: &mut Session, names: &[String], json: bool) -> Exit {
-    if names.is_empty() {
+/// `rm`: deletes names, folders' files and patterns' matches; unknown names are reported
+/// and make the exit status 1. A pattern or folder is a mass delete: it is confirmed on a
+/// terminal (`yes` skips the question) and refused elsewhere without `yes`.
+pub(crate) async fn rm(session: &mut Session, args: &[String], yes: bool, json: bool) -> Exit {
+    if args.is_empty() {
         return report_error(anyhow!("no names given"), json);
     }
+    let names: Vec<String> = if args.iter().any(|arg| is_pattern(arg) || arg.ends_with('/')) {
+        let selection = match select(session, args).await {
+            Ok(selection) => selection,
+            Err(err) => {
+                session.reset();
+                return report_error(err, json);
+            }
+        };
+        for pattern in &selection.unmatched {
+            crate::terminal::err!("ftc: nothing stored matches {pattern}");
+        }
+        let bytes: u64 = selection.files.iter().filter_map(|f| f.size).sum();
+        let count = selection.files.len();
+        if count > 0 && !yes && !confirm_delete(count, bytes, json) {
+            return Exit::BadInput;
+        }
+        selection.files.into_iter().map(|f| f.name).collect()
+    } else {
+        args.to_vec()
+    };
     let (mut deleted, mut failed) = (0usize, 0usize);
-    for name in names {
+    for name in &names {
         let result = match session.client().await {
             Ok(client) => client.delete(name).await,
             Err(err) => Err(err),
@@ -138,12 +264,41 @@ pub(crate) async fn rm(session: &mut Session, names: &[String], json: bool) -> E
     }
     if json {
         emit(&json!({"event": "summary", "deleted": deleted, "failed": failed, "ok": failed == 0}));
+    } else if names.len() > 1 {
+        out!("{deleted} deleted, {failed} failed");
     }
     if failed == 0 {
         Exit::Success
     } else {
         Exit::SomeFilesFailed
     }
+}
+
+/// Asks on the terminal before deleting `count` files; without a terminal (or in JSON mode)
+/// the answer is no, with a message saying to pass --yes.
+fn confirm_delete(count: usize, bytes: u64, json: bool) -> bool {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let what = format!(
+        "{count} stored {} ({})",
+        if count == 1 { "file" } else { "files" },
+        indicatif::BinaryBytes(bytes)
+    );
+    if json || !std::io::stdin().is_terminal() {
+        let err = anyhow!("this would delete {what}; pass --yes to confirm");
+        report_error(err, json);
+        return false;
+    }
+    eprint!("ftc: delete {what}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    let yes = matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes");
+    if !yes {
+        crate::terminal::err!("ftc: nothing deleted");
+    }
+    yes
 }
 
 /// `info`: the server's identity, usage and limits.

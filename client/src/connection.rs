@@ -22,11 +22,6 @@ use crate::{
     tls::{self, TlsError, TlsStream},
 };
 
-/// Time allowed for the TCP connection to each resolved address, and then for each step of
-/// the handshake (TLS, then Hello): a server that accepts and then says nothing is given up
-/// on as soon as one that does not answer at all.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Time allowed for the server to answer a request that needs no disk work.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -61,16 +56,12 @@ impl Client {
     /// then performs the version handshake and logs in.
     pub async fn connect(address: &ServerAddress, access: &Access) -> Result<Self, ClientError> {
         let expectation = access.expectation(address)?;
-        let tcp = open_tcp(address).await?;
+        let timeout = access.connect_timeout();
+        let tcp = open_tcp(address, timeout).await?;
         let _ = tcp.set_nodelay(true);
         let handshake = tls::connect(tcp, &address.host, expectation.fingerprint);
-        let (stream, fingerprint) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Err(_) => {
-                return Err(ClientError::Timeout(
-                    CONNECT_TIMEOUT,
-                    "in the TLS handshake",
-                ))
-            }
+        let (stream, fingerprint) = match tokio::time::timeout(timeout, handshake).await {
+            Err(_) => return Err(ClientError::Timeout(timeout, "in the TLS handshake")),
             Ok(Ok((stream, presented))) => {
                 if expectation.fingerprint.is_none() {
                     access.trusted_first_time(address, presented)?;
@@ -123,10 +114,7 @@ impl Client {
                 capabilities: vec![CAPABILITY_ZSTD.to_owned()],
             }))
             .await?;
-        match client
-            .receive(CONNECT_TIMEOUT, "waiting for the handshake")
-            .await?
-        {
+        match client.receive(timeout, "waiting for the handshake").await? {
             Response::Welcome(welcome) if welcome.protocol_version == PROTOCOL_VERSION => {
                 client.welcome = welcome;
                 client.authenticate(access).await?;
@@ -267,12 +255,13 @@ impl Client {
     pub async fn prepare_round(
         &mut self,
         pages: Vec<Vec<FileIntent>>,
+        append: bool,
     ) -> Result<Vec<Vec<FilePlan>>, ClientError> {
         let expected: Vec<usize> = pages.iter().map(Vec::len).collect();
         let writer = &mut self.writer;
         let sending = async move {
             for (number, files) in pages.into_iter().enumerate() {
-                let append = number > 0;
+                let append = append || number > 0;
                 writer
                     .send(Request::Prepare(Prepare { files, append }))
                     .await?;
@@ -367,7 +356,7 @@ pub(crate) fn unexpected(response: Response) -> ClientError {
     ClientError::Unexpected(what)
 }
 
-async fn open_tcp(address: &ServerAddress) -> Result<TcpStream, ClientError> {
+async fn open_tcp(address: &ServerAddress, timeout: Duration) -> Result<TcpStream, ClientError> {
     let candidates = tokio::net::lookup_host((address.host.as_str(), address.port))
         .await
         .map_err(|source| ClientError::Resolve {
@@ -379,13 +368,13 @@ async fn open_tcp(address: &ServerAddress) -> Result<TcpStream, ClientError> {
         "the name resolved to no address",
     );
     for candidate in candidates {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(candidate)).await {
+        match tokio::time::timeout(timeout, TcpStream::connect(candidate)).await {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(err)) => last_error = err,
             Err(_) => {
                 last_error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    format!("no answer within {timeout:?}"),
                 )
             }
         }
@@ -428,17 +417,14 @@ mod tests {
         let stand_in = crate::stand_in::StandIn::bind().await;
         let (address, access) = (stand_in.address.clone(), stand_in.access.clone());
         let server = tokio::spawn(two_pages_then_answers(stand_in));
-        let intent = |n: usize| FileIntent {
-            name: format!("f{n}"),
-            size: 1,
-            key: Hash([n as u8; 32]),
-        };
+        let intent = |n: usize| FileIntent::new(format!("f{n}"), 1, Hash([n as u8; 32]));
         let pages = vec![(0..3).map(intent).collect(), (3..5).map(intent).collect()];
         let mut client = Client::connect(&address, &access).await.unwrap();
-        let plans = tokio::time::timeout(Duration::from_secs(10), client.prepare_round(pages))
-            .await
-            .expect("the second page was held back until the first was answered")
-            .unwrap();
+        let plans =
+            tokio::time::timeout(Duration::from_secs(10), client.prepare_round(pages, false))
+                .await
+                .expect("the second page was held back until the first was answered")
+                .unwrap();
         assert_eq!(plans.iter().map(Vec::len).collect::<Vec<_>>(), [3, 2]);
         assert_eq!(server.await.unwrap(), [(3, false), (2, true)]);
     }

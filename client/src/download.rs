@@ -30,8 +30,12 @@ const DATA_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct GetOptions {
     /// Replace existing local files.
     pub force: bool,
-    /// Retry policy, as for uploads ([`SendOptions`]'s `retries` and backoff).
+    /// Retry policy, as for uploads ([`SendOptions`]'s `retries` and backoff), and its
+    /// `bwlimit`.
     pub retry: SendOptions,
+    /// Sum of the files' sizes when known up front (from a listing), so the total progress
+    /// is right from the start; 0 when unknown.
+    pub expected_bytes: u64,
 }
 
 /// Downloads `names` into `out_dir` (keeping their folders), retrying and resuming after
@@ -46,8 +50,9 @@ pub async fn download_files(
     let started = Instant::now();
     on_event(TransferEvent::BatchStarted {
         files: names.len(),
-        bytes: 0,
+        bytes: options.expected_bytes,
     });
+    let mut throttle = crate::throttle::Throttle::new(options.retry.bwlimit);
     let mut outcomes = Vec::with_capacity(names.len());
     let (mut retries, mut bytes_resumed, mut connection_error) = (0, 0, None);
     for (index, name) in names.iter().enumerate() {
@@ -62,6 +67,7 @@ pub async fn download_files(
                 options.force,
                 on_event,
                 &mut resumed,
+                &mut throttle,
             )
             .await;
             bytes_resumed += resumed;
@@ -195,6 +201,7 @@ async fn download_one(
     force: bool,
     on_event: &(dyn Fn(TransferEvent) + Sync),
     resumed: &mut u64,
+    throttle: &mut crate::throttle::Throttle,
 ) -> Result<Downloaded, Outcome> {
     let target = local_path(out_dir, name).ok_or_else(|| {
         failed(
@@ -246,7 +253,11 @@ async fn download_one(
         other => return Err(Outcome::Connection(unexpected(other), false)),
     };
     let Sending {
-        size, hash, offset, ..
+        size,
+        hash,
+        offset,
+        modified_ns,
+        ..
     } = header;
     let mut hasher = match held {
         Some((_, hasher)) if offset > 0 => hasher,
@@ -278,6 +289,7 @@ async fn download_one(
                 hasher.update(&chunk.data);
                 position += len;
                 on_event(TransferEvent::FileProgress { index, position });
+                throttle.pace(len).await;
             }
             Ok(Response::Failed(Failed { code, message })) => {
                 drop(file);
@@ -307,10 +319,18 @@ async fn download_one(
             message,
         ));
     }
-    file.sync_all()
-        .await
-        .map_err(|err| local_error(err, &partial))?;
-    drop(file);
+    // The sender's modification time comes back with the file (a re-send of it is then
+    // recognised as unchanged by size and time).
+    let file = file.into_std().await;
+    let synced = tokio::task::spawn_blocking(move || {
+        if let Some(time) = modified_ns.and_then(system_time) {
+            file.set_modified(time)?;
+        }
+        file.sync_all()
+    })
+    .await
+    .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+    synced.map_err(|err| local_error(err, &partial))?;
     place(&partial, &target, force)
         .await
         .map_err(|err| local_error(err, &target))?;
@@ -319,6 +339,16 @@ async fn download_one(
         size,
         hash,
     })
+}
+
+/// Nanoseconds since the Unix epoch as a time, if representable.
+fn system_time(ns: i64) -> Option<std::time::SystemTime> {
+    let since = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH.checked_add(since)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(since)
+    }
 }
 
 /// Length and hash state of an existing partial download, if any.

@@ -7,8 +7,8 @@ use ft_protocol::Hash;
 use crate::report::FailureCode;
 
 /// Something that happened during a batch upload. Files are identified by their index in
-/// the batch. A file may start more than once (after a retry); exactly one of `FileStored`
-/// or `FileFailed` comes last for each file.
+/// the batch. A file may start more than once (after a retry); exactly one of `FileStored`,
+/// `FileSkipped` or `FileFailed` comes last for each file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferEvent {
     /// The batch begins: how much there is to send.
@@ -48,6 +48,20 @@ pub enum TransferEvent {
         size: u64,
         /// BLAKE3 agreed by both ends.
         hash: Hash,
+    },
+    /// A file was not sent: the server holds it already (unchanged), or its name is taken
+    /// and the batch skips taken names.
+    FileSkipped {
+        /// Index in the batch.
+        index: usize,
+        /// Name sent.
+        name: String,
+        /// The stored file left as it is.
+        stored_name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Unchanged, or a taken name.
+        status: crate::report::StoreStatus,
     },
     /// A file was not stored, for good.
     FileFailed {

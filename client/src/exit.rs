@@ -17,6 +17,8 @@ pub(crate) enum Exit {
     BadInput = 2,
     /// The server was unreachable, refused the session, or the connection failed.
     Connection = 3,
+    /// Stopped by Ctrl-C (SIGINT), as shells count it: 128 + 2.
+    Interrupted = 130,
 }
 
 impl Exit {

@@ -21,10 +21,11 @@ mod report;
 mod session;
 #[cfg(test)]
 mod stand_in;
+mod throttle;
 pub mod tls;
 mod transfer;
 
-pub use access::{Access, FirstUseNotice};
+pub use access::{Access, FirstUseNotice, DEFAULT_CONNECT_TIMEOUT};
 pub use address::{AddressError, ServerAddress};
 pub use connect_string::{ConnectString, ConnectStringError};
 pub use connection::Client;
@@ -35,7 +36,7 @@ pub use known_servers::{KnownServers, KnownServersError};
 pub use local::{plan_uploads, upload_key, LocalFile, Skipped, UploadPlan};
 pub use report::{
     DownloadOutcome, DownloadReport, Downloaded, FailureCode, FileFailure, FileOutcome, SendReport,
-    StoredFile,
+    StoreStatus, StoredFile,
 };
 pub use session::Session;
 pub use transfer::{send_files, SendOptions, DEFAULT_RETRIES};

@@ -21,6 +21,16 @@ pub struct LocalFile {
     pub size: u64,
     /// Identity and version of the file (see [`upload_key`]); names its resumable upload.
     pub key: Hash,
+    /// Modification time, nanoseconds since the Unix epoch: kept with the stored file, and
+    /// what tells an unchanged file on a re-run (with the size).
+    pub modified_ns: Option<i64>,
+}
+
+/// A file's modification time in nanoseconds since the Unix epoch (none past the year 2262).
+pub(crate) fn modified_ns(meta: &Metadata) -> Option<i64> {
+    meta.mtime()
+        .checked_mul(1_000_000_000)?
+        .checked_add(meta.mtime_nsec())
 }
 
 /// The resume key of a file: BLAKE3 over the name it is sent under and the file's identity
@@ -42,7 +52,7 @@ pub fn upload_key(name: &str, meta: &Metadata) -> Hash {
 
 /// Everything one `send` will do: files to upload, empty folders to create, and what was
 /// left out (with why).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct UploadPlan {
     /// Files, in a stable order (arguments in order, folder contents sorted by name).
     pub files: Vec<LocalFile>,
@@ -50,6 +60,9 @@ pub struct UploadPlan {
     pub folders: Vec<String>,
     /// Entries inside folders that are not sent.
     pub skipped: Vec<Skipped>,
+    /// Entries inside folders that could not be read: not sent, reported as failures
+    /// (empty unless planned with `strict: false`; strict planning refuses them all).
+    pub unreadable: Vec<LocalFileError>,
 }
 
 /// An entry inside a sent folder that is left out.
@@ -67,14 +80,21 @@ pub struct Skipped {
 /// name: `photos/` becomes `photos/...` on the server. Inside folders, symbolic links are
 /// never followed (so nothing outside the tree is sent) and other special files are skipped;
 /// both are listed in [`UploadPlan::skipped`]. A path named on the command line is followed
-/// even if it is a link: the user chose it.
-pub fn plan_uploads(paths: &[PathBuf]) -> Result<UploadPlan, ClientError> {
+/// even if it is a link: the user chose it. An entry inside a folder that cannot be read is
+/// listed in [`UploadPlan::unreadable`] and the rest is sent, unless `strict`: then it is a
+/// problem like any other and nothing is planned.
+pub fn plan_uploads(paths: &[PathBuf], strict: bool) -> Result<UploadPlan, ClientError> {
     let mut plan = UploadPlan::default();
     let mut problems = Vec::new();
     for (part, part_problems) in plan_each(paths) {
         plan.files.extend(part.files);
         plan.folders.extend(part.folders);
         plan.skipped.extend(part.skipped);
+        if strict {
+            problems.extend(part.unreadable);
+        } else {
+            plan.unreadable.extend(part.unreadable);
+        }
         problems.extend(part_problems);
     }
     if problems.is_empty() {
@@ -126,7 +146,11 @@ fn plan_one(path: &PathBuf) -> (UploadPlan, Vec<LocalFileError>) {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => match folder_name(path) {
             Ok(name) => {
-                walk(path, &name, &mut plan, &mut problems);
+                // What cannot be read inside a folder is the plan's to report; a named
+                // argument that cannot be read is bad input.
+                let mut inside = Vec::new();
+                walk(path, &name, &mut plan, &mut inside);
+                plan.unreadable = inside;
             }
             Err(problem) => problems.push(problem),
         },
@@ -290,6 +314,7 @@ fn inspect(
         key: upload_key(&name, &meta),
         name,
         size: meta.len(),
+        modified_ns: modified_ns(&meta),
     })
 }
 
@@ -322,13 +347,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.txt");
         std::fs::write(&good, b"12345").unwrap();
-        let planned = plan_uploads(std::slice::from_ref(&good)).unwrap();
+        let planned = plan_uploads(std::slice::from_ref(&good), true).unwrap();
         assert_eq!(planned.files[0].name, "good.txt");
         assert_eq!(planned.files[0].size, 5);
 
         let missing = dir.path().join("missing");
-        let err =
-            plan_uploads(&[good, missing.clone(), dir.path().join("also-missing")]).unwrap_err();
+        let err = plan_uploads(
+            &[good, missing.clone(), dir.path().join("also-missing")],
+            true,
+        )
+        .unwrap_err();
         let ClientError::LocalFiles(problems) = &err else {
             panic!("{err:?}");
         };
@@ -348,7 +376,7 @@ mod tests {
         std::fs::write(root.join("a.jpg"), b"a").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
 
-        let plan = plan_uploads(&[root]).unwrap();
+        let plan = plan_uploads(&[root], true).unwrap();
         let names: Vec<_> = plan.files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["photos/2024/b.jpg", "photos/a.jpg"]);
         assert_eq!(plan.folders, ["photos/2024/empty", "photos/nothing"]);

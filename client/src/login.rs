@@ -52,6 +52,7 @@ fn target(args: LoginArgs, settings: &Settings) -> anyhow::Result<(ServerAddress
             pinned: Some(parsed.fingerprint),
             known_servers: config::known_servers(),
             on_first_use: None,
+            connect_timeout: None,
         };
         return Ok((parsed.server, access));
     }
@@ -65,6 +66,7 @@ fn target(args: LoginArgs, settings: &Settings) -> anyhow::Result<(ServerAddress
         pinned: args.fingerprint,
         known_servers: config::known_servers(),
         on_first_use: Some(crate::first_use_notice()),
+        connect_timeout: None,
     };
     Ok((server, access))
 }

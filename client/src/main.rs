@@ -7,13 +7,14 @@ mod exit;
 mod login;
 mod output;
 mod progress;
+mod select;
 mod shell;
 mod terminal;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser};
-use ft_client::{Access, ServerAddress, Session};
+use ft_client::{Access, SendOptions, ServerAddress, Session};
 use ft_protocol::ConflictPolicy;
 use ft_protocol::Credentials;
 
@@ -22,7 +23,7 @@ use crate::{
     commands::Style,
     config::{Operands, Settings},
     exit::Exit,
-    output::report_error,
+    output::{report_error, Verbosity},
 };
 
 /// mimalloc instead of glibc's allocator: buffers are allocated on the network thread and
@@ -76,6 +77,22 @@ fn write_stdout(text: &[u8], what: &str) -> Exit {
     }
 }
 
+/// How a transfer command shows its results.
+fn style(server: &ServerOptions, transfer: &cli::TransferOptions, settings: &Settings) -> Style {
+    let verbosity = if server.quiet {
+        Verbosity::Quiet
+    } else if server.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    Style {
+        json: server.json,
+        bars: bars(transfer.no_progress, settings),
+        verbosity,
+    }
+}
+
 /// Whether bars may be drawn: not disabled, and stderr is a terminal.
 fn bars(no_progress: bool, settings: &Settings) -> bool {
     !no_progress && settings.progress != Some(false) && std::io::stderr().is_terminal()
@@ -88,6 +105,7 @@ fn access(
     options: AccessOptions,
     server: &ServerAddress,
     json: bool,
+    connect_timeout: std::time::Duration,
 ) -> Result<Access, Exit> {
     let user = options.user.or_else(|| settings.user.clone());
     let token = options.token.or_else(|| settings.token.clone());
@@ -115,6 +133,7 @@ fn access(
         pinned,
         known_servers: config::known_servers(),
         on_first_use: Some(first_use_notice()),
+        connect_timeout: Some(connect_timeout),
     })
 }
 
@@ -143,7 +162,13 @@ fn session(
     let json = options.json;
     let (server, rest) = config::resolve(settings, options.server, args, operands)
         .map_err(|err| report_error(err, json))?;
-    let access = access(settings, options.access, &server, json)?;
+    let access = access(
+        settings,
+        options.access,
+        &server,
+        json,
+        options.connect_timeout,
+    )?;
     Ok((Session::new(server, access), rest))
 }
 
@@ -156,49 +181,47 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
     };
     let exit = match command {
         Command::Send(args) => {
-            let json = args.server.json;
+            let style = style(&args.server, &args.transfer, settings);
             let (mut session, paths) = session(settings, args.server, args.args, Operands::Paths)?;
             let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
             let conflict = if args.overwrite {
                 ConflictPolicy::Overwrite
+            } else if args.skip_existing {
+                ConflictPolicy::Skip
             } else {
                 ConflictPolicy::KeepBoth
             };
-            let style = Style {
-                json,
-                bars: bars(args.transfer.no_progress, settings),
+            let options = SendOptions {
+                retries: retries(args.transfer.retries),
+                compress: args.compress || settings.compress == Some(true),
+                checksum: args.checksum,
+                bwlimit: args.transfer.bwlimit,
+                ..SendOptions::new(conflict)
             };
-            let compress = args.compress || settings.compress == Some(true);
-            commands::send(
-                &mut session,
-                &paths,
-                conflict,
-                retries(args.transfer.retries),
-                compress,
-                style,
-            )
-            .await
+            let choices = commands::SendChoices {
+                options: Some(options),
+                into: args.into,
+                strict: args.strict,
+            };
+            commands::send(&mut session, &paths, choices, style).await
         }
         Command::Get(args) => {
-            let json = args.server.json;
+            let style = style(&args.server, &args.transfer, settings);
             let (mut session, names) = session(settings, args.server, args.args, Operands::Names)?;
             let out_dir = args
                 .output
                 .or_else(|| settings.output.clone())
                 .unwrap_or_else(|| PathBuf::from("."));
-            let style = Style {
-                json,
-                bars: bars(args.transfer.no_progress, settings),
+            let options = ft_client::GetOptions {
+                force: args.force,
+                retry: SendOptions {
+                    retries: retries(args.transfer.retries),
+                    bwlimit: args.transfer.bwlimit,
+                    ..SendOptions::new(ConflictPolicy::KeepBoth)
+                },
+                expected_bytes: 0,
             };
-            commands::get(
-                &mut session,
-                &names,
-                &out_dir,
-                args.force,
-                retries(args.transfer.retries),
-                style,
-            )
-            .await
+            commands::get(&mut session, &names, &out_dir, options, style).await
         }
         Command::List(args) => {
             let json = args.server.json;
@@ -214,7 +237,7 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
         Command::Rm(args) => {
             let json = args.server.json;
             let (mut session, names) = session(settings, args.server, args.args, Operands::Names)?;
-            commands::rm(&mut session, &names, json).await
+            commands::rm(&mut session, &names, args.yes, json).await
         }
         Command::Info(args) => {
             let json = args.server.json;
@@ -226,6 +249,9 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 server: args.server,
                 access: args.access,
                 json: false,
+                quiet: false,
+                verbose: false,
+                connect_timeout: ft_client::DEFAULT_CONNECT_TIMEOUT,
             };
             let (session, _) = session(settings, options, args.args, Operands::Nothing)?;
             shell::run(session, settings).await

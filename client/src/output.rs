@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ft_client::{ClientError, DownloadReport, FailureCode, SendReport, Skipped, TransferEvent};
+use ft_client::{
+    ClientError, DownloadReport, FailureCode, LocalFileError, SendReport, Skipped, StoreStatus,
+    TransferEvent,
+};
 use ft_protocol::{Authenticated, CatalogEntry, ServerInfo};
 use indicatif::BinaryBytes;
 use serde_json::{json, Value};
@@ -50,32 +53,171 @@ pub(crate) fn report_error(err: impl Into<anyhow::Error>, json: bool) -> Exit {
     exit
 }
 
-/// Draws transfer events: bars for people, throttled NDJSON for scripts.
+/// How much `ftc` says besides results' summary and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Verbosity {
+    /// `-q`: errors and the summary only.
+    Quiet,
+    /// A line per file as it finishes.
+    Normal,
+    /// `-v`: also sizes in bytes, hashes of unchanged files, and each file's start.
+    Verbose,
+}
+
+/// Draws transfer events: bars and a line per finished file for people (printed as each
+/// file finishes, so an interrupted run or a pipe keeps what happened), throttled NDJSON
+/// for scripts.
 pub(crate) struct EventOutput {
     json: bool,
+    verbosity: Verbosity,
+    /// `get` says "saved", `send` says "stored".
+    download: bool,
     bars: Progress,
     /// Per file: name, size, and when progress was last printed.
     files: Mutex<HashMap<usize, (String, u64, Instant)>>,
+    /// Files started and not yet finished: on Ctrl-C, what the server keeps for resume.
+    in_flight: Mutex<std::collections::BTreeMap<usize, String>>,
+    /// Files finished so far, by how.
+    tally: Mutex<Tally>,
+}
+
+/// What an interrupted batch had done.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) stored: usize,
+    pub(crate) unchanged: usize,
+    pub(crate) failed: usize,
+    pub(crate) bytes: u64,
 }
 
 impl EventOutput {
-    /// NDJSON lines with `json`, otherwise bars if `bars` allows them.
-    pub(crate) fn new(json: bool, bars: bool) -> Self {
+    /// NDJSON lines with `json`, otherwise lines as `verbosity` says and bars if `bars`
+    /// allows them. `download`: the batch is a `get`.
+    pub(crate) fn new(json: bool, bars: bool, verbosity: Verbosity, download: bool) -> Self {
         Self {
             json,
-            bars: Progress::new(bars && !json),
+            verbosity,
+            download,
+            bars: Progress::new(bars && !json && verbosity > Verbosity::Quiet),
             files: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(std::collections::BTreeMap::new()),
+            tally: Mutex::new(Tally::default()),
         }
     }
 
     /// Draws or prints one event.
     pub(crate) fn handle(&self, event: &TransferEvent) {
         self.bars.handle(event);
+        self.keep_count(event);
         if self.json {
             if let Some(line) = self.to_json(event) {
                 emit(&line);
             }
+        } else if self.verbosity > Verbosity::Quiet {
+            if let Some(line) = self.to_text(event) {
+                self.bars.suspend(|| out!("{line}"));
+            }
         }
+    }
+
+    /// Counts finished files and remembers unfinished ones.
+    fn keep_count(&self, event: &TransferEvent) {
+        let (Ok(mut in_flight), Ok(mut tally)) = (self.in_flight.lock(), self.tally.lock()) else {
+            return;
+        };
+        match event {
+            TransferEvent::FileStarted { index, name, .. } => {
+                in_flight.insert(*index, name.clone());
+            }
+            TransferEvent::FileStored { index, size, .. } => {
+                in_flight.remove(index);
+                tally.stored += 1;
+                tally.bytes += size;
+            }
+            TransferEvent::FileSkipped { index, .. } => {
+                in_flight.remove(index);
+                tally.unchanged += 1;
+            }
+            TransferEvent::FileFailed { index, .. } => {
+                in_flight.remove(index);
+                tally.failed += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// What finished so far, and the files begun and not finished (an upload's are kept by
+    /// the server for resume, a download's in its `.ftc-part` file).
+    pub(crate) fn interrupted(&self) -> (Tally, Vec<String>) {
+        let tally = self.tally.lock().map(|t| *t).unwrap_or_default();
+        let unfinished = self
+            .in_flight
+            .lock()
+            .map(|files| files.values().cloned().collect())
+            .unwrap_or_default();
+        (tally, unfinished)
+    }
+
+    /// The line printed for a finished file, in text mode.
+    fn to_text(&self, event: &TransferEvent) -> Option<String> {
+        let verbose = self.verbosity == Verbosity::Verbose;
+        Some(match event {
+            TransferEvent::FileStarted {
+                name, size, offset, ..
+            } if verbose => {
+                let from = if *offset > 0 {
+                    format!(", resuming at {}", BinaryBytes(*offset))
+                } else {
+                    String::new()
+                };
+                let verb = if self.download { "getting" } else { "sending" };
+                format!("{verb} {name} ({}{from})", BinaryBytes(*size))
+            }
+            TransferEvent::FileStored {
+                name,
+                stored_name,
+                size,
+                hash,
+                ..
+            } if self.download => {
+                format!("saved {name} to {stored_name} ({size} bytes, blake3 {hash})")
+            }
+            TransferEvent::FileStored {
+                name,
+                stored_name,
+                size,
+                hash,
+                ..
+            } => {
+                let renamed = if stored_name != name {
+                    format!(" as {stored_name}")
+                } else {
+                    String::new()
+                };
+                format!("stored {name}{renamed} ({size} bytes, blake3 {hash})")
+            }
+            TransferEvent::FileSkipped {
+                name,
+                stored_name,
+                size,
+                status,
+                ..
+            } => {
+                let held = if stored_name != name {
+                    format!(" (as {stored_name})")
+                } else {
+                    String::new()
+                };
+                match status {
+                    StoreStatus::NameTaken => {
+                        format!("skipped {name}: the server has that name (--skip-existing)")
+                    }
+                    _ if verbose => format!("unchanged {name}{held} ({size} bytes)"),
+                    _ => format!("unchanged {name}{held}"),
+                }
+            }
+            _ => return None,
+        })
     }
 
     /// Clears the bars before the summary is printed.
@@ -118,6 +260,16 @@ impl EventOutput {
                 "event": "file_done", "index": index, "name": name, "stored_name": stored_name,
                 "size": size, "blake3": hash.to_hex(),
             }),
+            TransferEvent::FileSkipped {
+                index,
+                name,
+                stored_name,
+                size,
+                status,
+            } => json!({
+                "event": "file_skipped", "index": index, "name": name, "stored_name": stored_name,
+                "size": size, "status": status.as_str(),
+            }),
             TransferEvent::FileFailed {
                 index,
                 name,
@@ -143,16 +295,37 @@ fn rate(bytes: u64, elapsed: Duration) -> BinaryBytes {
     BinaryBytes((bytes as f64 / elapsed.as_secs_f64().max(1e-6)) as u64)
 }
 
-/// Prints what landed, what did not, and one summary line; returns the exit status.
-pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -> Exit {
+/// Prints what did not land and one summary line (each file's own line was printed as it
+/// finished); returns the exit status. `unreadable`: entries inside folders that could not
+/// be read, which make the batch partial (exit 1).
+pub(crate) fn send_report(
+    report: SendReport,
+    skipped: &[Skipped],
+    unreadable: &[LocalFileError],
+    json: bool,
+    verbosity: Verbosity,
+) -> Exit {
     let stored_files = report.stored().count();
     let stored_bytes: u64 = report.stored().map(|(_, stored)| stored.size).sum();
-    let failed = report.outcomes.len() - stored_files;
+    let unchanged = report.with_status(StoreStatus::Unchanged).count();
+    let name_taken = report.with_status(StoreStatus::NameTaken).count();
+    let renamed = report
+        .stored()
+        .filter(|(file, stored)| stored.stored_name != file.name)
+        .count();
+    let failed = report.failed().count() + unreadable.len();
+    let total = report.outcomes.len() + unreadable.len();
     if json {
         for skip in skipped {
             emit(
                 &json!({"event": "skipped", "path": skip.path.display().to_string(), "reason": skip.reason}),
             );
+        }
+        for problem in unreadable {
+            emit(&json!({
+                "event": "file_failed", "path": problem_path(problem), "code": "local",
+                "message": format!("{:#}", anyhow::Error::new(clone_problem(problem))),
+            }));
         }
         for (folder, failure) in &report.folder_failures {
             emit(
@@ -160,34 +333,28 @@ pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -
             );
         }
         emit(&json!({
-            "event": "summary", "files": report.outcomes.len(), "stored": stored_files,
+            "event": "summary", "files": total, "stored": stored_files,
+            "unchanged": unchanged, "renamed": renamed, "name_taken": name_taken,
             "failed": failed, "bytes": stored_bytes, "elapsed_ms": report.elapsed.as_millis() as u64,
             "retries": report.retries, "bytes_resumed": report.bytes_resumed,
             "bytes_sent": report.bytes_sent, "bytes_on_wire": report.bytes_on_wire,
             "folders_made": report.folders_made.len(), "skipped": skipped.len(),
-            "ok": report.all_stored() && report.connection_error.is_none(),
+            "ok": report.all_stored() && unreadable.is_empty() && report.connection_error.is_none(),
         }));
     } else {
-        {
-            // One write per few thousand lines rather than one per line, so that listing
-            // many thousands of files costs milliseconds, not a system call each.
-            use std::io::Write as _;
-            let mut listing =
-                std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-            for (file, stored) in report.stored() {
-                let _ = write!(listing, "stored {}", file.name);
-                if stored.stored_name != file.name {
-                    let _ = write!(listing, " as {}", stored.stored_name);
-                }
-                let _ = writeln!(listing, " ({} bytes, blake3 {})", stored.size, stored.hash);
-            }
+        if verbosity > Verbosity::Quiet {
             for folder in &report.folders_made {
-                let _ = writeln!(listing, "made folder {folder}");
+                out!("made folder {folder}");
             }
-            let _ = listing.flush();
         }
         for skip in skipped {
             err!("ftc: skipped {}: {}", skip.path.display(), skip.reason);
+        }
+        for problem in unreadable {
+            err!(
+                "ftc: not sent: {:#}",
+                anyhow::Error::new(clone_problem(problem))
+            );
         }
         let mut unconfirmed = 0;
         for (file, failure) in report.failed() {
@@ -215,30 +382,108 @@ pub(crate) fn send_report(report: SendReport, skipped: &[Skipped], json: bool) -
                 files_word(unconfirmed)
             );
         }
-        let verdict = if report.all_stored() {
-            format!("all {stored_files} verified (BLAKE3)")
+        let verdict = if report.all_stored() && unreadable.is_empty() {
+            format!(
+                "all {} verified (BLAKE3)",
+                stored_files + unchanged + name_taken
+            )
         } else {
             format!("{failed} failed")
         };
+        let mut counts = String::new();
+        for (count, what) in [
+            (unchanged, "unchanged"),
+            (renamed, "renamed"),
+            (name_taken, "skipped (name taken)"),
+        ] {
+            if count > 0 {
+                counts.push_str(&format!(", {count} {what}"));
+            }
+        }
         let mut extras = retries_and_resumes(report.retries, report.bytes_resumed, "sent");
         if report.bytes_on_wire < report.bytes_sent {
             extras.push_str(&format!(
-                "; {} bytes on the wire (zstd, {:.1}x smaller)",
-                report.bytes_on_wire,
+                "; {} on the wire (zstd, {:.1}x smaller)",
+                BinaryBytes(report.bytes_on_wire),
                 report.bytes_sent as f64 / report.bytes_on_wire.max(1) as f64
             ));
         }
         out!(
-            "{stored_files} of {} {} stored, {stored_bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
-            report.outcomes.len(),
-            files_word(report.outcomes.len()),
+            "{stored_files} of {total} {} stored{counts}, {} in {:.2}s ({}/s); {verdict}{extras}",
+            files_word(total),
             BinaryBytes(stored_bytes),
             report.elapsed.as_secs_f64(),
-            rate(stored_bytes, report.elapsed),
+            rate(report.bytes_sent, report.elapsed),
         );
     }
-    let all_stored = report.all_stored();
+    let all_stored = report.all_stored() && unreadable.is_empty();
     batch_exit(report.connection_error, all_stored)
+}
+
+/// The path a local problem is about.
+fn problem_path(problem: &LocalFileError) -> String {
+    match problem {
+        LocalFileError::Unreadable { path, .. }
+        | LocalFileError::UnreadableFolder { path, .. }
+        | LocalFileError::NotRegular { path }
+        | LocalFileError::NonUtf8Name { path } => path.display().to_string(),
+    }
+}
+
+/// A copy of a local problem, to print it with its cause (the OS error is not `Clone`).
+fn clone_problem(problem: &LocalFileError) -> LocalFileError {
+    let copy = |source: &std::io::Error| std::io::Error::new(source.kind(), source.to_string());
+    match problem {
+        LocalFileError::Unreadable { path, source } => LocalFileError::Unreadable {
+            path: path.clone(),
+            source: copy(source),
+        },
+        LocalFileError::UnreadableFolder { path, source } => LocalFileError::UnreadableFolder {
+            path: path.clone(),
+            source: copy(source),
+        },
+        LocalFileError::NotRegular { path } => LocalFileError::NotRegular { path: path.clone() },
+        LocalFileError::NonUtf8Name { path } => LocalFileError::NonUtf8Name { path: path.clone() },
+    }
+}
+
+/// Prints what an interrupted batch did and how to go on; the exit status is 130.
+pub(crate) fn interrupted(events: &EventOutput, json: bool) -> Exit {
+    let (tally, unfinished) = events.interrupted();
+    let verb = if events.download { "saved" } else { "stored" };
+    if json {
+        emit(&json!({
+            "event": "interrupted", verb: tally.stored, "unchanged": tally.unchanged,
+            "failed": tally.failed, "bytes": tally.bytes, "unfinished": unfinished,
+        }));
+    } else {
+        err!(
+            "ftc: interrupted: {} {} {verb} ({}){}, {} failed",
+            tally.stored,
+            files_word(tally.stored),
+            BinaryBytes(tally.bytes),
+            if tally.unchanged > 0 {
+                format!(", {} unchanged", tally.unchanged)
+            } else {
+                String::new()
+            },
+            tally.failed
+        );
+        if !unfinished.is_empty() {
+            let kept = if events.download {
+                "kept in .ftc-part files"
+            } else {
+                "kept by the server"
+            };
+            err!(
+                "ftc: {} unfinished, the bytes received {kept} for resume: {}",
+                unfinished.len(),
+                unfinished.join(", ")
+            );
+        }
+        err!("ftc: to finish, run the same command again: what is already there is not sent again");
+    }
+    Exit::Interrupted
 }
 
 /// Prints what was saved and what was not; returns the exit status.
@@ -258,14 +503,7 @@ pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
             "ok": report.all_saved() && report.connection_error.is_none(),
         }));
     } else {
-        for (name, done) in &saved {
-            out!(
-                "saved {name} to {} ({} bytes, blake3 {})",
-                done.path.display(),
-                done.size,
-                done.hash
-            );
-        }
+        // Each saved file's line was printed as it finished.
         for outcome in &report.outcomes {
             if let Err(failure) = &outcome.result {
                 err!(
@@ -283,7 +521,7 @@ pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
         };
         let extras = retries_and_resumes(report.retries, report.bytes_resumed, "downloaded");
         out!(
-            "{} of {} {} saved, {bytes} bytes ({}) in {:.2}s ({}/s); {verdict}{extras}",
+            "{} of {} {} saved, {} in {:.2}s ({}/s); {verdict}{extras}",
             saved.len(),
             report.outcomes.len(),
             files_word(report.outcomes.len()),
@@ -305,7 +543,8 @@ fn retries_and_resumes(retries: u32, bytes_resumed: u64, moved: &str) -> String 
     }
     if bytes_resumed > 0 {
         extras.push_str(&format!(
-            "; {bytes_resumed} bytes resumed, not {moved} again"
+            "; {} resumed, not {moved} again",
+            BinaryBytes(bytes_resumed)
         ));
     }
     extras

@@ -33,7 +33,7 @@ use crate::{
         local_prefix, read_content, read_small, OpenFolder, Streamed, READ_AHEAD_CHUNKS,
         SMALL_FILE_BYTES,
     },
-    report::{FailureCode, FileFailure, StoredFile},
+    report::{FailureCode, FileFailure},
     transfer::{Ledger, SendOptions},
 };
 
@@ -76,6 +76,7 @@ pub(crate) async fn upload(
         shared: &shared,
         notes: notes_tx,
         options,
+        throttle: crate::throttle::Throttle::new(options.bwlimit),
     };
     let sending = outbox.send_all(files);
     let collecting = collect_answers(&mut client.reader, files, ledger, &shared, notes_rx);
@@ -172,6 +173,8 @@ struct Outbox<'a, 'l> {
     options: SendOptions,
     /// Compress chunks (asked for, and the server agreed).
     compress: bool,
+    /// Holds the sender to `--bwlimit`.
+    throttle: crate::throttle::Throttle,
 }
 
 impl Outbox<'_, '_> {
@@ -247,6 +250,7 @@ impl Outbox<'_, '_> {
             key: file.key,
             offset,
             prefix_hash,
+            modified_ns: file.modified_ns,
         };
         self.send(Request::BeginFile(begin)).await?;
         let _ = self.notes.send(Note::Begun(position));
@@ -324,6 +328,7 @@ impl Outbox<'_, '_> {
             self.send(request).await?;
             sent += raw_len;
             self.ledger.sent(index, sent, raw_len, wire_len);
+            self.throttle.pace(wire_len).await;
         }
         match reading.await {
             Ok(streamed) => Ok(streamed),
@@ -385,14 +390,7 @@ async fn collect_answers(
                     _ => None,
                 };
                 if ours == Some(ack.hash) {
-                    ledger.store(
-                        index,
-                        StoredFile {
-                            stored_name: ack.stored_name,
-                            size: ack.size,
-                            hash: ack.hash,
-                        },
-                    );
+                    ledger.store(index, ack.stored_name, ack.size, ack.hash);
                 } else {
                     let message = format!(
                         "the server acknowledged hash {} which is not the local file's",
@@ -539,7 +537,7 @@ mod tests {
     fn local(dir: &Path, name: &str, content: &[u8]) -> LocalFile {
         let path = dir.join(name);
         std::fs::write(&path, content).unwrap();
-        let mut plan = crate::local::plan_uploads(&[path]).unwrap();
+        let mut plan = crate::local::plan_uploads(&[path], true).unwrap();
         plan.files.remove(0)
     }
 

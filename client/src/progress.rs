@@ -5,11 +5,12 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use ft_client::TransferEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// The one template all bars share; only the label differs.
+/// The one template all bars share; only the label differs. At most 76 columns before the
+/// message, which takes what the terminal has left and is cut, never wrapped.
 fn bar_style(label: &str) -> ProgressStyle {
     let template = format!(
-        "{label} [{{bar:30.cyan/blue}}] {{binary_bytes:>10}}/{{binary_total_bytes:<10}} \
-         {{binary_bytes_per_sec:>12}} eta {{eta:>3}} {{msg}}"
+        "{label} [{{bar:16.cyan/blue}}] {{binary_bytes:>9}}/{{binary_total_bytes:<9}} \
+         {{binary_bytes_per_sec:>11}} eta {{eta:>3}} {{wide_msg}}"
     );
     ProgressStyle::with_template(&template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -33,6 +34,9 @@ struct Bars {
     files: Mutex<HashMap<usize, ProgressBar>>,
     /// Position of every file seen, so the total is their sum even across retries.
     positions: Mutex<HashMap<usize, u64>>,
+    /// Where each file started in this run: bytes kept from an earlier run are taken off
+    /// the total instead of counted as moved, so the rate and the bar show this run only.
+    bases: Mutex<HashMap<usize, u64>>,
     /// Sizes of files seen; when the batch's total was not known up front (downloads), the
     /// total bar grows as files start.
     sizes: Mutex<HashMap<usize, u64>>,
@@ -55,6 +59,14 @@ impl Progress {
         }
     }
 
+    /// Runs `print` with the bars hidden, so a line printed meanwhile is not torn by them.
+    pub(crate) fn suspend(&self, print: impl FnOnce()) {
+        match &self.bars {
+            Some(bars) => bars.multi.suspend(print),
+            None => print(),
+        }
+    }
+
     /// Removes the bars so the summary prints on a clean terminal.
     pub(crate) fn finish(&self) {
         if let Some(bars) = &self.bars {
@@ -66,7 +78,7 @@ impl Progress {
 impl Bars {
     fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        let total = multi.add(ProgressBar::new(0).with_style(bar_style("{prefix:>24.bold}")));
+        let total = multi.add(ProgressBar::new(0).with_style(bar_style("{prefix:>16.bold}")));
         total.set_prefix("total");
         total.enable_steady_tick(Duration::from_millis(200));
         Self {
@@ -74,6 +86,7 @@ impl Bars {
             total,
             files: Mutex::new(HashMap::new()),
             positions: Mutex::new(HashMap::new()),
+            bases: Mutex::new(HashMap::new()),
             sizes: Mutex::new(HashMap::new()),
             total_known: std::sync::atomic::AtomicBool::new(true),
             done: Mutex::new((0, 0)),
@@ -104,9 +117,18 @@ impl Bars {
                     .lock()
                     .map(|mut sizes| sizes.insert(*index, *size).is_none())
                     .unwrap_or(false);
-                if first_start && !self.total_known.load(std::sync::atomic::Ordering::Relaxed) {
-                    self.total.inc_length(*size);
+                if first_start {
+                    if !self.total_known.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.total.inc_length(*size);
+                    }
+                    if let Ok(mut bases) = self.bases.lock() {
+                        bases.insert(*index, *offset);
+                    }
+                    let length = self.total.length().unwrap_or(0);
+                    self.total.set_length(length.saturating_sub(*offset));
                 }
+                // Moving again: a retry's message is over.
+                self.show_counts();
                 if *size >= FILE_BAR_MIN_BYTES {
                     self.add_file_bar(*index, name, *size, *offset);
                 }
@@ -131,19 +153,37 @@ impl Bars {
                     delay.as_secs_f64()
                 ));
             }
-            TransferEvent::FileStored { index, .. } | TransferEvent::FileFailed { index, .. } => {
-                if let Ok(mut files) = self.files.lock() {
-                    if let Some(bar) = files.remove(index) {
-                        bar.finish_and_clear();
-                        self.multi.remove(&bar);
-                    }
-                }
-                if let Ok(mut done) = self.done.lock() {
-                    done.0 += 1;
-                    self.total
-                        .set_message(format!("{}/{} files", done.0, done.1));
-                }
+            TransferEvent::FileSkipped { index, size, .. } => {
+                // Not sent: off the total, like bytes kept from an earlier run.
+                let length = self.total.length().unwrap_or(0);
+                self.total.set_length(length.saturating_sub(*size));
+                self.finish_file(*index);
             }
+            TransferEvent::FileStored { index, .. } | TransferEvent::FileFailed { index, .. } => {
+                self.finish_file(*index);
+            }
+        }
+    }
+
+    /// Removes file `index`'s bar and counts it done.
+    fn finish_file(&self, index: usize) {
+        if let Ok(mut files) = self.files.lock() {
+            if let Some(bar) = files.remove(&index) {
+                bar.finish_and_clear();
+                self.multi.remove(&bar);
+            }
+        }
+        if let Ok(mut done) = self.done.lock() {
+            done.0 += 1;
+        }
+        self.show_counts();
+    }
+
+    /// "done/all files" on the total bar.
+    fn show_counts(&self) {
+        if let Ok(done) = self.done.lock() {
+            self.total
+                .set_message(format!("{}/{} files", done.0, done.1));
         }
     }
 
@@ -151,8 +191,8 @@ impl Bars {
     fn add_file_bar(&self, index: usize, name: &str, size: u64, offset: u64) {
         let bar = self
             .multi
-            .add(ProgressBar::new(size).with_style(bar_style("{prefix:>24}")));
-        bar.set_prefix(crate::terminal::safe(&shorten(name, 24)).into_owned());
+            .add(ProgressBar::new(size).with_style(bar_style("{prefix:>16}")));
+        bar.set_prefix(crate::terminal::safe(&shorten(name, 16)).into_owned());
         bar.set_position(offset);
         if offset > 0 {
             bar.set_message("resumed");
@@ -167,6 +207,13 @@ impl Bars {
 
     /// Records that file `index` is at `position` and moves the total accordingly.
     fn move_to(&self, index: usize, position: u64) {
+        let base = self
+            .bases
+            .lock()
+            .ok()
+            .and_then(|bases| bases.get(&index).copied())
+            .unwrap_or(0);
+        let position = position.saturating_sub(base);
         if let Ok(mut positions) = self.positions.lock() {
             let old = positions.insert(index, position).unwrap_or(0);
             let total = self.total.position();

@@ -121,6 +121,29 @@ pub(crate) async fn local_prefix(
     Ok((0, blake3::Hasher::new()))
 }
 
+/// BLAKE3 of a whole local file, to ask the server whether it holds the same content
+/// ([`FilePlan::Compare`]); `None` if the file no longer has its planned size (it changed
+/// and will simply be sent). Blocking.
+pub(crate) fn hash_whole(file: &LocalFile) -> std::io::Result<Option<Hash>> {
+    use std::io::Read as _;
+    let mut handle = std::fs::File::open(&file.path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 4 * CHUNK_SIZE];
+    let mut total = 0u64;
+    loop {
+        let read = handle.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        total += read as u64;
+        if total > file.size {
+            return Ok(None);
+        }
+    }
+    Ok((total == file.size).then(|| hasher.finalize().into()))
+}
+
 /// How a file's content ended.
 pub(crate) enum Streamed {
     /// Every byte was read, with this hash of the whole file.
@@ -195,7 +218,7 @@ mod tests {
     use super::*;
 
     fn planned(path: &std::path::Path) -> LocalFile {
-        let plan = crate::local::plan_uploads(&[path.to_path_buf()]).unwrap();
+        let plan = crate::local::plan_uploads(&[path.to_path_buf()], true).unwrap();
         plan.files[0].clone()
     }
 

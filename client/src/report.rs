@@ -47,15 +47,41 @@ pub struct FileFailure {
     pub message: String,
 }
 
-/// A file the server stored and verified.
+/// A file the server holds now: sent and stored, or found already there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
-    /// Name the server stored it under.
+    /// Name the server holds it under.
     pub stored_name: String,
     /// Bytes stored.
     pub size: u64,
-    /// BLAKE3, computed by this client and confirmed by the server.
-    pub hash: Hash,
+    /// BLAKE3, computed by this client and confirmed by the server (none for a file left
+    /// alone without hashing: unchanged by size and time, or a taken name kept).
+    pub hash: Option<Hash>,
+    /// Sent now, or why not.
+    pub status: StoreStatus,
+}
+
+/// Why a file the server holds is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// Sent in this batch, stored and verified.
+    Sent,
+    /// Not sent: a stored version already has this content (`stored_name` says which).
+    Unchanged,
+    /// Not sent: the name is taken by other content and the batch skips taken names
+    /// (`--skip-existing`); the stored file was left alone.
+    NameTaken,
+}
+
+impl StoreStatus {
+    /// Stable text for output: `stored`, `unchanged`, `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreStatus::Sent => "stored",
+            StoreStatus::Unchanged => "unchanged",
+            StoreStatus::NameTaken => "skipped",
+        }
+    }
 }
 
 /// The fate of one file of an upload.
@@ -91,11 +117,24 @@ pub struct SendReport {
 }
 
 impl SendReport {
-    /// Files stored and verified.
+    /// Files sent in this batch, stored and verified.
     pub fn stored(&self) -> impl Iterator<Item = (&LocalFile, &StoredFile)> {
-        self.outcomes
-            .iter()
-            .filter_map(|outcome| outcome.result.as_ref().ok().map(|s| (&outcome.file, s)))
+        self.with_status(StoreStatus::Sent)
+    }
+
+    /// Files the server holds with this status.
+    pub fn with_status(
+        &self,
+        status: StoreStatus,
+    ) -> impl Iterator<Item = (&LocalFile, &StoredFile)> {
+        self.outcomes.iter().filter_map(move |outcome| {
+            outcome
+                .result
+                .as_ref()
+                .ok()
+                .filter(|stored| stored.status == status)
+                .map(|stored| (&outcome.file, stored))
+        })
     }
 
     /// Files not stored.

@@ -82,6 +82,7 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
     let style = Style {
         json: false,
         bars: interactive && std::io::stderr().is_terminal() && settings.progress != Some(false),
+        verbosity: crate::output::Verbosity::Normal,
     };
     let retries = settings.retries.unwrap_or(ft_client::DEFAULT_RETRIES);
     let mut input = Input::open();
@@ -122,7 +123,15 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                 } else {
                     ConflictPolicy::KeepBoth
                 };
-                commands::send(&mut session, &paths, conflict, retries, compress, style).await
+                let choices = commands::SendChoices {
+                    options: Some(ft_client::SendOptions {
+                        retries,
+                        compress,
+                        ..ft_client::SendOptions::new(conflict)
+                    }),
+                    ..commands::SendChoices::default()
+                };
+                commands::send(&mut session, &paths, choices, style).await
             }
             "get" => match GetLine::parse(args) {
                 Some(get) => {
@@ -130,19 +139,27 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                         .out_dir
                         .or_else(|| settings.output.clone())
                         .unwrap_or_else(|| PathBuf::from("."));
-                    commands::get(
-                        &mut session,
-                        &get.names,
-                        &out_dir,
-                        get.force,
-                        retries,
-                        style,
-                    )
-                    .await
+                    let options = ft_client::GetOptions {
+                        force: get.force,
+                        retry: ft_client::SendOptions {
+                            retries,
+                            ..ft_client::SendOptions::new(ConflictPolicy::KeepBoth)
+                        },
+                        expected_bytes: 0,
+                    };
+                    commands::get(&mut session, &get.names, &out_dir, options, style).await
                 }
                 None => usage("get NAME... [-o DIR] [--force]"),
             },
-            "rm" | "delete" => commands::rm(&mut session, args, false).await,
+            "rm" | "delete" => {
+                let yes = args.iter().any(|arg| arg == "--yes" || arg == "-y");
+                let names: Vec<String> = args
+                    .iter()
+                    .filter(|arg| *arg != "--yes" && *arg != "-y")
+                    .cloned()
+                    .collect();
+                commands::rm(&mut session, &names, yes, false).await
+            }
             "info" => commands::info(&mut session, false).await,
             other => {
                 eprintln!("ftc: unknown command '{other}'; type 'help'");

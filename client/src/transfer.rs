@@ -14,14 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ft_protocol::{ConflictPolicy, FileIntent, FilePlan, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES};
+use ft_protocol::{
+    ConflictPolicy, ErrorCode, FileIntent, FilePlan, Hash, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
+};
 
 use crate::{
     error::{with_causes, ClientError},
     events::TransferEvent,
     local::{LocalFile, UploadPlan},
     pipeline::{self, Planned},
-    report::{FailureCode, FileFailure, FileOutcome, SendReport, StoredFile},
+    read::hash_whole,
+    report::{FailureCode, FileFailure, FileOutcome, SendReport, StoreStatus, StoredFile},
     session::Session,
 };
 
@@ -44,6 +47,12 @@ pub struct SendOptions {
     /// Compress chunks with zstd when the server agrees; chunks that do not shrink are sent
     /// as they are, and a file whose first chunks do not shrink is not tried further.
     pub compress: bool,
+    /// Compare content by BLAKE3 even when a stored version has the same size and
+    /// modification time (`--checksum`); otherwise those count as unchanged unhashed.
+    pub checksum: bool,
+    /// Most content bytes per second to move (`--bwlimit`), averaged over each connection's
+    /// transfer; `None`: as fast as the link goes.
+    pub bwlimit: Option<u64>,
 }
 
 impl SendOptions {
@@ -55,6 +64,8 @@ impl SendOptions {
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             compress: false,
+            checksum: false,
+            bwlimit: None,
         }
     }
 
@@ -119,8 +130,14 @@ impl<'a> Ledger<'a> {
         (self.on_event)(TransferEvent::FileProgress { index, position });
     }
 
-    /// File `index` is stored and verified.
-    pub(crate) fn store(&self, index: usize, stored: StoredFile) {
+    /// File `index` is stored and verified under `stored_name`, with `hash`.
+    pub(crate) fn store(&self, index: usize, stored_name: String, size: u64, hash: Hash) {
+        let stored = StoredFile {
+            stored_name,
+            size,
+            hash: Some(hash),
+            status: StoreStatus::Sent,
+        };
         self.stored.fetch_add(1, Ordering::Relaxed);
         if let Some(resumed) = self.resumed_from.get(index) {
             self.bytes_resumed
@@ -131,8 +148,34 @@ impl<'a> Ledger<'a> {
             name: self.files[index].name.clone(),
             stored_name: stored.stored_name.clone(),
             size: stored.size,
-            hash: stored.hash,
+            hash,
         });
+        self.settle(index, Ok(stored));
+    }
+
+    /// File `index` was not sent: the server holds `stored_name` already (unchanged, with
+    /// the local hash when one was computed) or its name is taken (`NameTaken`).
+    pub(crate) fn skip(
+        &self,
+        index: usize,
+        stored_name: String,
+        hash: Option<Hash>,
+        status: StoreStatus,
+    ) {
+        let size = self.files[index].size;
+        (self.on_event)(TransferEvent::FileSkipped {
+            index,
+            name: self.files[index].name.clone(),
+            stored_name: stored_name.clone(),
+            size,
+            status,
+        });
+        let stored = StoredFile {
+            stored_name,
+            size,
+            hash,
+            status,
+        };
         self.settle(index, Ok(stored));
     }
 
@@ -427,42 +470,127 @@ async fn attempt(
         }
     }
     let files = &plan.files;
+    let intent = |index: usize, content_hash: Option<Hash>| FileIntent {
+        name: files[index].name.clone(),
+        size: files[index].size,
+        key: files[index].key,
+        conflict: options.conflict,
+        modified_ns: files[index].modified_ns,
+        quick_check: !options.checksum,
+        content_hash,
+    };
     for round in prepare_rounds(prepare_pages(files, pending)) {
         let mut planned = Vec::with_capacity(round.iter().map(|page| page.len()).sum());
         let intents = round
             .iter()
-            .map(|page| {
-                page.iter()
-                    .map(|&index| FileIntent {
-                        name: files[index].name.clone(),
-                        size: files[index].size,
-                        key: files[index].key,
-                    })
-                    .collect()
-            })
+            .map(|page| page.iter().map(|&index| intent(index, None)).collect())
             .collect();
-        let plans = client.prepare_round(intents).await?;
+        let plans = client.prepare_round(intents, false).await?;
+        let mut to_compare = Vec::new();
         for (page, plans) in round.iter().zip(plans) {
             for (&index, plan) in page.iter().zip(plans) {
-                match plan {
-                    FilePlan::Refused { code, message } if code.is_transient() => {
-                        let code = FailureCode::Server(code);
-                        ledger.defer(index, FileFailure { code, message });
-                    }
-                    FilePlan::Refused { code, message } => {
-                        ledger.fail(index, FailureCode::Server(code), message)
-                    }
-                    plan => planned.push(Planned {
-                        index,
-                        file: &files[index],
-                        plan,
-                    }),
+                if plan == FilePlan::Compare {
+                    to_compare.push(index);
+                } else {
+                    settle_plan(ledger, files, index, plan, None, &mut planned);
+                }
+            }
+        }
+        // Same size as a stored version: hash locally, and let the server compare.
+        let mut hashes = std::collections::HashMap::new();
+        for (index, hash) in hash_files(files, &to_compare).await {
+            match hash {
+                Some(hash) => {
+                    hashes.insert(index, hash);
+                }
+                // Unreadable now, or changed: sending it settles the matter.
+                None => settle_plan(ledger, files, index, FilePlan::Fresh, None, &mut planned),
+            }
+        }
+        let hashed: Vec<usize> = to_compare
+            .into_iter()
+            .filter(|index| hashes.contains_key(index))
+            .collect();
+        if !hashed.is_empty() {
+            let pages = prepare_pages(files, &hashed);
+            let intents = pages
+                .iter()
+                .map(|page| {
+                    let with_hash = |&index: &usize| intent(index, hashes.get(&index).copied());
+                    page.iter().map(with_hash).collect()
+                })
+                .collect();
+            let plans = client.prepare_round(intents, true).await?;
+            for (page, plans) in pages.iter().zip(plans) {
+                for (&index, plan) in page.iter().zip(plans) {
+                    let hash = hashes.get(&index).copied();
+                    settle_plan(ledger, files, index, plan, hash, &mut planned);
                 }
             }
         }
         pipeline::upload(client, &planned, options, ledger).await?;
     }
     Ok(())
+}
+
+/// Acts on the server's plan for one file: not sent (unchanged, a taken name kept, refused)
+/// or queued in `planned` to be sent. `hash`: the local file's, when it was computed.
+fn settle_plan<'a>(
+    ledger: &Ledger<'_>,
+    files: &'a [LocalFile],
+    index: usize,
+    plan: FilePlan,
+    hash: Option<Hash>,
+    planned: &mut Vec<Planned<'a>>,
+) {
+    match plan {
+        FilePlan::Unchanged { stored_name } => {
+            ledger.skip(index, stored_name, hash, StoreStatus::Unchanged)
+        }
+        FilePlan::Refused {
+            code: ErrorCode::NameTaken,
+            ..
+        } => {
+            let name = files[index].name.clone();
+            ledger.skip(index, name, None, StoreStatus::NameTaken)
+        }
+        FilePlan::Refused { code, message } if code.is_transient() => {
+            let code = FailureCode::Server(code);
+            ledger.defer(index, FileFailure { code, message });
+        }
+        FilePlan::Refused { code, message } => {
+            ledger.fail(index, FailureCode::Server(code), message)
+        }
+        // Asked to compare a second time: the server has no answer from the hash; send it.
+        FilePlan::Compare => planned.push(Planned {
+            index,
+            file: &files[index],
+            plan: FilePlan::Fresh,
+        }),
+        plan => planned.push(Planned {
+            index,
+            file: &files[index],
+            plan,
+        }),
+    }
+}
+
+/// Hashes the files at `indexes` on blocking threads (two at a time: reading is the cost),
+/// for the server to compare with its stored versions. `None` for a file that cannot be
+/// read or changed size: it will simply be sent (and fail there if unreadable).
+async fn hash_files(files: &[LocalFile], indexes: &[usize]) -> Vec<(usize, Option<Hash>)> {
+    use futures::StreamExt as _;
+    futures::stream::iter(indexes.iter().copied())
+        .map(|index| {
+            let file = files[index].clone();
+            async move {
+                let hashed = tokio::task::spawn_blocking(move || hash_whole(&file)).await;
+                (index, hashed.ok().and_then(Result::ok).flatten())
+            }
+        })
+        .buffered(2)
+        .collect()
+        .await
 }
 
 #[cfg(test)]
@@ -478,6 +606,7 @@ mod tests {
             name,
             size: 1,
             key: Hash([0; 32]),
+            modified_ns: None,
         };
         let short: Vec<_> = (0..PAGE_FILES + 5).map(|i| file(format!("f{i}"))).collect();
         let pending: Vec<usize> = (0..short.len()).collect();

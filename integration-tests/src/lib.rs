@@ -851,6 +851,7 @@ pub fn begin_request(id: u32, name: &str, size: u64) -> Request {
         key: Hash::from(blake3::hash(format!("{id}/{name}/{size}").as_bytes())),
         offset: 0,
         prefix_hash: None,
+        modified_ns: None,
     })
 }
 

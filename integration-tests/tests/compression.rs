@@ -81,6 +81,7 @@ fn begin(size: u64) -> Request {
         key: Hash([5; 32]),
         offset: 0,
         prefix_hash: None,
+        modified_ns: None,
     })
 }
 

@@ -195,16 +195,8 @@ async fn a_file_larger_than_the_free_space_is_refused_before_any_data() {
     let server = ws.server(&["--max-file-size", "16000000T"]);
     let mut client = RawClient::handshake(server.addr).await;
     let intents = vec![
-        FileIntent {
-            name: "enormous.bin".into(),
-            size: 1 << 62,
-            key: Hash([1; 32]),
-        },
-        FileIntent {
-            name: "fine.bin".into(),
-            size: 10,
-            key: Hash([2; 32]),
-        },
+        FileIntent::new("enormous.bin", 1 << 62, Hash([1; 32])),
+        FileIntent::new("fine.bin", 10, Hash([2; 32])),
     ];
     client
         .send(Request::Prepare(Prepare {
@@ -240,11 +232,7 @@ async fn pages_of_one_round_share_the_free_space() {
     };
     // Each fits alone; two do not.
     let size = info.free_bytes / 10 * 6;
-    let intent = |n: u8| FileIntent {
-        name: format!("big{n}.bin"),
-        size,
-        key: Hash([n; 32]),
-    };
+    let intent = |n: u8| FileIntent::new(format!("big{n}.bin"), size, Hash([n; 32]));
     assert_eq!(plan(&mut client, intent(1), false).await, FilePlan::Fresh);
     let second = plan(&mut client, intent(2), true).await;
     assert!(

@@ -376,10 +376,9 @@ async fn answers_keep_the_order_files_were_begun_even_when_a_later_one_fails() {
 fn prepare(names: impl Iterator<Item = String>, append: bool) -> Request {
     Request::Prepare(ft_protocol::Prepare {
         files: names
-            .map(|name| ft_protocol::FileIntent {
-                key: Hash::from(blake3::hash(name.as_bytes())),
-                name,
-                size: 1,
+            .map(|name| {
+                let key = Hash::from(blake3::hash(name.as_bytes()));
+                ft_protocol::FileIntent::new(name, 1, key)
             })
             .collect(),
         append,
@@ -439,6 +438,7 @@ async fn announcements_add_up_within_a_round_and_are_bounded() {
     for (id, name) in [(1, "a.txt"), (2, "b.txt")] {
         client
             .send(Request::BeginFile(BeginFile {
+                modified_ns: None,
                 id,
                 name: name.to_owned(),
                 size: 1,

@@ -31,6 +31,7 @@ fn listing() -> ft_protocol::Response {
             hash: ft_protocol::Hash([1; 32]),
             added_at: "2026-12-04T00:00:00Z\u{1b}[1A".into(),
             owner: "nobody".into(),
+            modified_ns: None,
         }],
         last: true,
     })

@@ -148,6 +148,7 @@ async fn a_dropped_connection_keeps_its_bytes_until_the_partial_ttl() {
     let mut client = RawClient::handshake(server.addr).await;
     client
         .send(Request::BeginFile(BeginFile {
+            modified_ns: None,
             id: 0,
             name: "abandoned.bin".into(),
             size: 1 << 20,

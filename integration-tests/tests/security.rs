@@ -829,6 +829,7 @@ async fn interrupted_upload(server: &Fts, who: (&str, &str), name: &str, key: Ha
     assert!(matches!(answer, Response::Authenticated(_)), "{answer:?}");
     client
         .send(Request::BeginFile(BeginFile {
+            modified_ns: None,
             id: 1,
             name: name.into(),
             size: data.len() as u64,
@@ -900,11 +901,7 @@ async fn another_user_can_never_resume_a_partial_upload() {
     );
     let key = Hash([42; 32]);
     let data = random_bytes(3 * ft_protocol::CHUNK_SIZE, 7);
-    let intent = FileIntent {
-        name: "big.bin".into(),
-        size: data.len() as u64,
-        key,
-    };
+    let intent = FileIntent::new("big.bin", data.len() as u64, key);
     interrupted_upload(&server, ("alice", &alice_token), "big.bin", key, &data).await;
     let (_, plan) = plan_for(&server, ("alice", &alice_token), &intent).await;
     assert!(
@@ -916,6 +913,7 @@ async fn another_user_can_never_resume_a_partial_upload() {
     assert_eq!(plan, FilePlan::Fresh);
     // Resuming at alice's offset anyway is a protocol violation, not a takeover.
     bob.send(Request::BeginFile(BeginFile {
+        modified_ns: None,
         id: 1,
         name: "big.bin".into(),
         size: data.len() as u64,
@@ -1157,13 +1155,10 @@ async fn a_resume_key_alone_reveals_and_completes_nothing() {
     let token = server.add_user("frank", "write");
     let key = Hash([77; 32]);
     let data = random_bytes(3 * ft_protocol::CHUNK_SIZE, 11);
-    let intent = FileIntent {
-        name: "secret.bin".into(),
-        size: data.len() as u64,
-        key,
-    };
+    let intent = FileIntent::new("secret.bin", data.len() as u64, key);
     let begin = |offset: u64, prefix_hash: Option<Hash>| {
         Request::BeginFile(BeginFile {
+            modified_ns: None,
             id: 1,
             name: "secret.bin".into(),
             size: data.len() as u64,

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn hello_bytes_are_pinned() {
         let bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
-        assert_eq!(bytes, [0x00, 0x08, 0x03, b'f', b't', b'c', 0x00]);
+        assert_eq!(bytes, [0x00, 0x09, 0x03, b'f', b't', b'c', 0x00]);
     }
 
     #[test]
@@ -283,6 +283,7 @@ mod tests {
             key: Hash([0x11; 32]),
             offset: 5,
             prefix_hash: Some(Hash([0x22; 32])),
+            modified_ns: Some(-2),
         });
         let mut expected = vec![
             0x01, 0x07, 0x05, b'a', b'.', b't', b'x', b't', 0xac, 0x02, 0x01,
@@ -290,6 +291,8 @@ mod tests {
         expected.extend([0x11; 32]);
         expected.extend([0x05, 0x01]);
         expected.extend([0x22; 32]);
+        // The modification time: Some, then -2 as a zigzag varint.
+        expected.extend([0x01, 0x03]);
         assert_eq!(encode(&message).unwrap(), expected);
     }
 
@@ -408,8 +411,8 @@ mod tests {
         );
         // A future Hello whose tail we cannot parse is still recognised by its frozen prefix.
         assert!(matches!(
-            decode_hello(&[0x00, 0x09, 0xff, 0xff]),
-            Err(HelloError::VersionMismatch { theirs: 9, .. })
+            decode_hello(&[0x00, 0x0a, 0xff, 0xff]),
+            Err(HelloError::VersionMismatch { theirs: 10, .. })
         ));
     }
 

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// The user's role does not allow this request; the session goes on.
     Forbidden,
+    /// The name is taken and the client asked never to replace or rename
+    /// ([`crate::ConflictPolicy::Skip`]): nothing was stored. Protocol 9.
+    NameTaken,
 }
 
 impl ErrorCode {
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not-found",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NameTaken => "name-taken",
         }
     }
 }

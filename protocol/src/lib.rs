@@ -69,6 +69,15 @@
 //!   stream carries them all; `append: false` starts a new round. The server may answer
 //!   `Fresh` where it could resume (it keeps at most [`MAX_PREPARE_FILES`] resume offers per
 //!   round).
+//! - **Unchanged files are not sent again.** Each intent carries the sender's modification
+//!   time and conflict policy. When a stored version of the announced name (the name itself,
+//!   or, with keep-both, a `name (N)` variant stored from that name) has the same size and
+//!   modification time, the plan is [`FilePlan::Unchanged`]. When only the size matches (or
+//!   the intent turned `quick_check` off), the plan is [`FilePlan::Compare`]: the client
+//!   hashes its file and announces it again with `content_hash` (`append: true`); the answer
+//!   is `Unchanged` if a stored version has that hash, and a normal plan otherwise. Neither
+//!   plan counts as an announcement. The server never sends a stored file's hash in a plan;
+//!   the client learns only whether its own hash matches.
 //!
 //! - `Get` is answered by `Sending { size, hash, offset }` followed by exactly
 //!   `size - offset` bytes in [`Response::Data`] messages — or by [`Failed`] (unknown name),
@@ -137,7 +146,10 @@ pub use message::{
 /// Version 7 added `Authenticate`/`Authenticated`, `Unauthorized`, `Forbidden`, and the owner
 /// of each catalog entry; the connection is TLS.
 /// Version 8 added the interrupted uploads kept for resume to `ServerInfo`.
-pub const PROTOCOL_VERSION: u32 = 8;
+/// Version 9 added re-runs that skip unchanged files (`FilePlan::Unchanged`/`Compare`, the
+/// intent's conflict policy, modification time and content hash), `ConflictPolicy::Skip`
+/// with `NameTaken`, and the modification time in `BeginFile`, `Sending` and catalog entries.
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.

@@ -173,6 +173,9 @@ pub enum ConflictPolicy {
     KeepBoth,
     /// Atomically replace the stored file.
     Overwrite,
+    /// Leave the stored file alone and store nothing: the file is answered
+    /// [`crate::ErrorCode::NameTaken`]. Protocol 9.
+    Skip,
 }
 
 /// Starts an upload.
@@ -196,6 +199,9 @@ pub struct BeginFile {
     /// resumes only if it matches the bytes it holds; otherwise it answers `hash-mismatch`,
     /// discards what it held, and a retry starts from zero.
     pub prefix_hash: Option<Hash>,
+    /// The sender's modification time of the file, in nanoseconds since the Unix epoch: the
+    /// stored file gets it, and the catalog records it for later quick checks. Protocol 9.
+    pub modified_ns: Option<i64>,
 }
 
 /// Announces uploads before any data is sent, so the server can refuse files up front
@@ -221,6 +227,34 @@ pub struct FileIntent {
     /// inode, size, modification time). A changed file gets a new key, so its interrupted
     /// upload is never continued with different content.
     pub key: Hash,
+    /// What the upload will do if the name is taken (the `BeginFile` must say the same).
+    /// Protocol 9.
+    pub conflict: ConflictPolicy,
+    /// The sender's modification time, nanoseconds since the Unix epoch. Protocol 9.
+    pub modified_ns: Option<i64>,
+    /// True: a stored version with the same size and modification time counts as the same
+    /// content (answered [`FilePlan::Unchanged`] without hashing). False (`--checksum`):
+    /// equal sizes are always answered [`FilePlan::Compare`]. Protocol 9.
+    pub quick_check: bool,
+    /// The BLAKE3 of the whole local file, sent only after a [`FilePlan::Compare`]: the
+    /// server answers `Unchanged` if a stored version has this hash. Protocol 9.
+    pub content_hash: Option<Hash>,
+}
+
+impl FileIntent {
+    /// A plain announcement: keep both on a conflict, no modification time (so no quick
+    /// check), no content hash.
+    pub fn new(name: impl Into<String>, size: u64, key: Hash) -> Self {
+        Self {
+            name: name.into(),
+            size,
+            key,
+            conflict: ConflictPolicy::KeepBoth,
+            modified_ns: None,
+            quick_check: true,
+            content_hash: None,
+        }
+    }
 }
 
 /// The server's plan for each announced file, in order.
@@ -250,6 +284,15 @@ pub enum FilePlan {
         /// Why, for people.
         message: String,
     },
+    /// A stored version already holds this content: don't send it. Protocol 9.
+    Unchanged {
+        /// The stored name holding it (the announced name, or a keep-both variant of it).
+        stored_name: String,
+    },
+    /// A stored version has the same size, but its sameness is not known from the quick
+    /// check: hash the local file and announce it again (`append: true`) with its
+    /// `content_hash`. The server never reveals the stored hash itself. Protocol 9.
+    Compare,
 }
 
 /// A piece of the open upload's content, at most [`crate::CHUNK_SIZE`] bytes by convention
@@ -331,6 +374,9 @@ pub struct Sending {
     pub hash: Hash,
     /// Where the data starts (the requested offset, or 0 if the prefix did not match).
     pub offset: u64,
+    /// The sender's modification time recorded with the file (nanoseconds since the Unix
+    /// epoch), restored on the saved copy. Protocol 9.
+    pub modified_ns: Option<i64>,
 }
 
 /// Deletes a stored file and its catalog record.
@@ -481,6 +527,9 @@ pub struct CatalogEntry {
     pub added_at: String,
     /// The user who stored it. Protocol 7.
     pub owner: String,
+    /// The sender's modification time, nanoseconds since the Unix epoch (none for files
+    /// stored before protocol 9). Protocol 9.
+    pub modified_ns: Option<i64>,
 }
 
 /// A BLAKE3 digest. Printed as 64 lowercase hex digits.

@@ -33,6 +33,7 @@ fn code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::ShuttingDown,
         ErrorCode::NoSpace,
         ErrorCode::NotFound,
+        ErrorCode::NameTaken,
     ])
 }
 
@@ -71,6 +72,7 @@ fn request() -> impl Strategy<Value = Request> {
                     key,
                     offset,
                     prefix_hash,
+                    modified_ns: Some(offset as i64),
                 })
             }),
         prop::collection::vec(any::<u8>(), 0..2048).prop_map(|data| Request::Chunk(Chunk {
@@ -109,7 +111,15 @@ fn request() -> impl Strategy<Value = Request> {
                 Request::Prepare(Prepare {
                     files: files
                         .into_iter()
-                        .map(|(name, size, key)| FileIntent { name, size, key })
+                        .map(|(name, size, key)| FileIntent {
+                            name,
+                            size,
+                            key,
+                            conflict: ConflictPolicy::Skip,
+                            modified_ns: Some(size as i64),
+                            quick_check: append,
+                            content_hash: Some(key),
+                        })
                         .collect(),
                     append,
                 })
@@ -122,6 +132,8 @@ fn plan() -> impl Strategy<Value = FilePlan> {
         Just(FilePlan::Fresh),
         any::<u64>().prop_map(|offset| FilePlan::Resume { offset }),
         (code(), name()).prop_map(|(code, message)| FilePlan::Refused { code, message }),
+        name().prop_map(|stored_name| FilePlan::Unchanged { stored_name }),
+        Just(FilePlan::Compare),
     ]
 }
 
@@ -157,6 +169,7 @@ fn response() -> impl Strategy<Value = Response> {
                         size,
                         hash,
                         added_at,
+                        modified_ns: None,
                     })
                     .collect(),
                 last,
@@ -169,6 +182,7 @@ fn response() -> impl Strategy<Value = Response> {
                 size,
                 hash,
                 offset,
+                modified_ns: Some(-1),
             })
         }),
         prop::collection::vec(any::<u8>(), 0..2048).prop_map(|data| Response::Data(Chunk {

@@ -51,8 +51,11 @@ pub(crate) struct Verified {
     pub(crate) name: ValidName,
     /// Its partial file's key.
     pub(crate) key: Hash,
-    /// Keep both or overwrite.
+    /// Keep both, overwrite or skip.
     pub(crate) conflict: ConflictPolicy,
+    /// The sender's modification time (nanoseconds since the Unix epoch), given to the
+    /// stored file and recorded.
+    pub(crate) modified_ns: Option<i64>,
     /// Its size.
     pub(crate) size: u64,
     /// Its verified BLAKE3.
@@ -103,7 +106,8 @@ pub(crate) fn stage_batch(
     batch
         .into_iter()
         .map(|mut verified| {
-            if let Content::Partial(_) = verified.content {
+            if let Content::Partial(file) = &verified.content {
+                set_modified(file, verified.modified_ns);
                 return (verified, Ok(Staged::Partial));
             }
             let Ok(permit) = Arc::clone(&state.staged_files).try_acquire_owned() else {
@@ -117,6 +121,24 @@ pub(crate) fn stage_batch(
             (verified, staged)
         })
         .collect()
+}
+
+/// Gives a stored file the sender's modification time, before its data is flushed. The
+/// catalog's record is what re-runs and downloads go by, so a failure here only loses the
+/// file's own time on the server's disk: it is logged, never fatal.
+fn set_modified(file: &std::fs::File, modified_ns: Option<i64>) {
+    let Some(ns) = modified_ns else { return };
+    let time = rustix::fs::Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000),
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    if let Err(err) = rustix::fs::futimens(file, &times) {
+        tracing::debug!(error = %err, "cannot set the modification time");
+    }
 }
 
 /// A group whose data is durable (step 1), waiting to be named and recorded.
@@ -227,6 +249,7 @@ pub(crate) fn name_flushed(
                 hash: verified.hash,
                 client,
                 owner: owner.to_owned(),
+                modified_ns: verified.modified_ns,
             })
         })
         .collect();
@@ -322,15 +345,20 @@ fn stage(
     permit: Option<OwnedSemaphorePermit>,
 ) -> StageResult {
     let bytes = match &verified.content {
-        Content::Partial(_) => return Ok(Staged::Partial),
+        Content::Partial(file) => {
+            set_modified(file, verified.modified_ns);
+            return Ok(Staged::Partial);
+        }
         Content::Memory(bytes) => bytes,
     };
     if verified.conflict == ConflictPolicy::KeepBoth {
         if let Some(file) = state.store.create_unnamed(&verified.name, bytes, known)? {
+            set_modified(&file, verified.modified_ns);
             return Ok(Staged::Unnamed(file, permit));
         }
     }
     let file = state.store.write_partial(&verified.key, bytes)?;
+    set_modified(&file, verified.modified_ns);
     Ok(Staged::WrittenPartial(Some(file), permit))
 }
 
@@ -340,7 +368,10 @@ fn write_closed_partial(state: &ServerState, verified: &Verified) -> StageResult
         return Ok(Staged::Partial);
     };
     match state.store.write_partial(&verified.key, bytes) {
-        Ok(_closed) => Ok(Staged::WrittenPartial(None, None)),
+        Ok(closed) => {
+            set_modified(&closed, verified.modified_ns);
+            Ok(Staged::WrittenPartial(None, None))
+        }
         Err(err) => Err(Refusal::storage(err)),
     }
 }
@@ -366,7 +397,7 @@ fn undo_placements(
     for (verified, result) in group.iter().zip(placed.iter_mut()) {
         if let Ok(stored) = result {
             let message = match (verified.conflict, recorded) {
-                (ConflictPolicy::KeepBoth, _) => {
+                (ConflictPolicy::KeepBoth | ConflictPolicy::Skip, _) => {
                     if let Err(err) = state.store.unplace(stored) {
                         tracing::warn!(error = %err, "could not take back a placement");
                     }
@@ -423,6 +454,7 @@ pub(crate) mod tests {
         let content = format!("content of file {n}").into_bytes();
         let key = Hash::from(blake3::hash(&n.to_le_bytes()));
         Verified {
+            modified_ns: None,
             id: n,
             name: ValidName::parse(&format!("folder{}/file{n}.txt", n % 3)).unwrap(),
             key,
@@ -462,6 +494,7 @@ pub(crate) mod tests {
                 hash: verified.hash,
                 client: "127.0.0.1:1".parse().unwrap(),
                 owner: "tester".into(),
+                modified_ns: None,
             });
         }
         state.catalog.record_all(&records).unwrap();

@@ -117,6 +117,7 @@ pub(crate) fn open_for_download(
         size: entry.size,
         hash: entry.hash,
         offset,
+        modified_ns: entry.modified_ns,
     };
     Ok((file, header))
 }

@@ -28,6 +28,7 @@ pub mod store;
 pub mod tls;
 pub(crate) mod upload;
 pub mod user_admin;
+pub(crate) mod versions;
 
 use std::sync::Arc;
 

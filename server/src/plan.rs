@@ -1,12 +1,19 @@
-//! What the server answers to a `Prepare` page: for each announced file, whether it may be
-//! sent, and from which offset (a verified prefix of an earlier attempt is offered for
-//! resume). The same checks guard a `BeginFile` that was not announced.
+//! What the server answers to a `Prepare` page: for each announced file, whether it needs
+//! to be sent at all (see versions.rs), whether it may be, and from which offset (a verified
+//! prefix of an earlier attempt is offered for resume). The same checks guard a `BeginFile`
+//! that was not announced.
 
 use std::collections::HashSet;
 
 use ft_protocol::{ErrorCode, FileIntent, FilePlan, Hash};
 
-use crate::{names::ValidName, refusal::Refusal, store::KnownFolders, ServerState};
+use crate::{
+    names::ValidName,
+    refusal::Refusal,
+    store::KnownFolders,
+    versions::{self, Sameness},
+    ServerState,
+};
 
 /// A resume offered to the client: the upload's key, the offset, and the hash state of the
 /// bytes before it (to go on hashing from there).
@@ -24,11 +31,15 @@ pub(crate) fn plan_page(
         free_bytes: free.map(|free| free.saturating_sub(promised)),
         partials: state.store.partial_keys(),
         folders: KnownFolders::default(),
+        retimes: Vec::new(),
     };
     let plans = files
         .iter()
         .map(|intent| plan_upload(state, intent, &mut context))
         .collect();
+    if let Err(err) = state.catalog.set_modified(&context.retimes) {
+        tracing::warn!(error = %err, "cannot record new modification times");
+    }
     let now_promised = match (free, context.free_bytes) {
         (Some(free), Some(left)) => free.saturating_sub(left),
         _ => promised,
@@ -84,6 +95,9 @@ struct PlanContext {
     partials: HashSet<Hash>,
     /// Folders already checked.
     folders: KnownFolders,
+    /// Stored files found equal by hash to a file with another modification time: the
+    /// times to record, by stored name.
+    retimes: Vec<(String, i64)>,
 }
 
 /// Decides how one announced file should be sent, offering to resume a verified prefix.
@@ -97,6 +111,26 @@ fn plan_upload(
     if let Err(refusal) = check_intent(state, &intent.name, intent.size, Some(&mut context.folders))
     {
         return refused(refusal);
+    }
+    let sameness = versions::versions_for(&state.catalog, intent)
+        .map(|stored| versions::judge(intent, &stored));
+    match sameness {
+        Ok(Sameness::Unchanged {
+            stored_name,
+            retime,
+        }) => {
+            if let Some(modified_ns) = retime {
+                context.retimes.push((stored_name.clone(), modified_ns));
+            }
+            return (FilePlan::Unchanged { stored_name }, None);
+        }
+        Ok(Sameness::Compare) => return (FilePlan::Compare, None),
+        Ok(Sameness::Taken) => {
+            let message = format!("'{}' is already stored (skip existing)", intent.name);
+            return refused(Refusal::new(ErrorCode::NameTaken, message));
+        }
+        Ok(Sameness::New) => {}
+        Err(err) => return refused(Refusal::storage(err)),
     }
     let store = &state.store;
     // Taken out once looked at: a key listed again in the page is not read and hashed

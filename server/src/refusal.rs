@@ -44,6 +44,8 @@ impl From<&StoreError> for Refusal {
             ErrorCode::InvalidName
         } else if matches!(err, StoreError::PartialQuota { .. }) {
             ErrorCode::NoSpace
+        } else if matches!(err, StoreError::NameTaken(_)) {
+            ErrorCode::NameTaken
         } else {
             ErrorCode::Storage
         };

@@ -102,6 +102,8 @@ pub(crate) struct Upload {
     pub(crate) size: u64,
     /// What to do if the name is taken.
     pub(crate) conflict: ConflictPolicy,
+    /// The sender's modification time (nanoseconds since the Unix epoch).
+    pub(crate) modified_ns: Option<i64>,
     /// When BeginFile arrived.
     pub(crate) started: Instant,
     /// Where this session's bytes started (non-zero when resumed).
@@ -219,6 +221,7 @@ impl Upload {
             key,
             size: begin.size,
             conflict: begin.conflict,
+            modified_ns: begin.modified_ns,
             started: Instant::now(),
             offset,
             superseded,

@@ -392,11 +392,7 @@ impl Client {
     /// The server's plan for one announced file.
     async fn plan(&mut self, name: &str, size: usize, key: Hash) -> FilePlan {
         self.send(Request::Prepare(Prepare {
-            files: vec![FileIntent {
-                name: name.to_owned(),
-                size: size as u64,
-                key,
-            }],
+            files: vec![FileIntent::new(name.to_owned(), size as u64, key)],
             append: false,
         }))
         .await;
@@ -449,6 +445,7 @@ fn key(id: u32, name: &str) -> Hash {
 
 fn begin(id: u32, name: &str, size: usize, conflict: ConflictPolicy) -> Request {
     Request::BeginFile(BeginFile {
+        modified_ns: None,
         id,
         name: name.to_owned(),
         size: size as u64,
@@ -747,6 +744,7 @@ async fn grammar_violations_are_answered_and_end_the_connection() {
         (
             "a resume offset nobody offered",
             vec![Request::BeginFile(BeginFile {
+                modified_ns: None,
                 id: 1,
                 name: "resumed.bin".to_owned(),
                 size: 100,
@@ -1033,11 +1031,11 @@ async fn a_new_connection_takes_over_an_upload_and_resumes_it() {
     let mut second = server.hello().await;
     second
         .send(Request::Prepare(Prepare {
-            files: vec![FileIntent {
-                name: name.to_owned(),
-                size: data.len() as u64,
-                key: upload_key,
-            }],
+            files: vec![FileIntent::new(
+                name.to_owned(),
+                data.len() as u64,
+                upload_key,
+            )],
             append: false,
         }))
         .await;
@@ -1061,6 +1059,7 @@ async fn a_new_connection_takes_over_an_upload_and_resumes_it() {
     drop(first);
 
     let mut requests = vec![Request::BeginFile(BeginFile {
+        modified_ns: None,
         id: 2,
         name: name.to_owned(),
         size: data.len() as u64,
@@ -1254,6 +1253,7 @@ async fn list_get_delete_info_and_make_dir_round_trip() {
     assert_eq!(
         header,
         Sending {
+            modified_ns: None,
             name: "data/big.bin".to_owned(),
             size: big.len() as u64,
             hash: hash(&big),
@@ -1385,10 +1385,12 @@ async fn a_page_of_refused_long_names_is_answered_in_one_frame() {
     let server = Server::start().await;
     let mut client = server.hello().await;
     let files: Vec<FileIntent> = (0..300u32)
-        .map(|n| FileIntent {
-            name: format!("{n}{}/../x", "\u{200b}".repeat(900)),
-            size: 1,
-            key: Hash([(n % 256) as u8; 32]),
+        .map(|n| {
+            FileIntent::new(
+                format!("{n}{}/../x", "\u{200b}".repeat(900)),
+                1,
+                Hash([(n % 256) as u8; 32]),
+            )
         })
         .collect();
     client

@@ -102,7 +102,26 @@ pub struct NewRecord {
     pub client: SocketAddr,
     /// The user who stored it.
     pub owner: String,
+    /// The sender's modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: Option<i64>,
 }
+
+/// A stored file that may hold the same content as an announced one: a version of its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// The name it is stored under.
+    pub stored_name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its BLAKE3.
+    pub hash: Hash,
+    /// The sender's modification time, if recorded.
+    pub modified_ns: Option<i64>,
+}
+
+/// Most stored versions of one name looked at when deciding whether a file is unchanged:
+/// bounds the work a crowded name costs (the newest are looked at first).
+pub const MAX_VERSIONS_COMPARED: usize = 64;
 
 /// A shared handle to the catalog database.
 #[derive(Debug, Clone)]
@@ -190,7 +209,7 @@ impl Catalog {
     ) -> Result<Vec<CatalogEntry>, CatalogError> {
         let conn = self.reader.lock().map_err(|_| CatalogError::Poisoned)?;
         let mut statement = conn.prepare_cached(
-            "SELECT stored_name, sent_name, size, blake3, added_at, owner FROM files
+            "SELECT stored_name, sent_name, size, blake3, added_at, owner, modified_ns FROM files
              WHERE (?1 IS NULL OR stored_name > ?1) AND stored_name >= ?2
                AND stored_name >= ?4 AND (?5 IS NULL OR stored_name < ?5)
              ORDER BY stored_name LIMIT ?3",
@@ -205,11 +224,68 @@ impl Catalog {
     pub fn get(&self, name: &str) -> Result<Option<CatalogEntry>, CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let mut statement = conn.prepare_cached(
-            "SELECT stored_name, sent_name, size, blake3, added_at, owner FROM files
+            "SELECT stored_name, sent_name, size, blake3, added_at, owner, modified_ns FROM files
              WHERE stored_name = ?1",
         )?;
         let mut rows = statement.query_map(params![name], read_row)?;
         rows.next().map(|row| entry_from(row?)).transpose()
+    }
+
+    /// The stored versions of `name`, newest first, at most [`MAX_VERSIONS_COMPARED`]: the
+    /// file stored under it and, with `variants`, the files stored from it under another
+    /// name (keep-both's `name (1)`, ...). Read on the listing connection. Blocking.
+    pub fn versions(&self, name: &str, variants: bool) -> Result<Vec<StoredVersion>, CatalogError> {
+        let conn = self.reader.lock().map_err(|_| CatalogError::Poisoned)?;
+        let mut statement = conn.prepare_cached(
+            "SELECT stored_name, size, blake3, modified_ns FROM files
+             WHERE stored_name = ?1 OR (?2 AND sent_name = ?1)
+             ORDER BY added_at DESC, id DESC LIMIT ?3",
+        )?;
+        let limit = i64::try_from(MAX_VERSIONS_COMPARED).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![name, variants, limit], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (stored_name, size, hash, modified_ns) = row?;
+            let corrupt = |what| CatalogError::Corrupt {
+                name: stored_name.clone(),
+                what,
+            };
+            let size = u64::try_from(size).map_err(|_| corrupt("negative size"))?;
+            let hash = Hash::from_hex(&hash).ok_or_else(|| corrupt("malformed hash"))?;
+            Ok(StoredVersion {
+                stored_name,
+                size,
+                hash,
+                modified_ns,
+            })
+        })
+        .collect()
+    }
+
+    /// Records new modification times of stored files (whose content was found equal to a
+    /// sender's file with another time), so the next quick check needs no hashing. One
+    /// transaction; a lost update only costs that hashing again. Blocking.
+    pub fn set_modified(&self, updates: &[(String, i64)]) -> Result<(), CatalogError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
+        let transaction = conn.transaction()?;
+        {
+            let mut update = transaction
+                .prepare_cached("UPDATE files SET modified_ns = ?2 WHERE stored_name = ?1")?;
+            for (name, modified_ns) in updates {
+                update.execute(params![name, modified_ns])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
     }
 
     /// Removes the record of one stored name; false if there was none. Blocking.
@@ -234,7 +310,7 @@ impl Catalog {
     }
 }
 
-type Row = (String, String, i64, String, String, String);
+type Row = (String, String, i64, String, String, String, Option<i64>);
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -244,11 +320,12 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
     ))
 }
 
 fn entry_from(
-    (name, sent_name, size, hash, added_at, owner): Row,
+    (name, sent_name, size, hash, added_at, owner, modified_ns): Row,
 ) -> Result<CatalogEntry, CatalogError> {
     let corrupt = |what| CatalogError::Corrupt {
         name: name.clone(),
@@ -263,6 +340,7 @@ fn entry_from(
         hash,
         added_at,
         owner,
+        modified_ns,
     })
 }
 
@@ -272,12 +350,13 @@ fn insert_all(conn: &mut Connection, records: &[NewRecord]) -> Result<String, Ca
     let transaction = conn.transaction()?;
     {
         let mut insert = transaction.prepare_cached(
-            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr, owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO files (stored_name, sent_name, size, blake3, added_at, client_addr, owner,
+                                modified_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (stored_name) DO UPDATE SET
                 sent_name = excluded.sent_name, size = excluded.size, blake3 = excluded.blake3,
                 added_at = excluded.added_at, client_addr = excluded.client_addr,
-                owner = excluded.owner",
+                owner = excluded.owner, modified_ns = excluded.modified_ns",
         )?;
         // A group's files usually all come from one client: its address is written out once.
         let mut client: Option<(SocketAddr, String)> = None;
@@ -298,6 +377,7 @@ fn insert_all(conn: &mut Connection, records: &[NewRecord]) -> Result<String, Ca
                 added_at,
                 client_addr,
                 record.owner,
+                record.modified_ns,
             ])?;
         }
     }
@@ -317,6 +397,7 @@ mod tests {
             hash: blake3::hash(content).into(),
             client: "127.0.0.1:4000".parse().unwrap(),
             owner: "tester".into(),
+            modified_ns: Some(7),
         }
     }
 

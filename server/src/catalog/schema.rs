@@ -49,6 +49,18 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
             );",
         )?;
     }
+    // Protocol 9: the sender's modification time, and the index that finds every stored
+    // version of a sent name (re-runs skip unchanged files). Idempotent, any schema version.
+    let has_modified: bool = transaction.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('files') WHERE name = 'modified_ns'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_modified {
+        transaction.execute_batch("ALTER TABLE files ADD COLUMN modified_ns INTEGER;")?;
+    }
+    transaction
+        .execute_batch("CREATE INDEX IF NOT EXISTS files_by_sent_name ON files (sent_name);")?;
     if !existed {
         // A new catalog has nothing to upgrade.
         transaction.pragma_update(None, "user_version", NAMESPACED_SCHEMA)?;

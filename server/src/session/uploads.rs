@@ -105,8 +105,10 @@ impl Session {
                     None => plan = FilePlan::Fresh,
                 }
             }
-            if !matches!(plan, FilePlan::Refused { .. }) {
-                self.round.announce(intent.key);
+            match &mut plan {
+                FilePlan::Fresh | FilePlan::Resume { .. } => self.round.announce(intent.key),
+                FilePlan::Unchanged { stored_name } => *stored_name = self.client_name(stored_name),
+                FilePlan::Refused { .. } | FilePlan::Compare => {}
             }
             plans.push(plan);
         }
@@ -126,7 +128,7 @@ impl Session {
             return Err(self.violation(&what).await);
         }
         let action = match begin.conflict {
-            ConflictPolicy::KeepBoth => Action::Upload,
+            ConflictPolicy::KeepBoth | ConflictPolicy::Skip => Action::Upload,
             ConflictPolicy::Overwrite => Action::Overwrite,
         };
         if let Err(refusal) = self.authorize(action, true).await? {
@@ -316,7 +318,7 @@ impl Session {
         };
         let (id, name, size, started) =
             (upload.id, upload.name.clone(), upload.size, upload.started);
-        let (conflict, key) = (upload.conflict, upload.key);
+        let (conflict, key, modified_ns) = (upload.conflict, upload.key, upload.modified_ns);
         let written = match upload.finish().await {
             Ok(written) => written,
             Err(err @ UploadError::MissingBytes { .. }) => {
@@ -357,6 +359,7 @@ impl Session {
                 name,
                 key,
                 conflict,
+                modified_ns,
                 size,
                 hash: written.hash,
                 content: written.content,

@@ -69,6 +69,9 @@ pub enum StoreError {
     /// Every numbered variant of the name is taken.
     #[error("no free name left for '{0}'")]
     NoFreeName(String),
+    /// The name is taken and the upload asked never to rename or replace.
+    #[error("'{0}' is already stored; kept as it is (skip existing)")]
+    NameTaken(String),
     /// A numbered variant of the name broke a name rule (it became too long).
     #[error("no numbered variant of the name is valid: {0}")]
     Name(NameError),

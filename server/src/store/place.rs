@@ -50,6 +50,15 @@ impl Store {
             ConflictPolicy::KeepBoth => self.first_free_name(name, |candidate| {
                 rename_no_clobber(area.as_fd(), &partial, folder, candidate.leaf())
             }),
+            ConflictPolicy::Skip => {
+                match rename_no_clobber(area.as_fd(), &partial, folder, name.leaf()) {
+                    Ok(()) => Ok(name.clone()),
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        Err(StoreError::NameTaken(name.as_str().to_owned()))
+                    }
+                    Err(err) => Err(io_error("store", &name.under(&self.root))(err)),
+                }
+            }
         };
         if placed.is_ok() {
             self.forget_partial(key);
