@@ -352,6 +352,37 @@ pub(crate) struct ListArgs {
     /// [HOST:PORT] then an optional glob PATTERN.
     #[arg(value_name = "[HOST:PORT] [PATTERN]", num_args = 0..=2)]
     pub(crate) args: Vec<String>,
+
+    /// Exact sizes in bytes instead of human units.
+    #[arg(short, long)]
+    pub(crate) bytes: bool,
+
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub(crate) utc: bool,
+
+    /// The full BLAKE3 instead of its first 12 digits, and the sender's modification time.
+    #[arg(short, long)]
+    pub(crate) long: bool,
+
+    /// Order by name (natural: part2 before part10), size or time added (newest last).
+    #[arg(long, value_enum, default_value = "name")]
+    pub(crate) sort: SortKey,
+
+    /// One line per top-level folder (files, total size, newest), like `ls -d`.
+    #[arg(short = 'd', long)]
+    pub(crate) folders: bool,
+}
+
+/// What `list --sort` orders by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SortKey {
+    /// Natural name order.
+    Name,
+    /// Size, smallest first.
+    Size,
+    /// Time added, oldest first.
+    Time,
 }
 
 /// Arguments of `ftc rm`.

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::{
     exit::Exit,
+    listing::ListStyle,
     output::{self, emit, out, report_error, EventOutput, Verbosity},
     select::{is_pattern, select},
 };
@@ -59,6 +60,9 @@ pub(crate) async fn send(
             return report_error(err, style.json);
         }
     }
+    // The same path given twice is one file, sent once.
+    let mut paths = std::collections::HashSet::new();
+    plan.files.retain(|file| paths.insert(file.path.clone()));
     if let Err(err) = refuse_collisions(&plan) {
         return report_error(err, style.json);
     }
@@ -185,7 +189,12 @@ pub(crate) async fn get(
 }
 
 /// `list`: the catalog, optionally filtered by a glob pattern.
-pub(crate) async fn list(session: &mut Session, pattern: Option<String>, json: bool) -> Exit {
+pub(crate) async fn list(
+    session: &mut Session,
+    pattern: Option<String>,
+    style: Option<ListStyle>,
+    json: bool,
+) -> Exit {
     let listed = match session.client().await {
         Ok(client) => {
             let admin = client.authenticated().role == ft_protocol::Role::Admin;
@@ -194,8 +203,20 @@ pub(crate) async fn list(session: &mut Session, pattern: Option<String>, json: b
         Err(err) => Err(err),
     };
     match listed {
-        Ok((entries, admin)) => {
-            output::listing(&entries, admin, json);
+        Ok((mut entries, admin)) => {
+            let style = style.unwrap_or(ListStyle {
+                bytes: false,
+                utc: false,
+                long: false,
+                sort: crate::cli::SortKey::Name,
+                folders: false,
+                owners: false,
+            });
+            let style = ListStyle {
+                owners: admin,
+                ..style
+            };
+            output::listing(&mut entries, style, json);
             Exit::Success
         }
         Err(err) => {

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod exit;
+mod listing;
 mod login;
 mod output;
 mod progress;
@@ -232,7 +233,15 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                 return Err(Exit::BadInput);
             }
             let pattern = rest.pop();
-            commands::list(&mut session, pattern, json).await
+            let style = listing::ListStyle {
+                bytes: args.bytes,
+                utc: args.utc,
+                long: args.long,
+                sort: args.sort,
+                folders: args.folders,
+                owners: false,
+            };
+            commands::list(&mut session, pattern, Some(style), json).await
         }
         Command::Rm(args) => {
             let json = args.server.json;

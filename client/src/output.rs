@@ -572,68 +572,39 @@ fn batch_exit(connection_error: Option<ClientError>, all_ok: bool) -> Exit {
     }
 }
 
-/// Prints the catalog: aligned columns, or one JSON object per entry and a summary. An
-/// admin sees every user's files, so `owners` adds who stored each.
-pub(crate) fn listing(entries: &[CatalogEntry], owners: bool, json: bool) {
+/// Prints the catalog: aligned columns (see listing.rs), or one JSON object per entry with
+/// exact values and a summary.
+pub(crate) fn listing(entries: &mut [CatalogEntry], style: crate::listing::ListStyle, json: bool) {
+    crate::listing::sort(entries, style.sort);
     let total: u64 = entries.iter().map(|entry| entry.size).sum();
     if json {
-        for entry in entries {
+        for entry in entries.iter() {
             emit(&json!({
                 "event": "entry", "name": entry.name, "sent_name": entry.sent_name,
                 "size": entry.size, "blake3": entry.hash.to_hex(), "added_at": entry.added_at,
-                "owner": entry.owner,
+                "owner": entry.owner, "modified_ns": entry.modified_ns,
             }));
         }
         emit(&json!({"event": "summary", "files": entries.len(), "bytes": total}));
         return;
     }
-    let size_width = entries
-        .iter()
-        .map(|entry| entry.size.to_string().len())
-        .max()
-        .unwrap_or(0)
-        .max("SIZE".len());
-    let time_width = entries
-        .iter()
-        .map(|entry| entry.added_at.len())
-        .max()
-        .unwrap_or(0)
-        .max("ADDED".len());
-    let owner_width = entries
-        .iter()
-        .map(|entry| entry.owner.len())
-        .max()
-        .unwrap_or(0)
-        .max("OWNER".len());
-    let owner = |text: &str| {
-        if owners {
-            format!("{text:<owner_width$}  ")
-        } else {
-            String::new()
+    {
+        use std::io::Write as _;
+        let mut listing = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        for line in crate::listing::lines(entries, style) {
+            let _ = writeln!(listing, "{}", crate::terminal::safe(&line));
         }
-    };
-    out!(
-        "{:>size_width$}  {:<time_width$}  {:<64}  {}NAME",
-        "SIZE",
-        "ADDED",
-        "BLAKE3",
-        owner("OWNER")
-    );
-    for entry in entries {
-        out!(
-            "{:>size_width$}  {:<time_width$}  {}  {}{}",
-            entry.size,
-            entry.added_at,
-            entry.hash,
-            owner(&entry.owner),
-            entry.name
-        );
+        let _ = listing.flush();
     }
     out!(
-        "{} {}, {total} bytes ({})",
+        "{} {}, {}",
         entries.len(),
         files_word(entries.len()),
-        BinaryBytes(total)
+        if style.bytes {
+            format!("{total} bytes")
+        } else {
+            BinaryBytes(total).to_string()
+        }
     );
 }
 

@@ -106,7 +106,7 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                 if args.len() > 1 {
                     usage("ls [PATTERN]")
                 } else {
-                    commands::list(&mut session, args.first().cloned(), false).await
+                    commands::list(&mut session, args.first().cloned(), None, false).await
                 }
             }
             "put" | "send" => {

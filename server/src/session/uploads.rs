@@ -46,6 +46,17 @@ impl Session {
                 .collect();
             return self.send(Response::Prepared(Prepared { plans })).await;
         }
+        // A role that may not overwrite learns so up front, not from an `Unchanged` that
+        // would answer for a file it could never have replaced.
+        let overwrite_refused = if prepare
+            .files
+            .iter()
+            .any(|intent| intent.conflict == ConflictPolicy::Overwrite)
+        {
+            self.authorize(Action::Overwrite, true).await?.err()
+        } else {
+            None
+        };
         // Names and keys as the server keeps them: beneath the client's namespace.
         let mut prepare = prepare;
         for intent in &mut prepare.files {
@@ -85,7 +96,12 @@ impl Session {
         let mut plans = Vec::with_capacity(planned.len());
         let mut seen = std::collections::HashSet::new();
         for (intent, (mut plan, mut resume)) in files.iter().zip(planned) {
-            if still_held.contains(&intent.key) {
+            if let (Some(refusal), ConflictPolicy::Overwrite) =
+                (&overwrite_refused, intent.conflict)
+            {
+                let (code, message) = (refusal.code, refusal.message.clone());
+                (plan, resume) = (FilePlan::refused(code, message), None);
+            } else if still_held.contains(&intent.key) {
                 let message = "this file is being uploaded by another connection".to_owned();
                 (plan, resume) = (FilePlan::refused(ErrorCode::Busy, message), None);
             } else if matches!(plan, FilePlan::Resume { .. })
