@@ -19,8 +19,9 @@ commands:
   put PATH... [--overwrite] [--compress]
                                upload files and folders
   get NAME... [-o DIR] [--force]
-                               download stored files (into the current folder by default)
-  rm NAME...                   delete stored files
+                               download stored files, folders (photos/) and patterns
+                               (into the current folder by default)
+  rm NAME... [--yes]           delete stored files (folders and patterns: --yes)
   info                         server version, usage and limits
   help                         this text
   quit                         leave (also: exit, Ctrl-D)

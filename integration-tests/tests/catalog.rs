@@ -36,9 +36,30 @@ fn list_shows_every_file_with_name_size_hash_and_time_added() {
         .lines()
         .find(|line| line.ends_with("alpha.txt"))
         .unwrap();
-    assert!(alpha_line.contains(&blake3_hex(b"alpha")), "{human}");
-    assert!(alpha_line.trim_start().starts_with('5'), "{human}");
-    assert!(human.stdout.contains("2 files, 4101 bytes"), "{human}");
+    // For people: a short hash, human sizes, local time to the minute.
+    assert!(alpha_line.contains(&blake3_hex(b"alpha")[..12]), "{human}");
+    assert!(!alpha_line.contains(&blake3_hex(b"alpha")), "{human}");
+    assert!(alpha_line.trim_start().starts_with("5 B"), "{human}");
+    assert!(human.stdout.contains("2 files, 4.00 KiB"), "{human}");
+    for line in human.stdout.lines() {
+        assert!(line.chars().count() <= 80, "fits 80 columns: {line}");
+    }
+    // Exact values when asked.
+    let exact = ftc(
+        &ws.src(),
+        &["list", &server.address(), "-b", "--long", "--utc"],
+    );
+    exact.success();
+    assert!(exact.stdout.contains(&blake3_hex(b"alpha")), "{exact}");
+    assert!(exact.stdout.contains("2 files, 4101 bytes"), "{exact}");
+    assert!(exact.stdout.contains("MODIFIED"), "{exact}");
+    // Sorted by size, largest last; a folder summary.
+    let by_size = ftc(&ws.src(), &["list", &server.address(), "--sort", "size"]);
+    let rows: Vec<&str> = by_size.stdout.lines().skip(1).take(2).collect();
+    assert!(
+        rows[0].ends_with("alpha.txt") && rows[1].ends_with("beta.bin"),
+        "{by_size}"
+    );
 }
 
 #[test]
@@ -67,5 +88,5 @@ fn an_empty_catalog_lists_nothing() {
     assert!(listing(&server, &ws.src()).is_empty());
     let human = ftc(&ws.src(), &["list", &server.address()]);
     human.success();
-    assert!(human.stdout.contains("0 files, 0 bytes"), "{human}");
+    assert!(human.stdout.contains("0 files, 0 B"), "{human}");
 }

@@ -30,7 +30,8 @@ fn a_second_file_of_the_same_name_is_kept_as_numbered_copy() {
     );
     let rows = listing(&server, &ws.src());
     let names: Vec<_> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["report (1).pdf", "report.pdf"]);
+    // Natural order: the original before its copies.
+    assert_eq!(names, ["report.pdf", "report (1).pdf"]);
     assert!(rows.iter().all(|r| r["sent_name"] == "report.pdf"));
 }
 

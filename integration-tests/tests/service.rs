@@ -363,8 +363,8 @@ fn list_filters_by_pattern_sorted_in_columns() {
         lines[1].ends_with("pics/a.jpg") && lines[2].ends_with("pics/b.jpg"),
         "{output}"
     );
-    assert!(lines[1].contains(&blake3_hex(b"a.jpg")), "{output}");
-    assert_eq!(lines[3], "2 files, 10 bytes (10 B)", "{output}");
+    assert!(lines[1].contains(&blake3_hex(b"a.jpg")[..12]), "{output}");
+    assert_eq!(lines[3], "2 files, 10 B", "{output}");
     let everything = ftc(&ws.src(), &["list", &server.address()]);
     assert!(everything.stdout.contains("3 files"), "{everything}");
 }

@@ -49,7 +49,7 @@ put never-reached.txt
     assert!(output.stdout.contains("files stored:     2"), "{output}");
     assert!(output.stdout.contains("deleted notes.txt"), "{output}");
     assert!(
-        output.stdout.contains("1 file, 5 bytes"),
+        output.stdout.contains("1 file, 5 B"),
         "after rm only dir/inner.txt is left: {output}"
     );
     assert_eq!(
