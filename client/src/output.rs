@@ -356,10 +356,10 @@ pub(crate) fn send_report(
                 anyhow::Error::new(clone_problem(problem))
             );
         }
-        let mut unconfirmed = 0;
+        let mut unconfirmed = Vec::new();
         for (file, failure) in report.failed() {
             if failure.code == FailureCode::ConnectionLost {
-                unconfirmed += 1;
+                unconfirmed.push(file.name.as_str());
                 continue;
             }
             err!(
@@ -376,10 +376,17 @@ pub(crate) fn send_report(
                 failure.code
             );
         }
-        if unconfirmed > 0 {
+        if !unconfirmed.is_empty() {
+            /// Names listed before "and N more".
+            const NAMED: usize = 10;
+            let mut names = unconfirmed[..unconfirmed.len().min(NAMED)].join(", ");
+            if unconfirmed.len() > NAMED {
+                names.push_str(&format!(" and {} more", unconfirmed.len() - NAMED));
+            }
             err!(
-                "ftc: {unconfirmed} {} not stored: the server did not confirm them",
-                files_word(unconfirmed)
+                "ftc: {} {} not stored: the server did not confirm them: {names}",
+                unconfirmed.len(),
+                files_word(unconfirmed.len())
             );
         }
         let verdict = if report.all_stored() && unreadable.is_empty() {

@@ -33,9 +33,20 @@ pub(crate) fn plan_page(
         folders: KnownFolders::default(),
         retimes: Vec::new(),
     };
+    let names: Vec<(&str, bool)> = files
+        .iter()
+        .map(|intent| (intent.name.as_str(), versions::with_variants(intent)))
+        .collect();
+    let stored = state.catalog.versions_of_many(&names);
     let plans = files
         .iter()
-        .map(|intent| plan_upload(state, intent, &mut context))
+        .map(|intent| {
+            let versions = match &stored {
+                Ok(found) => Ok(found.get(&intent.name).map_or(&[][..], Vec::as_slice)),
+                Err(err) => Err(Refusal::storage(err)),
+            };
+            plan_upload(state, intent, versions, &mut context)
+        })
         .collect();
     if let Err(err) = state.catalog.set_modified(&context.retimes) {
         tracing::warn!(error = %err, "cannot record new modification times");
@@ -105,6 +116,7 @@ struct PlanContext {
 fn plan_upload(
     state: &ServerState,
     intent: &FileIntent,
+    stored: Result<&[crate::catalog::StoredVersion], Refusal>,
     context: &mut PlanContext,
 ) -> (FilePlan, Option<ResumeOffer>) {
     let refused = |Refusal { code, message }: Refusal| (FilePlan::refused(code, message), None);
@@ -112,8 +124,7 @@ fn plan_upload(
     {
         return refused(refusal);
     }
-    let sameness = versions::versions_for(&state.catalog, intent)
-        .map(|stored| versions::judge(intent, &stored));
+    let sameness = stored.map(|stored| versions::judge(intent, stored));
     match sameness {
         Ok(Sameness::Unchanged {
             stored_name,
@@ -130,7 +141,7 @@ fn plan_upload(
             return refused(Refusal::new(ErrorCode::NameTaken, message));
         }
         Ok(Sameness::New) => {}
-        Err(err) => return refused(Refusal::storage(err)),
+        Err(refusal) => return refused(refusal),
     }
     let store = &state.store;
     // Taken out once looked at: a key listed again in the page is not read and hashed

@@ -11,7 +11,7 @@
 
 use ft_protocol::{ConflictPolicy, FileIntent};
 
-use crate::catalog::{CatalogError, StoredVersion};
+use crate::catalog::StoredVersion;
 
 /// What the catalog says about an announced file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,20 +46,12 @@ pub(crate) fn judge(intent: &FileIntent, versions: &[StoredVersion]) -> Sameness
                 retime,
             };
         }
-    } else {
-        let quick = intent.quick_check && intent.modified_ns.is_some();
-        let quick_match = same_size
-            .clone()
-            .find(|v| quick && v.modified_ns == intent.modified_ns);
-        if let Some(version) = quick_match {
-            return Sameness::Unchanged {
-                stored_name: version.stored_name.clone(),
-                retime: None,
-            };
-        }
-        if same_size.clone().next().is_some() {
-            return Sameness::Compare;
-        }
+    } else if same_size.clone().next().is_some() {
+        // Equal size and time is not proof: files from different machines (clones,
+        // automation) often share a name, a size and a time. Only the hash decides, so a
+        // stored file is never mistaken for another's content; the client hashes only files
+        // whose size matches a stored version.
+        return Sameness::Compare;
     }
     let name_taken = versions.iter().any(|v| v.stored_name == intent.name);
     if intent.conflict == ConflictPolicy::Skip && name_taken {
@@ -69,14 +61,10 @@ pub(crate) fn judge(intent: &FileIntent, versions: &[StoredVersion]) -> Sameness
     }
 }
 
-/// The stored versions an announced file is compared with: with overwrite, only the file
-/// under the name (that is the one it would replace); otherwise its variants too.
-pub(crate) fn versions_for(
-    catalog: &crate::catalog::Catalog,
-    intent: &FileIntent,
-) -> Result<Vec<StoredVersion>, CatalogError> {
-    let variants = intent.conflict != ConflictPolicy::Overwrite;
-    catalog.versions(&intent.name, variants)
+/// Whether an announced file is compared with the copies stored from its name too: not when
+/// it overwrites (the file under the name is the one it would replace).
+pub(crate) fn with_variants(intent: &FileIntent) -> bool {
+    intent.conflict != ConflictPolicy::Overwrite
 }
 
 #[cfg(test)]
@@ -107,19 +95,13 @@ mod tests {
     }
 
     #[test]
-    fn equal_size_and_time_is_unchanged_without_hashing() {
+    fn equal_size_and_time_still_asks_for_the_hash() {
         let versions = [
             version("a (1).txt", 5, 2, Some(9)),
             version("a.txt", 5, 1, Some(7)),
         ];
         let judged = judge(&intent(5, Some(7), ConflictPolicy::KeepBoth), &versions);
-        assert_eq!(
-            judged,
-            Sameness::Unchanged {
-                stored_name: "a.txt".into(),
-                retime: None
-            }
-        );
+        assert_eq!(judged, Sameness::Compare);
     }
 
     #[test]
