@@ -140,6 +140,22 @@ pub(crate) enum Command {
         exit_codes_help!(),
     ))]
     Login(LoginArgs),
+    /// Be online for other users' `ftc send --to`, and save what you accept.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ftc listen backup:7878 -o ~/incoming\n",
+        "  ftc listen --accept-from alice --accept-from bob     (others are asked, or declined)\n",
+        "  ftc listen --yes --once                              (take the next offer, then exit)\n\n",
+        "On a terminal each offer is shown and you accept all, none, or choose files; without a\n",
+        "terminal it is declined unless --yes or its sender is in --accept-from. Files are\n",
+        "verified (BLAKE3) before they get their names; a local file is never replaced (the new\n",
+        "one is kept as 'name (1).ext') unless --force. Ctrl-C stops listening.\n",
+        exit_codes_help!(),
+    ))]
+    Listen(ListenArgs),
+    /// Show who is online now (and who listens for files).
+    #[command(after_help = concat!("Examples:\n  ftc users backup:7878\n  ftc users --json\n", exit_codes_help!()))]
+    Users(UsersArgs),
     /// Print the man page (roff) to stdout.
     #[command(after_help = "Examples:\n  ftc man > /usr/share/man/man1/ftc.1\n")]
     Man,
@@ -313,6 +329,16 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     pub(crate) strict: bool,
 
+    /// Send to these online users (comma-separated) through the server instead of storing
+    /// on it; each accepts or declines (see `ftc listen`).
+    #[arg(long, value_name = "USER[,USER...]", value_delimiter = ',',
+          conflicts_with_all = ["into", "overwrite", "skip_existing", "checksum"])]
+    pub(crate) to: Vec<String>,
+
+    /// With --to: how long recipients have to answer.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub(crate) offer_timeout: std::time::Duration,
+
     /// Compress with zstd (level 1) on the way; chunks that do not shrink go as they are.
     /// Worth it on slow links with compressible data. Default: `compress` from the config file.
     #[arg(long)]
@@ -423,6 +449,54 @@ pub(crate) struct ShellArgs {
     /// Credentials and the expected certificate.
     #[command(flatten)]
     pub(crate) access: AccessOptions,
+
+    /// The server, unless configured.
+    #[arg(value_name = "HOST:PORT", num_args = 0..=1)]
+    pub(crate) args: Vec<String>,
+}
+
+/// Arguments of `ftc listen`.
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// Which server, and how to print.
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
+
+    /// The server, unless configured.
+    #[arg(value_name = "HOST:PORT", num_args = 0..=1)]
+    pub(crate) args: Vec<String>,
+
+    /// Folder to save into (default: the current folder, or `output` from the config file).
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Accept offers from this user without asking (repeat for more).
+    #[arg(long, value_name = "USER")]
+    pub(crate) accept_from: Vec<String>,
+
+    /// Accept every offer without asking.
+    #[arg(short, long)]
+    pub(crate) yes: bool,
+
+    /// Have the server decline this user's offers unseen (repeat for more).
+    #[arg(long, value_name = "USER")]
+    pub(crate) block: Vec<String>,
+
+    /// Exit after the first offer (accepted and received, or declined).
+    #[arg(long)]
+    pub(crate) once: bool,
+
+    /// Replace local files of the same name.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// Arguments of `ftc users`.
+#[derive(Debug, Args)]
+pub(crate) struct UsersArgs {
+    /// Which server, and how to print.
+    #[command(flatten)]
+    pub(crate) server: ServerOptions,
 
     /// The server, unless configured.
     #[arg(value_name = "HOST:PORT", num_args = 0..=1)]

@@ -352,8 +352,27 @@ pub(crate) fn unexpected(response: Response) -> ClientError {
         Response::DirMade(made) => format!("DirMade {}", made.name),
         Response::Failed(failed) => format!("Failed {}: {}", failed.code, failed.message),
         Response::Authenticated(authenticated) => format!("Authenticated {}", authenticated.user),
+        other => relay_message_name(&other).to_owned(),
     };
     ClientError::Unexpected(what)
+}
+
+/// The name of a relay message, for an "unexpected" error.
+fn relay_message_name(response: &Response) -> &'static str {
+    match response {
+        Response::Users(_) => "Users",
+        Response::Listening(_) => "Listening",
+        Response::Presence(_) => "Presence",
+        Response::Offered(_) => "Offered",
+        Response::OfferAnswers(_) => "OfferAnswers",
+        Response::RelayFileStart(_) => "RelayFileStart",
+        Response::RelayData(_) => "RelayData",
+        Response::RelayFileEnd(_) => "RelayFileEnd",
+        Response::Delivered(_) => "Delivered",
+        Response::OfferCancelled(_) => "OfferCancelled",
+        Response::OfferClosed(_) => "OfferClosed",
+        _ => "a message",
+    }
 }
 
 async fn open_tcp(address: &ServerAddress, timeout: Duration) -> Result<TcpStream, ClientError> {

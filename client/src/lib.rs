@@ -17,6 +17,7 @@ mod known_servers;
 mod local;
 mod pipeline;
 mod read;
+pub mod relay;
 mod report;
 mod session;
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod listing;
 mod login;
 mod output;
 mod progress;
+mod relay_commands;
 mod select;
 mod shell;
 mod terminal;
@@ -185,6 +186,21 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
             let style = style(&args.server, &args.transfer, settings);
             let (mut session, paths) = session(settings, args.server, args.args, Operands::Paths)?;
             let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+            if !args.to.is_empty() {
+                let to = args
+                    .to
+                    .into_iter()
+                    .filter(|user| !user.is_empty())
+                    .collect();
+                return Ok(relay_commands::send_to(
+                    &mut session,
+                    &paths,
+                    to,
+                    args.offer_timeout,
+                    style,
+                )
+                .await);
+            }
             let conflict = if args.overwrite {
                 ConflictPolicy::Overwrite
             } else if args.skip_existing {
@@ -264,6 +280,25 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
             };
             let (session, _) = session(settings, options, args.args, Operands::Nothing)?;
             shell::run(session, settings).await
+        }
+        Command::Listen(args) => {
+            let json = args.server.json;
+            let (mut session, _) = session(settings, args.server, args.args, Operands::Nothing)?;
+            let options = ft_client::relay::ListenOptions {
+                out_dir: args
+                    .output
+                    .or_else(|| settings.output.clone())
+                    .unwrap_or_else(|| PathBuf::from(".")),
+                force: args.force,
+                blocked: args.block,
+                once: args.once,
+            };
+            relay_commands::listen(&mut session, options, args.accept_from, args.yes, json).await
+        }
+        Command::Users(args) => {
+            let json = args.server.json;
+            let (mut session, _) = session(settings, args.server, args.args, Operands::Nothing)?;
+            relay_commands::users(&mut session, json).await
         }
         Command::Login(args) => login::login(args, settings).await,
         Command::Completions { .. } | Command::Man => Exit::Success,

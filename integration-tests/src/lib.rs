@@ -528,6 +528,12 @@ pub fn spawn_ftc(cwd: &Path, args: &[&str]) -> RunningFtc {
     spawn_ftc_with(cwd, args, &[], None)
 }
 
+/// Starts `ftc args...` in the background with extra environment variables (see
+/// [`ftc_with`] for how they decide who it logs in as).
+pub fn spawn_ftc_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> RunningFtc {
+    spawn_ftc_with(cwd, args, env, None)
+}
+
 /// The variables that make `ftc` log in to, and pin, a server.
 const LOGIN_VARIABLES: [&str; 3] = ["FTC_USER", "FTC_TOKEN", "FTC_FINGERPRINT"];
 

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn hello_bytes_are_pinned() {
         let bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
-        assert_eq!(bytes, [0x00, 0x09, 0x03, b'f', b't', b'c', 0x00]);
+        assert_eq!(bytes, [0x00, 0x0a, 0x03, b'f', b't', b'c', 0x00]);
     }
 
     #[test]
@@ -411,8 +411,8 @@ mod tests {
         );
         // A future Hello whose tail we cannot parse is still recognised by its frozen prefix.
         assert!(matches!(
-            decode_hello(&[0x00, 0x0a, 0xff, 0xff]),
-            Err(HelloError::VersionMismatch { theirs: 10, .. })
+            decode_hello(&[0x00, 0x0b, 0xff, 0xff]),
+            Err(HelloError::VersionMismatch { theirs: 11, .. })
         ));
     }
 

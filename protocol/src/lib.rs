@@ -79,6 +79,31 @@
 //!   plan counts as an announcement. The server never sends a stored file's hash in a plan;
 //!   the client learns only whether its own hash matches.
 //!
+//! # Relay (protocol 10)
+//!
+//! ```text
+//! listener:  Listen -> Listening ( Presence | Offered | RelayFileStart | RelayData
+//!                                  | RelayFileEnd | OfferCancelled )*
+//!            client, any time:  Answer | Received | CancelOffer
+//! sender:    Offer -> ( OfferAnswers ( RelayBegin RelayData* RelayEnd )* OfferEnd
+//!                       ( Delivered | OfferCancelled )* OfferClosed | Failed )
+//!            client, any time during the offer: CancelOffer
+//! anyone:    Users -> Users
+//! ```
+//!
+//! - A listening connection does nothing else; one connection may carry several offers,
+//!   one after the other. Only users (not anonymous clients) relay; a role that may upload
+//!   may offer, every role may listen.
+//! - The server pushes each `Offer` to every listening connection of each recipient as
+//!   `Offered` with a number of its own; the first `Answer` counts. After `OfferAnswers`
+//!   the sender streams each file once; the server fans it out, each recipient from its own
+//!   start (its verified prefix: the sender compared the recipient's `prefix_hash` with its
+//!   own). Nothing touches the server's disk. A recipient whose queue stays full past the
+//!   idle timeout is dropped (`OfferCancelled` to the sender) and the others go on.
+//! - The recipient checks the sender's hash in `RelayFileEnd` before the file gets its name,
+//!   then says `Received`; the sender learns it as `Delivered`, and `OfferClosed` once every
+//!   recipient gave its verdicts or left.
+//!
 //! - `Get` is answered by `Sending { size, hash, offset }` followed by exactly
 //!   `size - offset` bytes in [`Response::Data`] messages — or by [`Failed`] (unknown name),
 //!   or by `Failed` in place of the remaining data if the stored file cannot be read. The
@@ -127,6 +152,7 @@ pub mod codec;
 mod error;
 mod fingerprint;
 mod message;
+pub mod relay;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use fingerprint::{Fingerprint, FingerprintError};
@@ -149,7 +175,17 @@ pub use message::{
 /// Version 9 added re-runs that skip unchanged files (`FilePlan::Unchanged`/`Compare`, the
 /// intent's conflict policy, modification time and content hash), `ConflictPolicy::Skip`
 /// with `NameTaken`, and the modification time in `BeginFile`, `Sending` and catalog entries.
-pub const PROTOCOL_VERSION: u32 = 9;
+/// Version 10 added the relay: `Users`, `Listen`, offers to online users and their streams.
+pub const PROTOCOL_VERSION: u32 = 10;
+
+/// Most recipients of one offer.
+pub const MAX_RELAY_RECIPIENTS: usize = 16;
+
+/// Most files in one offer (an offer travels in one frame, so its names must fit too).
+pub const MAX_OFFER_FILES: usize = 4096;
+
+/// Longest a sender may ask recipients to take to answer, in seconds.
+pub const MAX_OFFER_TIMEOUT_SECS: u32 = 600;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.

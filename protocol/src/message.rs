@@ -37,6 +37,26 @@ pub enum Request {
     CompressedChunk(CompressedChunk),
     /// Says who the client is; must follow `Welcome`. Protocol 7.
     Authenticate(Authenticate),
+    /// Asks who is online. Protocol 10.
+    Users(crate::relay::UsersRequest),
+    /// Makes the connection a listening one (offers and presence pushed). Protocol 10.
+    Listen(crate::relay::Listen),
+    /// Offers files to online users. Protocol 10.
+    Offer(crate::relay::Offer),
+    /// A listener's answer to an offer. Protocol 10.
+    Answer(crate::relay::Answer),
+    /// The sender starts a file of its offer. Protocol 10.
+    RelayBegin(crate::relay::RelayBegin),
+    /// Bytes of the file begun. Protocol 10.
+    RelayData(crate::relay::RelayData),
+    /// The file begun is complete, with its hash. Protocol 10.
+    RelayEnd(crate::relay::RelayFileEnd),
+    /// A listener's verdict on a relayed file. Protocol 10.
+    Received(crate::relay::Received),
+    /// Stops an offer, from either side. Protocol 10.
+    CancelOffer(crate::relay::CancelOffer),
+    /// The sender is done with its offer. Protocol 10.
+    OfferEnd(crate::relay::OfferEnd),
 }
 
 /// Everything a server may send. Variant order is the wire encoding: append only.
@@ -66,6 +86,28 @@ pub enum Response {
     Failed(Failed),
     /// The client is who it said; requests may follow. Protocol 7.
     Authenticated(Authenticated),
+    /// The users online. Protocol 10.
+    Users(crate::relay::UserList),
+    /// The connection listens now. Protocol 10.
+    Listening(crate::relay::Listening),
+    /// Someone came or went (to listeners). Protocol 10.
+    Presence(crate::relay::Presence),
+    /// An offer for this listener. Protocol 10.
+    Offered(crate::relay::Offered),
+    /// The recipients' answers, to the sender. Protocol 10.
+    OfferAnswers(crate::relay::OfferAnswers),
+    /// A relayed file starts (to a recipient). Protocol 10.
+    RelayFileStart(crate::relay::RelayFileStart),
+    /// Bytes of a relayed file (to a recipient). Protocol 10.
+    RelayData(crate::relay::RelayData),
+    /// A relayed file is complete (to a recipient). Protocol 10.
+    RelayFileEnd(crate::relay::RelayFileEnd),
+    /// A recipient's verdict on a file (to the sender). Protocol 10.
+    Delivered(crate::relay::Delivered),
+    /// An offer stopped for someone. Protocol 10.
+    OfferCancelled(crate::relay::OfferCancelled),
+    /// The offer is over (to the sender). Protocol 10.
+    OfferClosed(crate::relay::OfferClosed),
 }
 
 /// The client's credentials, or none for anonymous access (refused unless the server

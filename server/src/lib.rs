@@ -23,6 +23,7 @@ pub mod names;
 pub(crate) mod pattern;
 pub(crate) mod plan;
 pub(crate) mod refusal;
+pub(crate) mod relay;
 pub(crate) mod session;
 pub mod store;
 pub mod tls;
@@ -97,6 +98,8 @@ pub struct ServerState {
     pub(crate) memory: memory::MemoryBudget,
     /// Connections that would give up their slot to a new client on a full server.
     pub(crate) idle: Arc<idle::IdleConnections>,
+    /// Who is online, listening connections and offers between users.
+    pub(crate) relay: relay::RelayHub,
 }
 
 impl ServerState {
@@ -114,6 +117,7 @@ impl ServerState {
             small_buffers: buffers::SmallBuffers::default(),
             memory,
             idle: Arc::default(),
+            relay: relay::RelayHub::default(),
         }
     }
 }

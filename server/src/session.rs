@@ -38,6 +38,8 @@ use crate::{
 };
 
 mod announced;
+mod relay_listen;
+mod relay_offer;
 mod round;
 mod store_requests;
 mod uploads;
@@ -100,6 +102,9 @@ pub(crate) enum SessionError {
     /// A newer connection took over the upload in flight (the client reconnected).
     #[error("upload of '{0}' taken over by a newer connection")]
     Superseded(String),
+    /// A listening connection ended normally (not an error: it closes the session).
+    #[error("listening connection closed")]
+    Listened,
 }
 
 /// The upload side of the session.
@@ -139,6 +144,8 @@ pub(crate) async fn serve(
         handshaking: Some(handshaking),
         namespaces_seen: std::sync::Mutex::default(),
         files_stored: 0,
+        shutdown: shutdown.clone(),
+        _online: None,
     };
     // Every line logged for this connection carries its peer.
     let span = tracing::info_span!("connection", %peer, user = tracing::field::Empty);
@@ -147,7 +154,9 @@ pub(crate) async fn serve(
     let elapsed = started.elapsed();
     let _entered = span.enter();
     match result {
-        Ok(()) => tracing::info!(files = session.files_stored, ?elapsed, "connection closed"),
+        Ok(()) | Err(SessionError::Listened) => {
+            tracing::info!(files = session.files_stored, ?elapsed, "connection closed")
+        }
         Err(err) => tracing::warn!(
             files = session.files_stored, ?elapsed, error = %err, "connection ended"
         ),
@@ -213,6 +222,10 @@ struct Session {
     namespaces_seen: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Files acknowledged on this connection, for the log.
     files_stored: u64,
+    /// Cancelled when the server shuts down (a listening connection watches it).
+    shutdown: CancellationToken,
+    /// Counts the user online while the connection is open (see relay/presence.rs).
+    _online: Option<crate::relay::OnlineGuard>,
 }
 
 impl Session {
@@ -382,6 +395,30 @@ impl Session {
             Request::Authenticate(_) => {
                 return Err(self.violation("Authenticate sent twice").await)
             }
+            Request::Users(_) => {
+                let users = self.state.relay.online_users();
+                self.send(Response::Users(ft_protocol::relay::UserList { users }))
+                    .await?;
+            }
+            Request::Listen(listen) => {
+                self.commit_group().await?;
+                self.on_listen(listen).await?;
+                // A listening connection does nothing else: its end is the session's.
+                return Err(SessionError::Listened);
+            }
+            Request::Offer(offer) => {
+                self.commit_group().await?;
+                self.on_offer(offer).await?;
+            }
+            Request::Answer(_)
+            | Request::RelayBegin(_)
+            | Request::RelayData(_)
+            | Request::RelayEnd(_)
+            | Request::Received(_)
+            | Request::CancelOffer(_)
+            | Request::OfferEnd(_) => {
+                return Err(self.violation("a relay message outside an offer").await)
+            }
         }
         Ok(())
     }
@@ -523,6 +560,12 @@ impl Session {
             role: identity.role,
         }))
         .await?;
+        if identity.user != ANONYMOUS {
+            self._online = Some(crate::relay::RelayHub::came_online(
+                &self.state,
+                &identity.user,
+            ));
+        }
         self.identity = Some(identity);
         Ok(true)
     }

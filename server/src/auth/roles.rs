@@ -19,6 +19,8 @@ pub enum Action {
     Delete,
     /// See the server's version, limits and the namespace's totals.
     Info,
+    /// Offer files to other online users (relay).
+    Offer,
 }
 
 impl Action {
@@ -32,6 +34,7 @@ impl Action {
             Action::Get => "download files",
             Action::Delete => "delete files",
             Action::Info => "see server information",
+            Action::Offer => "send files to other users",
         }
     }
 }
@@ -43,8 +46,9 @@ pub fn allows(role: Role, action: Action) -> bool {
     match role {
         Role::Admin => true,
         Role::Write => true,
-        // A drop box: new files in, nothing out, nothing replaced or removed.
-        Role::Upload => matches!(action, Upload | MakeDir | Info),
+        // A drop box: new files in, nothing out, nothing replaced or removed. Sending to
+        // another user is sending files in, so it may offer too.
+        Role::Upload => matches!(action, Upload | MakeDir | Info | Offer),
         Role::Read => matches!(action, List | Get | Info),
     }
 }
@@ -56,7 +60,7 @@ mod tests {
     #[test]
     fn each_role_allows_exactly_its_actions() {
         use Action::*;
-        let all = [Upload, Overwrite, MakeDir, List, Get, Delete, Info];
+        let all = [Upload, Overwrite, MakeDir, List, Get, Delete, Info, Offer];
         let allowed = |role| -> Vec<Action> {
             all.into_iter()
                 .filter(|action| allows(role, *action))
@@ -64,7 +68,7 @@ mod tests {
         };
         assert_eq!(allowed(Role::Admin), all);
         assert_eq!(allowed(Role::Write), all);
-        assert_eq!(allowed(Role::Upload), [Upload, MakeDir, Info]);
+        assert_eq!(allowed(Role::Upload), [Upload, MakeDir, Info, Offer]);
         assert_eq!(allowed(Role::Read), [List, Get, Info]);
     }
 }

@@ -1,0 +1,573 @@
+//! `ftc listen`: be online for other users, decide on their offers, and save what they send
+//! the way downloads are saved: into a hidden `.NAME.ftc-part` beside the destination,
+//! hashed while written, named only once the sender's BLAKE3 matches, never replacing a
+//! local file unless asked (keep both as `name (1).ext`), never outside the folder.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ft_protocol::{
+    relay::{
+        Answer, CancelOffer, Decision, FileAnswer, Listen, Listening, OfferCancelled, Offered,
+        OfferedFile, OnlineUser, Presence, Received, RelayData, RelayFileEnd, RelayFileStart,
+        UsersRequest,
+    },
+    Hash, Request, Response,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::{
+    connection::{interpret, unexpected, Client},
+    download::local_path,
+    error::ClientError,
+    session::Session,
+};
+
+/// How often a listening client shows it is alive (the server closes silent connections).
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// How a listener saves what it accepts.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Where files go (their folders are kept).
+    pub out_dir: PathBuf,
+    /// Replace local files of the same name instead of keeping both.
+    pub force: bool,
+    /// Users whose offers the server declines without asking.
+    pub blocked: Vec<String>,
+    /// Return after the first offer is over.
+    pub once: bool,
+}
+
+/// An offer to decide on.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Who offers.
+    pub from: &'a str,
+    /// What (names already checked: unsafe ones are never accepted).
+    pub files: &'a [OfferedFile],
+}
+
+/// The decision on an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferChoice {
+    /// None of it.
+    Decline,
+    /// These files (one flag per offered file).
+    Accept(Vec<bool>),
+}
+
+/// What a listener reports as it goes.
+#[derive(Debug, Clone)]
+pub enum ListenEvent {
+    /// Listening; these users are online.
+    Listening(Vec<OnlineUser>),
+    /// Someone came, went, or started or stopped listening.
+    Presence(Presence),
+    /// An offer was declined (by the decision, or for unsafe names).
+    Declined {
+        /// Who offered.
+        from: String,
+        /// Files it held.
+        files: usize,
+    },
+    /// A file was saved and verified.
+    Saved {
+        /// Who sent it.
+        from: String,
+        /// The offered name.
+        name: String,
+        /// Where it was saved (another name if the offered one was taken).
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3, the sender's and ours.
+        hash: Hash,
+    },
+    /// A file was not saved.
+    Failed {
+        /// Who sent it.
+        from: String,
+        /// The offered name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The sender stopped the offer (partial files stay for a resume).
+    Cancelled {
+        /// Who sent it.
+        from: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One accepted file.
+struct Wanted {
+    offered: OfferedFile,
+    target: PathBuf,
+    partial: PathBuf,
+    /// The partial file's length and hash state when the offer was answered.
+    held: Option<(u64, blake3::Hasher)>,
+}
+
+/// The file of an offer being written.
+struct Writing {
+    file: u32,
+    handle: tokio::fs::File,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+/// An accepted offer in progress.
+struct Receiving {
+    from: String,
+    wanted: HashMap<u32, Wanted>,
+    writing: Option<Writing>,
+}
+
+/// Listens until the connection ends, Ctrl-C (the caller's), or, with `once`, the end of
+/// the first offer. `decide` is asked about each offer; `on_event` hears everything else.
+pub async fn listen(
+    session: &mut Session,
+    options: &ListenOptions,
+    decide: &mut (dyn FnMut(Incoming<'_>) -> OfferChoice + Send),
+    on_event: &(dyn Fn(ListenEvent) + Sync),
+) -> Result<(), ClientError> {
+    let client = session.client().await?;
+    client
+        .writer
+        .send(Request::Listen(Listen {
+            blocked: options.blocked.clone(),
+        }))
+        .await?;
+    match interpret(client.reader.next().await)? {
+        Response::Listening(Listening { users }) => on_event(ListenEvent::Listening(users)),
+        other => return Err(unexpected(other)),
+    }
+    let mut offers: HashMap<u64, Receiving> = HashMap::new();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    let mut handled_one = false;
+    loop {
+        if options.once && handled_one && offers.is_empty() {
+            return Ok(());
+        }
+        let response = tokio::select! {
+            item = client.reader.next() => interpret(item)?,
+            _ = keepalive.tick() => {
+                client.writer.send(Request::Users(UsersRequest {})).await?;
+                continue;
+            }
+        };
+        match response {
+            Response::Users(_) => {}
+            Response::Presence(presence) => on_event(ListenEvent::Presence(presence)),
+            Response::Offered(offered) => {
+                handled_one = true;
+                let offer = offered.offer;
+                let (answer, receiving) = answer_offer(offered, options, decide).await;
+                let declined = matches!(answer, Decision::Decline);
+                if let Some(receiving) = receiving {
+                    if declined {
+                        on_event(ListenEvent::Declined {
+                            from: receiving.from.clone(),
+                            files: receiving.wanted.len(),
+                        });
+                    } else {
+                        offers.insert(offer, receiving);
+                    }
+                }
+                client
+                    .writer
+                    .send(Request::Answer(Answer {
+                        offer,
+                        decision: answer,
+                    }))
+                    .await?;
+            }
+            Response::RelayFileStart(start) => {
+                if let Some(receiving) = offers.get_mut(&start.offer) {
+                    if let Err(message) = begin_file(receiving, &start).await {
+                        fail_file(
+                            client,
+                            receiving,
+                            start.offer,
+                            start.file,
+                            message,
+                            on_event,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            Response::RelayData(RelayData { offer, data }) => {
+                let Some(receiving) = offers.get_mut(&offer) else {
+                    continue;
+                };
+                if let Err((file, message)) = write_data(receiving, &data).await {
+                    fail_file(client, receiving, offer, file, message, on_event).await?;
+                }
+            }
+            Response::RelayFileEnd(end) => {
+                let Some(receiving) = offers.get_mut(&end.offer) else {
+                    continue;
+                };
+                let verdict = finish_file(receiving, &end, options.force).await;
+                let (ok, message) = match verdict {
+                    Ok((name, path, size)) => {
+                        on_event(ListenEvent::Saved {
+                            from: receiving.from.clone(),
+                            name,
+                            path: path.clone(),
+                            size,
+                            hash: end.hash,
+                        });
+                        (true, path.display().to_string())
+                    }
+                    Err(message) => {
+                        let name = receiving
+                            .wanted
+                            .get(&end.file)
+                            .map(|w| w.offered.name.clone())
+                            .unwrap_or_default();
+                        on_event(ListenEvent::Failed {
+                            from: receiving.from.clone(),
+                            name,
+                            message: message.clone(),
+                        });
+                        (false, message)
+                    }
+                };
+                receiving.wanted.remove(&end.file);
+                let done = receiving.wanted.is_empty();
+                client
+                    .writer
+                    .send(Request::Received(Received {
+                        offer: end.offer,
+                        file: end.file,
+                        ok,
+                        message,
+                    }))
+                    .await?;
+                if done {
+                    offers.remove(&end.offer);
+                }
+            }
+            Response::OfferClosed(closed) => {
+                // Files the sender never sent (it could not read them) are simply not saved.
+                offers.remove(&closed.offer);
+            }
+            Response::OfferCancelled(OfferCancelled { offer, message, .. }) => {
+                if let Some(receiving) = offers.remove(&offer) {
+                    // The partial file stays: sending again resumes from it.
+                    on_event(ListenEvent::Cancelled {
+                        from: receiving.from,
+                        message,
+                    });
+                }
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
+/// Decides on an offer and prepares its accepted files (their targets, and the prefix each
+/// partial file already holds, to resume).
+async fn answer_offer(
+    offered: Offered,
+    options: &ListenOptions,
+    decide: &mut (dyn FnMut(Incoming<'_>) -> OfferChoice + Send),
+) -> (Decision, Option<Receiving>) {
+    let Offered { from, files, .. } = offered;
+    let targets: Vec<Option<PathBuf>> = files
+        .iter()
+        .map(|file| local_path(&options.out_dir, &file.name))
+        .collect();
+    if targets.iter().any(Option::is_none) {
+        // An unsafe name: the whole offer is suspect.
+        let receiving = Receiving {
+            from,
+            wanted: HashMap::new(),
+            writing: None,
+        };
+        return (Decision::Decline, Some(receiving));
+    }
+    let choice = tokio::task::block_in_place(|| {
+        decide(Incoming {
+            from: &from,
+            files: &files,
+        })
+    });
+    let flags = match choice {
+        OfferChoice::Decline => {
+            let receiving = Receiving {
+                from,
+                wanted: HashMap::new(),
+                writing: None,
+            };
+            return (Decision::Decline, Some(receiving));
+        }
+        OfferChoice::Accept(flags) => flags,
+    };
+    let mut answers = Vec::with_capacity(files.len());
+    let mut wanted = HashMap::new();
+    for (index, (file, target)) in files.iter().zip(targets).enumerate() {
+        let (Some(target), true) = (target, flags.get(index).copied().unwrap_or(false)) else {
+            answers.push(FileAnswer::Skip);
+            continue;
+        };
+        let partial = partial_path(&target);
+        let held = hash_partial(&partial, file.size).await;
+        answers.push(FileAnswer::Accept {
+            offset: held.as_ref().map_or(0, |(len, _)| *len),
+            prefix_hash: held
+                .as_ref()
+                .map(|(_, hasher)| Hash::from(hasher.finalize())),
+        });
+        wanted.insert(
+            index as u32,
+            Wanted {
+                offered: file.clone(),
+                target,
+                partial,
+                held,
+            },
+        );
+    }
+    let receiving = Receiving {
+        from,
+        wanted,
+        writing: None,
+    };
+    (Decision::Accept(answers), Some(receiving))
+}
+
+/// Opens a file's partial file at the offset the sender confirmed.
+async fn begin_file(receiving: &mut Receiving, start: &RelayFileStart) -> Result<(), String> {
+    let wanted = receiving
+        .wanted
+        .get_mut(&start.file)
+        .ok_or_else(|| "a file that was not accepted".to_owned())?;
+    if let Some(parent) = wanted.partial.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|err| format!("{}: {err}", parent.display()))?;
+    }
+    let (offset, hasher) = match wanted.held.take() {
+        Some((len, hasher)) if start.offset == len && len > 0 => (len, hasher),
+        _ => (0, blake3::Hasher::new()),
+    };
+    let handle = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&wanted.partial)
+        .await
+        .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
+    handle
+        .set_len(offset)
+        .await
+        .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
+    let mut handle = handle;
+    tokio::io::AsyncSeekExt::seek(&mut handle, std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
+    receiving.writing = Some(Writing {
+        file: start.file,
+        handle,
+        hasher,
+        written: offset,
+    });
+    Ok(())
+}
+
+/// Appends relayed bytes to the file being written.
+async fn write_data(receiving: &mut Receiving, data: &[u8]) -> Result<(), (u32, String)> {
+    let Some(writing) = receiving.writing.as_mut() else {
+        return Ok(());
+    };
+    let size = receiving
+        .wanted
+        .get(&writing.file)
+        .map_or(0, |wanted| wanted.offered.size);
+    if writing.written + data.len() as u64 > size {
+        let file = writing.file;
+        receiving.writing = None;
+        return Err((file, "the sender sent more bytes than it offered".into()));
+    }
+    writing.hasher.update(data);
+    writing.written += data.len() as u64;
+    if let Err(err) = writing.handle.write_all(data).await {
+        let file = writing.file;
+        receiving.writing = None;
+        return Err((file, format!("cannot write: {err}")));
+    }
+    Ok(())
+}
+
+/// Verifies a complete file and gives it its name: (offered name, saved path, size).
+async fn finish_file(
+    receiving: &mut Receiving,
+    end: &RelayFileEnd,
+    force: bool,
+) -> Result<(String, PathBuf, u64), String> {
+    let writing = match receiving.writing.take() {
+        Some(writing) if writing.file == end.file => writing,
+        _ => return Err("the file's data never came".into()),
+    };
+    let wanted = receiving
+        .wanted
+        .get(&end.file)
+        .ok_or_else(|| "a file that was not accepted".to_owned())?;
+    let Writing {
+        mut handle,
+        hasher,
+        written,
+        ..
+    } = writing;
+    if written != wanted.offered.size {
+        return Err(format!(
+            "{written} bytes came, {} were offered",
+            wanted.offered.size
+        ));
+    }
+    let ours = Hash::from(hasher.finalize());
+    if ours != end.hash {
+        drop(handle);
+        let _ = tokio::fs::remove_file(&wanted.partial).await;
+        return Err(format!(
+            "received content hashes to {ours}, the sender's is {}; nothing was saved",
+            end.hash
+        ));
+    }
+    handle.flush().await.map_err(|err| err.to_string())?;
+    handle.sync_all().await.map_err(|err| err.to_string())?;
+    drop(handle);
+    let path = place_keeping_both(&wanted.partial, &wanted.target, force)
+        .await
+        .map_err(|err| format!("{}: {err}", wanted.target.display()))?;
+    Ok((wanted.offered.name.clone(), path, wanted.offered.size))
+}
+
+/// Tells the sender a file failed here, and forgets it.
+async fn fail_file(
+    client: &mut Client,
+    receiving: &mut Receiving,
+    offer: u64,
+    file: u32,
+    message: String,
+    on_event: &(dyn Fn(ListenEvent) + Sync),
+) -> Result<(), ClientError> {
+    if let Some(wanted) = receiving.wanted.remove(&file) {
+        on_event(ListenEvent::Failed {
+            from: receiving.from.clone(),
+            name: wanted.offered.name,
+            message: message.clone(),
+        });
+    }
+    client
+        .writer
+        .send(Request::Received(Received {
+            offer,
+            file,
+            ok: false,
+            message,
+        }))
+        .await?;
+    if receiving.wanted.is_empty() {
+        client
+            .writer
+            .send(Request::CancelOffer(CancelOffer { offer }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The hidden file a relayed file is written to before it is verified.
+fn partial_path(target: &Path) -> PathBuf {
+    let file = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{file}.ftc-part"))
+}
+
+/// Length and hash state of a partial file from an interrupted transfer, if it is no longer
+/// than the file offered.
+async fn hash_partial(partial: &Path, size: u64) -> Option<(u64, blake3::Hasher)> {
+    let partial = partial.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&partial).ok()?;
+        let mut hasher = blake3::Hasher::new();
+        let len = std::io::copy(&mut file, &mut hasher).ok()?;
+        (len > 0 && len <= size).then_some((len, hasher))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Gives a verified partial file its name: `target`, or with `force` in place of an
+/// existing file; otherwise the first free `name (N).ext` (a link fails if the name is
+/// taken, so nothing is ever replaced by accident).
+async fn place_keeping_both(
+    partial: &Path,
+    target: &Path,
+    force: bool,
+) -> std::io::Result<PathBuf> {
+    if force {
+        tokio::fs::rename(partial, target).await?;
+        return Ok(target.to_path_buf());
+    }
+    for n in 0..1000u32 {
+        let candidate = if n == 0 {
+            target.to_path_buf()
+        } else {
+            numbered(target, n)
+        };
+        match tokio::fs::hard_link(partial, &candidate).await {
+            Ok(()) => {
+                tokio::fs::remove_file(partial).await?;
+                return Ok(candidate);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(std::io::Error::other("no free name left"))
+}
+
+/// `dir/name (n).ext`.
+fn numbered(target: &Path, n: u32) -> PathBuf {
+    let stem = target
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match target.extension() {
+        Some(ext) => format!("{stem} ({n}).{}", ext.to_string_lossy()),
+        None => format!("{stem} ({n})"),
+    };
+    target.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_numbered_before_the_extension() {
+        assert_eq!(
+            numbered(Path::new("/o/a/report.pdf"), 2),
+            PathBuf::from("/o/a/report (2).pdf")
+        );
+        assert_eq!(
+            numbered(Path::new("/o/README"), 1),
+            PathBuf::from("/o/README (1)")
+        );
+    }
+}

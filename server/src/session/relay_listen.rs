@@ -1,0 +1,224 @@
+//! A listening connection (`Listen`): offers and presence are pushed to it from its queue in
+//! the relay hub, and its client's answers, verdicts and cancels go back to each offer's
+//! sender. Nothing else is asked on it afterwards.
+
+use std::collections::{HashMap, HashSet};
+
+use ft_protocol::{
+    relay::{Answer, CancelOffer, Decision, Listen, Listening, OfferCancelled, Received},
+    ErrorCode, ErrorResponse, Request, Response, MAX_OFFER_FILES,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{Session, SessionError};
+use crate::relay::{Control, Push, LISTENER_QUEUE_MESSAGES, MAX_BLOCKED_USERS};
+
+/// An offer this listener was shown.
+struct Shown {
+    /// Where its answers go.
+    control: mpsc::UnboundedSender<Control>,
+    /// Files offered.
+    files: usize,
+    /// Whether it was answered (the first answer counts).
+    answered: bool,
+    /// Files started and not yet given a verdict.
+    pending: HashSet<u32>,
+}
+
+impl Session {
+    /// Serves a listening connection until its client leaves, breaks the grammar, or the
+    /// server shuts down.
+    pub(super) async fn on_listen(&mut self, listen: Listen) -> Result<(), SessionError> {
+        let user = self.user().to_owned();
+        if user == crate::auth::ANONYMOUS {
+            let message = "anonymous clients cannot listen: log in as a user";
+            let failed = ErrorResponse::new(None, ErrorCode::Forbidden, message);
+            self.send(Response::Error(failed)).await?;
+            return Err(SessionError::Violation(message.to_owned()));
+        }
+        if listen.blocked.len() > MAX_BLOCKED_USERS {
+            let what = format!("more than {MAX_BLOCKED_USERS} blocked users");
+            return Err(self.violation(&what).await);
+        }
+        let (queue, mut pushed) = mpsc::channel(LISTENER_QUEUE_MESSAGES);
+        let hub = &self.state.relay;
+        let id = hub.add_listener(&user, queue, listen.blocked);
+        tracing::info!("listening for offers");
+        let result = async {
+            let users = self.state.relay.online_users();
+            self.send(Response::Listening(Listening { users })).await?;
+            let mut shown: HashMap<u64, Shown> = HashMap::new();
+            let served = self.serve_listener(&mut pushed, &mut shown).await;
+            for (offer, shown) in shown {
+                let message = "the recipient's connection ended".to_owned();
+                let _ = shown.control.send(Control::Gone {
+                    user: user.clone(),
+                    message,
+                });
+                tracing::debug!(offer, "offer left behind by a closing listener");
+            }
+            served
+        }
+        .await;
+        self.state.relay.remove_listener(&user, id);
+        result
+    }
+
+    async fn serve_listener(
+        &mut self,
+        pushed: &mut mpsc::Receiver<Push>,
+        shown: &mut HashMap<u64, Shown>,
+    ) -> Result<(), SessionError> {
+        let idle_timeout = self.state.limits.idle_timeout;
+        let shutdown = self.shutdown.clone();
+        loop {
+            // The client says something at least every idle timeout (a `Users` keepalive).
+            let woke = tokio::select! {
+                push = pushed.recv() => ListenerWoke::Pushed(push),
+                next = tokio::time::timeout(idle_timeout, self.reader.next()) => {
+                    ListenerWoke::Request(next)
+                }
+                () = shutdown.cancelled() => ListenerWoke::ShuttingDown,
+            };
+            match woke {
+                ListenerWoke::Pushed(None) => return Ok(()),
+                ListenerWoke::Pushed(Some(Push::Offer { offered, control })) => {
+                    shown.insert(
+                        offered.offer,
+                        Shown {
+                            control,
+                            files: offered.files.len(),
+                            answered: false,
+                            pending: HashSet::new(),
+                        },
+                    );
+                    self.send(Response::Offered(offered)).await?;
+                }
+                ListenerWoke::Pushed(Some(Push::Send(response))) => {
+                    match &response {
+                        Response::RelayFileStart(start) => {
+                            if let Some(offer) = shown.get_mut(&start.offer) {
+                                offer.pending.insert(start.file);
+                            }
+                        }
+                        Response::OfferCancelled(OfferCancelled { offer, .. })
+                        | Response::OfferClosed(ft_protocol::relay::OfferClosed { offer }) => {
+                            shown.remove(offer);
+                        }
+                        _ => {}
+                    }
+                    self.send(response).await?;
+                }
+                ListenerWoke::ShuttingDown => {
+                    let bye = ErrorResponse::new(
+                        None,
+                        ErrorCode::ShuttingDown,
+                        "server is shutting down",
+                    );
+                    let _ = self.send(Response::Error(bye)).await;
+                    return Ok(());
+                }
+                ListenerWoke::Request(Err(_)) => {
+                    return Err(self
+                        .refuse(ErrorCode::Timeout, SessionError::Timeout(idle_timeout))
+                        .await)
+                }
+                ListenerWoke::Request(Ok(next)) => {
+                    let Some(request) = self.received(next).await? else {
+                        return Ok(());
+                    };
+                    self.on_listener_request(request, shown).await?;
+                }
+            }
+        }
+    }
+
+    /// One message from a listening client.
+    async fn on_listener_request(
+        &mut self,
+        request: Request,
+        shown: &mut HashMap<u64, Shown>,
+    ) -> Result<(), SessionError> {
+        let user = self.user().to_owned();
+        match request {
+            Request::Users(_) => {
+                let users = self.state.relay.online_users();
+                self.send(Response::Users(ft_protocol::relay::UserList { users }))
+                    .await?;
+            }
+            Request::Answer(Answer { offer, decision }) => {
+                let Some(shown_offer) = shown.get_mut(&offer) else {
+                    // Cancelled meanwhile, or never shown: nothing to answer.
+                    return Ok(());
+                };
+                if shown_offer.answered {
+                    return Err(self.violation("an offer answered twice").await);
+                }
+                if let Decision::Accept(files) = &decision {
+                    if files.len() != shown_offer.files || files.len() > MAX_OFFER_FILES {
+                        return Err(self
+                            .violation("an answer for another number of files")
+                            .await);
+                    }
+                }
+                shown_offer.answered = true;
+                let declined = matches!(decision, Decision::Decline);
+                let _ = shown_offer.control.send(Control::Answer {
+                    user: user.clone(),
+                    decision,
+                });
+                if declined {
+                    shown.remove(&offer);
+                }
+            }
+            Request::Received(Received {
+                offer,
+                file,
+                ok,
+                message,
+            }) => {
+                let Some(shown_offer) = shown.get_mut(&offer) else {
+                    return Ok(());
+                };
+                if !shown_offer.pending.remove(&file) {
+                    return Err(self.violation("a verdict on a file not sent").await);
+                }
+                let message: String = message.chars().take(512).collect();
+                let _ = shown_offer.control.send(Control::Received {
+                    user: user.clone(),
+                    file,
+                    ok,
+                    message,
+                });
+            }
+            Request::CancelOffer(CancelOffer { offer }) => {
+                if let Some(shown_offer) = shown.remove(&offer) {
+                    let message = format!("{user} cancelled");
+                    let _ = shown_offer.control.send(Control::Gone {
+                        user: user.clone(),
+                        message,
+                    });
+                }
+            }
+            _ => {
+                return Err(self
+                    .violation("a listening connection only answers offers")
+                    .await)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What woke a listening connection.
+enum ListenerWoke {
+    /// Something to push to the client (`None`: the hub let go of the queue).
+    Pushed(Option<Push>),
+    /// The client said something, or was silent past the idle timeout.
+    Request(
+        Result<Option<Result<Request, ft_protocol::ProtocolError>>, tokio::time::error::Elapsed>,
+    ),
+    /// The server is shutting down.
+    ShuttingDown,
+}
