@@ -64,62 +64,30 @@ fn server_from_text<'de, D: serde::Deserializer<'de>>(
     text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
-/// ftc's folder of configuration, whether or not it exists.
-fn config_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
-    Some(base.join("ftc"))
-}
-
 /// The config file's path, whether or not it exists.
 pub(crate) fn config_path() -> Option<PathBuf> {
-    Some(config_dir()?.join("config.toml"))
+    ft_client::config_files::config_path()
 }
 
 /// The known servers file (fingerprints trusted on first use).
 pub(crate) fn known_servers() -> Option<KnownServers> {
-    Some(KnownServers::at(config_dir()?.join("known_servers")))
+    ft_client::config_files::known_servers()
 }
 
-/// Stores what `ftc login` learnt (server, user, token, fingerprint) in the config file,
-/// keeping its other settings; the file is readable by its owner only, since it holds a
-/// token. Returns the file's path.
+/// Stores what `ftc login` learnt in the config file (see
+/// [`ft_client::config_files::save_login`]).
 pub(crate) fn save_login(
     server: &ServerAddress,
     user: &str,
     token: &str,
     fingerprint: Fingerprint,
 ) -> anyhow::Result<PathBuf> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let path = config_path().context("cannot tell where the config file goes (no HOME)")?;
-    let context = || format!("config file {}", path.display());
-    let mut table: toml::Table = match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).with_context(context)?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-        Err(err) => return Err(err).with_context(context),
-    };
-    table.insert("server".into(), server.to_string().into());
-    table.insert("user".into(), user.into());
-    table.insert("token".into(), token.into());
-    table.insert("fingerprint".into(), fingerprint.to_string().into());
-    let text = toml::to_string(&table).with_context(context)?;
-    if let Some(folder) = path.parent() {
-        std::fs::create_dir_all(folder).with_context(context)?;
-    }
-    let temporary = path.with_extension("toml.new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(context)?;
-    file.write_all(text.as_bytes()).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    std::fs::rename(&temporary, &path).with_context(context)?;
-    Ok(path)
+    Ok(ft_client::config_files::save_login(
+        server,
+        user,
+        token,
+        fingerprint,
+    )?)
 }
 
 /// Reads the config file (if present) and the environment. A malformed file or variable is

@@ -8,6 +8,7 @@
 mod access;
 mod address;
 mod compress;
+pub mod config_files;
 mod connect_string;
 mod connection;
 mod download;

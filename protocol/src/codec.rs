@@ -305,6 +305,30 @@ mod tests {
     }
 
     #[test]
+    fn relay_bytes_are_pinned() {
+        use crate::relay::{Offer, OfferedFile, RelayData};
+        let offer = Request::Offer(Offer {
+            to: vec!["bob".into()],
+            files: vec![OfferedFile {
+                name: "a".into(),
+                size: 300,
+            }],
+            timeout_secs: 120,
+        });
+        // Variant 15; one recipient "bob"; one file "a" of 300 bytes; 120 seconds.
+        let expected = [
+            0x0f, 0x01, 0x03, b'b', b'o', b'b', 0x01, 0x01, b'a', 0xac, 0x02, 0x78,
+        ];
+        assert_eq!(encode(&offer).unwrap(), expected);
+        let data = Response::RelayData(RelayData {
+            offer: 7,
+            data: Bytes::from_static(&[1, 2]),
+        });
+        // Response variant 18; offer 7; two bytes.
+        assert_eq!(encode(&data).unwrap(), [0x12, 0x07, 0x02, 1, 2]);
+    }
+
+    #[test]
     fn error_bytes_are_pinned() {
         let message = Response::Error(ErrorResponse::new(Some(3), ErrorCode::HashMismatch, "bad"));
         let expected = [0x02, 0x01, 0x03, 0x04, 0x03, b'b', b'a', b'd'];

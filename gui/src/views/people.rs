@@ -1,0 +1,44 @@
+//! People: who is online (live, from the listening connection), send files to those
+//! ticked, and what arrived from others.
+
+use crate::app::{FtApp, Picking};
+
+pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
+    ui.heading("People online");
+    let (online, received) = {
+        let model = app.engine.model();
+        (model.online.clone(), model.received.clone())
+    };
+    for user in &online {
+        let mut ticked = app.people.contains(&user.name);
+        let listening = if user.listening { " (listening)" } else { "" };
+        if ui
+            .checkbox(&mut ticked, format!("{}{listening}", user.name))
+            .changed()
+        {
+            if ticked {
+                app.people.insert(user.name.clone());
+            } else {
+                app.people.remove(&user.name);
+            }
+        }
+    }
+    if online.is_empty() {
+        ui.label("Nobody is online (connect first).");
+    }
+    let any = !app.people.is_empty();
+    if ui
+        .add_enabled(any, egui::Button::new("Send files…"))
+        .clicked()
+    {
+        app.picking = Some(Picking::PeopleFiles);
+        app.picker.pick_files();
+    }
+    ui.separator();
+    ui.strong("Received");
+    for line in received.iter().rev().take(50) {
+        ui.label(line);
+    }
+    let inbox = app.engine.model().inbox.clone();
+    ui.label(format!("Saved in {}", inbox.display()));
+}
