@@ -50,11 +50,14 @@ impl View {
     /// The view named `name` (as on the command line: connect, send, files, people,
     /// history).
     pub fn parse(name: &str) -> Option<View> {
-        View::ALL.into_iter().find(|view| {
-            view.title()
-                .to_lowercase()
-                .starts_with(&name.to_lowercase())
-        })
+        match name {
+            "connect" => Some(View::Connect),
+            "send" => Some(View::Send),
+            "files" => Some(View::Files),
+            "people" => Some(View::People),
+            "history" => Some(View::History),
+            _ => None,
+        }
     }
 }
 
@@ -64,6 +67,26 @@ pub(crate) struct ConnectForm {
     pub(crate) server: String,
     pub(crate) user: String,
     pub(crate) token: String,
+    /// The fingerprint the config file pins for its server (`ftc login`), if any.
+    pub(crate) pinned: Option<(String, ft_protocol::Fingerprint)>,
+}
+
+impl ConnectForm {
+    /// The login command for what the form holds: a server the config file pins is
+    /// trusted with that fingerprint, any other is asked about.
+    pub(crate) fn command(&self) -> Command {
+        let trust = self
+            .pinned
+            .as_ref()
+            .filter(|(server, _)| server == self.server.trim())
+            .map(|(_, fingerprint)| *fingerprint);
+        Command::Connect {
+            server: self.server.clone(),
+            user: self.user.clone(),
+            token: self.token.clone(),
+            trust,
+        }
+    }
 }
 
 /// What a view's picker result is for.
@@ -93,6 +116,8 @@ pub struct FtApp {
     pub(crate) confirm_delete: bool,
     /// People ticked to send to.
     pub(crate) people: std::collections::BTreeSet<String>,
+    /// The catalog was asked for since the connection (it loads when the view opens).
+    pub(crate) listed: bool,
 }
 
 impl FtApp {
@@ -119,6 +144,7 @@ impl FtApp {
             sort_by_size: false,
             confirm_delete: false,
             people: Default::default(),
+            listed: false,
         })
     }
 
@@ -130,6 +156,11 @@ impl FtApp {
     /// The view shown.
     pub fn view(&self) -> View {
         self.view
+    }
+
+    /// Logs in with what the Connect form holds (`--connect`: the saved login).
+    pub fn log_in(&mut self) {
+        self.engine.send(self.connect.command());
     }
 
     /// Opens on `view`.
@@ -238,9 +269,14 @@ fn saved_login() -> ConnectForm {
             .unwrap_or_default()
             .to_owned()
     };
+    let pinned = text("fingerprint")
+        .parse::<ft_protocol::Fingerprint>()
+        .ok()
+        .map(|fingerprint| (text("server"), fingerprint));
     ConnectForm {
         server: text("server"),
         user: text("user"),
         token: text("token"),
+        pinned,
     }
 }

@@ -1,6 +1,6 @@
 //! `ftc-gui`: opens the window (glow renderer). `--view NAME` opens on a view (connect,
 //! send, files, people, history), `--server` and `--user` fill the Connect form, `--add
-//! PATH` puts a path in the send queue.
+//! PATH` puts a path in the send queue, `--connect` logs in with the saved login at once.
 
 use std::path::PathBuf;
 
@@ -10,14 +10,16 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = std::env::args().skip(1);
     let (mut view, mut server, mut user, mut add) = (None, None, None, Vec::new());
+    let mut connect = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--view" => view = args.next().as_deref().and_then(View::parse),
             "--server" => server = args.next(),
             "--user" => user = args.next(),
             "--add" => add.extend(args.next().map(PathBuf::from)),
+            "--connect" => connect = true,
             "--help" | "-h" => {
-                println!("ftc-gui [--view connect|send|files|people|history] [--server HOST:PORT] [--user NAME] [--add PATH]...");
+                println!("ftc-gui [--view connect|send|files|people|history] [--server HOST:PORT] [--user NAME] [--add PATH]... [--connect]");
                 return std::process::ExitCode::SUCCESS;
             }
             other => {
@@ -50,6 +52,9 @@ fn main() -> std::process::ExitCode {
             app.queue(add);
             if let Some(view) = view {
                 app.show_view(view);
+            }
+            if connect {
+                app.log_in();
             }
             Ok(Box::new(app))
         }),

@@ -1,6 +1,6 @@
 //! Connect: server, user and token, remembered in the config file `ftc` uses.
 
-use crate::{app::FtApp, engine::Command};
+use crate::app::FtApp;
 
 pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
     ui.heading("Connect to a server");
@@ -9,12 +9,7 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
     super::field(ui, "Token", &mut app.connect.token, true);
     ui.add_space(8.0);
     if ui.button("Log in").clicked() {
-        app.engine.send(Command::Connect {
-            server: app.connect.server.clone(),
-            user: app.connect.user.clone(),
-            token: app.connect.token.clone(),
-            trust: None,
-        });
+        app.engine.send(app.connect.command());
     }
     ui.add_space(8.0);
     ui.label(

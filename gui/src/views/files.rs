@@ -8,6 +8,10 @@ use crate::{
 
 pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
     ui.heading("Files on the server");
+    if !app.listed && app.engine.model().connected {
+        app.listed = true;
+        app.engine.send(Command::List(None));
+    }
     ui.horizontal(|ui| {
         let label = ui.label("Filter");
         ui.add(egui::TextEdit::singleline(&mut app.filter).hint_text("*.jpg"))
