@@ -306,6 +306,60 @@ def encrypted(args, workloads, ft_medians):
     return lines
 
 
+def relay(args, workloads):
+    """alice -> bob through fts (live relay, nothing stored on the server) against a direct
+    upload to the same fts, on W1 and W3: the same bytes, the same run."""
+    lines = ["", "Relay: `ftc send --to bob` to a listening `ftc listen --yes --once`, through fts on "
+             "loopback, against a direct `ftc send` to the same fts (median of the runs); fts's "
+             "peak memory over the relay runs:", "",
+             "| workload | direct upload | relayed | relayed / direct throughput | fts peak |",
+             "|---|---|---|---|---|"]
+    ftc = os.path.join(args.bin_dir, "ftc")
+    for name in ("W1", "W3"):
+        if name not in workloads or (args.only and name not in args.only.split(",")):
+            continue
+        workload = workloads[name]
+        base = workload[0]
+        fts = Fts(args.bin_dir, os.path.join(args.out, "recv-ft", f"{name}-relay"))
+        try:
+            added = subprocess.run(
+                [os.path.join(args.bin_dir, "fts"), "--dir", os.path.join(args.out, "recv-ft", f"{name}-relay"),
+                 "user", "add", "bob", "--role", "write"],
+                capture_output=True, text=True, check=True)
+            bob_token = added.stdout.strip().splitlines()[-1]
+            direct, relayed = [], []
+            for i in range(1 if args.smoke else 3):
+                settle(workload)
+                direct.append(run_timed([ftc, "send", fts.address, *send_paths(base), "--no-progress",
+                                         "--into", f"direct{i}"])[0])
+                inbox = os.path.join(args.out, f"bob-{name}-{i}")
+                bob_env = {**os.environ, "FTC_USER": "bob", "FTC_TOKEN": bob_token}
+                listener = subprocess.Popen([ftc, "listen", fts.address, "-o", inbox, "--yes", "--once"],
+                                            env=bob_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                deadline = time.time() + 20
+                while time.time() < deadline:
+                    users = subprocess.run([ftc, "users", fts.address, "--json"], env=bob_env,
+                                           capture_output=True, text=True)
+                    if '"listening":true' in users.stdout.replace(" ", ""):
+                        break
+                    time.sleep(0.05)
+                settle(workload)
+                relayed.append(run_timed([ftc, "send", fts.address, *send_paths(base), "--no-progress",
+                                          "--to", "bob"])[0])
+                listener.wait(timeout=120)
+                shutil.rmtree(inbox, ignore_errors=True)
+            d, r = statistics.median(direct), statistics.median(relayed)
+            lines.append(f"| {name} | {d:.2f} s | {r:.2f} s | {d / r:.0%} | "
+                         f"{fts.peak_rss_kib() / 1024:.0f} MiB |")
+            print(lines[-1], flush=True)
+        except (OSError, RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+            lines.append(f"| {name} | relay not measured: {err} | | | |")
+        finally:
+            fts.stop()
+            shutil.rmtree(os.path.join(args.out, "recv-ft", f"{name}-relay"), ignore_errors=True)
+    return lines
+
+
 def have(tool):
     return shutil.which(tool) is not None
 
@@ -748,6 +802,7 @@ def main():
             *cpu_rows,
         ]
         report += encrypted(args, workloads, ft_medians)
+        report += relay(args, workloads)
         if not args.no_busy:
             report += busy_disk(args, workloads, ft_medians, rsyncd)
         if not args.only:

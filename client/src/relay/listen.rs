@@ -18,7 +18,6 @@ use ft_protocol::{
     Hash, Request, Response,
 };
 use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
 
 use crate::{
     connection::{interpret, unexpected, Client},
@@ -118,10 +117,19 @@ struct Wanted {
 /// The file of an offer being written.
 struct Writing {
     file: u32,
-    handle: tokio::fs::File,
-    hasher: blake3::Hasher,
+    /// To the writer thread, which hashes and writes each piece (so the network side goes
+    /// on reading meanwhile); closed to finish.
+    pieces: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    /// The writer thread: the hash of everything written and the file, flushed to disk.
+    writer: tokio::task::JoinHandle<std::io::Result<blake3::Hasher>>,
     written: u64,
 }
+
+/// Bytes written between two nudges to the kernel to start writing them to disk.
+const WRITEBACK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Pieces queued for a relayed file's writer thread.
+const WRITER_QUEUE_PIECES: usize = 8;
 
 /// An accepted offer in progress.
 struct Receiving {
@@ -209,7 +217,7 @@ pub async fn listen(
                 let Some(receiving) = offers.get_mut(&offer) else {
                     continue;
                 };
-                if let Err((file, message)) = write_data(receiving, &data).await {
+                if let Err((file, message)) = write_data(receiving, data).await {
                     fail_file(client, receiving, offer, file, message, on_event).await?;
                 }
             }
@@ -362,32 +370,52 @@ async fn begin_file(receiving: &mut Receiving, start: &RelayFileStart) -> Result
         Some((len, hasher)) if start.offset == len && len > 0 => (len, hasher),
         _ => (0, blake3::Hasher::new()),
     };
-    let handle = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&wanted.partial)
-        .await
-        .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
-    handle
-        .set_len(offset)
-        .await
-        .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
-    let mut handle = handle;
-    tokio::io::AsyncSeekExt::seek(&mut handle, std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
+    let partial = wanted.partial.clone();
+    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        use std::io::Seek as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&partial)?;
+        file.set_len(offset)?;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|join| join.to_string())?
+    .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
+    let (pieces, mut queue) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITER_QUEUE_PIECES);
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let (mut file, mut hasher) = (opened, hasher);
+        let (mut position, mut flushed) = (offset, offset);
+        while let Some(piece) = queue.blocking_recv() {
+            hasher.update(&piece);
+            file.write_all(&piece)?;
+            position += piece.len() as u64;
+            if position - flushed >= WRITEBACK_BYTES {
+                // Start writing this stretch to disk now, so the final flush has little
+                // left to do (it took as long as the transfer itself on a 1 GiB file).
+                let length = std::num::NonZeroU64::new(position - flushed);
+                let _ = rustix::fs::fadvise(&file, flushed, length, rustix::fs::Advice::DontNeed);
+                flushed = position;
+            }
+        }
+        file.sync_all()?;
+        Ok(hasher)
+    });
     receiving.writing = Some(Writing {
         file: start.file,
-        handle,
-        hasher,
+        pieces,
+        writer,
         written: offset,
     });
     Ok(())
 }
 
 /// Appends relayed bytes to the file being written.
-async fn write_data(receiving: &mut Receiving, data: &[u8]) -> Result<(), (u32, String)> {
+async fn write_data(receiving: &mut Receiving, data: bytes::Bytes) -> Result<(), (u32, String)> {
     let Some(writing) = receiving.writing.as_mut() else {
         return Ok(());
     };
@@ -400,12 +428,18 @@ async fn write_data(receiving: &mut Receiving, data: &[u8]) -> Result<(), (u32, 
         receiving.writing = None;
         return Err((file, "the sender sent more bytes than it offered".into()));
     }
-    writing.hasher.update(data);
     writing.written += data.len() as u64;
-    if let Err(err) = writing.handle.write_all(data).await {
+    if writing.pieces.send(data).await.is_err() {
+        // The writer thread stopped: its error comes out when the file ends.
         let file = writing.file;
-        receiving.writing = None;
-        return Err((file, format!("cannot write: {err}")));
+        if let Some(writing) = receiving.writing.take() {
+            drop(writing.pieces);
+            let failure = match writing.writer.await {
+                Ok(Err(err)) => format!("cannot write: {err}"),
+                _ => "cannot write".to_owned(),
+            };
+            return Err((file, failure));
+        }
     }
     Ok(())
 }
@@ -425,11 +459,16 @@ async fn finish_file(
         .get(&end.file)
         .ok_or_else(|| "a file that was not accepted".to_owned())?;
     let Writing {
-        mut handle,
-        hasher,
+        pieces,
+        writer,
         written,
         ..
     } = writing;
+    drop(pieces);
+    let hasher = writer
+        .await
+        .map_err(|join| join.to_string())?
+        .map_err(|err| format!("cannot write: {err}"))?;
     if written != wanted.offered.size {
         return Err(format!(
             "{written} bytes came, {} were offered",
@@ -438,16 +477,12 @@ async fn finish_file(
     }
     let ours = Hash::from(hasher.finalize());
     if ours != end.hash {
-        drop(handle);
         let _ = tokio::fs::remove_file(&wanted.partial).await;
         return Err(format!(
             "received content hashes to {ours}, the sender's is {}; nothing was saved",
             end.hash
         ));
     }
-    handle.flush().await.map_err(|err| err.to_string())?;
-    handle.sync_all().await.map_err(|err| err.to_string())?;
-    drop(handle);
     let path = place_keeping_both(&wanted.partial, &wanted.target, force)
         .await
         .map_err(|err| format!("{}: {err}", wanted.target.display()))?;

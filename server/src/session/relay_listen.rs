@@ -108,7 +108,12 @@ impl Session {
                         }
                         _ => {}
                     }
-                    self.send(response).await?;
+                    // Written out once the queue is drained: data comes in runs, and one
+                    // flush per run, not per piece, keeps TLS records large.
+                    self.queue(response).await?;
+                    if pushed.is_empty() {
+                        self.send_queued().await?;
+                    }
                 }
                 ListenerWoke::ShuttingDown => {
                     let bye = ErrorResponse::new(
