@@ -118,6 +118,8 @@ pub struct FtApp {
     pub(crate) people: std::collections::BTreeSet<String>,
     /// The catalog was asked for since the connection (it loads when the view opens).
     pub(crate) listed: bool,
+    /// Replace files of the same name on the server (instead of keeping both).
+    pub(crate) overwrite: bool,
 }
 
 impl FtApp {
@@ -145,6 +147,7 @@ impl FtApp {
             confirm_delete: false,
             people: Default::default(),
             listed: false,
+            overwrite: false,
         })
     }
 
@@ -156,6 +159,16 @@ impl FtApp {
     /// The view shown.
     pub fn view(&self) -> View {
         self.view
+    }
+
+    /// Sets the Connect form's server field.
+    pub fn set_server(&mut self, server: &str) {
+        self.connect.server = server.to_owned();
+    }
+
+    /// Sets the Connect form's token field.
+    pub fn set_token(&mut self, token: &str) {
+        self.connect.token = token.to_owned();
     }
 
     /// Logs in with what the Connect form holds (`--connect`: the saved login).

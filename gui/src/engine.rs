@@ -30,8 +30,14 @@ pub(crate) enum Command {
         token: String,
         trust: Option<Fingerprint>,
     },
-    /// Upload the queue's files and folders.
-    Send(Vec<PathBuf>),
+    /// Upload the queue's files and folders; `overwrite` replaces files of the same name
+    /// instead of keeping both.
+    Send {
+        paths: Vec<PathBuf>,
+        overwrite: bool,
+    },
+    /// The server's figures (free space, limits) for the side panel.
+    Info,
     /// Read the catalog, filtered by a glob.
     List(Option<String>),
     /// Download stored names into a folder.
@@ -40,13 +46,17 @@ pub(crate) enum Command {
     Delete(Vec<String>),
     /// Offer files to online users.
     SendTo(Vec<String>, Vec<PathBuf>),
-    /// Answer the offer shown (accept everything or nothing).
-    Answer(bool),
+    /// Answer the offer shown: the files wanted (one flag each), or `None` to decline.
+    Answer(Option<Vec<bool>>),
 }
 
 /// One row of the send queue.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct QueueRow {
+    /// The local file (to retry it).
+    pub(crate) path: PathBuf,
+    /// When its bytes started moving in this run (for its rate).
+    pub(crate) started: Option<std::time::Instant>,
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) done: u64,
@@ -58,6 +68,8 @@ pub(crate) struct QueueRow {
 pub(crate) struct PendingOffer {
     pub(crate) from: String,
     pub(crate) files: Vec<(String, u64)>,
+    /// Which files the user ticked (all, at first).
+    pub(crate) chosen: Vec<bool>,
 }
 
 /// Everything the window shows, kept by the engine's tasks.
@@ -80,6 +92,10 @@ pub(crate) struct Model {
     pub(crate) history: Vec<Record>,
     /// Where received files go.
     pub(crate) inbox: PathBuf,
+    /// The server's figures, once asked.
+    pub(crate) info: Option<ft_protocol::ServerInfo>,
+    /// When the current upload started (for the total rate and ETA).
+    pub(crate) batch_started: Option<std::time::Instant>,
 }
 
 /// The engine: a runtime, a command queue, and the model it keeps.
@@ -87,6 +103,8 @@ pub(crate) struct Engine {
     runtime: tokio::runtime::Runtime,
     commands: mpsc::UnboundedSender<Command>,
     model: Arc<Mutex<Model>>,
+    /// The transfer running now, to cancel it.
+    current: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 /// Asks the window to draw again (egui's context, or nothing in tests without one).
@@ -110,19 +128,35 @@ impl Engine {
             ..Model::default()
         }));
         let (commands, receiver) = mpsc::unbounded_channel();
+        let current = Arc::new(Mutex::new(None));
         let worker = Worker {
             model: Arc::clone(&model),
             repaint,
             session: None,
             history,
             answers: None,
+            current: Arc::clone(&current),
         };
         runtime.spawn(worker.run(receiver));
         Ok(Self {
             runtime,
             commands,
             model,
+            current,
         })
+    }
+
+    /// Stops the transfer running now: the connection closes, the server keeps what it
+    /// received for a resume, and the unfinished rows say cancelled.
+    pub(crate) fn cancel(&self) {
+        let running = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(running) = running {
+            running.abort();
+        }
     }
 
     /// Queues a command.
@@ -152,7 +186,9 @@ struct Worker {
     session: Option<(ServerAddress, Access)>,
     history: History,
     /// Where the listener waits for the user's answer to an offer.
-    answers: Option<std::sync::mpsc::Sender<bool>>,
+    answers: Option<std::sync::mpsc::Sender<Option<Vec<bool>>>>,
+    /// The transfer running now (see [`Engine::cancel`]).
+    current: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl Worker {
@@ -184,14 +220,15 @@ impl Worker {
                 token,
                 trust,
             } => self.connect(server, user, token, trust).await,
-            Command::Send(paths) => self.upload(paths).await,
+            Command::Send { paths, overwrite } => self.upload(paths, overwrite).await,
+            Command::Info => self.info().await,
             Command::List(pattern) => self.list(pattern).await,
             Command::Download(names, folder) => self.download(names, folder).await,
             Command::Delete(names) => self.delete(names).await,
             Command::SendTo(users, paths) => self.send_to(users, paths).await,
-            Command::Answer(accept) => {
+            Command::Answer(chosen) => {
                 if let Some(answers) = &self.answers {
-                    let _ = answers.send(accept);
+                    let _ = answers.send(chosen);
                 }
                 self.update(|model| model.offer = None);
             }
@@ -205,6 +242,22 @@ impl Worker {
         token: String,
         trust: Option<Fingerprint>,
     ) {
+        // A pasted connect string carries the server, the login and the fingerprint.
+        let (server, user, token, trust) = if ft_client::ConnectString::looks_like(server.trim()) {
+            match server.trim().parse::<ft_client::ConnectString>() {
+                Ok(parsed) => (
+                    parsed.server.to_string(),
+                    parsed.credentials.user,
+                    parsed.credentials.token,
+                    Some(parsed.fingerprint),
+                ),
+                Err(err) => {
+                    return self.update(|m| m.status = format!("bad connect string: {err}"))
+                }
+            }
+        } else {
+            (server, user, token, trust)
+        };
         let address: ServerAddress = match server.trim().parse() {
             Ok(address) => address,
             Err(err) => return self.update(|m| m.status = format!("bad server address: {err}")),
@@ -277,7 +330,7 @@ impl Worker {
         };
         let model = Arc::clone(&self.model);
         let repaint = Arc::clone(&self.repaint);
-        let (answers, answered) = std::sync::mpsc::channel::<bool>();
+        let (answers, answered) = std::sync::mpsc::channel::<Option<Vec<bool>>>();
         self.answers = Some(answers);
         let history = self.history.clone();
         tokio::spawn(async move {
@@ -298,11 +351,14 @@ impl Worker {
                         .iter()
                         .map(|f| (f.name.clone(), f.size))
                         .collect(),
+                    chosen: vec![true; incoming.files.len()],
                 });
                 asking_repaint();
                 // The answer comes from the window; no answer in time declines.
                 match answered.recv_timeout(Duration::from_secs(120)) {
-                    Ok(true) => OfferChoice::Accept(vec![true; incoming.files.len()]),
+                    Ok(Some(chosen)) if chosen.iter().any(|wanted| *wanted) => {
+                        OfferChoice::Accept(chosen)
+                    }
                     _ => OfferChoice::Decline,
                 }
             };
@@ -352,7 +408,21 @@ impl Worker {
         });
     }
 
-    async fn upload(&mut self, paths: Vec<PathBuf>) {
+    async fn info(&mut self) {
+        let Some(mut session) = self.session() else {
+            return;
+        };
+        let answered = match session.client().await {
+            Ok(client) => client.info().await,
+            Err(err) => Err(err),
+        };
+        match answered {
+            Ok(info) => self.update(|m| m.info = Some(info)),
+            Err(err) => self.update(|m| m.notice = Some(err.to_string())),
+        }
+    }
+
+    async fn upload(&mut self, paths: Vec<PathBuf>, overwrite: bool) {
         let Some(mut session) = self.session() else {
             return self.update(|m| m.notice = Some("connect first".into()));
         };
@@ -364,13 +434,18 @@ impl Worker {
             .files
             .iter()
             .map(|file| QueueRow {
+                path: file.path.clone(),
+                started: None,
                 name: file.name.clone(),
                 size: file.size,
                 done: 0,
                 status: "queued".into(),
             })
             .collect();
-        self.update(|m| m.queue = rows);
+        self.update(|m| {
+            m.queue = rows;
+            m.batch_started = Some(std::time::Instant::now());
+        });
         let model = Arc::clone(&self.model);
         let repaint = Arc::clone(&self.repaint);
         let history = self.history.clone();
@@ -380,7 +455,12 @@ impl Worker {
                 TransferEvent::FileStarted { index, offset, .. } => {
                     if let Some(row) = model.queue.get_mut(index) {
                         row.done = offset;
-                        row.status = "sending".into();
+                        row.started = Some(std::time::Instant::now());
+                        row.status = if offset > 0 {
+                            format!("sending (resumed after {})", crate::views::human(offset))
+                        } else {
+                            "sending".into()
+                        };
                     }
                 }
                 TransferEvent::FileProgress { index, position } => {
@@ -446,10 +526,35 @@ impl Worker {
             drop(model);
             repaint();
         };
-        let options = SendOptions::new(ConflictPolicy::KeepBoth);
-        let report = send_files(&mut session, plan, options, &on_event).await;
-        if let Some(err) = report.connection_error {
-            self.update(|m| m.notice = Some(err.to_string()));
+        let policy = if overwrite {
+            ConflictPolicy::Overwrite
+        } else {
+            ConflictPolicy::KeepBoth
+        };
+        let options = SendOptions::new(policy);
+        // A task of its own, so Cancel can stop it (dropping its connection).
+        let transfer = tokio::spawn(async move {
+            let report = send_files(&mut session, plan, options, &on_event).await;
+            report.connection_error.map(|err| err.to_string())
+        });
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(transfer.abort_handle());
+        let ended = transfer.await;
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match ended {
+            Ok(None) => {}
+            Ok(Some(err)) => self.update(|m| m.notice = Some(err)),
+            Err(_) => self.update(|m| {
+                for row in &mut m.queue {
+                    if row.status == "queued" || row.status.starts_with("sending") {
+                        row.status = "cancelled (what arrived is kept for a resume)".into();
+                    }
+                }
+                m.notice = Some("cancelled".into());
+            }),
         }
     }
 

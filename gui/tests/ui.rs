@@ -107,6 +107,27 @@ fn connect_send_browse_download_and_remember() {
     });
     assert_eq!(fs::read(downloads.join("hello.txt")).unwrap(), content);
 
+    // Filter, then delete the ticked file after the confirmation.
+    harness.get_by_label("Filter").click();
+    harness.step();
+    harness.get_by_label("Filter").type_text("hello*");
+    harness.get_by_label("Refresh").click();
+    step_until(&mut harness, "the filtered listing", |h| {
+        shows(h, "select hello.txt")
+    });
+    harness.get_by_label("Delete selected").click();
+    step_until(&mut harness, "the confirmation", |h| {
+        shows(h, "Delete 1 files from the server?")
+    });
+    harness.get_by_label("Delete").click();
+    step_until(&mut harness, "the deletion", |h| {
+        !shows(h, "select hello.txt")
+    });
+    assert!(
+        !ws.recv().join("hello.txt").exists(),
+        "deleted on the server"
+    );
+
     // History: both, in the window and in the file.
     harness.get_by_label("History").click();
     step_until(&mut harness, "the history", |h| shows(h, "downloaded"));

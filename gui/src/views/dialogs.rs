@@ -58,7 +58,7 @@ pub(crate) fn show(app: &mut FtApp, ctx: &egui::Context) {
                 }
             });
     }
-    if let Some(offer) = offer {
+    if let Some(mut offer) = offer {
         egui::Window::new("Incoming files")
             .collapsible(false)
             .show(ctx, |ui| {
@@ -69,15 +69,26 @@ pub(crate) fn show(app: &mut FtApp, ctx: &egui::Context) {
                     offer.files.len(),
                     super::human(total)
                 ));
-                for (name, size) in offer.files.iter().take(20) {
-                    ui.label(format!("{name} ({})", super::human(*size)));
+                let mut changed = false;
+                egui::ScrollArea::vertical()
+                    .max_height(240.0)
+                    .show(ui, |ui| {
+                        for ((name, size), wanted) in
+                            offer.files.iter().zip(offer.chosen.iter_mut())
+                        {
+                            let text = format!("{name} ({})", super::human(*size));
+                            changed |= ui.checkbox(wanted, text).changed();
+                        }
+                    });
+                if changed {
+                    app.engine.model().offer = Some(offer.clone());
                 }
                 ui.horizontal(|ui| {
                     if ui.button("Accept").clicked() {
-                        app.engine.send(Command::Answer(true));
+                        app.engine.send(Command::Answer(Some(offer.chosen.clone())));
                     }
                     if ui.button("Decline").clicked() {
-                        app.engine.send(Command::Answer(false));
+                        app.engine.send(Command::Answer(None));
                     }
                 });
             });

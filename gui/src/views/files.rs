@@ -11,6 +11,27 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
     if !app.listed && app.engine.model().connected {
         app.listed = true;
         app.engine.send(Command::List(None));
+        app.engine.send(Command::Info);
+    }
+    if let Some(info) = app.engine.model().info.clone() {
+        egui::SidePanel::right("server-info").show_inside(ui, |ui| {
+            ui.strong("Server");
+            ui.label(format!(
+                "{} files, {}",
+                info.files,
+                super::human(info.bytes)
+            ));
+            ui.label(format!("free: {}", super::human(info.free_bytes)));
+            ui.label(format!(
+                "largest file: {}",
+                super::human(info.max_file_size)
+            ));
+            ui.label(format!(
+                "kept for resume: {}",
+                super::human(info.partial_bytes)
+            ));
+            ui.label(&info.software);
+        });
     }
     ui.horizontal(|ui| {
         let label = ui.label("Filter");
@@ -19,6 +40,7 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
         if ui.button("Refresh").clicked() {
             let pattern = (!app.filter.trim().is_empty()).then(|| app.filter.trim().to_owned());
             app.engine.send(Command::List(pattern));
+            app.engine.send(Command::Info);
         }
         ui.checkbox(&mut app.sort_by_size, "Sort by size");
     });

@@ -40,5 +40,12 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
         ui.label(line);
     }
     let inbox = app.engine.model().inbox.clone();
-    ui.label(format!("Saved in {}", inbox.display()));
+    ui.horizontal(|ui| {
+        ui.label(format!("Saved in {}", inbox.display()));
+        if ui.button("Open folder").clicked() {
+            // The desktop's own file manager; nothing happens where there is none.
+            let _ = std::fs::create_dir_all(&inbox);
+            let _ = std::process::Command::new("xdg-open").arg(&inbox).spawn();
+        }
+    });
 }
