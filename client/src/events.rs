@@ -29,6 +29,16 @@ pub enum TransferEvent {
         /// Bytes the server already holds and verified, not sent again (0 unless resumed).
         offset: u64,
     },
+    /// The bytes the server kept from an interrupted upload are being checked (hashed
+    /// here) before the rest is sent.
+    Verifying {
+        /// Index in the batch.
+        index: usize,
+        /// Name sent.
+        name: String,
+        /// Bytes being checked.
+        bytes: u64,
+    },
     /// More of a file was handed to the network.
     FileProgress {
         /// Index in the batch.

@@ -260,6 +260,9 @@ impl EventOutput {
                 "event": "file_done", "index": index, "name": name, "stored_name": stored_name,
                 "size": size, "blake3": hash.to_hex(),
             }),
+            TransferEvent::Verifying { index, name, bytes } => json!({
+                "event": "verifying", "index": index, "name": name, "bytes": bytes,
+            }),
             TransferEvent::FileSkipped {
                 index,
                 name,

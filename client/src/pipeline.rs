@@ -196,6 +196,13 @@ impl Outbox<'_, '_> {
                     continue;
                 }
             };
+            if let FilePlan::Resume { offset } = planned.plan {
+                self.ledger.emit(TransferEvent::Verifying {
+                    index,
+                    name: file.name.clone(),
+                    bytes: offset,
+                });
+            }
             let (offset, hasher) = match local_prefix(&mut handle, &planned.plan).await {
                 Ok(resume) => resume,
                 Err(err) => {

@@ -134,6 +134,13 @@ impl Bars {
                 }
                 self.move_to(*index, *offset);
             }
+            TransferEvent::Verifying { name, bytes, .. } => {
+                self.total.set_message(format!(
+                    "verifying kept bytes of {} ({})",
+                    crate::terminal::safe(&shorten(name, 24)),
+                    indicatif::BinaryBytes(*bytes)
+                ));
+            }
             TransferEvent::FileProgress { index, position } => {
                 if let Ok(files) = self.files.lock() {
                     if let Some(bar) = files.get(index) {

@@ -521,6 +521,11 @@ impl Worker {
                 TransferEvent::Retrying { reason, .. } => {
                     model.notice = Some(format!("retrying: {reason}"));
                 }
+                TransferEvent::Verifying { index, .. } => {
+                    if let Some(row) = model.queue.get_mut(index) {
+                        row.status = "verifying the bytes kept from before".into();
+                    }
+                }
                 TransferEvent::BatchStarted { .. } => {}
             }
             drop(model);

@@ -672,11 +672,14 @@ fn logins_rotation_removal_and_anonymous_access() {
         log.contains("login failed") && log.contains("peer=127.0.0.1") && log.contains("mallory"),
         "failed logins are logged with the peer: {log}"
     );
+    // A small file's own line is at debug; the connection's summary names the user and
+    // counts it.
     assert!(
-        log.lines().any(|line| line.contains("file received")
+        log.lines().any(|line| line.contains("connection closed")
             && line.contains("user=")
-            && line.contains("carol")),
-        "file lines name the user: {log}"
+            && line.contains("carol")
+            && line.contains("files=1")),
+        "connection lines name the user and count the files: {log}"
     );
     let (code, stdout, _) = server.user(&["token", "carol"]);
     assert_eq!(code, 0);

@@ -23,6 +23,15 @@ frobnicate
 info
 rm notes.txt
 ls
+cd box
+pwd
+put notes.txt
+ls
+lcd dir
+lpwd
+put inner.txt
+cd ..
+pwd
 quit
 put never-reached.txt
 ";
@@ -32,8 +41,21 @@ put never-reached.txt
         &[],
         Some(script.as_bytes()),
     );
-    // `rm ghost.txt` failed (1) and `frobnicate` is unknown (2): the worst status wins.
-    output.expect_code(2);
+    // `rm ghost.txt` failed (1); `frobnicate` is only a message: the worst status wins.
+    output.expect_code(1);
+    // cd and pwd move in the server's folders; put stores under them; lcd moves locally.
+    assert!(output.stdout.contains("/box\n"), "{output}");
+    assert_eq!(
+        fs::read(ws.recv().join("box/notes.txt")).unwrap(),
+        b"shell content"
+    );
+    assert_eq!(fs::read(ws.recv().join("box/inner.txt")).unwrap(), b"inner");
+    assert!(
+        output
+            .stdout
+            .contains(&format!("{}\n", ws.src().join("dir").display())),
+        "{output}"
+    );
     assert!(output.stdout.contains("commands:"), "{output}");
     assert!(
         output.stdout.contains("stored notes.txt")
@@ -63,7 +85,10 @@ put never-reached.txt
         "one connection: {}",
         server.log()
     );
-    assert_eq!(ws.stored_names(), ["dir/inner.txt"]);
+    assert_eq!(
+        ws.stored_names(),
+        ["box/inner.txt", "box/notes.txt", "dir/inner.txt"]
+    );
 }
 
 #[test]

@@ -145,6 +145,8 @@ async fn async_main(args: Args) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // Short lines: what happened and to whom, not which module said it.
+        .with_target(false)
         .init();
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -144,6 +144,7 @@ pub(crate) async fn serve(
         handshaking: Some(handshaking),
         namespaces_seen: std::sync::Mutex::default(),
         files_stored: 0,
+        bytes_stored: 0,
         shutdown: shutdown.clone(),
         _online: None,
     };
@@ -154,14 +155,28 @@ pub(crate) async fn serve(
     let elapsed = started.elapsed();
     let _entered = span.enter();
     match result {
-        Ok(()) | Err(SessionError::Listened) => {
-            tracing::info!(files = session.files_stored, ?elapsed, "connection closed")
-        }
+        Ok(()) | Err(SessionError::Listened) => tracing::info!(
+            files = session.files_stored,
+            bytes = session.bytes_stored,
+            rate = %rate(session.bytes_stored, elapsed),
+            ms = elapsed.as_millis() as u64,
+            "connection closed"
+        ),
         Err(err) => tracing::warn!(
-            files = session.files_stored, ?elapsed, error = %err, "connection ended"
+            files = session.files_stored,
+            bytes = session.bytes_stored,
+            ms = elapsed.as_millis() as u64,
+            error = %err,
+            "connection ended"
         ),
     }
     close_without_reset(session.reader, session.writer).await;
+}
+
+/// Bytes per second over `elapsed`, for people: `12.3 MiB/s`.
+fn rate(bytes: u64, elapsed: Duration) -> String {
+    let per_second = bytes as f64 / elapsed.as_secs_f64().max(0.001);
+    format!("{:.1} MiB/s", per_second / (1024.0 * 1024.0))
 }
 
 /// Longest a closing connection's input is drained (see [`close_without_reset`]).
@@ -222,6 +237,8 @@ struct Session {
     namespaces_seen: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Files acknowledged on this connection, for the log.
     files_stored: u64,
+    /// Their bytes, for the log.
+    bytes_stored: u64,
     /// Cancelled when the server shuts down (a listening connection watches it).
     shutdown: CancellationToken,
     /// Counts the user online while the connection is open (see relay/presence.rs).

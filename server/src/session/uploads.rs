@@ -8,6 +8,9 @@ use ft_protocol::{
     Prepared, Response, CHUNK_SIZE, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
 };
 
+/// Files at least this large get an info line each when stored; smaller ones a debug line.
+const LOGGED_FILE_BYTES: u64 = 1024 * 1024;
+
 use super::{file_error, Session, SessionError, Transfer};
 use crate::{
     auth::roles::Action,
@@ -470,11 +473,28 @@ impl Session {
             self.round.answered(id);
             match placed {
                 Ok(stored) => {
-                    tracing::info!(
-                        name = name.as_str(), stored = stored.as_str(), bytes = size,
-                        elapsed = ?started.elapsed(), result = "stored", "file received"
-                    );
+                    let ms = started.elapsed().as_millis() as u64;
+                    // A batch of small files would flood the log at info: their lines are
+                    // at debug (RUST_LOG=debug), the connection's summary counts them.
+                    if size >= LOGGED_FILE_BYTES {
+                        tracing::info!(
+                            name = name.as_str(),
+                            stored = stored.as_str(),
+                            bytes = size,
+                            ms,
+                            "file received"
+                        );
+                    } else {
+                        tracing::debug!(
+                            name = name.as_str(),
+                            stored = stored.as_str(),
+                            bytes = size,
+                            ms,
+                            "file received"
+                        );
+                    }
                     self.files_stored += 1;
+                    self.bytes_stored += size;
                     self.queue(Response::Ack(Ack {
                         id,
                         stored_name: self.client_name(stored.as_str()),

@@ -1,17 +1,17 @@
 //! `ftc shell`: an interactive session over one connection. With a terminal it offers line
-//! editing and history; with piped stdin it reads one command per line, so it is scriptable.
-//! A failed command is reported and the session goes on.
+//! editing, completion and a history kept between sessions (see `input.rs`); with piped
+//! stdin it reads one command per line, so it is scriptable. A failed command is reported and
+//! the session goes on; `cd` and `lcd` move in the server's and the local folders.
 
-use std::{
-    io::{BufRead, IsTerminal},
-    path::PathBuf,
-};
+mod input;
+
+use std::{io::IsTerminal, path::PathBuf};
 
 use ft_client::Session;
 use ft_protocol::ConflictPolicy;
-use rustyline::{error::ReadlineError, history::MemHistory, Editor};
 
 use crate::{commands, commands::Style, config::Settings, exit::Exit};
+use input::{Input, RemoteNames};
 
 const HELP: &str = "\
 commands:
@@ -23,51 +23,11 @@ commands:
                                (into the current folder by default)
   rm NAME... [--yes]           delete stored files (folders and patterns: --yes)
   info                         server version, usage and limits
+  cd [FOLDER] / pwd            move in the server's folders (names are relative to it)
+  lcd [FOLDER] / lpwd          move in the local folders
   help                         this text
   quit                         leave (also: exit, Ctrl-D)
 Quote names with spaces: get 'my file.txt'";
-
-/// Where command lines come from.
-enum Input {
-    Terminal(Box<Editor<(), MemHistory>>),
-    Piped(std::io::StdinLock<'static>),
-}
-
-impl Input {
-    fn open() -> Self {
-        if std::io::stdin().is_terminal() {
-            let config = rustyline::Config::default();
-            if let Ok(editor) = Editor::with_history(config, MemHistory::new()) {
-                return Input::Terminal(Box::new(editor));
-            }
-        }
-        Input::Piped(std::io::stdin().lock())
-    }
-
-    /// The next line, or `None` at the end of input.
-    fn next_line(&mut self, prompt: &str) -> Option<String> {
-        match self {
-            Input::Terminal(editor) => loop {
-                match tokio::task::block_in_place(|| editor.readline(prompt)) {
-                    Ok(line) => {
-                        let _ = editor.add_history_entry(line.as_str());
-                        return Some(line);
-                    }
-                    // Ctrl-C abandons the line, not the session.
-                    Err(ReadlineError::Interrupted) => continue,
-                    Err(_) => return None,
-                }
-            },
-            Input::Piped(stdin) => {
-                let mut line = String::new();
-                match stdin.read_line(&mut line) {
-                    Ok(0) | Err(_) => None,
-                    Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_owned()),
-                }
-            }
-        }
-    }
-}
 
 /// Runs the shell until `quit` or end of input. Exits with the worst status any command
 /// earned, so a script learns that something failed.
@@ -86,8 +46,13 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
         verbosity: crate::output::Verbosity::Normal,
     };
     let retries = settings.retries.unwrap_or(ft_client::DEFAULT_RETRIES);
-    let mut input = Input::open();
+    let remote_names = RemoteNames::default();
+    let mut input = Input::open(remote_names.clone());
+    if interactive {
+        refresh_names(&mut session, &remote_names).await;
+    }
     let mut worst = Exit::Success;
+    let mut remote = RemoteDir::default();
     while let Some(line) = input.next_line(&prompt) {
         let Some(words) = shlex::split(&line) else {
             eprintln!("ftc: error: unbalanced quotes");
@@ -107,8 +72,48 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                 if args.len() > 1 {
                     usage("ls [PATTERN]")
                 } else {
-                    commands::list(&mut session, args.first().cloned(), None, false).await
+                    let pattern = match args.first() {
+                        Some(pattern) => Some(remote.resolve(pattern)),
+                        None => remote.everything(),
+                    };
+                    let exit = commands::list(&mut session, pattern, None, false).await;
+                    if interactive {
+                        refresh_names(&mut session, &remote_names).await;
+                    }
+                    exit
                 }
+            }
+            "cd" => match remote.change(args.first().map(String::as_str)) {
+                Ok(()) => Exit::Success,
+                Err(message) => {
+                    eprintln!("ftc: cd: {message}");
+                    Exit::SomeFilesFailed
+                }
+            },
+            "pwd" => {
+                println!("/{}", remote.0);
+                Exit::Success
+            }
+            "lcd" => {
+                let target = args
+                    .first()
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from("."));
+                match std::env::set_current_dir(&target) {
+                    Ok(()) => Exit::Success,
+                    Err(err) => {
+                        eprintln!("ftc: lcd: {}: {err}", target.display());
+                        Exit::SomeFilesFailed
+                    }
+                }
+            }
+            "lpwd" => {
+                match std::env::current_dir() {
+                    Ok(dir) => println!("{}", dir.display()),
+                    Err(err) => eprintln!("ftc: lpwd: {err}"),
+                }
+                Exit::Success
             }
             "put" | "send" => {
                 let overwrite = args.iter().any(|arg| arg == "--overwrite");
@@ -130,6 +135,7 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                         compress,
                         ..ft_client::SendOptions::new(conflict)
                     }),
+                    into: (!remote.0.is_empty()).then(|| remote.0.clone()),
                     ..commands::SendChoices::default()
                 };
                 commands::send(&mut session, &paths, choices, style).await
@@ -148,7 +154,9 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                         },
                         expected_bytes: 0,
                     };
-                    commands::get(&mut session, &get.names, &out_dir, options, style).await
+                    let names: Vec<String> =
+                        get.names.iter().map(|name| remote.resolve(name)).collect();
+                    commands::get(&mut session, &names, &out_dir, options, style).await
                 }
                 None => usage("get NAME... [-o DIR] [--force]"),
             },
@@ -157,19 +165,86 @@ pub(crate) async fn run(mut session: Session, settings: &Settings) -> Exit {
                 let names: Vec<String> = args
                     .iter()
                     .filter(|arg| *arg != "--yes" && *arg != "-y")
-                    .cloned()
+                    .map(|name| remote.resolve(name))
                     .collect();
                 commands::rm(&mut session, &names, yes, false).await
             }
             "info" => commands::info(&mut session, false).await,
             other => {
+                // A typo is a message, not a failure of the session.
                 eprintln!("ftc: unknown command '{other}'; type 'help'");
-                Exit::BadInput
+                Exit::Success
             }
         };
         worst = worst.max(exit);
     }
     worst
+}
+
+/// The server folder the shell is in: names typed are relative to it ("" is the top).
+#[derive(Debug, Default)]
+struct RemoteDir(String);
+
+impl RemoteDir {
+    /// `name` as the server knows it: under this folder, or from the top with a leading `/`.
+    fn resolve(&self, name: &str) -> String {
+        if let Some(absolute) = name.strip_prefix('/') {
+            return absolute.to_owned();
+        }
+        if self.0.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.0)
+        }
+    }
+
+    /// The pattern for "everything here" (`None` at the top: the whole catalog).
+    fn everything(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| format!("{}/*", self.0))
+    }
+
+    /// `cd`: into a folder (`..` up, `/` or nothing the top).
+    fn change(&mut self, to: Option<&str>) -> Result<(), String> {
+        let Some(to) = to else {
+            self.0.clear();
+            return Ok(());
+        };
+        let mut parts: Vec<&str> = if to.starts_with('/') {
+            Vec::new()
+        } else {
+            self.0.split('/').filter(|p| !p.is_empty()).collect()
+        };
+        for part in to.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err("already at the top".into());
+                    }
+                }
+                part if part.chars().any(char::is_control) => {
+                    return Err(format!("{to:?} is not a folder name"))
+                }
+                part => parts.push(part),
+            }
+        }
+        self.0 = parts.join("/");
+        Ok(())
+    }
+}
+
+/// Reloads the stored names completion offers (best effort).
+async fn refresh_names(session: &mut Session, names: &RemoteNames) {
+    let listed = match session.client().await {
+        Ok(client) => client.list(None).await,
+        Err(err) => Err(err),
+    };
+    if let Ok(entries) = listed {
+        let mut known = names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *known = entries.into_iter().map(|entry| entry.name).collect();
+    }
 }
 
 fn usage(text: &str) -> Exit {
@@ -206,6 +281,23 @@ impl GetLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cd_moves_in_the_servers_folders() {
+        let mut here = RemoteDir::default();
+        assert_eq!(here.resolve("a.txt"), "a.txt");
+        here.change(Some("photos/2024")).unwrap();
+        assert_eq!(here.resolve("a.jpg"), "photos/2024/a.jpg");
+        assert_eq!(here.resolve("/top.txt"), "top.txt");
+        assert_eq!(here.everything().unwrap(), "photos/2024/*");
+        here.change(Some("..")).unwrap();
+        assert_eq!(here.0, "photos");
+        here.change(Some("/other")).unwrap();
+        assert_eq!(here.0, "other");
+        assert!(here.change(Some("../..")).is_err());
+        here.change(None).unwrap();
+        assert_eq!(here.everything(), None);
+    }
 
     #[test]
     fn get_lines_parse_flags_anywhere() {
