@@ -183,8 +183,8 @@ pub(crate) fn local_path(out_dir: &Path, name: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// The hidden file a download is written to before it is verified.
-fn partial_path(target: &Path) -> PathBuf {
+/// The hidden file a download (or a relayed file) is written to before it is verified.
+pub(crate) fn partial_path(target: &Path) -> PathBuf {
     let file = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -1,30 +1,14 @@
 //! The People view against a real `fts`: who is online shows up live, an incoming offer is a
 //! dialog whose Accept saves the files verified, and files are sent to a ticked user.
 
+mod common;
+
 use std::{fs, path::PathBuf, time::Duration};
 
-use egui_kittest::{kittest::Queryable, Harness};
-use ft_gui::{FtApp, History, ScriptedPicker};
+use common::{shows, step_until, type_into, window};
+use egui_kittest::kittest::Queryable;
+use ft_gui::ScriptedPicker;
 use integration_tests::{eventually, fts_user, spawn_ftc_env, Workspace};
-
-fn step_until(
-    harness: &mut Harness<'_, FtApp>,
-    what: &str,
-    mut done: impl FnMut(&Harness<'_, FtApp>) -> bool,
-) {
-    for _ in 0..600 {
-        harness.step();
-        if done(harness) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn shows(harness: &Harness<'_, FtApp>, text: &str) -> bool {
-    harness.query_all_by_label_contains(text).next().is_some()
-}
 
 #[test]
 fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
@@ -43,27 +27,11 @@ fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
     let mut picker = ScriptedPicker::default();
     picker.answers.push_back(vec![gift.clone()]);
     let inbox = ws.root.path().join("alice-inbox");
-    let app = FtApp::new(
-        || {},
-        History::at(config.path().join("history.jsonl")),
-        inbox.clone(),
-        Box::new(picker),
-    )
-    .unwrap();
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1000.0, 700.0))
-        .build_state(|ctx, app: &mut FtApp| app.ui(ctx), app);
+    let mut harness = window(config.path(), &inbox, Box::new(picker));
     // alice logs in through the window (fingerprint trusted when asked).
-    for (field, text) in [
-        ("Server", server.address()),
-        ("User", "alice".into()),
-        ("Token", alice.clone()),
-    ] {
-        harness.get_by_label(field).click();
-        harness.step();
-        harness.get_by_label(field).type_text(&text);
-    }
-    harness.step();
+    type_into(&mut harness, "Server", &server.address());
+    type_into(&mut harness, "User", "alice");
+    type_into(&mut harness, "Token", &alice);
     harness.get_by_label("Log in").click();
     step_until(&mut harness, "the trust question", |h| {
         shows(h, "Trust this server?")

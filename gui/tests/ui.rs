@@ -2,31 +2,14 @@
 //! `fts` on loopback: connect (trusting the fingerprint shown), send a file and see its row
 //! say verified, browse the catalog, download, and find it all in the history.
 
-use std::{fs, path::PathBuf, time::Duration};
+mod common;
 
-use egui_kittest::{kittest::Queryable, Harness};
-use ft_gui::{FtApp, History, ScriptedPicker, View};
+use std::{fs, path::PathBuf};
+
+use common::{shows, step_until, type_into, window};
+use egui_kittest::kittest::Queryable;
+use ft_gui::{ScriptedPicker, View};
 use integration_tests::Workspace;
-
-/// Steps the UI (and lets the engine work) until `done` holds; bounded.
-fn step_until(
-    harness: &mut Harness<'_, FtApp>,
-    what: &str,
-    mut done: impl FnMut(&Harness<'_, FtApp>) -> bool,
-) {
-    for _ in 0..400 {
-        harness.step();
-        if done(harness) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn shows(harness: &Harness<'_, FtApp>, text: &str) -> bool {
-    harness.query_all_by_label_contains(text).next().is_some()
-}
 
 #[test]
 fn connect_send_browse_download_and_remember() {
@@ -43,28 +26,16 @@ fn connect_send_browse_download_and_remember() {
     picker.answers.push_back(vec![path.clone()]);
     picker.answers.push_back(vec![downloads.clone()]);
     let history = config.path().join("history.jsonl");
-    let app = FtApp::new(
-        || {},
-        History::at(history.clone()),
-        ws.root.path().join("inbox"),
+    let mut harness = window(
+        config.path(),
+        &ws.root.path().join("inbox"),
         Box::new(picker),
-    )
-    .unwrap();
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1000.0, 700.0))
-        .build_state(|ctx, app: &mut FtApp| app.ui(ctx), app);
+    );
 
     let credentials = server.credentials();
-    harness.get_by_label("Server").click();
-    harness.step();
-    harness.get_by_label("Server").type_text(&server.address());
-    harness.get_by_label("User").click();
-    harness.step();
-    harness.get_by_label("User").type_text(&credentials.user);
-    harness.get_by_label("Token").click();
-    harness.step();
-    harness.get_by_label("Token").type_text(&credentials.token);
-    harness.step();
+    type_into(&mut harness, "Server", &server.address());
+    type_into(&mut harness, "User", &credentials.user);
+    type_into(&mut harness, "Token", &credentials.token);
     harness.get_by_label("Log in").click();
     // A first contact: the fingerprint is shown, and nothing is trusted until asked.
     step_until(&mut harness, "the trust question", |h| {
@@ -108,9 +79,7 @@ fn connect_send_browse_download_and_remember() {
     assert_eq!(fs::read(downloads.join("hello.txt")).unwrap(), content);
 
     // Filter, then delete the ticked file after the confirmation.
-    harness.get_by_label("Filter").click();
-    harness.step();
-    harness.get_by_label("Filter").type_text("hello*");
+    type_into(&mut harness, "Filter", "hello*");
     harness.get_by_label("Refresh").click();
     step_until(&mut harness, "the filtered listing", |h| {
         shows(h, "select hello.txt")

@@ -21,7 +21,7 @@ use futures::{SinkExt, StreamExt};
 
 use crate::{
     connection::{interpret, unexpected, Client},
-    download::local_path,
+    download::{local_path, partial_path},
     error::ClientError,
     session::Session,
 };
@@ -521,15 +521,6 @@ async fn fail_file(
             .await?;
     }
     Ok(())
-}
-
-/// The hidden file a relayed file is written to before it is verified.
-fn partial_path(target: &Path) -> PathBuf {
-    let file = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(".{file}.ftc-part"))
 }
 
 /// Length and hash state of a partial file from an interrupted transfer, if it is no longer
