@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 use super::{Session, SessionError};
 use crate::relay::{Control, Push, LISTENER_QUEUE_MESSAGES, MAX_BLOCKED_USERS};
 
+/// Longest a listening client may be silent (it sends a keepalive every 20 s).
+const LISTENER_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// An offer this listener was shown.
 struct Shown {
     /// Where its answers go.
@@ -70,7 +73,8 @@ impl Session {
         pushed: &mut mpsc::Receiver<Push>,
         shown: &mut HashMap<u64, Shown>,
     ) -> Result<(), SessionError> {
-        let idle_timeout = self.state.limits.idle_timeout;
+        // Clients say something every 20 s; a listener waiting on a slow offer is not idle.
+        let idle_timeout = self.state.limits.idle_timeout.max(LISTENER_SILENCE);
         let shutdown = self.shutdown.clone();
         loop {
             // The client says something at least every idle timeout (a `Users` keepalive).
