@@ -156,6 +156,10 @@ pub(crate) enum Command {
     /// Show who is online now (and who listens for files).
     #[command(after_help = concat!("Examples:\n  ftc users backup:7878\n  ftc users --json\n", exit_codes_help!()))]
     Users(UsersArgs),
+    /// Show the files other users left for you (`ftc send --to YOU --leave`); `ftc listen`
+    /// receives them.
+    #[command(after_help = concat!("Examples:\n  ftc inbox backup:7878\n  ftc inbox --json\n", exit_codes_help!()))]
+    Inbox(UsersArgs),
     /// Print the man page (roff) to stdout.
     #[command(after_help = "Examples:\n  ftc man > /usr/share/man/man1/ftc.1\n")]
     Man,
@@ -338,6 +342,12 @@ pub(crate) struct SendArgs {
     /// With --to: how long recipients have to answer.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     pub(crate) offer_timeout: std::time::Duration,
+
+    /// With --to: recipients who are not online get the files in their inbox on the server
+    /// (verified and kept durably; offered when they next listen; removed after the
+    /// server's inbox time to live, 7 days by default).
+    #[arg(long, requires = "to")]
+    pub(crate) leave: bool,
 
     /// Compress with zstd (level 1) on the way; chunks that do not shrink go as they are.
     /// Worth it on slow links with compressible data. Default: `compress` from the config file.

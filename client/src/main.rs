@@ -192,14 +192,12 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                     .into_iter()
                     .filter(|user| !user.is_empty())
                     .collect();
-                return Ok(relay_commands::send_to(
-                    &mut session,
-                    &paths,
+                let offer = relay_commands::Offering {
                     to,
-                    args.offer_timeout,
-                    style,
-                )
-                .await);
+                    timeout: args.offer_timeout,
+                    leave: args.leave,
+                };
+                return Ok(relay_commands::send_to(&mut session, &paths, offer, style).await);
             }
             let conflict = if args.overwrite {
                 ConflictPolicy::Overwrite
@@ -299,6 +297,11 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
             let json = args.server.json;
             let (mut session, _) = session(settings, args.server, args.args, Operands::Nothing)?;
             relay_commands::users(&mut session, json).await
+        }
+        Command::Inbox(args) => {
+            let json = args.server.json;
+            let (mut session, _) = session(settings, args.server, args.args, Operands::Nothing)?;
+            relay_commands::inbox(&mut session, json).await
         }
         Command::Login(args) => login::login(args, settings).await,
         Command::Completions { .. } | Command::Man => Exit::Success,

@@ -19,13 +19,22 @@ use crate::{
     terminal::err,
 };
 
-/// `send --to`: offers the paths to the users, sends what they accept, and reports per
-/// recipient.
+/// What `send --to` was asked to do.
+pub(crate) struct Offering {
+    /// The recipients.
+    pub(crate) to: Vec<String>,
+    /// How long they have to answer.
+    pub(crate) timeout: Duration,
+    /// Whether those not online get the files in their inbox on the server.
+    pub(crate) leave: bool,
+}
+
+/// `send --to`: offers the paths to the users, sends what they accept (and, with `--leave`,
+/// leaves the files for those not online), and reports per recipient.
 pub(crate) async fn send_to(
     session: &mut Session,
     paths: &[std::path::PathBuf],
-    to: Vec<String>,
-    timeout: Duration,
+    offering: Offering,
     style: Style,
 ) -> Exit {
     if paths.is_empty() {
@@ -38,6 +47,7 @@ pub(crate) async fn send_to(
     if plan.files.is_empty() {
         return report_error(anyhow!("nothing to send: no files"), style.json);
     }
+    let Offering { to, timeout, leave } = offering;
     if !style.json {
         err!(
             "ftc: offering {} {} to {}; waiting for an answer (up to {}s)",
@@ -53,7 +63,38 @@ pub(crate) async fn send_to(
     }
     let events = EventOutput::new(style.json, style.bars, style.verbosity, false);
     let on_event = |event| events.handle(&event);
-    let sending = relay::send_to_users(session, plan, to, timeout, &on_event);
+    let sending = async {
+        let mut report = relay::send_to_users(session, plan, to, timeout, &on_event).await?;
+        let away: Vec<String> = report
+            .recipients
+            .iter()
+            .filter(|r| matches!(r.outcome, RecipientOutcome::NotOnline))
+            .map(|r| r.user.clone())
+            .collect();
+        if !leave || away.is_empty() {
+            return Ok((report, Vec::new()));
+        }
+        if !style.json {
+            err!(
+                "ftc: {} not online; leaving the files in the inbox on the server",
+                away.join(", ")
+            );
+        }
+        let files = report.files.clone();
+        let left = relay::leave_for_users(session, files, away.clone(), &on_event).await?;
+        report.bytes_sent += left.bytes_sent;
+        report.elapsed += left.elapsed;
+        for recipient in left.recipients {
+            if let Some(slot) = report
+                .recipients
+                .iter_mut()
+                .find(|r| r.user == recipient.user)
+            {
+                *slot = recipient;
+            }
+        }
+        Ok::<_, ft_client::ClientError>((report, away))
+    };
     let result = tokio::select! {
         result = sending => result,
         _ = tokio::signal::ctrl_c() => {
@@ -64,7 +105,7 @@ pub(crate) async fn send_to(
     };
     events.finish();
     match result {
-        Ok(report) => offer_report(&report, style.json),
+        Ok((report, left)) => offer_report(&report, &left, style.json),
         Err(err) => {
             session.reset();
             report_error(err, style.json)
@@ -72,15 +113,19 @@ pub(crate) async fn send_to(
     }
 }
 
-/// Prints what each recipient did; the exit status.
-fn offer_report(report: &OfferReport, json: bool) -> Exit {
+/// Prints what each recipient did (`left`: those whose files went to their inbox); the
+/// exit status.
+fn offer_report(report: &OfferReport, left: &[String], json: bool) -> Exit {
     let mut all_ok = true;
     for recipient in &report.recipients {
+        let in_inbox = left.contains(&recipient.user);
         let outcome = match &recipient.outcome {
+            RecipientOutcome::Accepted(_) if in_inbox => "left-in-inbox",
             RecipientOutcome::Accepted(_) => "accepted",
             RecipientOutcome::Declined => "declined",
             RecipientOutcome::TimedOut => "timed-out",
             RecipientOutcome::NotOnline => "not-online",
+            RecipientOutcome::Refused { code, .. } => code.as_str(),
         };
         let complete = matches!(recipient.outcome, RecipientOutcome::Accepted(_))
             && recipient.stopped.is_none()
@@ -88,9 +133,10 @@ fn offer_report(report: &OfferReport, json: bool) -> Exit {
             && recipient.saved.len() == report.files.len();
         all_ok &= complete;
         if json {
+            let key = if in_inbox { "left" } else { "saved" };
             emit(&json!({
                 "event": "recipient", "user": recipient.user, "outcome": outcome,
-                "saved": recipient.saved.iter().map(|(name, path)| json!({"name": name, "path": path})).collect::<Vec<_>>(),
+                key: recipient.saved.iter().map(|(name, path)| json!({"name": name, "path": path})).collect::<Vec<_>>(),
                 "failed": recipient.failed.iter().map(|(name, why)| json!({"name": name, "message": why})).collect::<Vec<_>>(),
                 "stopped": recipient.stopped, "ok": complete,
             }));
@@ -99,7 +145,11 @@ fn offer_report(report: &OfferReport, json: bool) -> Exit {
         match &recipient.outcome {
             RecipientOutcome::Accepted(_) => {
                 for (name, path) in &recipient.saved {
-                    out!("{}: saved {name} as {path} (verified)", recipient.user);
+                    if in_inbox {
+                        out!("{}: {name} {path} (verified)", recipient.user);
+                    } else {
+                        out!("{}: saved {name} as {path} (verified)", recipient.user);
+                    }
                 }
                 for (name, why) in &recipient.failed {
                     err!("ftc: {}: not saved: {name}: {why}", recipient.user);
@@ -107,13 +157,25 @@ fn offer_report(report: &OfferReport, json: bool) -> Exit {
                 if let Some(why) = &recipient.stopped {
                     err!("ftc: {}: stopped: {why}", recipient.user);
                 }
+                let what = if in_inbox {
+                    "left in the inbox (delivered when they listen)"
+                } else {
+                    "saved and verified"
+                };
                 out!(
-                    "{}: {} of {} files saved and verified",
+                    "{}: {} of {} files {what}",
                     recipient.user,
                     recipient.saved.len(),
                     report.files.len()
                 );
             }
+            RecipientOutcome::Refused { message, .. } => {
+                err!("ftc: {}: nothing left: {message}", recipient.user);
+            }
+            RecipientOutcome::NotOnline => err!(
+                "ftc: {}: not-online (--leave keeps the files on the server for them)",
+                recipient.user
+            ),
             _ => err!("ftc: {}: {outcome}", recipient.user),
         }
     }
@@ -124,8 +186,9 @@ fn offer_report(report: &OfferReport, json: bool) -> Exit {
         }));
     } else {
         out!(
-            "{} sent once in {:.2}s; {}",
+            "{} sent {}in {:.2}s; {}",
             BinaryBytes(report.bytes_sent),
+            if left.is_empty() { "once " } else { "" },
             report.elapsed.as_secs_f64(),
             if all_ok {
                 "every recipient verified every file (BLAKE3)"
@@ -320,6 +383,61 @@ pub(crate) async fn users(session: &mut Session, json: bool) -> Exit {
             report_error(err, json)
         }
     }
+}
+
+/// `inbox`: what other users left for this one.
+pub(crate) async fn inbox(session: &mut Session, json: bool) -> Exit {
+    let listed = match session.client().await {
+        Ok(client) => client.inbox().await,
+        Err(err) => Err(err),
+    };
+    let list = match listed {
+        Ok(list) => list,
+        Err(err) => {
+            session.reset();
+            return report_error(err, json);
+        }
+    };
+    for file in &list.files {
+        if json {
+            emit(&json!({
+                "event": "inbox_file", "from": file.from, "name": file.name, "size": file.size,
+                "left_at": file.left_at, "expires_at": file.expires_at,
+            }));
+        } else {
+            out!(
+                "{:>10}  {:<16}  {}  from {}  (until {})",
+                BinaryBytes(file.size).to_string(),
+                crate::listing::show_time(&file.left_at, false),
+                file.name,
+                file.from,
+                crate::listing::show_time(&file.expires_at, false),
+            );
+        }
+    }
+    if json {
+        emit(&json!({
+            "event": "summary", "files": list.total_files, "bytes": list.used,
+            "quota": list.quota,
+        }));
+    } else {
+        let shown = list.files.len() as u64;
+        if shown < list.total_files {
+            out!("... and {} more", list.total_files - shown);
+        }
+        out!(
+            "{} {} waiting, {} of {}; `ftc listen` receives them",
+            list.total_files,
+            if list.total_files == 1 {
+                "file"
+            } else {
+                "files"
+            },
+            BinaryBytes(list.used),
+            BinaryBytes(list.quota)
+        );
+    }
+    Exit::Success
 }
 
 /// Asks on the terminal; the answer, trimmed and lower-case ("" on end of input).

@@ -19,6 +19,7 @@
 pub mod proxy;
 mod raw;
 mod registry;
+pub mod relay;
 mod scripted;
 
 use std::{

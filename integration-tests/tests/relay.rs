@@ -1,75 +1,17 @@
 //! Users sending files to other online users through the server: live, verified, to several
 //! at once, declined, timed out, not online, cancelled and resumed, and hostile offers.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{fs, time::Duration};
 
 use ft_protocol::{
     relay::{Answer, Decision, FileAnswer, Listen, Offer, OfferedFile, RelayBegin, RelayData},
     Credentials, Request, Response,
 };
 use integration_tests::{
-    blake3_hex, eventually, ftc_with, fts_user, ndjson, random_bytes, spawn_ftc_env, Output,
-    RawClient, RunningFtc, Server, Workspace,
+    blake3_hex, eventually, ftc_with, ndjson, random_bytes,
+    relay::{add_user, ftc_as, listen, out_dir, wait_listening},
+    spawn_ftc_env, RawClient, Workspace,
 };
-
-/// Adds a user with role `write` to the running server's store; its token.
-fn add_user(ws: &Workspace, name: &str) -> String {
-    let added = fts_user(&ws.store_dir(), &["add", name, "--role", "write"]);
-    added.success();
-    added.stdout.lines().last().unwrap().to_owned()
-}
-
-/// `ftc ARGS` as `user`.
-fn ftc_as(ws: &Workspace, user: &str, token: &str, args: &[&str]) -> Output {
-    ftc_with(
-        &ws.src(),
-        args,
-        &[("FTC_USER", user), ("FTC_TOKEN", token)],
-        None,
-    )
-}
-
-/// `ftc listen` as `user` into `out`, in the background, once it shows up as listening.
-fn listen(
-    ws: &Workspace,
-    server: &Server,
-    (user, token): (&str, &str),
-    out: &Path,
-    extra: &[&str],
-) -> RunningFtc {
-    let address = server.address();
-    let out = out.to_str().unwrap();
-    let mut args = vec!["listen", address.as_str(), "-o", out];
-    args.extend(extra);
-    let running = spawn_ftc_env(
-        &ws.src(),
-        &args,
-        &[("FTC_USER", user), ("FTC_TOKEN", token)],
-    );
-    wait_listening(ws, server, user, token);
-    running
-}
-
-/// Waits (bounded) until `user` is listening.
-fn wait_listening(ws: &Workspace, server: &Server, user: &str, token: &str) {
-    let listening = eventually(Duration::from_secs(15), || {
-        let users = ftc_as(ws, user, token, &["users", &server.address(), "--json"]);
-        ndjson(&users)
-            .iter()
-            .any(|e| e["event"] == "user" && e["name"] == user && e["listening"] == true)
-    });
-    assert!(listening, "{user} never showed up as listening");
-}
-
-fn out_dir(ws: &Workspace, name: &str) -> PathBuf {
-    let dir = ws.root.path().join(name);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn alice_sends_a_folder_to_bob_who_saves_it_verified_without_the_server_storing_it() {

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn hello_bytes_are_pinned() {
         let bytes = encode(&hello(PROTOCOL_VERSION)).unwrap();
-        assert_eq!(bytes, [0x00, 0x0a, 0x03, b'f', b't', b'c', 0x00]);
+        assert_eq!(bytes, [0x00, 0x0b, 0x03, b'f', b't', b'c', 0x00]);
     }
 
     #[test]
@@ -326,6 +326,32 @@ mod tests {
         });
         // Response variant 18; offer 7; two bytes.
         assert_eq!(encode(&data).unwrap(), [0x12, 0x07, 0x02, 1, 2]);
+    }
+
+    #[test]
+    fn inbox_bytes_are_pinned() {
+        use crate::relay::{InboxRequest, Offer, OfferedFile, RecipientOutcome};
+        let leave = Request::Leave(Offer {
+            to: vec!["bob".into()],
+            files: vec![OfferedFile {
+                name: "a".into(),
+                size: 1,
+            }],
+            timeout_secs: 1,
+        });
+        // Variant 23, then an `Offer` as in `relay_bytes_are_pinned`.
+        let expected = [
+            0x17, 0x01, 0x03, b'b', b'o', b'b', 0x01, 0x01, b'a', 0x01, 0x01,
+        ];
+        assert_eq!(encode(&leave).unwrap(), expected);
+        assert_eq!(encode(&Request::Inbox(InboxRequest {})).unwrap(), [0x18]);
+        let refused = RecipientOutcome::Refused {
+            code: ErrorCode::QuotaExceeded,
+            message: "x".into(),
+        };
+        // Outcome variant 4; error code 16; the message.
+        let bytes = postcard::to_allocvec(&refused).unwrap();
+        assert_eq!(bytes, [0x04, 0x10, 0x01, b'x']);
     }
 
     #[test]
@@ -435,8 +461,8 @@ mod tests {
         );
         // A future Hello whose tail we cannot parse is still recognised by its frozen prefix.
         assert!(matches!(
-            decode_hello(&[0x00, 0x0b, 0xff, 0xff]),
-            Err(HelloError::VersionMismatch { theirs: 11, .. })
+            decode_hello(&[0x00, 0x0c, 0xff, 0xff]),
+            Err(HelloError::VersionMismatch { theirs: 12, .. })
         ));
     }
 

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     /// The name is taken and the client asked never to replace or rename
     /// ([`crate::ConflictPolicy::Skip`]): nothing was stored. Protocol 9.
     NameTaken,
+    /// The recipient's inbox on the server has no room for the files left for it. Protocol 11.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -63,6 +65,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NameTaken => "name-taken",
+            ErrorCode::QuotaExceeded => "quota-exceeded",
         }
     }
 }

@@ -104,6 +104,26 @@
 //!   then says `Received`; the sender learns it as `Delivered`, and `OfferClosed` once every
 //!   recipient gave its verdicts or left.
 //!
+//! # Inboxes (protocol 11)
+//!
+//! ```text
+//! sender:    Leave -> ( OfferAnswers ( RelayBegin RelayData* RelayEnd )* OfferEnd
+//!                       Delivered* OfferClosed | Failed )
+//! recipient: Inbox -> Inbox
+//! ```
+//!
+//! - `Leave` carries an [`relay::Offer`] (its `timeout_secs` is not used) for users who need
+//!   not be online. Each recipient's outcome is `Accepted` (every file, from offset 0) or
+//!   `Refused` (no such user, or not enough room left in its inbox, `quota-exceeded`). The
+//!   files then stream exactly as in an offer; the server writes each recipient's copy into
+//!   its inbox, checks the hash in `RelayEnd`, makes file and record durable, and only then
+//!   answers `Delivered { ok: true }`.
+//! - When a recipient next sends `Listen`, the server offers what waits for it, one offer per
+//!   sender's `Leave`, as `Offered` from that sender; the listener answers and receives it like
+//!   any offer (resume included). A file delivered and verified, or declined, leaves the
+//!   inbox; an unanswered offer stays. Files from a user the listener blocks are discarded.
+//!   Whatever is still waiting after the server's inbox time to live is removed.
+//!
 //! - `Get` is answered by `Sending { size, hash, offset }` followed by exactly
 //!   `size - offset` bytes in [`Response::Data`] messages — or by [`Failed`] (unknown name),
 //!   or by `Failed` in place of the remaining data if the stored file cannot be read. The
@@ -176,7 +196,9 @@ pub use message::{
 /// intent's conflict policy, modification time and content hash), `ConflictPolicy::Skip`
 /// with `NameTaken`, and the modification time in `BeginFile`, `Sending` and catalog entries.
 /// Version 10 added the relay: `Users`, `Listen`, offers to online users and their streams.
-pub const PROTOCOL_VERSION: u32 = 10;
+/// Version 11 added inboxes: `Leave`, `Inbox`, `RecipientOutcome::Refused` and
+/// `QuotaExceeded`.
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// Most recipients of one offer.
 pub const MAX_RELAY_RECIPIENTS: usize = 16;
@@ -186,6 +208,13 @@ pub const MAX_OFFER_FILES: usize = 4096;
 
 /// Longest a sender may ask recipients to take to answer, in seconds.
 pub const MAX_OFFER_TIMEOUT_SECS: u32 = 600;
+
+/// Most files one user's inbox holds; a `Leave` past it is refused for that recipient.
+pub const MAX_INBOX_FILES: u64 = 10_000;
+
+/// Most files one [`relay::InboxList`] names (the oldest; `total_files` counts them all), so
+/// that the answer fits a frame whatever the names' lengths.
+pub const MAX_INBOX_LISTED: usize = 200;
 
 /// Capability: the peer accepts [`Request::CompressedChunk`] (zstd). A client lists it in
 /// `Hello`; the server echoes it in `Welcome` if it agrees.

@@ -57,6 +57,11 @@ pub enum Request {
     CancelOffer(crate::relay::CancelOffer),
     /// The sender is done with its offer. Protocol 10.
     OfferEnd(crate::relay::OfferEnd),
+    /// Leaves files in the server-side inboxes of users, for their next `Listen`; answered
+    /// and streamed like an [`Request::Offer`]. Protocol 11.
+    Leave(crate::relay::Offer),
+    /// Asks what waits in the asker's inbox. Protocol 11.
+    Inbox(crate::relay::InboxRequest),
 }
 
 /// Everything a server may send. Variant order is the wire encoding: append only.
@@ -108,6 +113,8 @@ pub enum Response {
     OfferCancelled(crate::relay::OfferCancelled),
     /// The offer is over (to the sender). Protocol 10.
     OfferClosed(crate::relay::OfferClosed),
+    /// What waits in the asker's inbox. Protocol 11.
+    Inbox(crate::relay::InboxList),
 }
 
 /// The client's credentials, or none for anonymous access (refused unless the server

@@ -130,6 +130,14 @@ pub enum RecipientOutcome {
     TimedOut,
     /// The user has no listening connection.
     NotOnline,
+    /// Files cannot be left for this user (no such user, or its inbox is full): `code` and
+    /// `message` say why. Only in answer to a `Leave`. Protocol 11.
+    Refused {
+        /// Machine-readable cause (`not-found`, `quota-exceeded`, ...).
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 /// One recipient's outcome.
@@ -265,4 +273,36 @@ pub struct OfferCancelled {
 pub struct OfferClosed {
     /// The offer.
     pub offer: u64,
+}
+
+/// Asks what waits in the asker's inbox (files other users left with `Leave`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRequest {}
+
+/// One file waiting in an inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxFile {
+    /// Who left it.
+    pub from: String,
+    /// Its relative name, as offered.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was left (UTC, RFC 3339).
+    pub left_at: String,
+    /// When it will be removed unless delivered first (UTC, RFC 3339).
+    pub expires_at: String,
+}
+
+/// The asker's inbox: what waits for its next `Listen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxList {
+    /// The files, oldest first; at most [`crate::MAX_INBOX_LISTED`] of them.
+    pub files: Vec<InboxFile>,
+    /// How many files wait in all.
+    pub total_files: u64,
+    /// Bytes they hold.
+    pub used: u64,
+    /// Bytes the inbox may hold.
+    pub quota: u64,
 }

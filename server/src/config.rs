@@ -86,6 +86,15 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub partial_ttl: Duration,
 
+    /// Files left for a user who was not online (`ftc send --to USER --leave`) wait this
+    /// long for the user to listen, then are removed (e.g. 7d).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub inbox_ttl: Duration,
+
+    /// Bytes that may wait in one user's inbox; a `--leave` that does not fit is refused.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub inbox_quota: u64,
+
     /// On SIGINT/SIGTERM, time granted to uploads in flight before they are cut.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -204,6 +213,10 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// See [`Args::partial_ttl`].
     pub partial_ttl: Duration,
+    /// See [`Args::inbox_ttl`].
+    pub inbox_ttl: Duration,
+    /// See [`Args::inbox_quota`].
+    pub inbox_quota: u64,
 }
 
 impl From<&Args> for Limits {
@@ -221,6 +234,8 @@ impl From<&Args> for Limits {
             idle_timeout: args.idle_timeout,
             shutdown_grace: args.shutdown_grace,
             partial_ttl: args.partial_ttl,
+            inbox_ttl: args.inbox_ttl,
+            inbox_quota: args.inbox_quota,
         }
     }
 }

@@ -100,12 +100,15 @@ pub struct ServerState {
     pub(crate) idle: Arc<idle::IdleConnections>,
     /// Who is online, listening connections and offers between users.
     pub(crate) relay: relay::RelayHub,
+    /// Files left for users who were not online: quota, time to live, space promised.
+    pub(crate) inboxes: relay::inbox::Inboxes,
 }
 
 impl ServerState {
     /// State for a server over `store` and `catalog`.
     pub fn new(store: Store, catalog: Catalog, security: Security, limits: Limits) -> Self {
         let memory = memory::MemoryBudget::new(limits.max_memory, limits.max_connections);
+        let inboxes = relay::inbox::Inboxes::new(limits.inbox_ttl, limits.inbox_quota);
         Self {
             store: Arc::new(store),
             catalog,
@@ -118,6 +121,7 @@ impl ServerState {
             memory,
             idle: Arc::default(),
             relay: relay::RelayHub::default(),
+            inboxes,
         }
     }
 }
@@ -147,9 +151,39 @@ fn staged_file_budget() -> usize {
 /// stale partial uploads meanwhile. Taking a bound listener lets tests bind port 0 and
 /// learn the port first.
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
+    // Before any session can be writing into the inbox area.
+    let sweeping = Arc::clone(&state);
+    let _ = tokio::task::spawn_blocking(move || {
+        let catalog = &sweeping.catalog;
+        let removed = sweeping
+            .store
+            .sweep_inbox(|blob| catalog.inbox_names(blob).unwrap_or(true));
+        if removed > 0 {
+            tracing::info!("removed {removed} unfinished files from the inbox area");
+        }
+    })
+    .await;
     let sweeper = tokio::spawn(sweep_partials(Arc::clone(&state), shutdown.clone()));
+    let expiry = tokio::spawn(sweep_inboxes(Arc::clone(&state), shutdown.clone()));
     listener::run(listener, state, shutdown).await;
     sweeper.abort();
+    expiry.abort();
+}
+
+/// Removes inbox files older than `--inbox-ttl`, at start and then periodically.
+async fn sweep_inboxes(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let period = (state.inboxes.ttl / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(600),
+    );
+    loop {
+        let sweeping = Arc::clone(&state);
+        let _ = tokio::task::spawn_blocking(move || relay::inbox::remove_expired(&sweeping)).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
 }
 
 /// Removes partial uploads older than `--partial-ttl`, at start and then periodically.

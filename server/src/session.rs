@@ -38,6 +38,7 @@ use crate::{
 };
 
 mod announced;
+mod relay_leave;
 mod relay_listen;
 mod relay_offer;
 mod round;
@@ -427,6 +428,11 @@ impl Session {
                 self.commit_group().await?;
                 self.on_offer(offer).await?;
             }
+            Request::Leave(offer) => {
+                self.commit_group().await?;
+                self.on_leave(offer).await?;
+            }
+            Request::Inbox(_) => self.on_inbox().await?,
             Request::Answer(_)
             | Request::RelayBegin(_)
             | Request::RelayData(_)

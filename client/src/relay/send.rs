@@ -83,8 +83,37 @@ pub async fn send_to_users(
     timeout: Duration,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<OfferReport, ClientError> {
+    let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+    // The answers may take the whole offer timeout (people decide), plus a margin.
+    let wait = timeout + Duration::from_secs(30);
+    let offer = |offer| Request::Offer(offer);
+    run_offer(session, plan.files, to, seconds, wait, &offer, on_event).await
+}
+
+/// Leaves `files` in the inboxes of `to` on the server, for their next `ftc listen`. Each
+/// recipient is `Accepted` (its copy is verified and durable on the server once the report
+/// lists it as saved) or `Refused` (no such user, inbox full).
+pub async fn leave_for_users(
+    session: &mut Session,
+    files: Vec<LocalFile>,
+    to: Vec<String>,
+    on_event: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<OfferReport, ClientError> {
+    let leave = |offer| Request::Leave(offer);
+    let wait = crate::connection::REPLY_TIMEOUT;
+    run_offer(session, files, to, 1, wait, &leave, on_event).await
+}
+
+async fn run_offer(
+    session: &mut Session,
+    files: Vec<LocalFile>,
+    to: Vec<String>,
+    timeout_secs: u32,
+    wait: Duration,
+    request: &(dyn Fn(Offer) -> Request + Sync),
+    on_event: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<OfferReport, ClientError> {
     let started = Instant::now();
-    let files = plan.files;
     on_event(TransferEvent::BatchStarted {
         files: files.len(),
         bytes: files.iter().map(|file| file.size).sum(),
@@ -99,11 +128,9 @@ pub async fn send_to_users(
                 size: file.size,
             })
             .collect(),
-        timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1),
+        timeout_secs,
     };
-    client.writer.send(Request::Offer(offer)).await?;
-    // The answers may take the whole offer timeout (people decide), plus a margin.
-    let wait = timeout + Duration::from_secs(30);
+    client.writer.send(request(offer)).await?;
     let answers = match tokio::time::timeout(wait, client.reader.next()).await {
         Err(_) => {
             return Err(ClientError::Timeout(
@@ -242,14 +269,14 @@ async fn stream_files(
             }))
             .await?;
     }
-    if shared.all_gone.load(Ordering::Acquire) {
-        let _ = writer
-            .feed(Request::CancelOffer(CancelOffer { offer: id }))
-            .await;
-    }
-    writer
-        .send(Request::OfferEnd(OfferEnd { offer: id }))
-        .await?;
+    // Either ends the offer; the server answers `OfferClosed` to the one that comes first,
+    // and the connection goes on to the next request.
+    let end = if shared.all_gone.load(Ordering::Acquire) {
+        Request::CancelOffer(CancelOffer { offer: id })
+    } else {
+        Request::OfferEnd(OfferEnd { offer: id })
+    };
+    writer.send(end).await?;
     Ok(bytes_sent)
 }
 

@@ -16,6 +16,7 @@ use std::{
 use ft_protocol::{CatalogEntry, Hash};
 use rusqlite::{params, Connection};
 
+pub mod inbox;
 mod schema;
 pub mod users;
 

@@ -61,6 +61,22 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
     }
     transaction
         .execute_batch("CREATE INDEX IF NOT EXISTS files_by_sent_name ON files (sent_name);")?;
+    // Protocol 11: files left for users who were not online (their bytes are in the
+    // store's inbox area).
+    transaction.execute_batch(
+        "CREATE TABLE IF NOT EXISTS inbox (
+            id        INTEGER PRIMARY KEY,
+            recipient TEXT NOT NULL,
+            sender    TEXT NOT NULL,
+            name      TEXT NOT NULL,
+            size      INTEGER NOT NULL,
+            blake3    TEXT NOT NULL,
+            blob      TEXT NOT NULL,
+            left_ns   INTEGER NOT NULL,
+            batch     INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS inbox_by_recipient ON inbox (recipient);",
+    )?;
     if !existed {
         // A new catalog has nothing to upgrade.
         transaction.pragma_update(None, "user_version", NAMESPACED_SCHEMA)?;

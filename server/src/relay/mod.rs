@@ -3,6 +3,7 @@
 //! side (a listening connection, a sender's offer) is in `session/relay_*.rs`; nothing here
 //! touches the disk.
 
+pub(crate) mod inbox;
 pub(crate) mod presence;
 
 use std::{

@@ -46,11 +46,20 @@ impl Session {
         }
         let (queue, mut pushed) = mpsc::channel(LISTENER_QUEUE_MESSAGES);
         let hub = &self.state.relay;
-        let id = hub.add_listener(&user, queue, listen.blocked);
+        let id = hub.add_listener(&user, queue.clone(), listen.blocked.clone());
         tracing::info!("listening for offers");
         let result = async {
             let users = self.state.relay.online_users();
             self.send(Response::Listening(Listening { users })).await?;
+            // What others left while the user was away comes first, beside live offers. It
+            // ends by itself once this connection has ended (its queue closes), after acting
+            // on the verdicts the listener gave.
+            tokio::spawn(crate::relay::inbox::delivery::deliver_waiting(
+                std::sync::Arc::clone(&self.state),
+                user.clone(),
+                listen.blocked,
+                queue,
+            ));
             let mut shown: HashMap<u64, Shown> = HashMap::new();
             let served = self.serve_listener(&mut pushed, &mut shown).await;
             for (offer, shown) in shown {

@@ -49,11 +49,22 @@ struct Streaming {
 impl Session {
     /// Runs one offer from `Offer` to `OfferClosed`.
     pub(super) async fn on_offer(&mut self, offer: Offer) -> Result<(), SessionError> {
+        self.run_offer(offer, Route::Live).await
+    }
+
+    /// Runs one `Leave` (files for users' inboxes) from `Leave` to `OfferClosed`: the same
+    /// stream as an offer, with each recipient's inbox writer in place of its listener.
+    pub(super) async fn on_leave(&mut self, offer: Offer) -> Result<(), SessionError> {
+        self.run_offer(offer, Route::Inbox).await
+    }
+
+    async fn run_offer(&mut self, offer: Offer, route: Route) -> Result<(), SessionError> {
         let sender = self.user().to_owned();
         if let Some(refusal) = self.check_offer(&offer, &sender).await? {
             return self.send(Response::Failed(refusal)).await;
         }
         let id = self.state.relay.next_id();
+        let batch = crate::relay::inbox::now_ns();
         let (control_tx, mut control) = mpsc::unbounded_channel();
         let mut recipients = Vec::with_capacity(offer.to.len());
         let mut outcomes: Vec<Option<RecipientOutcome>> = Vec::with_capacity(offer.to.len());
@@ -65,33 +76,37 @@ impl Session {
                 start: None,
                 awaiting: HashSet::new(),
             };
-            let outcome = match self.state.relay.listener_for(user, &sender) {
-                Err(Unreachable::NotOnline) => Some(RecipientOutcome::NotOnline),
-                Err(Unreachable::Blocked) => Some(RecipientOutcome::Declined),
-                Ok(slot) => {
-                    let push = Push::Offer {
-                        offered: Offered {
-                            offer: id,
-                            from: sender.clone(),
-                            files: offer.files.clone(),
-                        },
-                        control: control_tx.clone(),
+            let outcome = match route {
+                Route::Live => {
+                    let offered = Offered {
+                        offer: id,
+                        from: sender.clone(),
+                        files: offer.files.clone(),
                     };
-                    // A listener whose queue is full is busy receiving another offer.
-                    match slot.queue.try_send(push) {
-                        Ok(()) => {
-                            recipient.queue = Some(slot.queue);
-                            None
-                        }
-                        Err(_) => Some(RecipientOutcome::NotOnline),
+                    let (queue, outcome) = self.reach_listener(user, offered, &control_tx);
+                    recipient.queue = queue;
+                    outcome
+                }
+                Route::Inbox => {
+                    let leaving = crate::relay::inbox::writer::Leaving {
+                        sender: sender.clone(),
+                        recipient: user.clone(),
+                        files: offer.files.clone(),
+                        batch,
+                    };
+                    let (queue, outcome) = self.reach_inbox(leaving, &control_tx).await;
+                    if let RecipientOutcome::Accepted(files) = &outcome {
+                        recipient.answers = files.clone();
                     }
+                    recipient.queue = queue;
+                    Some(outcome)
                 }
             };
             recipients.push(recipient);
             outcomes.push(outcome);
         }
         drop(control_tx);
-        tracing::info!(offer = id, to = ?offer.to, files = offer.files.len(), "offer made");
+        tracing::info!(offer = id, to = ?offer.to, files = offer.files.len(), ?route, "offer made");
         let timeout = std::time::Duration::from_secs(u64::from(
             offer.timeout_secs.clamp(1, MAX_OFFER_TIMEOUT_SECS),
         ));
@@ -141,6 +156,31 @@ impl Session {
             cancel_for_recipients(id, &mut recipients, &sender, "the sender left");
         }
         result
+    }
+
+    /// Pushes an offer to `user`'s newest listening connection. The queue, while it takes
+    /// part, and the outcome if it is known already (not online, blocked).
+    fn reach_listener(
+        &self,
+        user: &str,
+        offered: Offered,
+        control: &mpsc::UnboundedSender<Control>,
+    ) -> (Option<mpsc::Sender<Push>>, Option<RecipientOutcome>) {
+        match self.state.relay.listener_for(user, &offered.from) {
+            Err(Unreachable::NotOnline) => (None, Some(RecipientOutcome::NotOnline)),
+            Err(Unreachable::Blocked) => (None, Some(RecipientOutcome::Declined)),
+            Ok(slot) => {
+                let push = Push::Offer {
+                    offered,
+                    control: control.clone(),
+                };
+                // A listener whose queue is full is busy receiving another offer.
+                match slot.queue.try_send(push) {
+                    Ok(()) => (Some(slot.queue), None),
+                    Err(_) => (None, Some(RecipientOutcome::NotOnline)),
+                }
+            }
+        }
     }
 
     /// Refuses an offer that breaks a rule (then the session goes on), or a role that may
@@ -608,6 +648,15 @@ fn cancelled(offer: u64, user: &str, code: ErrorCode, message: &str) -> Response
         code,
         message: message.to_owned(),
     })
+}
+
+/// Where an offer's files go.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// To the recipients' listening connections (`Offer`).
+    Live,
+    /// Into the recipients' inboxes on the server (`Leave`).
+    Inbox,
 }
 
 /// What woke an offer's loop.

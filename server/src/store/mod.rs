@@ -23,6 +23,7 @@ mod beneath;
 mod durability;
 mod flush;
 mod folders;
+mod inbox;
 mod lock;
 mod namespaces;
 mod partial;
@@ -38,6 +39,7 @@ use std::{
 
 pub use durability::ErrorWatch;
 pub use folders::KnownFolders;
+pub use inbox::InboxDraft;
 pub use partial::{PartialQuota, PartialUpload, PartialUsage};
 pub use partial_admin::PartialArea;
 
@@ -138,6 +140,8 @@ pub struct Store {
     root_dir: std::os::fd::OwnedFd,
     /// The partial area, open: partial uploads are opened relative to it.
     partials_dir: std::os::fd::OwnedFd,
+    /// `DIR/.fts/inbox`, opened once: files left for users who were not online.
+    inbox_dir: std::os::fd::OwnedFd,
     /// Which owner folder of the partial area each upload key is in.
     partial_index: partial::PartialIndex,
     /// The root's device: every folder written to must be on it.
@@ -184,12 +188,18 @@ impl Store {
                 "the partial area is not a folder of the storage directory's filesystem",
             ))
         })?;
+        let inbox_dir = Self::open_inbox_area(&root_dir, device).map_err(|_| {
+            io_error("open", &root.join(PRIVATE_DIR).join("inbox"))(io::Error::other(
+                "the inbox area is not a folder of the storage directory's filesystem",
+            ))
+        })?;
         let store = Self {
             root,
             partials,
             _lock: lock,
             root_dir,
             partials_dir,
+            inbox_dir,
             partial_index: partial::PartialIndex::default(),
             device,
             flusher: flush::Flusher::start()

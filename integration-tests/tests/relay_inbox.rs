@@ -1,0 +1,259 @@
+//! Files left for users who are not online (`ftc send --to USER --leave`): kept durably in
+//! their inbox on the server, listed by `ftc inbox`, delivered when they listen; declined,
+//! blocked, expired and over-quota files.
+
+use std::{fs, path::Path, time::Duration};
+
+use integration_tests::{
+    blake3_hex, eventually, ndjson, random_bytes,
+    relay::{add_user, ftc_as, listen, out_dir, spawn_listener},
+    Output, Server, Workspace,
+};
+
+/// The recipient events of an `ftc send --json`.
+fn recipients(sent: &Output) -> Vec<serde_json::Value> {
+    ndjson(sent)
+        .into_iter()
+        .filter(|e| e["event"] == "recipient")
+        .collect()
+}
+
+/// `ftc inbox --json` as `user`: the files waiting, as (from, name, size).
+fn inbox(ws: &Workspace, server: &Server, user: &str, token: &str) -> Vec<(String, String, u64)> {
+    let listed = ftc_as(ws, user, token, &["inbox", &server.address(), "--json"]);
+    listed.success();
+    ndjson(&listed)
+        .into_iter()
+        .filter(|e| e["event"] == "inbox_file")
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_owned(),
+                e["name"].as_str().unwrap().to_owned(),
+                e["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Files in the server's inbox area.
+fn inbox_area(store: &Path) -> Vec<String> {
+    fs::read_dir(store.join(".fts/inbox"))
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn files_left_for_an_offline_user_survive_a_crash_and_reach_them_when_they_listen() {
+    let ws = Workspace::new();
+    let mut server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let carol = add_user(&ws, "carol");
+    fs::create_dir_all(ws.src().join("docs/scans")).unwrap();
+    let big = random_bytes(3 << 20, 21);
+    fs::write(ws.src().join("docs/scans/page.bin"), &big).unwrap();
+    fs::write(ws.src().join("docs/letter.txt"), b"dear bob").unwrap();
+
+    // Without --leave an absent recipient is an error, and nothing is kept for him.
+    let refused = ftc_as(
+        &ws,
+        "alice",
+        &alice,
+        &["send", &server.address(), "docs", "--to", "bob"],
+    );
+    refused.expect_code(1);
+    assert!(refused.stderr.contains("bob: not-online"), "{refused}");
+    assert!(inbox(&ws, &server, "bob", &bob).is_empty());
+
+    // carol is online and gets it live; bob is not and gets it in his inbox.
+    let carol_in = out_dir(&ws, "carol-in");
+    let carol_listens = listen(
+        &ws,
+        &server,
+        ("carol", &carol),
+        &carol_in,
+        &["--yes", "--once"],
+    );
+    let sent = ftc_as(
+        &ws,
+        "alice",
+        &alice,
+        &[
+            "send",
+            &server.address(),
+            "docs",
+            "--to",
+            "bob,carol",
+            "--leave",
+            "--json",
+        ],
+    );
+    sent.success();
+    let outcomes: Vec<(String, String)> = recipients(&sent)
+        .iter()
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("bob".to_owned(), "left-in-inbox".to_owned()),
+            ("carol".to_owned(), "accepted".to_owned())
+        ]
+    );
+    carol_listens.finish().success();
+    assert!(fs::read(carol_in.join("docs/scans/page.bin")).unwrap() == big);
+
+    let waiting = inbox(&ws, &server, "bob", &bob);
+    assert_eq!(
+        waiting,
+        [
+            ("alice".to_owned(), "docs/letter.txt".to_owned(), 8),
+            (
+                "alice".to_owned(),
+                "docs/scans/page.bin".to_owned(),
+                3 << 20
+            ),
+        ]
+    );
+    // Nobody else sees bob's inbox, and it is not among the stored files.
+    assert!(inbox(&ws, &server, "alice", &alice).is_empty());
+    assert!(ws.stored_names().is_empty(), "{:?}", ws.stored_names());
+    let human = ftc_as(&ws, "bob", &bob, &["inbox", &server.address()]);
+    human.success();
+    assert!(
+        human.stdout.contains("docs/letter.txt  from alice"),
+        "{human}"
+    );
+    assert!(human.stdout.contains("2 files waiting"), "{human}");
+
+    // Acknowledged means durable: a crash of the server loses none of it.
+    server.kill();
+    let server = ws.server(&[]);
+    assert_eq!(inbox(&ws, &server, "bob", &bob), waiting);
+
+    let bob_in = out_dir(&ws, "bob-in");
+    let bob_listens = spawn_listener(&ws, &server, ("bob", &bob), &bob_in, &["--yes", "--once"]);
+    let received = bob_listens.finish();
+    received.success();
+    assert!(
+        received
+            .stdout
+            .contains("received docs/letter.txt from alice"),
+        "{received}"
+    );
+    assert!(
+        received
+            .stdout
+            .contains(&format!("blake3 {}", blake3_hex(&big))),
+        "{received}"
+    );
+    assert_eq!(
+        fs::read(bob_in.join("docs/letter.txt")).unwrap(),
+        b"dear bob"
+    );
+    assert!(fs::read(bob_in.join("docs/scans/page.bin")).unwrap() == big);
+    // Delivered and verified: gone from the inbox, its bytes too.
+    let emptied = eventually(Duration::from_secs(10), || {
+        inbox(&ws, &server, "bob", &bob).is_empty() && inbox_area(&ws.store_dir()).is_empty()
+    });
+    assert!(emptied, "{:?}", inbox(&ws, &server, "bob", &bob));
+}
+
+#[test]
+fn a_full_inbox_refuses_what_does_not_fit_and_left_files_expire() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--inbox-quota", "100K", "--inbox-ttl", "4s"]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let large = ws.file("large.bin", &random_bytes(150 << 10, 1));
+    let small = ws.file("small.bin", &random_bytes(60 << 10, 2));
+    let leave = |path: &str, to: &str| {
+        ftc_as(
+            &ws,
+            "alice",
+            &alice,
+            &["send", &server.address(), path, "--to", to, "--leave"],
+        )
+    };
+
+    let too_large = leave(&large, "bob");
+    too_large.expect_code(1);
+    assert!(
+        too_large.stderr.contains("bob's inbox is full"),
+        "{too_large}"
+    );
+    let nobody = leave(&small, "nobody");
+    nobody.expect_code(1);
+    assert!(nobody.stderr.contains("no user named 'nobody'"), "{nobody}");
+
+    leave(&small, "bob").success();
+    // 60 KiB wait; another 60 KiB would pass the 100 KiB quota.
+    let second = ws.file("second.bin", &random_bytes(60 << 10, 3));
+    let over = leave(&second, "bob");
+    over.expect_code(1);
+    assert!(over.stderr.contains("inbox is full"), "{over}");
+    assert_eq!(
+        inbox(&ws, &server, "bob", &bob),
+        [("alice".to_owned(), "small.bin".to_owned(), 60 << 10)]
+    );
+    assert_eq!(inbox_area(&ws.store_dir()).len(), 1);
+
+    // Past the time to live the file is removed, record and bytes.
+    let expired = eventually(Duration::from_secs(20), || {
+        inbox(&ws, &server, "bob", &bob).is_empty() && inbox_area(&ws.store_dir()).is_empty()
+    });
+    assert!(expired, "the left file outlived --inbox-ttl");
+    // With the room back, the second file fits.
+    leave(&second, "bob").success();
+}
+
+#[test]
+fn a_declined_inbox_offer_is_discarded_and_a_blocked_sender_never_reaches_the_listener() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let mallory = add_user(&ws, "mallory");
+    let note = ws.file("note.txt", b"from alice");
+    let junk = ws.file("junk.txt", b"from mallory");
+    for (user, token, path) in [("alice", &alice, &note), ("mallory", &mallory, &junk)] {
+        ftc_as(
+            &ws,
+            user,
+            token,
+            &["send", &server.address(), path, "--to", "bob", "--leave"],
+        )
+        .success();
+    }
+    assert_eq!(inbox(&ws, &server, "bob", &bob).len(), 2);
+
+    // bob blocks mallory and, without a terminal or --yes, declines alice's offer.
+    let bob_in = out_dir(&ws, "bob-in");
+    let bob_listens = spawn_listener(
+        &ws,
+        &server,
+        ("bob", &bob),
+        &bob_in,
+        &["--once", "--block", "mallory"],
+    );
+    let heard = bob_listens.finish();
+    heard.success();
+    assert!(heard.stderr.contains("alice offers 1 file"), "{heard}");
+    assert!(!heard.stderr.contains("mallory"), "{heard}");
+    assert!(!bob_in.join("note.txt").exists());
+    assert!(!bob_in.join("junk.txt").exists());
+    // Both are gone from the inbox: declined, and from a blocked sender.
+    let emptied = eventually(Duration::from_secs(10), || {
+        inbox(&ws, &server, "bob", &bob).is_empty() && inbox_area(&ws.store_dir()).is_empty()
+    });
+    assert!(emptied, "{:?}", inbox(&ws, &server, "bob", &bob));
+}

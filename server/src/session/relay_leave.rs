@@ -1,0 +1,105 @@
+//! The session's side of inboxes: reaching a recipient's inbox for a `Leave` (its writer
+//! takes the place of a listener in the offer's fan-out), and `Inbox`, what waits for the
+//! asker.
+
+use std::sync::Arc;
+
+use ft_protocol::{
+    relay::{FileAnswer, InboxList, RecipientOutcome},
+    ErrorCode, Failed, Response, MAX_INBOX_LISTED,
+};
+use tokio::sync::mpsc;
+
+use super::{Session, SessionError};
+use crate::relay::{
+    inbox::{
+        writer::{self, Leaving},
+        Inboxes,
+    },
+    Control, Push,
+};
+
+impl Session {
+    /// Starts a writer into `leaving.recipient`'s inbox if the user exists and its quota has
+    /// room for every file; otherwise says why not.
+    pub(super) async fn reach_inbox(
+        &self,
+        leaving: Leaving,
+        control: &mpsc::UnboundedSender<Control>,
+    ) -> (Option<mpsc::Sender<Push>>, RecipientOutcome) {
+        let refused = |code, message: String| (None, RecipientOutcome::Refused { code, message });
+        if !self.state.security.auth.is_user(&leaving.recipient) {
+            let message = format!("there is no user named '{}'", leaving.recipient);
+            return refused(ErrorCode::NotFound, message);
+        }
+        let bytes: u64 = leaving.files.iter().map(|file| file.size).sum();
+        let state = Arc::clone(&self.state);
+        let recipient = leaving.recipient.clone();
+        let files = leaving.files.len() as u64;
+        let reserved =
+            tokio::task::spawn_blocking(move || Inboxes::reserve(&state, &recipient, files, bytes))
+                .await;
+        let reservation = match reserved {
+            Ok(Ok(reservation)) => reservation,
+            Ok(Err(refusal)) => return refused(refusal.code, refusal.message),
+            Err(join) => return refused(ErrorCode::Internal, join.to_string()),
+        };
+        let answers = vec![
+            FileAnswer::Accept {
+                offset: 0,
+                prefix_hash: None,
+            };
+            leaving.files.len()
+        ];
+        let queue = writer::start(
+            Arc::clone(&self.state),
+            leaving,
+            reservation,
+            control.clone(),
+        );
+        (Some(queue), RecipientOutcome::Accepted(answers))
+    }
+
+    /// Answers `Inbox`: what waits for the asker, without what expired.
+    pub(super) async fn on_inbox(&mut self) -> Result<(), SessionError> {
+        let user = self.user().to_owned();
+        if user == crate::auth::ANONYMOUS {
+            let failed = Failed {
+                code: ErrorCode::Forbidden,
+                message: "anonymous clients have no inbox: log in as a user".into(),
+            };
+            return self.send(Response::Failed(failed)).await;
+        }
+        let state = Arc::clone(&self.state);
+        let read = tokio::task::spawn_blocking(move || state.catalog.inbox_of(&user)).await;
+        let records = match read {
+            Ok(Ok(records)) => records,
+            Ok(Err(err)) => return self.fail_inbox(err.to_string()).await,
+            Err(join) => return self.fail_inbox(join.to_string()).await,
+        };
+        let inboxes = &self.state.inboxes;
+        let waiting: Vec<_> = records
+            .iter()
+            .filter(|record| !inboxes.expired(record.left_ns))
+            .collect();
+        let list = InboxList {
+            files: waiting
+                .iter()
+                .take(MAX_INBOX_LISTED)
+                .map(|record| inboxes.describe(record))
+                .collect(),
+            total_files: waiting.len() as u64,
+            used: waiting.iter().map(|record| record.size).sum(),
+            quota: inboxes.quota,
+        };
+        self.send(Response::Inbox(list)).await
+    }
+
+    async fn fail_inbox(&mut self, why: String) -> Result<(), SessionError> {
+        let failed = Failed {
+            code: ErrorCode::Storage,
+            message: format!("the server could not read the inbox: {why}"),
+        };
+        self.send(Response::Failed(failed)).await
+    }
+}
