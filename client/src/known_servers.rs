@@ -97,7 +97,10 @@ impl KnownServers {
             .append(true)
             .open(&self.path)
             .map_err(io("open"))?;
-        writeln!(file, "{server} {fingerprint}").map_err(io("write"))
+        // One write of the whole line: with `O_APPEND` two clients meeting a new server at
+        // once each add a whole line (`writeln!` wrote it in pieces, which interleaved).
+        let line = format!("{server} {fingerprint}\n");
+        file.write_all(line.as_bytes()).map_err(io("write"))
     }
 }
 
@@ -119,6 +122,27 @@ mod tests {
             Some(Fingerprint([1; 32]))
         );
         assert_eq!(known.lookup("a:2").unwrap(), None);
+        // Many processes adding at once still leave whole lines.
+        let adders: Vec<_> = (0..16u8)
+            .map(|n| {
+                let known = KnownServers::at(known.path().to_path_buf());
+                std::thread::spawn(move || {
+                    for round in 0..20u8 {
+                        known
+                            .add(&format!("h{n}:{round}"), Fingerprint([n; 32]))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for adder in adders {
+            adder.join().unwrap();
+        }
+        assert_eq!(known.lookup("h15:19").unwrap(), Some(Fingerprint([15; 32])));
+        // Every line is read (and must parse) looking for a server not there.
+        assert_eq!(known.lookup("nowhere:1").unwrap(), None);
+        let lines = fs::read_to_string(known.path()).unwrap().lines().count();
+        assert_eq!(lines, 2 + 16 * 20);
         fs::write(known.path(), "garbage\n").unwrap();
         assert!(matches!(
             known.lookup("a:1"),
