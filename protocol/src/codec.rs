@@ -1,11 +1,12 @@
 //! The only code that turns bytes into messages and back.
 //!
 //! Two layers: [`FrameCodec`] cuts the byte stream into length-prefixed frames (refusing
-//! oversized ones from the prefix alone), and [`Postcard`] turns one frame into one message.
-//! [`message_reader`] and [`message_writer`] stack them on the two halves of a socket, so the
-//! rest of the system sees only `Stream<Item = Result<T, ProtocolError>>` and `Sink<T>`.
+//! oversized ones from the prefix alone), and postcard turns one frame into one message
+//! ([`encode`], [`decode`]). [`message_reader`] and [`message_writer`] stack them on the two
+//! halves of a socket, so the rest of the system sees only
+//! `Stream<Item = Result<T, ProtocolError>>` and `Sink<T>`.
 
-use std::{io, marker::PhantomData, pin::Pin};
+use std::{io, marker::PhantomData};
 
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -71,37 +72,6 @@ impl Encoder<Bytes> for FrameCodec {
     }
 }
 
-/// postcard as a tokio-serde format: decodes `In` from a frame, encodes `Out` into one.
-/// A frame must hold exactly one message; trailing bytes are a decode error.
-#[derive(Debug)]
-pub struct Postcard<In, Out> {
-    _types: PhantomData<fn(Out) -> In>,
-}
-
-impl<In, Out> Default for Postcard<In, Out> {
-    fn default() -> Self {
-        Self {
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<In: DeserializeOwned, Out> tokio_serde::Deserializer<In> for Postcard<In, Out> {
-    type Error = ProtocolError;
-
-    fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<In, ProtocolError> {
-        decode(src)
-    }
-}
-
-impl<In, Out: Serialize> tokio_serde::Serializer<Out> for Postcard<In, Out> {
-    type Error = ProtocolError;
-
-    fn serialize(self: Pin<&mut Self>, item: &Out) -> Result<Bytes, ProtocolError> {
-        encode(item).map(Bytes::from)
-    }
-}
-
 /// Encodes one message into a frame payload (without the length prefix).
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
     postcard::to_allocvec(message).map_err(ProtocolError::Encode)
@@ -119,24 +89,73 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtocolError> {
 }
 
 /// A stream of decoded messages of type `T` read from `R`.
-pub type MessageReader<R, T> =
-    tokio_serde::Framed<FramedRead<R, FrameCodec>, T, (), Postcard<T, ()>>;
-
-/// A sink of messages of type `T` written to `W`.
-pub type MessageWriter<W, T> = FramedWrite<W, MessageEncoder<T>>;
+pub type MessageReader<R, T> = FramedRead<R, MessageDecoder<T>>;
 
 /// Reads messages of type `T` (a [`crate::Request`] on the server, a [`crate::Response`] on the
 /// client) from the read half of a connection.
 pub fn message_reader<R: AsyncRead, T>(read_half: R) -> MessageReader<R, T> {
-    tokio_serde::Framed::new(
-        FramedRead::with_capacity(read_half, FrameCodec::new(), READ_BUFFER_BYTES),
-        Postcard::default(),
-    )
+    FramedRead::with_capacity(read_half, MessageDecoder::default(), READ_BUFFER_BYTES)
+}
+
+/// Cuts frames and decodes each into one message; large content bytes share the frame's
+/// buffer instead of being copied (see [`crate::frame_bytes`]).
+#[derive(Debug)]
+pub struct MessageDecoder<T> {
+    frames: FrameCodec,
+    /// How the next frame is decoded instead, once (the server's first frame is a `Hello`
+    /// read by its frozen prefix).
+    next_with: Option<DecodeFrame<T>>,
+}
+
+/// Decodes one whole frame into a `T`.
+pub type DecodeFrame<T> = fn(&[u8]) -> Result<T, ProtocolError>;
+
+impl<T> Default for MessageDecoder<T> {
+    fn default() -> Self {
+        Self {
+            frames: FrameCodec::new(),
+            next_with: None,
+        }
+    }
+}
+
+impl<T> MessageDecoder<T> {
+    /// Decodes the next frame with `decode` instead of as a `T` message.
+    pub fn decode_next_with(&mut self, decode: DecodeFrame<T>) {
+        self.next_with = Some(decode);
+    }
+}
+
+impl<T: DeserializeOwned> Decoder for MessageDecoder<T> {
+    type Item = T;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<T>, ProtocolError> {
+        let Some(frame) = self.frames.decode(src)? else {
+            return Ok(None);
+        };
+        if let Some(decode_first) = self.next_with.take() {
+            return decode_first(&frame).map(Some);
+        }
+        let frame = frame.freeze();
+        crate::frame_bytes::with_frame(&frame, || decode(&frame)).map(Some)
+    }
+}
+
+/// The first frame a server reads: a [`Hello`] checked by its frozen prefix
+/// ([`decode_hello`]), as a request; for [`MessageDecoder::decode_next_with`].
+pub fn hello_request(frame: &[u8]) -> Result<crate::Request, ProtocolError> {
+    decode_hello(frame)
+        .map(crate::Request::Hello)
+        .map_err(ProtocolError::Hello)
 }
 
 /// Bytes asked of the socket per read. tokio-util's default (8 KiB) meant one system call
 /// per two small files; a pipelined stream of small files fills this at once.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A sink of messages of type `T` written to `W`.
+pub type MessageWriter<W, T> = FramedWrite<W, MessageEncoder<T>>;
 
 /// Writes messages of type `T` to the write half of a connection.
 pub fn message_writer<W: AsyncWrite, T>(write_half: W) -> MessageWriter<W, T> {
@@ -145,9 +164,9 @@ pub fn message_writer<W: AsyncWrite, T>(write_half: W) -> MessageWriter<W, T> {
 
 /// Encodes a message straight into the outgoing buffer: the length prefix, then postcard.
 ///
-/// The writing side does not go through tokio-serde, whose serializer must return a fresh
-/// `Bytes` per message: for 256 KiB chunks that meant an allocation (and its page faults) and
-/// an extra copy per chunk, measured at a quarter of the client's CPU time. The bytes on the
+/// A fresh `Bytes` per encoded message (as a generic serializing sink gives) meant, for
+/// 256 KiB chunks, an allocation (and its page faults) and an extra copy per chunk, measured
+/// at a quarter of the client's CPU time. The bytes on the
 /// wire are identical to [`FrameCodec`] + [`encode`].
 #[derive(Debug)]
 pub struct MessageEncoder<T> {

@@ -110,6 +110,9 @@ pub enum ProtocolError {
     /// A message could not be encoded.
     #[error("unencodable message: {0}")]
     Encode(postcard::Error),
+    /// The first frame is not an acceptable `Hello`.
+    #[error(transparent)]
+    Hello(crate::codec::HelloError),
 }
 
 /// The codec's `?` on socket reads and writes (the cause is shown in the message, so it is

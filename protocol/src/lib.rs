@@ -171,6 +171,7 @@
 pub mod codec;
 mod error;
 mod fingerprint;
+pub mod frame_bytes;
 mod message;
 pub mod relay;
 

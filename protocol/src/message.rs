@@ -349,6 +349,7 @@ pub enum FilePlan {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     /// The bytes, in order.
+    #[serde(with = "crate::frame_bytes")]
     pub data: Bytes,
 }
 

@@ -11,7 +11,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
-    codec::{self, decode_hello, HelloError, MessageReader, MessageWriter},
+    codec::{self, HelloError, MessageReader, MessageWriter},
     Authenticated, ErrorCode, ErrorResponse, Hash, ProtocolError, Request, Response, Welcome,
     CAPABILITY_ZSTD, PROTOCOL_VERSION,
 };
@@ -196,7 +196,7 @@ async fn close_without_reset(reader: Reader, writer: Writer) {
     if writer.into_inner().shutdown().await.is_err() {
         return;
     }
-    let mut input = reader.into_inner().into_inner();
+    let mut input = reader.into_inner();
     let mut scratch = vec![0; 64 * 1024];
     let deadline = tokio::time::Instant::now() + CLOSE_DRAIN_TIME;
     let mut drained = 0;
@@ -470,15 +470,25 @@ impl Session {
     /// before saying anything.
     async fn handshake(&mut self) -> Result<bool, SessionError> {
         let timeout = self.state.limits.handshake_timeout;
-        let frame = match tokio::time::timeout_at(self.login_deadline, self.reader.get_mut().next())
-            .await
-        {
+        self.reader
+            .decoder_mut()
+            .decode_next_with(codec::hello_request);
+        let first = tokio::time::timeout_at(self.login_deadline, self.reader.next()).await;
+        let hello = match first {
             Err(_) => {
                 return Err(self
                     .refuse(ErrorCode::Timeout, SessionError::Timeout(timeout))
                     .await)
             }
             Ok(None) => return Ok(false),
+            Ok(Some(Ok(Request::Hello(hello)))) => hello,
+            Ok(Some(Err(ProtocolError::Hello(err)))) => {
+                let code = match err {
+                    HelloError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
+                    HelloError::NotHello => ErrorCode::ProtocolViolation,
+                };
+                return Err(self.refuse(code, err.into()).await);
+            }
             Ok(Some(Err(err))) => {
                 let message = err.to_string();
                 return Err(self
@@ -488,16 +498,14 @@ impl Session {
                     )
                     .await);
             }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let hello = match decode_hello(&frame) {
-            Ok(hello) => hello,
-            Err(err) => {
-                let code = match err {
-                    HelloError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
-                    HelloError::NotHello => ErrorCode::ProtocolViolation,
-                };
-                return Err(self.refuse(code, err.into()).await);
+            Ok(Some(Ok(_))) => {
+                let message = "the first message must be Hello".to_owned();
+                return Err(self
+                    .refuse(
+                        ErrorCode::ProtocolViolation,
+                        SessionError::Violation(message),
+                    )
+                    .await);
             }
         };
         tracing::info!(client = %hello.software, "client connected");

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ft_protocol::{
     relay::{
         CancelOffer, Delivered, FileAnswer, Offer, OfferAnswers, OfferCancelled, OfferEnd,
@@ -29,6 +29,7 @@ use crate::{
     error::ClientError,
     events::TransferEvent,
     local::{LocalFile, UploadPlan},
+    read::READ_AHEAD_CHUNKS,
     session::Session,
 };
 
@@ -291,25 +292,34 @@ async fn send_content(
     shared: &Shared,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<(Option<Hash>, u64), ClientError> {
-    let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(READ_AHEAD_CHUNKS);
     let path = file.path.clone();
     let size = file.size;
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Hash>> {
         let mut handle = std::fs::File::open(&path)?;
         let mut hasher = blake3::Hasher::new();
         let mut position = 0u64;
-        let mut buffer = vec![0u8; CHUNK_SIZE];
+        // Chunks are read straight into one arena and sent as slices of it (no copy); the
+        // arena's room comes back as sent chunks are dropped.
+        let mut arena = BytesMut::with_capacity((READ_AHEAD_CHUNKS + 2) * CHUNK_SIZE);
         loop {
-            let read = handle.read(&mut buffer)?;
+            arena.reserve(CHUNK_SIZE);
+            arena.resize(CHUNK_SIZE, 0);
+            let read = loop {
+                match handle.read(&mut arena[..]) {
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
             if read == 0 {
                 break;
             }
-            hasher.update(&buffer[..read]);
+            let chunk = arena.split_to(read).freeze();
+            hasher.update(&chunk);
             let end = position + read as u64;
             if end > start {
                 let skip = usize::try_from(start.saturating_sub(position)).unwrap_or(read);
-                let piece = Bytes::copy_from_slice(&buffer[skip..read]);
-                if chunks_tx.blocking_send(piece).is_err() {
+                if chunks_tx.blocking_send(chunk.slice(skip..)).is_err() {
                     return Ok(None);
                 }
             }
@@ -332,16 +342,22 @@ async fn send_content(
         if position + len > size {
             break;
         }
+        // Written out when the reader has nothing more ready: one flush per run of chunks
+        // keeps TLS records full and system calls few.
         writer
-            .send(Request::RelayData(RelayData {
+            .feed(Request::RelayData(RelayData {
                 offer: id,
                 data: piece,
             }))
             .await?;
+        if chunks.is_empty() {
+            writer.flush().await?;
+        }
         position += len;
         sent += len;
         on_event(TransferEvent::FileProgress { index, position });
     }
+    writer.flush().await?;
     let hash = reader
         .await
         .map_err(|join| ClientError::Unexpected(join.to_string()))?

@@ -145,13 +145,15 @@ async fn offer_batch(
             break;
         };
         let start = verified_start(state, &record, offset, prefix_hash).await;
-        if !stream_file(state, queue, id, file, &record, start).await {
+        let sending = Sending {
+            queue,
+            offer: id,
+            file,
+        };
+        if !stream_file(state, &sending, &record, start, &mut control, &mut awaiting).await {
             return false;
         }
         awaiting.insert(file, record);
-        if !take_verdicts(state, &mut control, &mut awaiting, Duration::ZERO).await {
-            return false;
-        }
     }
     discard_all(state, skipped).await;
     let patience = state.limits.idle_timeout;
@@ -239,16 +241,29 @@ async fn verified_start(
     }
 }
 
+/// Where one file of an offer goes.
+struct Sending<'a> {
+    queue: &'a mpsc::Sender<Push>,
+    offer: u64,
+    file: u32,
+}
+
 /// Sends one file from `start`: `RelayFileStart`, its bytes, `RelayFileEnd` with the hash
-/// checked when it was left. False: the listener is gone.
+/// checked when it was left, taking in the listener's verdicts on earlier files meanwhile.
+/// False: the listener cancelled or is gone.
 async fn stream_file(
     state: &Arc<ServerState>,
-    queue: &mpsc::Sender<Push>,
-    id: u64,
-    file: u32,
+    sending: &Sending<'_>,
     record: &InboxRecord,
     start: u64,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    awaiting: &mut HashMap<u32, InboxRecord>,
 ) -> bool {
+    let Sending {
+        queue,
+        offer: id,
+        file,
+    } = *sending;
     let begin = Response::RelayFileStart(RelayFileStart {
         offer: id,
         file,
@@ -289,7 +304,9 @@ async fn stream_file(
         match piece {
             Ok(data) => {
                 let data = Response::RelayData(RelayData { offer: id, data });
-                if queue.send(Push::Send(data)).await.is_err() {
+                let listening = queue.send(Push::Send(data)).await.is_ok()
+                    && take_verdicts(state, control, awaiting, Duration::ZERO).await;
+                if !listening {
                     reader.abort();
                     return false;
                 }
