@@ -15,7 +15,15 @@ use rustls::{
 use tokio::net::TcpStream;
 
 /// The client's side of a connection once TLS is up.
-pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+pub type TlsStream = tokio_rustls::client::TlsStream<Wire>;
+
+/// The socket beneath TLS: reads go through a buffer, so that one system call takes in
+/// several TLS records (rustls asks for one record, 16 KiB, at a time); writes pass
+/// straight through.
+pub type Wire = tokio::io::BufReader<TcpStream>;
+
+/// Bytes one read of the socket may take in (four full TLS records).
+const WIRE_READ_BYTES: usize = 64 * 1024;
 
 /// Why the TLS handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +71,8 @@ pub async fn connect(
     let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
         .unwrap_or_else(|_| ServerName::from(std::net::IpAddr::from([127, 0, 0, 1])));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let result = connector.connect(name, tcp).await;
+    let wire = tokio::io::BufReader::with_capacity(WIRE_READ_BYTES, tcp);
+    let result = connector.connect(name, wire).await;
     let presented = *verifier
         .presented
         .lock()

@@ -16,10 +16,7 @@ use ft_protocol::{
     CAPABILITY_ZSTD, PROTOCOL_VERSION,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::{
-    io::{ReadHalf, WriteHalf},
-    net::TcpStream,
-};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -55,7 +52,7 @@ const LISTING_PAGE_ENTRIES: usize = 64;
 const MAX_NAMESPACES_SEEN: usize = 1024;
 
 /// A client's connection once TLS is up.
-type Connection = tokio_rustls::server::TlsStream<TcpStream>;
+type Connection = tokio_rustls::server::TlsStream<crate::listener::Wire>;
 
 /// Requests in.
 type Reader = MessageReader<ReadHalf<Connection>, Request>;
@@ -130,7 +127,7 @@ pub(crate) async fn serve(
     handshaking: IdleMark,
 ) {
     // Acks are small and latency-bound; don't let Nagle hold them back.
-    let _ = stream.get_ref().0.set_nodelay(true);
+    let _ = stream.get_ref().0.get_ref().set_nodelay(true);
     let (read_half, write_half) = tokio::io::split(stream);
     let mut session = Session {
         reader: codec::message_reader(read_half),
