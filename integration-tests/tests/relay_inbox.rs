@@ -257,3 +257,122 @@ fn a_declined_inbox_offer_is_discarded_and_a_blocked_sender_never_reaches_the_li
     });
     assert!(emptied, "{:?}", inbox(&ws, &server, "bob", &bob));
 }
+
+#[test]
+fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
+    use ft_protocol::{
+        relay::{Offer, OfferedFile, RecipientOutcome, RelayBegin, RelayData, RelayFileEnd},
+        Credentials, Hash, Request, Response,
+    };
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let credentials = Credentials {
+            user: "alice".into(),
+            token: alice.clone(),
+        };
+        let (mut client, _) =
+            integration_tests::RawClient::handshake_as(server.addr, Some(credentials)).await;
+        let leave = |name: &str, size: u64| {
+            Request::Leave(Offer {
+                to: vec!["bob".into()],
+                files: vec![OfferedFile {
+                    name: name.into(),
+                    size,
+                }],
+                timeout_secs: 1,
+            })
+        };
+        for name in [
+            "../escape.txt",
+            "/etc/passwd",
+            "bell\u{7}.txt",
+            ".fts/catalog.db",
+        ] {
+            client.send(leave(name, 3)).await;
+            match client.recv().await {
+                Some(Response::Failed(failed)) => {
+                    assert_eq!(failed.code.as_str(), "invalid-name", "{name}")
+                }
+                other => panic!("{name}: expected Failed, got {other:?}"),
+            }
+        }
+        // Accepted for bob's inbox; then a wrong hash: not kept.
+        client.send(leave("wrong.txt", 3)).await;
+        let offer = match client.recv().await {
+            Some(Response::OfferAnswers(answers)) => {
+                assert!(matches!(
+                    answers.recipients[0].outcome,
+                    RecipientOutcome::Accepted(_)
+                ));
+                answers.offer
+            }
+            other => panic!("expected OfferAnswers, got {other:?}"),
+        };
+        let begin = Request::RelayBegin(RelayBegin {
+            file: 0,
+            start: 0,
+            starts: vec![Some(0)],
+        });
+        client.send(begin.clone()).await;
+        let data = |bytes: &'static [u8]| {
+            Request::RelayData(RelayData {
+                offer,
+                data: bytes::Bytes::from_static(bytes),
+            })
+        };
+        client.send(data(b"abc")).await;
+        client
+            .send(Request::RelayEnd(RelayFileEnd {
+                offer,
+                file: 0,
+                hash: Hash([0; 32]),
+            }))
+            .await;
+        client
+            .send(Request::OfferEnd(ft_protocol::relay::OfferEnd { offer }))
+            .await;
+        let mut refused = false;
+        while let Some(response) = client.recv().await {
+            match response {
+                Response::Delivered(delivered) => {
+                    assert!(!delivered.ok, "{delivered:?}");
+                    refused = delivered.message.contains("do not match");
+                }
+                Response::OfferClosed(_) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(refused, "a wrong hash is refused");
+        // More bytes than offered: the sender is cut off.
+        client.send(leave("liar.txt", 3)).await;
+        let offer = match client.recv().await {
+            Some(Response::OfferAnswers(answers)) => answers.offer,
+            other => panic!("expected OfferAnswers, got {other:?}"),
+        };
+        client.send(begin).await;
+        client
+            .send(Request::RelayData(RelayData {
+                offer,
+                data: bytes::Bytes::from_static(b"more than three"),
+            }))
+            .await;
+        let mut violation = false;
+        while let Some(response) = client.recv().await {
+            if let Response::Error(err) = response {
+                violation = err.code.as_str() == "protocol-violation";
+                break;
+            }
+        }
+        assert!(violation, "a size lie ends the sender's session");
+    });
+    // Nothing waits for bob, and nothing half-written stays in the inbox area.
+    let clean = eventually(Duration::from_secs(10), || {
+        inbox(&ws, &server, "bob", &bob).is_empty() && inbox_area(&ws.store_dir()).is_empty()
+    });
+    assert!(clean, "{:?}", inbox_area(&ws.store_dir()));
+    assert!(!ws.root.path().join("escape.txt").exists());
+}

@@ -54,13 +54,19 @@ impl Catalog {
         Ok(conn.last_insert_rowid())
     }
 
-    /// What waits for `recipient`, oldest first (expired rows too: the caller drops them).
-    /// Blocking.
-    pub fn inbox_of(&self, recipient: &str) -> Result<Vec<InboxRecord>, CatalogError> {
+    /// Up to `limit` rows waiting for `recipient` after row `after` (0: from the first),
+    /// oldest first; expired rows too (the caller drops them). A page at a time, so that a
+    /// crowded inbox never has to be held in memory whole. Blocking.
+    pub fn inbox_page(
+        &self,
+        recipient: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxRecord>, CatalogError> {
         self.inbox_query(
             "SELECT id, recipient, sender, name, size, blake3, blob, left_ns, batch FROM inbox
-             WHERE recipient = ?1 ORDER BY id",
-            params![recipient],
+             WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            params![recipient, after, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
 
@@ -73,12 +79,13 @@ impl Catalog {
         )
     }
 
-    /// Files and bytes waiting for `recipient`. Blocking.
-    pub fn inbox_used(&self, recipient: &str) -> Result<(u64, u64), CatalogError> {
+    /// Files and bytes waiting for `recipient`, left at `since_ns` or later. Blocking.
+    pub fn inbox_used(&self, recipient: &str, since_ns: i64) -> Result<(u64, u64), CatalogError> {
         let conn = self.conn.lock().map_err(|_| CatalogError::Poisoned)?;
         let (files, bytes): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inbox WHERE recipient = ?1",
-            [recipient],
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inbox
+             WHERE recipient = ?1 AND left_ns >= ?2",
+            params![recipient, since_ns],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         Ok((
@@ -164,20 +171,26 @@ mod tests {
         let first = catalog.inbox_add(&record("bob", "a", 10, 100)).unwrap();
         catalog.inbox_add(&record("bob", "b", 5, 200)).unwrap();
         catalog.inbox_add(&record("carol", "c", 7, 300)).unwrap();
-        let bobs = catalog.inbox_of("bob").unwrap();
+        let bobs = catalog.inbox_page("bob", 0, 10).unwrap();
+        assert_eq!(
+            catalog.inbox_page("bob", bobs[0].id, 10).unwrap(),
+            bobs[1..]
+        );
+        assert_eq!(catalog.inbox_page("bob", 0, 1).unwrap(), bobs[..1]);
         assert_eq!(
             bobs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
         assert_eq!(bobs[0].hash, Hash([3; 32]));
-        assert_eq!(catalog.inbox_used("bob").unwrap(), (2, 15));
-        assert_eq!(catalog.inbox_used("dave").unwrap(), (0, 0));
+        assert_eq!(catalog.inbox_used("bob", 0).unwrap(), (2, 15));
+        assert_eq!(catalog.inbox_used("bob", 150).unwrap(), (1, 5));
+        assert_eq!(catalog.inbox_used("dave", 0).unwrap(), (0, 0));
         let old = catalog.inbox_left_before(250).unwrap();
         assert_eq!(old.len(), 2);
         assert!(catalog.inbox_names("blob-c").unwrap());
         assert!(catalog.inbox_remove(first).unwrap());
         assert!(!catalog.inbox_remove(first).unwrap());
         assert!(!catalog.inbox_names("blob-a").unwrap());
-        assert_eq!(catalog.inbox_used("bob").unwrap(), (1, 5));
+        assert_eq!(catalog.inbox_used("bob", 0).unwrap(), (1, 5));
     }
 }

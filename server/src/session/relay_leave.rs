@@ -71,26 +71,35 @@ impl Session {
             return self.send(Response::Failed(failed)).await;
         }
         let state = Arc::clone(&self.state);
-        let read = tokio::task::spawn_blocking(move || state.catalog.inbox_of(&user)).await;
-        let records = match read {
-            Ok(Ok(records)) => records,
+        let read = tokio::task::spawn_blocking(move || {
+            let since = state.inboxes.unexpired_since();
+            let (files, bytes) = state.catalog.inbox_used(&user, since)?;
+            let mut listed = Vec::new();
+            let mut after = 0;
+            // Pages until enough unexpired files are found (expired ones may still be there).
+            while listed.len() < MAX_INBOX_LISTED {
+                let page = state.catalog.inbox_page(&user, after, MAX_INBOX_LISTED)?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                listed.extend(
+                    page.iter()
+                        .filter(|record| !state.inboxes.expired(record.left_ns))
+                        .map(|record| state.inboxes.describe(record)),
+                );
+            }
+            listed.truncate(MAX_INBOX_LISTED);
+            Ok::<_, crate::catalog::CatalogError>(InboxList {
+                files: listed,
+                total_files: files,
+                used: bytes,
+                quota: state.inboxes.quota,
+            })
+        })
+        .await;
+        let list = match read {
+            Ok(Ok(list)) => list,
             Ok(Err(err)) => return self.fail_inbox(err.to_string()).await,
             Err(join) => return self.fail_inbox(join.to_string()).await,
-        };
-        let inboxes = &self.state.inboxes;
-        let waiting: Vec<_> = records
-            .iter()
-            .filter(|record| !inboxes.expired(record.left_ns))
-            .collect();
-        let list = InboxList {
-            files: waiting
-                .iter()
-                .take(MAX_INBOX_LISTED)
-                .map(|record| inboxes.describe(record))
-                .collect(),
-            total_files: waiting.len() as u64,
-            used: waiting.iter().map(|record| record.size).sum(),
-            quota: inboxes.quota,
         };
         self.send(Response::Inbox(list)).await
     }

@@ -16,7 +16,7 @@ use ft_protocol::{
         Decision, FileAnswer, OfferCancelled, OfferClosed, Offered, OfferedFile, RelayData,
         RelayFileEnd, RelayFileStart,
     },
-    ErrorCode, Hash, Response, CHUNK_SIZE, MAX_OFFER_FILES, MAX_OFFER_TIMEOUT_SECS,
+    ErrorCode, Hash, Response, CHUNK_SIZE, MAX_OFFER_TIMEOUT_SECS,
 };
 use tokio::sync::mpsc;
 
@@ -39,13 +39,42 @@ pub(crate) async fn deliver_waiting(
     blocked: Vec<String>,
     queue: mpsc::Sender<Push>,
 ) {
-    let reading = Arc::clone(&state);
-    let who = user.clone();
-    let Ok(Ok(records)) = tokio::task::spawn_blocking(move || reading.catalog.inbox_of(&who)).await
-    else {
-        tracing::warn!("could not read {user}'s inbox");
-        return;
-    };
+    let mut after = 0;
+    loop {
+        let reading = Arc::clone(&state);
+        let who = user.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            reading.catalog.inbox_page(&who, after, INBOX_PAGE)
+        })
+        .await;
+        let Ok(Ok(records)) = page else {
+            tracing::warn!("could not read {user}'s inbox");
+            return;
+        };
+        let Some(last) = records.last() else {
+            return;
+        };
+        after = last.id;
+        let (batches, unwanted) = into_batches(records, &blocked, &state);
+        discard_all(&state, unwanted).await;
+        for batch in batches {
+            if !offer_batch(&state, &queue, batch).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Rows read from an inbox at a time (a batch that spans two pages is offered in two).
+const INBOX_PAGE: usize = 512;
+
+/// Groups a page's rows into offers (one per sender's `Leave`, in order), and sets aside
+/// those to remove unseen: expired, or from a blocked sender.
+fn into_batches(
+    records: Vec<InboxRecord>,
+    blocked: &[String],
+    state: &ServerState,
+) -> (Vec<Vec<InboxRecord>>, Vec<InboxRecord>) {
     let mut batches: Vec<Vec<InboxRecord>> = Vec::new();
     let mut unwanted = Vec::new();
     let mut batch_of: HashMap<(String, i64), usize> = HashMap::new();
@@ -59,22 +88,9 @@ pub(crate) async fn deliver_waiting(
             batches.push(Vec::new());
             batches.len() - 1
         });
-        // An offer holds at most so many files; the rest come in the next.
-        if batches[at].len() >= MAX_OFFER_FILES {
-            batches.push(Vec::new());
-            let last = batches.len() - 1;
-            batch_of.insert((record.sender.clone(), record.batch), last);
-            batches[last].push(record);
-        } else {
-            batches[at].push(record);
-        }
+        batches[at].push(record);
     }
-    discard_all(&state, unwanted).await;
-    for batch in batches {
-        if !offer_batch(&state, &queue, batch).await {
-            return;
-        }
-    }
+    (batches, unwanted)
 }
 
 /// Offers one batch and streams what is accepted. False: the listener is gone (or did not

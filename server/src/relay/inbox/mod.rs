@@ -89,7 +89,7 @@ impl Inboxes {
         };
         let (waiting_files, waiting) = state
             .catalog
-            .inbox_used(recipient)
+            .inbox_used(recipient, 0)
             .map_err(|err| internal(&err))?;
         if waiting_files.saturating_add(files) > MAX_INBOX_FILES {
             return Err(Refusal {
@@ -136,6 +136,12 @@ impl Inboxes {
     pub(crate) fn expires_ns(&self, left_ns: i64) -> i64 {
         let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);
         left_ns.saturating_add(ttl)
+    }
+
+    /// When files left now or later have not expired yet: nanoseconds since the epoch.
+    pub(crate) fn unexpired_since(&self) -> i64 {
+        let ttl = i64::try_from(self.ttl.as_nanos()).unwrap_or(i64::MAX);
+        now_ns().saturating_sub(ttl).saturating_add(1)
     }
 
     /// Whether a file left at `left_ns` has expired.
