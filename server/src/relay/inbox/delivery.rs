@@ -58,10 +58,46 @@ pub(crate) async fn deliver_waiting(
         let (batches, unwanted) = into_batches(records, &blocked, &state);
         discard_all(&state, unwanted).await;
         for batch in batches {
+            // Another listening connection of the user (the window and `ftc listen` at once)
+            // may be offering some of these already; each file is offered by one at a time.
+            let Some((batch, _claim)) = Claim::take(&state, batch) else {
+                continue;
+            };
             if !offer_batch(&state, &queue, batch).await {
                 return;
             }
         }
+    }
+}
+
+/// Inbox rows one delivery is offering; released on drop.
+struct Claim {
+    state: Arc<ServerState>,
+    ids: Vec<i64>,
+}
+
+impl Claim {
+    /// Claims the rows of `batch` no other delivery is offering; `None` if none is left.
+    fn take(
+        state: &Arc<ServerState>,
+        batch: Vec<InboxRecord>,
+    ) -> Option<(Vec<InboxRecord>, Claim)> {
+        let batch = state.inboxes.claim(batch);
+        if batch.is_empty() {
+            return None;
+        }
+        let ids = batch.iter().map(|record| record.id).collect();
+        let claim = Claim {
+            state: Arc::clone(state),
+            ids,
+        };
+        Some((batch, claim))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.state.inboxes.release(&self.ids);
     }
 }
 

@@ -12,7 +12,7 @@ pub(crate) mod delivery;
 pub(crate) mod writer;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -31,6 +31,9 @@ pub(crate) struct Inboxes {
     /// Per recipient: bytes of `Leave`s in progress, counted against its quota until their
     /// files are recorded (or abandoned).
     reserved: Mutex<HashMap<String, u64>>,
+    /// Rows being offered to a listener now, so that a second listening connection of the
+    /// same user does not offer them again meanwhile.
+    offering: Mutex<HashSet<i64>>,
 }
 
 /// Bytes promised to one recipient's inbox while a `Leave` streams; given back on drop.
@@ -67,6 +70,24 @@ impl Inboxes {
             ttl,
             quota,
             reserved: Mutex::default(),
+            offering: Mutex::default(),
+        }
+    }
+
+    /// The rows of `records` no delivery is offering, now marked as offered.
+    pub(crate) fn claim(&self, records: Vec<InboxRecord>) -> Vec<InboxRecord> {
+        let mut offering = self.offering.lock().unwrap_or_else(PoisonError::into_inner);
+        records
+            .into_iter()
+            .filter(|record| offering.insert(record.id))
+            .collect()
+    }
+
+    /// Rows no longer being offered.
+    pub(crate) fn release(&self, ids: &[i64]) {
+        let mut offering = self.offering.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ids {
+            offering.remove(id);
         }
     }
 
@@ -211,6 +232,28 @@ fn rfc3339(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_is_offered_by_one_delivery_at_a_time() {
+        let inboxes = Inboxes::new(Duration::from_secs(60), 100);
+        let row = |id| InboxRecord {
+            id,
+            recipient: "bob".into(),
+            sender: "alice".into(),
+            name: format!("f{id}"),
+            size: 1,
+            hash: ft_protocol::Hash([0; 32]),
+            blob: String::new(),
+            left_ns: 0,
+            batch: 1,
+        };
+        let first = inboxes.claim(vec![row(1), row(2)]);
+        assert_eq!(first.len(), 2);
+        let second = inboxes.claim(vec![row(2), row(3)]);
+        assert_eq!(second.iter().map(|r| r.id).collect::<Vec<_>>(), [3]);
+        inboxes.release(&[1, 2]);
+        assert_eq!(inboxes.claim(vec![row(2)]).len(), 1);
+    }
 
     #[test]
     fn expiry_follows_the_time_to_live() {
