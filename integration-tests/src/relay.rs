@@ -6,8 +6,14 @@ use std::{
     time::Duration,
 };
 
+use ft_protocol::{
+    relay::{Offer, OfferedFile, RelayBegin, RelayData},
+    Request, Response,
+};
+
 use crate::{
-    eventually, ftc_with, fts_user, ndjson, spawn_ftc_env, Output, RunningFtc, Server, Workspace,
+    eventually, ftc_with, fts_user, ndjson, spawn_ftc_env, Output, RawClient, RunningFtc, Server,
+    Workspace,
 };
 
 /// Adds a user with role `write` to the running server's store; its token.
@@ -76,4 +82,71 @@ pub fn out_dir(ws: &Workspace, name: &str) -> PathBuf {
     let dir = ws.root.path().join(name);
     fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// An offer (or `Leave`) of one file of `size` bytes named `name` to bob.
+pub fn one_file_for_bob(name: &str, size: u64) -> Offer {
+    Offer {
+        to: vec!["bob".into()],
+        files: vec![OfferedFile {
+            name: name.into(),
+            size,
+        }],
+        timeout_secs: 5,
+    }
+}
+
+/// Sends `request(name)` for each hostile name and expects each refused as `invalid-name`,
+/// the session going on.
+pub async fn expect_names_refused(
+    client: &mut RawClient,
+    names: &[&str],
+    request: impl Fn(Offer) -> Request,
+) {
+    for name in names {
+        client.send(request(one_file_for_bob(name, 3))).await;
+        match client.recv().await {
+            Some(Response::Failed(failed)) => {
+                assert_eq!(failed.code.as_str(), "invalid-name", "{name}")
+            }
+            other => panic!("{name}: expected Failed, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server ends the session; whether it said `protocol-violation`.
+pub async fn ends_in_violation(client: &mut RawClient) -> bool {
+    while let Some(response) = client.recv().await {
+        if let Response::Error(err) = response {
+            return err.code.as_str() == "protocol-violation";
+        }
+    }
+    false
+}
+
+/// Offers one 3-byte file with `request`, then sends more bytes than that; whether the
+/// server ended the session as a protocol violation.
+pub async fn more_bytes_than_offered_end_the_session(
+    client: &mut RawClient,
+    request: impl Fn(Offer) -> Request,
+) -> bool {
+    client.send(request(one_file_for_bob("liar.txt", 3))).await;
+    let offer = match client.recv().await {
+        Some(Response::OfferAnswers(answers)) => answers.offer,
+        other => panic!("expected OfferAnswers, got {other:?}"),
+    };
+    client
+        .send(Request::RelayBegin(RelayBegin {
+            file: 0,
+            start: 0,
+            starts: vec![Some(0)],
+        }))
+        .await;
+    client
+        .send(Request::RelayData(RelayData {
+            offer,
+            data: bytes::Bytes::from_static(b"more than three"),
+        }))
+        .await;
+    ends_in_violation(client).await
 }

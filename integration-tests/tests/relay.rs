@@ -4,12 +4,15 @@
 use std::{fs, time::Duration};
 
 use ft_protocol::{
-    relay::{Answer, Decision, FileAnswer, Listen, Offer, OfferedFile, RelayBegin, RelayData},
+    relay::{Answer, Decision, FileAnswer, Listen},
     Credentials, Request, Response,
 };
 use integration_tests::{
     blake3_hex, eventually, ftc_with, ndjson, random_bytes,
-    relay::{add_user, ftc_as, listen, out_dir, wait_listening},
+    relay::{
+        add_user, expect_names_refused, ftc_as, listen, more_bytes_than_offered_end_the_session,
+        out_dir, wait_listening,
+    },
     spawn_ftc_env, RawClient, Workspace,
 };
 
@@ -306,59 +309,10 @@ fn hostile_offers_and_lies_about_sizes_are_refused() {
             token: alice.clone(),
         };
         let (mut client, _) = RawClient::handshake_as(server.addr, Some(credentials)).await;
-        for name in ["../escape.txt", "/etc/passwd", "bell\u{7}.txt", "a/../../b"] {
-            client
-                .send(Request::Offer(Offer {
-                    to: vec!["bob".into()],
-                    files: vec![OfferedFile {
-                        name: name.into(),
-                        size: 3,
-                    }],
-                    timeout_secs: 5,
-                }))
-                .await;
-            match client.recv().await {
-                Some(Response::Failed(failed)) => {
-                    assert_eq!(failed.code.as_str(), "invalid-name", "{name}")
-                }
-                other => panic!("{name}: expected Failed, got {other:?}"),
-            }
-        }
+        let hostile = ["../escape.txt", "/etc/passwd", "bell\u{7}.txt", "a/../../b"];
+        expect_names_refused(&mut client, &hostile, Request::Offer).await;
         // An honest offer, then more bytes than offered: the sender is cut off.
-        client
-            .send(Request::Offer(Offer {
-                to: vec!["bob".into()],
-                files: vec![OfferedFile {
-                    name: "liar.txt".into(),
-                    size: 3,
-                }],
-                timeout_secs: 5,
-            }))
-            .await;
-        let offer = match client.recv().await {
-            Some(Response::OfferAnswers(answers)) => answers.offer,
-            other => panic!("expected OfferAnswers, got {other:?}"),
-        };
-        client
-            .send(Request::RelayBegin(RelayBegin {
-                file: 0,
-                start: 0,
-                starts: vec![Some(0)],
-            }))
-            .await;
-        client
-            .send(Request::RelayData(RelayData {
-                offer,
-                data: bytes::Bytes::from_static(b"more than three"),
-            }))
-            .await;
-        let mut violation = false;
-        while let Some(response) = client.recv().await {
-            if let Response::Error(err) = response {
-                violation = err.code.as_str() == "protocol-violation";
-                break;
-            }
-        }
+        let violation = more_bytes_than_offered_end_the_session(&mut client, Request::Offer).await;
         assert!(violation, "a size lie ends the sender's session");
     });
     // bob is told the offer is over and saves nothing; nothing lands outside his folder.

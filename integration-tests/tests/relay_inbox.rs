@@ -6,7 +6,10 @@ use std::{fs, path::Path, time::Duration};
 
 use integration_tests::{
     blake3_hex, eventually, ndjson, random_bytes,
-    relay::{add_user, ftc_as, listen, out_dir, spawn_listener},
+    relay::{
+        add_user, expect_names_refused, ftc_as, listen, more_bytes_than_offered_end_the_session,
+        one_file_for_bob, out_dir, spawn_listener,
+    },
     Output, Server, Workspace,
 };
 
@@ -261,7 +264,7 @@ fn a_declined_inbox_offer_is_discarded_and_a_blocked_sender_never_reaches_the_li
 #[test]
 fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
     use ft_protocol::{
-        relay::{Offer, OfferedFile, RecipientOutcome, RelayBegin, RelayData, RelayFileEnd},
+        relay::{RecipientOutcome, RelayBegin, RelayData, RelayFileEnd},
         Credentials, Hash, Request, Response,
     };
     let ws = Workspace::new();
@@ -276,32 +279,17 @@ fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
         };
         let (mut client, _) =
             integration_tests::RawClient::handshake_as(server.addr, Some(credentials)).await;
-        let leave = |name: &str, size: u64| {
-            Request::Leave(Offer {
-                to: vec!["bob".into()],
-                files: vec![OfferedFile {
-                    name: name.into(),
-                    size,
-                }],
-                timeout_secs: 1,
-            })
-        };
-        for name in [
+        let hostile = [
             "../escape.txt",
             "/etc/passwd",
             "bell\u{7}.txt",
             ".fts/catalog.db",
-        ] {
-            client.send(leave(name, 3)).await;
-            match client.recv().await {
-                Some(Response::Failed(failed)) => {
-                    assert_eq!(failed.code.as_str(), "invalid-name", "{name}")
-                }
-                other => panic!("{name}: expected Failed, got {other:?}"),
-            }
-        }
+        ];
+        expect_names_refused(&mut client, &hostile, Request::Leave).await;
         // Accepted for bob's inbox; then a wrong hash: not kept.
-        client.send(leave("wrong.txt", 3)).await;
+        client
+            .send(Request::Leave(one_file_for_bob("wrong.txt", 3)))
+            .await;
         let offer = match client.recv().await {
             Some(Response::OfferAnswers(answers)) => {
                 assert!(matches!(
@@ -317,7 +305,7 @@ fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
             start: 0,
             starts: vec![Some(0)],
         });
-        client.send(begin.clone()).await;
+        client.send(begin).await;
         let data = |bytes: &'static [u8]| {
             Request::RelayData(RelayData {
                 offer,
@@ -348,25 +336,7 @@ fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
         }
         assert!(refused, "a wrong hash is refused");
         // More bytes than offered: the sender is cut off.
-        client.send(leave("liar.txt", 3)).await;
-        let offer = match client.recv().await {
-            Some(Response::OfferAnswers(answers)) => answers.offer,
-            other => panic!("expected OfferAnswers, got {other:?}"),
-        };
-        client.send(begin).await;
-        client
-            .send(Request::RelayData(RelayData {
-                offer,
-                data: bytes::Bytes::from_static(b"more than three"),
-            }))
-            .await;
-        let mut violation = false;
-        while let Some(response) = client.recv().await {
-            if let Response::Error(err) = response {
-                violation = err.code.as_str() == "protocol-violation";
-                break;
-            }
-        }
+        let violation = more_bytes_than_offered_end_the_session(&mut client, Request::Leave).await;
         assert!(violation, "a size lie ends the sender's session");
     });
     // Nothing waits for bob, and nothing half-written stays in the inbox area.

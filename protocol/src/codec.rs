@@ -17,6 +17,8 @@ use tokio_util::codec::{
 
 use crate::{error::ProtocolError, Hello, MAX_FRAME_LEN};
 
+pub mod frame_bytes;
+
 /// Length-delimited frames: a big-endian `u32` length, then that many payload bytes, at most
 /// [`MAX_FRAME_LEN`].
 #[derive(Debug)]
@@ -98,7 +100,7 @@ pub fn message_reader<R: AsyncRead, T>(read_half: R) -> MessageReader<R, T> {
 }
 
 /// Cuts frames and decodes each into one message; large content bytes share the frame's
-/// buffer instead of being copied (see [`crate::frame_bytes`]).
+/// buffer instead of being copied (see [`frame_bytes`]).
 #[derive(Debug)]
 pub struct MessageDecoder<T> {
     frames: FrameCodec,
@@ -138,7 +140,7 @@ impl<T: DeserializeOwned> Decoder for MessageDecoder<T> {
             return decode_first(&frame).map(Some);
         }
         let frame = frame.freeze();
-        crate::frame_bytes::with_frame(&frame, || decode(&frame)).map(Some)
+        frame_bytes::with_frame(&frame, || decode(&frame)).map(Some)
     }
 }
 

@@ -171,7 +171,6 @@
 pub mod codec;
 mod error;
 mod fingerprint;
-pub mod frame_bytes;
 mod message;
 pub mod relay;
 

@@ -349,7 +349,7 @@ pub enum FilePlan {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     /// The bytes, in order.
-    #[serde(with = "crate::frame_bytes")]
+    #[serde(with = "crate::codec::frame_bytes")]
     pub data: Bytes,
 }
 

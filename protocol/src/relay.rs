@@ -177,7 +177,7 @@ pub struct RelayData {
     /// The offer they belong to (a listener may receive several at once).
     pub offer: u64,
     /// The bytes, in order.
-    #[serde(with = "crate::frame_bytes")]
+    #[serde(with = "crate::codec::frame_bytes")]
     pub data: Bytes,
 }
 

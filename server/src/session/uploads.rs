@@ -8,9 +8,6 @@ use ft_protocol::{
     Prepared, Response, CHUNK_SIZE, MAX_ANNOUNCED_FILES, MAX_PREPARE_FILES,
 };
 
-/// Files at least this large get an info line each when stored; smaller ones a debug line.
-const LOGGED_FILE_BYTES: u64 = 1024 * 1024;
-
 use super::{file_error, Session, SessionError, Transfer};
 use crate::{
     auth::roles::Action,
@@ -21,6 +18,9 @@ use crate::{
     store::KnownFolders,
     upload::{Holding, PartialOwner, Upload, UploadError, SMALL_UPLOAD_BYTES},
 };
+
+/// Files at least this large get an info line each when stored; smaller ones a debug line.
+const LOGGED_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Memory a resume offer holds: its hash state (about 2 KiB) and its place in the map.
 const OFFER_MEMORY: u64 = std::mem::size_of::<blake3::Hasher>() as u64 + 64;
