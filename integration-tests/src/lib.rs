@@ -775,6 +775,19 @@ impl Workspace {
             .sum()
     }
 
+    /// Opens a logged-in connection and begins a 1 MiB upload of `name` on it, returning once
+    /// the server has started that upload (its partial file exists). Until then the session
+    /// may still count as idle, which a full server closes to admit another client; after,
+    /// it holds an upload in flight, which it never closes.
+    pub async fn upload_in_flight(&self, addr: SocketAddr, name: &str) -> RawClient {
+        let before = self.partial_entries();
+        let mut client = RawClient::handshake(addr).await;
+        client.send(begin_request(1, name, 1 << 20)).await;
+        let started = eventually(Duration::from_secs(10), || self.partial_entries() > before);
+        assert!(started, "the server starts the upload of {name}");
+        client
+    }
+
     /// The files of the partial area: at its top and in its owner folders.
     pub fn partial_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();

@@ -8,7 +8,7 @@ use std::{
 };
 
 use ft_protocol::{Get, Request};
-use integration_tests::{begin_request, ftc, random_bytes, RawClient, Workspace};
+use integration_tests::{ftc, random_bytes, RawClient, Workspace};
 
 /// Samples the server's resident memory (KiB) every few milliseconds while `work` runs and
 /// returns the peak, with `work`'s result.
@@ -149,11 +149,10 @@ async fn connections_past_the_memory_budget_are_told_busy_and_admitted_once_it_f
     // Each busy with an upload, so none is closed to make room (see below).
     let mut held = Vec::new();
     for n in 0..3 {
-        let mut client = RawClient::handshake(server.addr).await;
-        client
-            .send(begin_request(1, &format!("held{n}.bin"), 1 << 20))
-            .await;
-        held.push(client);
+        held.push(
+            ws.upload_in_flight(server.addr, &format!("held{n}.bin"))
+                .await,
+        );
     }
     let refused = ftc(&ws.src(), &["info", &server.address()]);
     assert_ne!(refused.code(), Some(0), "{refused}");

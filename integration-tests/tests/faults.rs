@@ -7,7 +7,7 @@ use ft_protocol::{
     ErrorCode, ErrorResponse, FileIntent, FilePlan, Hash, Prepare, Prepared, Request, Response,
 };
 use integration_tests::{
-    begin_request, eventually, ftc, listing,
+    eventually, ftc, listing,
     proxy::{Fault, FaultProxy},
     random_bytes, spawn_ftc, RawClient, Server, Workspace, TEST_USER,
 };
@@ -158,10 +158,8 @@ async fn clients_beyond_max_connections_are_told_busy_and_the_server_stays_up() 
     let server = ws.server(&["--max-connections", "2"]);
     // Both busy with an upload, so neither is a connection a full server would close for a
     // new one (see budgets.rs).
-    let mut first = RawClient::handshake(server.addr).await;
-    first.send(begin_request(1, "held.bin", 1 << 20)).await;
-    let mut second = RawClient::handshake(server.addr).await;
-    second.send(begin_request(1, "held.bin", 1 << 20)).await;
+    let first = ws.upload_in_flight(server.addr, "held1.bin").await;
+    let _second = ws.upload_in_flight(server.addr, "held2.bin").await;
 
     let mut third = RawClient::connect(server.addr).await;
     let (code, message) = connection_error(third.recv().await);
