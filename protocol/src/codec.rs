@@ -6,18 +6,21 @@
 //! halves of a socket, so the rest of the system sees only
 //! `Stream<Item = Result<T, ProtocolError>>` and `Sink<T>`.
 
-use std::{io, marker::PhantomData};
+use std::io;
 
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio_util::codec::{
-    Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError,
+    Decoder, Encoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError,
 };
 
 use crate::{error::ProtocolError, Hello, MAX_FRAME_LEN};
 
 pub mod frame_bytes;
+mod writer;
+
+pub use writer::{message_writer, MessageWriter};
 
 /// Length-delimited frames: a big-endian `u32` length, then that many payload bytes, at most
 /// [`MAX_FRAME_LEN`].
@@ -155,78 +158,6 @@ pub fn hello_request(frame: &[u8]) -> Result<crate::Request, ProtocolError> {
 /// Bytes asked of the socket per read. tokio-util's default (8 KiB) meant one system call
 /// per two small files; a pipelined stream of small files fills this at once.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
-
-/// A sink of messages of type `T` written to `W`.
-pub type MessageWriter<W, T> = FramedWrite<W, MessageEncoder<T>>;
-
-/// Writes messages of type `T` to the write half of a connection.
-pub fn message_writer<W: AsyncWrite, T>(write_half: W) -> MessageWriter<W, T> {
-    FramedWrite::new(write_half, MessageEncoder::default())
-}
-
-/// Encodes a message straight into the outgoing buffer: the length prefix, then postcard.
-///
-/// A fresh `Bytes` per encoded message (as a generic serializing sink gives) meant, for
-/// 256 KiB chunks, an allocation (and its page faults) and an extra copy per chunk, measured
-/// at a quarter of the client's CPU time. The bytes on the
-/// wire are identical to [`FrameCodec`] + [`encode`].
-#[derive(Debug)]
-pub struct MessageEncoder<T> {
-    _type: PhantomData<fn(T)>,
-}
-
-impl<T> Default for MessageEncoder<T> {
-    fn default() -> Self {
-        Self { _type: PhantomData }
-    }
-}
-
-impl<T: Serialize> Encoder<T> for MessageEncoder<T> {
-    type Error = ProtocolError;
-
-    fn encode(&mut self, message: T, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        use bytes::BufMut;
-        let start = dst.len();
-        dst.put_u32(0);
-        let written =
-            postcard::serialize_with_flavor(&message, Appender(dst)).map_err(ProtocolError::Encode);
-        if let Err(err) = written {
-            dst.truncate(start);
-            return Err(err);
-        }
-        let len = dst.len() - start - 4;
-        if len > MAX_FRAME_LEN {
-            dst.truncate(start);
-            return Err(ProtocolError::FrameTooLarge { max: MAX_FRAME_LEN });
-        }
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
-    }
-}
-
-/// A postcard output appending to the outgoing buffer. postcard writes a hash (a `[u8; 32]`)
-/// byte by byte; through `std::io::Write` each byte was a `write_all` call (measured: most of
-/// the client's encoding time on small files), here it is a plain push.
-struct Appender<'a>(&'a mut BytesMut);
-
-impl postcard::ser_flavors::Flavor for Appender<'_> {
-    type Output = ();
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        use bytes::BufMut;
-        self.0.put_u8(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
 
 /// Why the first frame of a session is not an acceptable [`Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -517,36 +448,6 @@ mod tests {
         let mut dst = BytesMut::new();
         codec.encode(Bytes::from_static(b"abc"), &mut dst).unwrap();
         assert_eq!(&dst[..], &[0, 0, 0, 3, b'a', b'b', b'c']);
-    }
-
-    #[test]
-    fn the_direct_encoder_writes_the_same_bytes_as_frame_plus_postcard() {
-        let message = Request::Chunk(Chunk {
-            data: Bytes::from(vec![1u8; 1000]),
-        });
-        let mut direct = BytesMut::new();
-        MessageEncoder::default()
-            .encode(message.clone(), &mut direct)
-            .unwrap();
-        let mut layered = BytesMut::new();
-        FrameCodec::new()
-            .encode(Bytes::from(encode(&message).unwrap()), &mut layered)
-            .unwrap();
-        assert_eq!(direct, layered);
-
-        let too_big = Request::Chunk(Chunk {
-            data: Bytes::from(vec![0u8; MAX_FRAME_LEN]),
-        });
-        let mut out = BytesMut::from(&b"kept"[..]);
-        assert!(matches!(
-            MessageEncoder::default().encode(too_big, &mut out),
-            Err(ProtocolError::FrameTooLarge { .. })
-        ));
-        assert_eq!(
-            &out[..],
-            b"kept",
-            "a refused message leaves the buffer as it was"
-        );
     }
 
     #[tokio::test]

@@ -50,9 +50,10 @@ fn share_or_copy(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes)
 }
 
-/// Serializes as `Bytes` does.
+/// Serializes as `Bytes` does; a message writer sends a large field from its own buffer
+/// instead of copying it (see [`super::writer`]).
 pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_bytes(bytes)
+    super::writer::offer_out_of_line(bytes, || serializer.serialize_bytes(bytes))
 }
 
 /// Deserializes what `Bytes` serialized, sharing the frame where it can.
