@@ -11,7 +11,6 @@ pub(crate) mod buffers;
 pub mod catalog;
 pub(crate) mod commit;
 pub mod config;
-pub(crate) mod direct_write;
 pub(crate) mod download;
 pub(crate) mod group;
 pub(crate) mod idle;

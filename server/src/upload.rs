@@ -18,7 +18,6 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    direct_write::DirectWriter,
     leases::{Lease, Leases},
     memory::Reserved,
     names::ValidName,
@@ -31,9 +30,8 @@ const WRITE_QUEUE_CHUNKS: usize = 4;
 
 /// Memory an upload streamed through a writer thread holds at most: its queue of chunks and
 /// the writer's buffer (reserved from the server's budget for as long as it runs).
-pub(crate) const STREAMED_UPLOAD_MEMORY: u64 = (WRITE_QUEUE_CHUNKS * ft_protocol::CHUNK_SIZE)
-    as u64
-    + crate::direct_write::BUFFER_BYTES as u64;
+pub(crate) const STREAMED_UPLOAD_MEMORY: u64 =
+    (WRITE_QUEUE_CHUNKS * ft_protocol::CHUNK_SIZE) as u64 + ft_disk::BUFFER_BYTES as u64;
 
 /// Why an upload could not continue.
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +318,7 @@ fn write_chunks(
     mut queue: mpsc::Receiver<Bytes>,
     lease: Lease,
 ) -> std::io::Result<Written> {
-    let mut writer = DirectWriter::new(file, offset);
+    let mut writer = ft_disk::DirectWriter::new(file, offset);
     while let Some(chunk) = queue.blocking_recv() {
         hasher.update(&chunk);
         writer.write(&chunk)?;

@@ -117,19 +117,10 @@ struct Wanted {
 /// The file of an offer being written.
 struct Writing {
     file: u32,
-    /// To the writer thread, which hashes and writes each piece (so the network side goes
-    /// on reading meanwhile); closed to finish.
-    pieces: tokio::sync::mpsc::Sender<bytes::Bytes>,
-    /// The writer thread: the hash of everything written and the file, flushed to disk.
-    writer: tokio::task::JoinHandle<std::io::Result<blake3::Hasher>>,
+    /// The thread hashing and writing its pieces while the connection goes on reading.
+    writer: super::file_writer::FileWriter,
     written: u64,
 }
-
-/// Bytes written between two nudges to the kernel to start writing them to disk.
-const WRITEBACK_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Pieces queued for a relayed file's writer thread.
-const WRITER_QUEUE_PIECES: usize = 8;
 
 /// An accepted offer in progress.
 struct Receiving {
@@ -385,29 +376,10 @@ async fn begin_file(receiving: &mut Receiving, start: &RelayFileStart) -> Result
     .await
     .map_err(|join| join.to_string())?
     .map_err(|err| format!("{}: {err}", wanted.partial.display()))?;
-    let (pieces, mut queue) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITER_QUEUE_PIECES);
-    let writer = tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let (mut file, mut hasher) = (opened, hasher);
-        let (mut position, mut flushed) = (offset, offset);
-        while let Some(piece) = queue.blocking_recv() {
-            hasher.update(&piece);
-            file.write_all(&piece)?;
-            position += piece.len() as u64;
-            if position - flushed >= WRITEBACK_BYTES {
-                // Start writing this stretch to disk now, so the final flush has little
-                // left to do (it took as long as the transfer itself on a 1 GiB file).
-                let length = std::num::NonZeroU64::new(position - flushed);
-                let _ = rustix::fs::fadvise(&file, flushed, length, rustix::fs::Advice::DontNeed);
-                flushed = position;
-            }
-        }
-        file.sync_all()?;
-        Ok(hasher)
-    });
+    let remaining = wanted.offered.size.saturating_sub(offset);
+    let writer = super::file_writer::start(opened, offset, remaining, hasher);
     receiving.writing = Some(Writing {
         file: start.file,
-        pieces,
         writer,
         written: offset,
     });
@@ -429,12 +401,13 @@ async fn write_data(receiving: &mut Receiving, data: bytes::Bytes) -> Result<(),
         return Err((file, "the sender sent more bytes than it offered".into()));
     }
     writing.written += data.len() as u64;
-    if writing.pieces.send(data).await.is_err() {
+    if writing.writer.pieces.send(data).await.is_err() {
         // The writer thread stopped: its error comes out when the file ends.
         let file = writing.file;
         if let Some(writing) = receiving.writing.take() {
-            drop(writing.pieces);
-            let failure = match writing.writer.await {
+            let super::file_writer::FileWriter { pieces, done } = writing.writer;
+            drop(pieces);
+            let failure = match done.await {
                 Ok(Err(err)) => format!("cannot write: {err}"),
                 _ => "cannot write".to_owned(),
             };
@@ -459,13 +432,11 @@ async fn finish_file(
         .get(&end.file)
         .ok_or_else(|| "a file that was not accepted".to_owned())?;
     let Writing {
-        pieces,
-        writer,
-        written,
-        ..
+        writer, written, ..
     } = writing;
+    let super::file_writer::FileWriter { pieces, done } = writer;
     drop(pieces);
-    let hasher = writer
+    let hasher = done
         .await
         .map_err(|join| join.to_string())?
         .map_err(|err| format!("cannot write: {err}"))?;

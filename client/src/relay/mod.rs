@@ -2,6 +2,7 @@
 //! sender's side ([`send_to_users`]) and the listener's ([`listen`]). The protocol's relay
 //! section says what travels; here is what each side does with it.
 
+mod file_writer;
 mod listen;
 mod send;
 

@@ -20,11 +20,11 @@ use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 const BLOCK: usize = 4096;
 
 /// Bytes gathered before one direct write; a multiple of [`BLOCK`].
-pub(crate) const BUFFER_BYTES: usize = 512 * 1024;
+pub const BUFFER_BYTES: usize = 512 * 1024;
 
 /// An appender that bypasses the page cache when it can.
 #[derive(Debug)]
-pub(crate) struct DirectWriter {
+pub struct DirectWriter {
     file: File,
     /// Over-allocated so that an aligned window of `BUFFER_BYTES` fits inside.
     storage: Vec<u8>,
@@ -42,7 +42,7 @@ pub(crate) struct DirectWriter {
 
 impl DirectWriter {
     /// Appends to `file`, whose cursor is at `position`.
-    pub(crate) fn new(file: File, position: u64) -> Self {
+    pub fn new(file: File, position: u64) -> Self {
         // Zeroing half a megabyte is not free; it is done once per upload, and small uploads
         // never get here (see upload.rs).
         let storage = vec![0u8; BUFFER_BYTES + BLOCK];
@@ -61,7 +61,7 @@ impl DirectWriter {
     }
 
     /// Appends `data`.
-    pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         // Until the file offset is block-aligned, write the ordinary way.
         while !self.direct && !data.is_empty() {
             let to_boundary = BLOCK - (self.position % BLOCK as u64) as usize;
@@ -90,7 +90,7 @@ impl DirectWriter {
     }
 
     /// Writes everything gathered (the unaligned tail the ordinary way) and returns the file.
-    pub(crate) fn finish(mut self) -> io::Result<File> {
+    pub fn finish(mut self) -> io::Result<File> {
         self.flush_blocks()?;
         if self.filled > 0 {
             self.set_direct(false)?;
