@@ -346,3 +346,46 @@ fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
     assert!(clean, "{:?}", inbox_area(&ws.store_dir()));
     assert!(!ws.root.path().join("escape.txt").exists());
 }
+
+#[test]
+fn a_cut_delivery_resumes_from_the_listeners_verified_copy_and_a_false_one_starts_over() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let bob_in = out_dir(&ws, "bob");
+    let kept = 3 << 20;
+    for (name, seed, prefix_is_true) in [("report.bin", 31, true), ("scan.bin", 32, false)] {
+        let content = random_bytes(8 << 20, seed);
+        let path = ws.file(name, &content);
+        let left = ftc_as(
+            &ws,
+            "alice",
+            &alice,
+            &["send", &server.address(), &path, "--to", "bob", "--leave"],
+        );
+        left.success();
+        // What an earlier delivery cut after 3 MiB left behind: the true first bytes, or
+        // bytes that only claim to be them.
+        let mut prefix = content[..kept].to_vec();
+        if !prefix_is_true {
+            prefix[kept / 2] ^= 0xff;
+        }
+        fs::write(bob_in.join(format!(".{name}.ftc-part")), &prefix).unwrap();
+
+        let listener = spawn_listener(&ws, &server, ("bob", &bob), &bob_in, &["--yes", "--once"]);
+        listener.finish().success();
+        assert!(
+            fs::read(bob_in.join(name)).unwrap() == content,
+            "{name} arrives whole and verified"
+        );
+        assert!(!bob_in.join(format!(".{name}.ftc-part")).exists());
+        let resumed = server.log().lines().any(|line| {
+            line.contains("resumes from the listener's verified copy")
+                && line.contains(name)
+                && line.contains(&format!("offset={kept}"))
+        });
+        assert_eq!(resumed, prefix_is_true, "{name}: {}", server.log());
+    }
+    assert!(inbox(&ws, &server, "bob", &bob).is_empty());
+}

@@ -197,6 +197,13 @@ async fn offer_batch(
             break;
         };
         let start = verified_start(state, &record, offset, prefix_hash).await;
+        if start > 0 {
+            tracing::info!(
+                name = record.name.as_str(),
+                offset = start,
+                "inbox delivery resumes from the listener's verified copy"
+            );
+        }
         let sending = Sending {
             queue,
             offer: id,
