@@ -98,6 +98,8 @@ pub(crate) enum Picking {
     DownloadFolder,
     /// Files for the selected people.
     PeopleFiles,
+    /// Files to leave for someone offline ([`FtApp::leave_for`]).
+    LeaveFiles,
 }
 
 /// The application: its views' state, the picker, and the engine.
@@ -116,6 +118,8 @@ pub struct FtApp {
     pub(crate) confirm_delete: bool,
     /// People ticked to send to.
     pub(crate) people: std::collections::BTreeSet<String>,
+    /// The user to leave files for (typed: they are offline, so not in the list).
+    pub(crate) leave_for: String,
     /// The catalog was asked for since the connection (it loads when the view opens).
     pub(crate) listed: bool,
     /// Replace files of the same name on the server (instead of keeping both).
@@ -146,6 +150,7 @@ impl FtApp {
             sort_by_size: false,
             confirm_delete: false,
             people: Default::default(),
+            leave_for: String::new(),
             listed: false,
             overwrite: false,
         })
@@ -245,6 +250,12 @@ impl FtApp {
                 let users: Vec<String> = self.people.iter().cloned().collect();
                 if !paths.is_empty() && !users.is_empty() {
                     self.engine.send(Command::SendTo(users, paths));
+                }
+            }
+            Some(Picking::LeaveFiles) => {
+                let user = self.leave_for.trim().to_owned();
+                if !paths.is_empty() && !user.is_empty() {
+                    self.engine.send(Command::LeaveFor(user, paths));
                 }
             }
             None => {}

@@ -14,7 +14,10 @@ use ft_client::{
     send_files, Access, ClientError, GetOptions, SendOptions, ServerAddress, Session, StoreStatus,
     TransferEvent,
 };
-use ft_protocol::{relay::OnlineUser, CatalogEntry, ConflictPolicy, Credentials, Fingerprint};
+use ft_protocol::{
+    relay::{OnlineUser, RecipientOutcome},
+    CatalogEntry, ConflictPolicy, Credentials, Fingerprint,
+};
 use tokio::sync::mpsc;
 
 use crate::history::{History, Record};
@@ -46,6 +49,8 @@ pub(crate) enum Command {
     Delete(Vec<String>),
     /// Offer files to online users.
     SendTo(Vec<String>, Vec<PathBuf>),
+    /// Leave files in a user's inbox on the server, for when they next listen.
+    LeaveFor(String, Vec<PathBuf>),
     /// Answer the offer shown: the files wanted (one flag each), or `None` to decline.
     Answer(Option<Vec<bool>>),
 }
@@ -226,6 +231,7 @@ impl Worker {
             Command::Download(names, folder) => self.download(names, folder).await,
             Command::Delete(names) => self.delete(names).await,
             Command::SendTo(users, paths) => self.send_to(users, paths).await,
+            Command::LeaveFor(user, paths) => self.leave_for(user, paths).await,
             Command::Answer(chosen) => {
                 if let Some(answers) = &self.answers {
                     let _ = answers.send(chosen);
@@ -663,5 +669,48 @@ impl Worker {
             }
             Err(err) => self.update(|m| m.notice = Some(err.to_string())),
         }
+    }
+
+    /// Leaves `paths` in `user`'s inbox on the server; the notice says whether they are
+    /// there (verified and durable) or why not.
+    async fn leave_for(&mut self, user: String, paths: Vec<PathBuf>) {
+        let Some(mut session) = self.session() else {
+            return;
+        };
+        let plan = match plan_uploads(&paths, true) {
+            Ok(plan) => plan,
+            Err(err) => return self.update(|m| m.notice = Some(err.to_string())),
+        };
+        let result = relay::leave_for_users(&mut session, plan.files, vec![user], &|_| {}).await;
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => return self.update(|m| m.notice = Some(err.to_string())),
+        };
+        let mut lines = Vec::new();
+        for recipient in &report.recipients {
+            match &recipient.outcome {
+                RecipientOutcome::Refused { message, .. } => {
+                    lines.push(format!("{}: not left: {message}", recipient.user));
+                    continue;
+                }
+                RecipientOutcome::Accepted(_) => {}
+                other => lines.push(format!("{}: {other:?}", recipient.user)),
+            }
+            lines.push(format!(
+                "{}: {} of {} left in the inbox on the server",
+                recipient.user,
+                recipient.saved.len(),
+                report.files.len()
+            ));
+            for (name, why) in &recipient.failed {
+                lines.push(format!("{name}: {why}"));
+            }
+            for (name, _) in &recipient.saved {
+                let record = Record::new("left for", name, &recipient.user, None);
+                self.history.append(&record);
+                lock(&self.model).history.push(record);
+            }
+        }
+        self.update(|m| m.notice = Some(lines.join("; ")));
     }
 }

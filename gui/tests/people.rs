@@ -1,17 +1,24 @@
 //! The People view against a real `fts`: who is online shows up live, an incoming offer is a
-//! dialog whose Accept saves the files verified, and files are sent to a ticked user.
+//! dialog whose Accept saves the files verified, files are sent to a ticked user, and files
+//! are left for someone offline.
 
 mod common;
 
+/// The tests here set `XDG_CONFIG_HOME` for the window's engine: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 use std::{fs, path::PathBuf, time::Duration};
 
-use common::{shows, step_until, type_into, window};
+use common::{log_in, shows, step_until, type_into, window};
 use egui_kittest::kittest::Queryable;
 use ft_gui::ScriptedPicker;
 use integration_tests::{eventually, fts_user, spawn_ftc_env, Workspace};
 
 #[test]
 fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ws = Workspace::new();
     let server = ws.server(&[]);
     let add = |name: &str| {
@@ -29,17 +36,7 @@ fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
     let inbox = ws.root.path().join("alice-inbox");
     let mut harness = window(config.path(), &inbox, Box::new(picker));
     // alice logs in through the window (fingerprint trusted when asked).
-    type_into(&mut harness, "Server", &server.address());
-    type_into(&mut harness, "User", "alice");
-    type_into(&mut harness, "Token", &alice);
-    harness.get_by_label("Log in").click();
-    step_until(&mut harness, "the trust question", |h| {
-        shows(h, "Trust this server?")
-    });
-    harness.get_by_label("Trust and connect").click();
-    step_until(&mut harness, "the connection", |h| {
-        shows(h, "Status: connected to")
-    });
+    log_in(&mut harness, &server.address(), "alice", &alice);
     harness.get_by_label("People").click();
 
     // bob comes online, listening: the People view shows him without a refresh.
@@ -98,4 +95,68 @@ fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
     step_until(&mut harness, "the received line", |h| {
         shows(h, "note.txt from bob")
     });
+}
+
+#[test]
+fn files_left_for_someone_offline_wait_in_their_inbox_until_they_listen() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let add = |name: &str| {
+        let added = fts_user(&ws.store_dir(), &["add", name, "--role", "write"]);
+        added.success();
+        added.stdout.lines().last().unwrap().to_owned()
+    };
+    let alice = add("alice");
+    let carol = add("carol");
+    let config = tempfile::tempdir().unwrap();
+    std::env::set_var("XDG_CONFIG_HOME", config.path());
+    let letter = PathBuf::from(ws.file("letter.txt", b"for carol, while she was away"));
+    let mut picker = ScriptedPicker::default();
+    picker.answers.push_back(vec![letter.clone()]);
+    picker.answers.push_back(vec![letter]);
+    let mut harness = window(
+        config.path(),
+        &ws.root.path().join("alice-inbox"),
+        Box::new(picker),
+    );
+    log_in(&mut harness, &server.address(), "alice", &alice);
+    harness.get_by_label("People").click();
+    harness.step();
+
+    // carol is not online: her name is typed, and the file waits in her inbox.
+    type_into(&mut harness, "Leave for", "carol");
+    harness.get_by_label("Leave files…").click();
+    step_until(&mut harness, "the file left", |h| {
+        shows(h, "carol: 1 of 1 left in the inbox on the server")
+    });
+    // A user who does not exist gets nothing, and the window says why (typing on after
+    // "carol" makes a name nobody has).
+    type_into(&mut harness, "Leave for", "-nobody");
+    harness.get_by_label("Leave files…").click();
+    step_until(&mut harness, "the refusal", |h| {
+        shows(h, "carol-nobody: not left:")
+    });
+
+    // carol listens later and receives it, verified.
+    let carol_in = ws.root.path().join("carol-inbox");
+    let listener = spawn_ftc_env(
+        &ws.src(),
+        &[
+            "listen",
+            &server.address(),
+            "-o",
+            carol_in.to_str().unwrap(),
+            "--yes",
+            "--once",
+        ],
+        &[("FTC_USER", "carol"), ("FTC_TOKEN", &carol)],
+    );
+    listener.finish().success();
+    assert_eq!(
+        fs::read(carol_in.join("letter.txt")).unwrap(),
+        b"for carol, while she was away"
+    );
 }

@@ -1,5 +1,5 @@
 //! People: who is online (live, from the listening connection), send files to those
-//! ticked, and what arrived from others.
+//! ticked, leave files for someone offline, and what arrived from others.
 
 use crate::app::{FtApp, Picking};
 
@@ -34,6 +34,20 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
         app.picking = Some(Picking::PeopleFiles);
         app.picker.pick_files();
     }
+    ui.separator();
+    ui.strong("Someone offline");
+    ui.label("Files left for them wait in their inbox on the server until they next connect.");
+    ui.horizontal(|ui| {
+        super::field(ui, "Leave for", &mut app.leave_for, false);
+        let named = !app.leave_for.trim().is_empty();
+        if ui
+            .add_enabled(named, egui::Button::new("Leave files…"))
+            .clicked()
+        {
+            app.picking = Some(Picking::LeaveFiles);
+            app.picker.pick_files();
+        }
+    });
     ui.separator();
     ui.strong("Received");
     for line in received.iter().rev().take(50) {

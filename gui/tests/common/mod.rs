@@ -55,3 +55,19 @@ pub(crate) fn type_into(harness: &mut Harness<'_, FtApp>, field: &str, text: &st
     harness.get_by_label(field).type_text(text);
     harness.step();
 }
+
+/// Logs in through the connect form as `user`, trusting the server's fingerprint when asked
+/// (a first contact), and waits for the connection.
+pub(crate) fn log_in(harness: &mut Harness<'_, FtApp>, address: &str, user: &str, token: &str) {
+    type_into(harness, "Server", address);
+    type_into(harness, "User", user);
+    type_into(harness, "Token", token);
+    harness.get_by_label("Log in").click();
+    step_until(harness, "the trust question", |h| {
+        shows(h, "Trust this server?")
+    });
+    harness.get_by_label("Trust and connect").click();
+    step_until(harness, "the connection", |h| {
+        shows(h, "Status: connected to")
+    });
+}
