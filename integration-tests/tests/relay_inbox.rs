@@ -10,7 +10,7 @@ use integration_tests::{
         add_user, expect_names_refused, ftc_as, listen, more_bytes_than_offered_end_the_session,
         one_file_for_bob, out_dir, spawn_listener,
     },
-    Output, Server, Workspace,
+    spawn_ftc_env, Output, Server, Workspace,
 };
 
 /// The recipient events of an `ftc send --json`.
@@ -339,11 +339,16 @@ fn hostile_leaves_are_refused_and_leave_nothing_in_the_inbox() {
         let violation = more_bytes_than_offered_end_the_session(&mut client, Request::Leave).await;
         assert!(violation, "a size lie ends the sender's session");
     });
-    // Nothing waits for bob, and nothing half-written stays in the inbox area.
+    // Nothing waits for bob, and nothing half-written stays in the inbox area but the copy
+    // of the cut leave (kept for a resume), no larger than its file was offered.
     let clean = eventually(Duration::from_secs(10), || {
-        inbox(&ws, &server, "bob", &bob).is_empty() && inbox_area(&ws.store_dir()).is_empty()
+        inbox(&ws, &server, "bob", &bob).is_empty()
+            && inbox_area(&ws.store_dir())
+                .iter()
+                .all(|name| name.starts_with("part-"))
     });
     assert!(clean, "{:?}", inbox_area(&ws.store_dir()));
+    assert!(kept_copy(&ws.store_dir()) <= 3);
     assert!(!ws.root.path().join("escape.txt").exists());
 }
 
@@ -388,4 +393,92 @@ fn a_cut_delivery_resumes_from_the_listeners_verified_copy_and_a_false_one_start
         assert_eq!(resumed, prefix_is_true, "{name}: {}", server.log());
     }
     assert!(inbox(&ws, &server, "bob", &bob).is_empty());
+}
+
+/// The largest resumable copy (`part-*`) in the server's inbox area, in bytes.
+fn kept_copy(store: &Path) -> u64 {
+    inbox_area(store)
+        .iter()
+        .filter(|name| name.starts_with("part-"))
+        .filter_map(|name| fs::metadata(store.join(".fts/inbox").join(name)).ok())
+        .map(|meta| meta.len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_cut_leave_continues_from_the_copy_the_server_kept() {
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let size = 40 << 20;
+    let content = random_bytes(size, 41);
+    let path = ws.file("archive.bin", &content);
+    let store = ws.store_dir();
+    let mut cut = spawn_ftc_env(
+        &ws.src(),
+        &[
+            "send",
+            &server.address(),
+            &path,
+            "--to",
+            "bob",
+            "--leave",
+            "--bwlimit",
+            "8M",
+        ],
+        &[("FTC_USER", "alice"), ("FTC_TOKEN", &alice)],
+    );
+    let grew = eventually(Duration::from_secs(30), || kept_copy(&store) > 10 << 20);
+    assert!(grew, "the server's copy grew");
+    cut.child.kill().unwrap();
+    let _ = cut.child.wait();
+    // The server notices the cut and stops writing; the copy stays, listed nowhere.
+    let mut kept = kept_copy(&store);
+    let settled = eventually(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = kept_copy(&store);
+        let same = now == kept;
+        kept = now;
+        same
+    });
+    assert!(settled && kept > 0 && kept < size as u64, "kept {kept}");
+    assert!(inbox(&ws, &server, "bob", &bob).is_empty());
+
+    let again = ftc_as(
+        &ws,
+        "alice",
+        &alice,
+        &[
+            "send",
+            &server.address(),
+            &path,
+            "--to",
+            "bob",
+            "--leave",
+            "--json",
+        ],
+    );
+    again.success();
+    let summary = ndjson(&again)
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+        .unwrap();
+    let sent = summary["bytes_sent"].as_u64().unwrap();
+    let missing = size as u64 - kept;
+    assert!(
+        sent < missing + missing / 10 + (1 << 20),
+        "continued: {sent} bytes sent for {missing} missing"
+    );
+    assert_eq!(
+        inbox(&ws, &server, "bob", &bob),
+        [("alice".to_owned(), "archive.bin".to_owned(), size as u64)]
+    );
+    assert_eq!(kept_copy(&store), 0, "the copy became the inbox file");
+
+    let bob_in = out_dir(&ws, "bob");
+    let listener = spawn_listener(&ws, &server, ("bob", &bob), &bob_in, &["--yes", "--once"]);
+    listener.finish().success();
+    assert!(fs::read(bob_in.join("archive.bin")).unwrap() == content);
 }

@@ -6,17 +6,21 @@ use std::sync::Arc;
 
 use ft_protocol::{
     relay::{FileAnswer, InboxList, RecipientOutcome},
-    ErrorCode, Failed, Response, MAX_INBOX_LISTED,
+    ErrorCode, Failed, Hash, Response, MAX_INBOX_LISTED,
 };
 use tokio::sync::mpsc;
 
 use super::{Session, SessionError};
-use crate::relay::{
-    inbox::{
-        writer::{self, Leaving},
-        Inboxes,
+use crate::{
+    relay::{
+        inbox::{
+            writer::{self, Leaving, Resumable},
+            Inboxes,
+        },
+        Control, Push,
     },
-    Control, Push,
+    store::Store,
+    ServerState,
 };
 
 impl Session {
@@ -34,23 +38,46 @@ impl Session {
         }
         let bytes: u64 = leaving.files.iter().map(|file| file.size).sum();
         let state = Arc::clone(&self.state);
-        let recipient = leaving.recipient.clone();
-        let files = leaving.files.len() as u64;
-        let reserved =
-            tokio::task::spawn_blocking(move || Inboxes::reserve(&state, &recipient, files, bytes))
-                .await;
-        let reservation = match reserved {
-            Ok(Ok(reservation)) => reservation,
+        let (sender, recipient) = (leaving.sender.clone(), leaving.recipient.clone());
+        let offered = leaving.files.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let resumable = resumable_copies(&state, &sender, &recipient, &offered);
+            let resumed = resumable
+                .iter()
+                .flatten()
+                .filter_map(|copy| copy.held.as_ref().map(|(len, _)| *len))
+                .sum();
+            let files = offered.len() as u64;
+            Inboxes::reserve(&state, &recipient, files, bytes, resumed)
+                .map(|reservation| (reservation, resumable))
+        })
+        .await;
+        let (reservation, resumable) = match prepared {
+            Ok(Ok(prepared)) => prepared,
             Ok(Err(refusal)) => return refused(refusal.code, refusal.message),
             Err(join) => return refused(ErrorCode::Internal, join.to_string()),
         };
-        let answers = vec![
-            FileAnswer::Accept {
-                offset: 0,
-                prefix_hash: None,
-            };
-            leaving.files.len()
-        ];
+        // A copy kept from a cut `Leave` of the same file is offered to be continued: the
+        // sender proves the bytes against its own before any count.
+        let answers = (0..leaving.files.len())
+            .map(
+                |index| match resumable.get(index).and_then(Option::as_ref) {
+                    Some(Resumable {
+                        held: Some((len, hasher)),
+                        ..
+                    }) => FileAnswer::Accept {
+                        offset: *len,
+                        prefix_hash: Some(Hash::from(hasher.finalize())),
+                    },
+                    _ => FileAnswer::Accept {
+                        offset: 0,
+                        prefix_hash: None,
+                    },
+                },
+            )
+            .collect();
+        let mut leaving = leaving;
+        leaving.resumable = resumable;
         let queue = writer::start(
             Arc::clone(&self.state),
             leaving,
@@ -111,4 +138,27 @@ impl Session {
         };
         self.send(Response::Failed(failed)).await
     }
+}
+
+/// Per offered file, its resumable copy in the inbox area if no other `Leave` holds it now
+/// (claimed for this one), with what it already holds. Blocking: the held bytes are hashed.
+fn resumable_copies(
+    state: &ServerState,
+    sender: &str,
+    recipient: &str,
+    offered: &[ft_protocol::relay::OfferedFile],
+) -> Vec<Option<Resumable>> {
+    offered
+        .iter()
+        .map(|file| {
+            let partial = Store::inbox_partial_name(sender, recipient, &file.name, file.size);
+            let lease = state.leases.claim_if_free(Resumable::lease_key(&partial))?;
+            let held = state.store.inbox_partial_prefix(&partial, file.size);
+            Some(Resumable {
+                partial,
+                lease,
+                held,
+            })
+        })
+        .collect()
 }

@@ -93,6 +93,7 @@ impl Session {
                         recipient: user.clone(),
                         files: offer.files.clone(),
                         batch,
+                        resumable: Vec::new(),
                     };
                     let (queue, outcome) = self.reach_inbox(leaving, &control_tx).await;
                     if let RecipientOutcome::Accepted(files) = &outcome {

@@ -4,8 +4,11 @@
 //! are only the bytes. A copy is written to a `tmp-*` file, flushed, and renamed to its
 //! `blob-*` name with the folder flushed too, before its record is written: a record always
 //! names a whole, durable file. What a crash leaves behind (temporaries, blobs without a
-//! record) is removed at start-up. Every file is opened relative to the area's descriptor,
-//! never following a link.
+//! record) is removed at start-up. A copy whose `Leave` was cut is kept as a `part-*` file
+//! named after its sender, recipient, name and size, so that leaving the same file again
+//! continues it (its bytes are proven by hash before they count); such copies count against
+//! the recipient's quota and are removed once unwritten for the inbox TTL. Every file is
+//! opened relative to the area's descriptor, never following a link.
 
 use std::{
     fs::File,
@@ -26,17 +29,26 @@ use super::{Store, StoreError};
 const TEMPORARY: &str = "tmp-";
 /// Prefix of a complete, durable copy.
 const BLOB: &str = "blob-";
+/// Prefix of a copy cut short and kept for a resume: `part-<recipient>-<file>`, both parts
+/// hexadecimal hashes.
+const PARTIAL: &str = "part-";
+/// Hex digits naming the recipient in a partial copy's name.
+const RECIPIENT_DIGITS: usize = 16;
+/// Hex digits naming the file in a partial copy's name.
+const FILE_DIGITS: usize = 32;
 
 /// Distinguishes names made in the same nanosecond.
 static NAMES_MADE: AtomicU64 = AtomicU64::new(0);
 
-/// A copy being written into the inbox area; removed on drop unless kept.
+/// A copy being written into the inbox area; removed on drop unless kept, or left in place
+/// if it is a resumable copy (a cut `Leave` continues it later).
 #[derive(Debug)]
 pub struct InboxDraft<'a> {
     store: &'a Store,
     /// The open file.
     pub file: File,
     name: Option<String>,
+    resumable: bool,
 }
 
 impl InboxDraft<'_> {
@@ -62,10 +74,20 @@ impl InboxDraft<'_> {
     }
 }
 
+impl InboxDraft<'_> {
+    /// Removes the copy, resumable or not (its bytes proved wrong).
+    pub fn discard(mut self) {
+        self.resumable = false;
+    }
+}
+
 impl Drop for InboxDraft<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
-            let _ = rustix::fs::unlinkat(&self.store.inbox_dir, name.as_str(), AtFlags::empty());
+            if !self.resumable {
+                let _ =
+                    rustix::fs::unlinkat(&self.store.inbox_dir, name.as_str(), AtFlags::empty());
+            }
         }
     }
 }
@@ -100,7 +122,144 @@ impl Store {
             store: self,
             file: File::from(file),
             name: Some(name),
+            resumable: false,
         })
+    }
+
+    /// The name of the resumable copy of the file `name` of `size` bytes that `sender` leaves
+    /// for `recipient`.
+    pub fn inbox_partial_name(sender: &str, recipient: &str, name: &str, size: u64) -> String {
+        let mut file = blake3::Hasher::new();
+        for part in [sender, recipient, name] {
+            file.update(&(part.len() as u64).to_le_bytes());
+            file.update(part.as_bytes());
+        }
+        file.update(&size.to_le_bytes());
+        format!(
+            "{}{}",
+            partial_prefix(recipient),
+            &file.finalize().to_hex()[..FILE_DIGITS]
+        )
+    }
+
+    /// The length of the resumable copy `partial` and the hash state of its bytes, if it
+    /// exists, holds something and is not longer than `size`. Blocking.
+    pub fn inbox_partial_prefix(&self, partial: &str, size: u64) -> Option<(u64, blake3::Hasher)> {
+        if !is_partial_name(partial) {
+            return None;
+        }
+        let file = rustix::fs::openat(
+            &self.inbox_dir,
+            partial,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let file = File::from(file);
+        let len = file.metadata().ok()?.len();
+        if len == 0 || len > size {
+            return None;
+        }
+        let mut hasher = blake3::Hasher::new();
+        let copied = io::copy(&mut io::Read::take(file, len), &mut hasher).ok()?;
+        (copied == len).then_some((len, hasher))
+    }
+
+    /// Starts the resumable copy `partial`, or continues it at `offset` (what lies beyond is
+    /// cut off). The caller holds the lease on it. Blocking.
+    pub fn inbox_resumable_draft(
+        &self,
+        partial: &str,
+        offset: u64,
+    ) -> Result<InboxDraft<'_>, StoreError> {
+        let failed = |cause: io::Error| StoreError::Io {
+            action: "open",
+            path: self.inbox_path(partial),
+            cause,
+        };
+        if !is_partial_name(partial) {
+            return Err(failed(io::Error::other("not a partial copy's name")));
+        }
+        let file = rustix::fs::openat(
+            &self.inbox_dir,
+            partial,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|errno| failed(errno.into()))?;
+        let mut file = File::from(file);
+        file.set_len(offset).map_err(failed)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(failed)?;
+        Ok(InboxDraft {
+            store: self,
+            file,
+            name: Some(partial.to_owned()),
+            resumable: true,
+        })
+    }
+
+    /// Files and bytes of the resumable copies kept for `recipient`. Blocking.
+    pub fn inbox_partials_of(&self, recipient: &str) -> (u64, u64) {
+        let prefix = partial_prefix(recipient);
+        let (mut files, mut bytes) = (0u64, 0u64);
+        self.each_inbox_partial(|name, len, _| {
+            if name.starts_with(&prefix) {
+                files += 1;
+                bytes = bytes.saturating_add(len);
+            }
+        });
+        (files, bytes)
+    }
+
+    /// Removes resumable copies not written to for `unwritten_for`, except those `in_use`
+    /// says a `Leave` holds. Blocking.
+    pub fn sweep_inbox_partials(
+        &self,
+        unwritten_for: std::time::Duration,
+        in_use: impl Fn(&str) -> bool,
+    ) -> usize {
+        let mut stale = Vec::new();
+        let now = SystemTime::now();
+        self.each_inbox_partial(|name, _, modified| {
+            let idle = now.duration_since(modified).ok();
+            if idle.is_some_and(|idle| idle >= unwritten_for) && !in_use(name) {
+                stale.push(name.to_owned());
+            }
+        });
+        for name in &stale {
+            let _ = rustix::fs::unlinkat(&self.inbox_dir, name.as_str(), AtFlags::empty());
+        }
+        stale.len()
+    }
+
+    /// Calls `found` with the name, length and modification time of each resumable copy.
+    fn each_inbox_partial(&self, mut found: impl FnMut(&str, u64, SystemTime)) {
+        let Ok(mut entries) = rustix::fs::Dir::read_from(&self.inbox_dir) else {
+            return;
+        };
+        while let Some(Ok(entry)) = entries.next() {
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if !is_partial_name(name) {
+                continue;
+            }
+            let Ok(stat) = rustix::fs::statat(&self.inbox_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            if rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                == rustix::fs::FileType::RegularFile
+            {
+                let len = u64::try_from(stat.st_size).unwrap_or(0);
+                let modified = u64::try_from(stat.st_mtime).unwrap_or(0);
+                found(
+                    name,
+                    len,
+                    UNIX_EPOCH + std::time::Duration::from_secs(modified),
+                );
+            }
+        }
     }
 
     /// Opens a kept copy for reading. Blocking.
@@ -167,6 +326,26 @@ fn is_blob_name(name: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The start of the names of `recipient`'s resumable copies.
+fn partial_prefix(recipient: &str) -> String {
+    let hash = blake3::hash(recipient.as_bytes());
+    format!("{PARTIAL}{}-", &hash.to_hex()[..RECIPIENT_DIGITS])
+}
+
+/// Whether `name` is one the inbox area gives its resumable copies (never a path).
+fn is_partial_name(name: &str) -> bool {
+    let Some((recipient, file)) = name
+        .strip_prefix(PARTIAL)
+        .and_then(|rest| rest.split_once('-'))
+    else {
+        return false;
+    };
+    let hex = |part: &str, digits: usize| {
+        part.len() == digits && part.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    hex(recipient, RECIPIENT_DIGITS) && hex(file, FILE_DIGITS)
+}
+
 /// A name no other copy has: the time, the process and a counter, hashed.
 fn unique_name() -> String {
     let nanos = SystemTime::now()
@@ -222,5 +401,60 @@ mod tests {
         assert_eq!(store.sweep_inbox(|name| name == kept), 2);
         assert!(store.inbox_open(&kept).is_ok());
         assert!(store.inbox_open(&orphan).is_err());
+    }
+
+    #[test]
+    fn a_resumable_copy_outlives_its_draft_counts_for_its_recipient_and_ages_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let partial = Store::inbox_partial_name("alice", "bob", "a.bin", 10);
+        assert_ne!(
+            partial,
+            Store::inbox_partial_name("alice", "bob", "a.bin", 11)
+        );
+        assert_ne!(
+            partial,
+            Store::inbox_partial_name("alice", "carol", "a.bin", 10)
+        );
+        assert!(store.inbox_partial_prefix(&partial, 10).is_none());
+
+        let mut draft = store.inbox_resumable_draft(&partial, 0).unwrap();
+        draft.file.write_all(b"0123").unwrap();
+        drop(draft);
+        let (len, hasher) = store.inbox_partial_prefix(&partial, 10).unwrap();
+        assert_eq!(len, 4);
+        assert_eq!(hasher.finalize(), blake3::hash(b"0123"));
+        assert!(
+            store.inbox_partial_prefix(&partial, 3).is_none(),
+            "longer than offered"
+        );
+        assert_eq!(store.inbox_partials_of("bob"), (1, 4));
+        assert_eq!(store.inbox_partials_of("carol"), (0, 0));
+
+        // Continued at 2: what lay beyond is cut off.
+        let mut draft = store.inbox_resumable_draft(&partial, 2).unwrap();
+        draft.file.write_all(b"xyz").unwrap();
+        drop(draft);
+        let (_, hasher) = store.inbox_partial_prefix(&partial, 10).unwrap();
+        assert_eq!(hasher.finalize(), blake3::hash(b"01xyz"));
+
+        assert_eq!(
+            store.inbox_sweep_partials_now(|_| true),
+            0,
+            "held copies stay"
+        );
+        assert_eq!(store.inbox_sweep_partials_now(|_| false), 1);
+        assert_eq!(store.inbox_partials_of("bob"), (0, 0));
+
+        store.inbox_resumable_draft(&partial, 0).unwrap().discard();
+        assert!(store.inbox_partial_prefix(&partial, 10).is_none());
+        assert!(store.inbox_resumable_draft("../catalog.db", 0).is_err());
+        assert!(store.inbox_resumable_draft("blob-00", 0).is_err());
+    }
+
+    impl Store {
+        fn inbox_sweep_partials_now(&self, in_use: impl Fn(&str) -> bool) -> usize {
+            self.sweep_inbox_partials(std::time::Duration::ZERO, in_use)
+        }
     }
 }

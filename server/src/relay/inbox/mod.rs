@@ -96,13 +96,16 @@ impl Inboxes {
         self.reserved.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Promises `bytes` of `recipient`'s inbox to a `Leave`, if its quota (what waits, plus
-    /// what other `Leave`s were promised) and the disk have room. Blocking.
+    /// Promises `bytes` of `recipient`'s inbox to a `Leave`, if its quota (what waits, what
+    /// other `Leave`s were promised, and the copies cut short that are kept for a resume)
+    /// and the disk have room. `resumed`: bytes of those kept copies this `Leave` continues,
+    /// counted once, as part of `bytes`. Blocking.
     pub(crate) fn reserve(
         state: &Arc<ServerState>,
         recipient: &str,
         files: u64,
         bytes: u64,
+        resumed: u64,
     ) -> Result<Reservation, Refusal> {
         let internal = |err: &dyn std::fmt::Display| Refusal {
             code: ErrorCode::Storage,
@@ -126,9 +129,11 @@ impl Inboxes {
             .available_space()
             .map_err(|err| internal(&err))?;
         let quota = state.inboxes.quota;
+        let (_, kept) = state.store.inbox_partials_of(recipient);
+        let kept = kept.saturating_sub(resumed);
         let mut reserved = state.inboxes.reserved();
         let promised = reserved.get(recipient).copied().unwrap_or(0);
-        let used = waiting.saturating_add(promised);
+        let used = waiting.saturating_add(promised).saturating_add(kept);
         if used.saturating_add(bytes) > quota {
             return Err(Refusal {
                 code: ErrorCode::QuotaExceeded,
@@ -192,6 +197,11 @@ pub(crate) fn discard(state: &ServerState, record: &InboxRecord) {
 
 /// Removes every file that waited longer than the time to live. Blocking.
 pub(crate) fn remove_expired(state: &ServerState) -> usize {
+    let held = |partial: &str| state.leases.is_held(&writer::Resumable::lease_key(partial));
+    let abandoned = state.store.sweep_inbox_partials(state.inboxes.ttl, held);
+    if abandoned > 0 {
+        tracing::info!("removed {abandoned} copies of cut leaves not continued in time");
+    }
     let ttl = i64::try_from(state.inboxes.ttl.as_nanos()).unwrap_or(i64::MAX);
     let before = now_ns().saturating_sub(ttl);
     match state.catalog.inbox_left_before(before) {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::{now_ns, Reservation};
 use crate::{
     catalog::inbox::InboxRecord,
+    leases::Lease,
     relay::{Control, Push, LISTENER_QUEUE_MESSAGES},
     store::InboxDraft,
     ServerState,
@@ -27,6 +28,29 @@ pub(crate) struct Leaving {
     pub(crate) files: Vec<OfferedFile>,
     /// Shared by the files of this `Leave` for this recipient.
     pub(crate) batch: i64,
+    /// Per file, its resumable copy, when this `Leave` holds it (empty: none does).
+    pub(crate) resumable: Vec<Option<Resumable>>,
+}
+
+/// A file's resumable copy in the inbox area (`part-*`), held under a lease so that no
+/// other `Leave` of the same file writes it meanwhile.
+#[derive(Debug)]
+pub(crate) struct Resumable {
+    pub(crate) partial: String,
+    pub(crate) lease: Lease,
+    /// What it already holds: its length and the hash of those bytes (offered to the sender
+    /// to prove against its own file).
+    pub(crate) held: Option<(u64, blake3::Hasher)>,
+}
+
+impl Resumable {
+    /// The lease key of the resumable copy named `partial`.
+    pub(crate) fn lease_key(partial: &str) -> Hash {
+        let mut key = blake3::Hasher::new();
+        key.update(b"inbox copy ");
+        key.update(partial.as_bytes());
+        Hash::from(key.finalize())
+    }
 }
 
 /// Starts a writer for `leaving`; the returned queue takes what the sender's session would
@@ -39,7 +63,8 @@ pub(crate) fn start(
 ) -> mpsc::Sender<Push> {
     let (queue, pushed) = mpsc::channel(LISTENER_QUEUE_MESSAGES);
     tokio::task::spawn_blocking(move || {
-        write_files(&state, &leaving, pushed, &control);
+        let mut leaving = leaving;
+        write_files(&state, &mut leaving, pushed, &control);
         drop(reservation);
     });
     queue
@@ -53,11 +78,13 @@ struct Current<'a> {
     written: u64,
     /// The first write error; the rest of the file is then only drained.
     failed: Option<String>,
+    /// Held while a resumable copy is written.
+    _lease: Option<Lease>,
 }
 
 fn write_files(
     state: &ServerState,
-    leaving: &Leaving,
+    leaving: &mut Leaving,
     mut pushed: mpsc::Receiver<Push>,
     control: &mpsc::UnboundedSender<Control>,
 ) {
@@ -67,17 +94,22 @@ fn write_files(
             continue;
         };
         match message {
-            Response::RelayFileStart(RelayFileStart { file, .. }) => {
-                current = match state.store.inbox_draft() {
-                    Ok(draft) => Some(Current {
+            Response::RelayFileStart(RelayFileStart { file, offset, .. }) => {
+                let resumable = leaving
+                    .resumable
+                    .get_mut(file as usize)
+                    .and_then(Option::take);
+                current = match open_copy(state, resumable, offset) {
+                    Ok((draft, hasher, lease)) => Some(Current {
                         index: file,
                         draft,
-                        hasher: blake3::Hasher::new(),
-                        written: 0,
+                        hasher,
+                        written: offset,
                         failed: None,
+                        _lease: lease,
                     }),
-                    Err(err) => {
-                        verdict(control, leaving, file, false, format!("{err}"));
+                    Err(message) => {
+                        verdict(control, leaving, file, false, message);
                         None
                     }
                 };
@@ -112,6 +144,38 @@ fn write_files(
     }
 }
 
+/// Opens where a file's bytes go from `offset`: its resumable copy if this `Leave` holds it
+/// (continued if `offset` is what it holds, else started over), a temporary otherwise.
+fn open_copy<'a>(
+    state: &'a ServerState,
+    resumable: Option<Resumable>,
+    offset: u64,
+) -> Result<(InboxDraft<'a>, blake3::Hasher, Option<Lease>), String> {
+    let not_offered = || format!("the sender resumed at byte {offset}, which was not offered");
+    let Some(Resumable {
+        partial,
+        lease,
+        held,
+    }) = resumable
+    else {
+        if offset != 0 {
+            return Err(not_offered());
+        }
+        let draft = state.store.inbox_draft().map_err(|err| err.to_string())?;
+        return Ok((draft, blake3::Hasher::new(), None));
+    };
+    let hasher = match held {
+        Some((len, hasher)) if len == offset => hasher,
+        _ if offset == 0 => blake3::Hasher::new(),
+        _ => return Err(not_offered()),
+    };
+    let draft = state
+        .store
+        .inbox_resumable_draft(&partial, offset)
+        .map_err(|err| err.to_string())?;
+    Ok((draft, hasher, Some(lease)))
+}
+
 /// Checks a written file against the sender's hash, makes it durable and records it.
 /// Returns what the sender is told.
 fn keep(
@@ -128,12 +192,14 @@ fn keep(
         .get(written.index as usize)
         .ok_or_else(|| "a file that was not offered".to_owned())?;
     if written.written != offered.size {
+        written.draft.discard();
         return Err(format!(
             "{} bytes arrived where {} were offered",
             written.written, offered.size
         ));
     }
     if Hash::from(written.hasher.finalize()) != hash {
+        written.draft.discard();
         return Err("the bytes that arrived do not match the sender's hash".into());
     }
     let blob = written.draft.keep().map_err(|err| err.to_string())?;
