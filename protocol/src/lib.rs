@@ -113,11 +113,14 @@
 //! ```
 //!
 //! - `Leave` carries an [`relay::Offer`] (its `timeout_secs` is not used) for users who need
-//!   not be online. Each recipient's outcome is `Accepted` (every file, from offset 0) or
-//!   `Refused` (no such user, or not enough room left in its inbox, `quota-exceeded`). The
-//!   files then stream exactly as in an offer; the server writes each recipient's copy into
-//!   its inbox, checks the hash in `RelayEnd`, makes file and record durable, and only then
-//!   answers `Delivered { ok: true }`.
+//!   not be online. Each recipient's outcome is `Accepted` (every file) or `Refused` (no
+//!   such user, or not enough room left in its inbox, `quota-exceeded`). A file is accepted
+//!   from offset 0, or from the length of the copy the server kept when an earlier `Leave` of
+//!   the same file (same sender, recipient, name and size) was cut, with that copy's
+//!   `prefix_hash`: the sender starts there only if the hash matches its own first bytes, as
+//!   with a listener. The files then stream exactly as in an offer; the server writes each
+//!   recipient's copy into its inbox, checks the hash in `RelayEnd`, makes file and record
+//!   durable, and only then answers `Delivered { ok: true }`.
 //! - When a recipient next sends `Listen`, the server offers what waits for it, one offer per
 //!   sender's `Leave`, as `Offered` from that sender; the listener answers and receives it like
 //!   any offer (resume included). A file delivered and verified, or declined, leaves the
