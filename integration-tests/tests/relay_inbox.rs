@@ -406,6 +406,41 @@ fn kept_copy(store: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// alice leaves `path` for bob, slowly, and is killed once the server's copy holds more than
+/// `at_least` bytes; returns what the copy holds once the server stopped writing it.
+fn leave_and_cut(ws: &Workspace, server: &Server, alice: &str, path: &str, at_least: u64) -> u64 {
+    let store = ws.store_dir();
+    let mut cut = spawn_ftc_env(
+        &ws.src(),
+        &[
+            "send",
+            &server.address(),
+            path,
+            "--to",
+            "bob",
+            "--leave",
+            "--bwlimit",
+            "8M",
+        ],
+        &[("FTC_USER", "alice"), ("FTC_TOKEN", alice)],
+    );
+    let grew = eventually(Duration::from_secs(30), || kept_copy(&store) > at_least);
+    assert!(grew, "the server's copy grew");
+    cut.child.kill().unwrap();
+    let _ = cut.child.wait();
+    // The server notices the cut and stops writing; the copy stays.
+    let mut kept = kept_copy(&store);
+    let settled = eventually(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = kept_copy(&store);
+        let same = now == kept;
+        kept = now;
+        same
+    });
+    assert!(settled && kept > at_least, "kept {kept}");
+    kept
+}
+
 #[test]
 fn a_cut_leave_continues_from_the_copy_the_server_kept() {
     let ws = Workspace::new();
@@ -416,34 +451,8 @@ fn a_cut_leave_continues_from_the_copy_the_server_kept() {
     let content = random_bytes(size, 41);
     let path = ws.file("archive.bin", &content);
     let store = ws.store_dir();
-    let mut cut = spawn_ftc_env(
-        &ws.src(),
-        &[
-            "send",
-            &server.address(),
-            &path,
-            "--to",
-            "bob",
-            "--leave",
-            "--bwlimit",
-            "8M",
-        ],
-        &[("FTC_USER", "alice"), ("FTC_TOKEN", &alice)],
-    );
-    let grew = eventually(Duration::from_secs(30), || kept_copy(&store) > 10 << 20);
-    assert!(grew, "the server's copy grew");
-    cut.child.kill().unwrap();
-    let _ = cut.child.wait();
-    // The server notices the cut and stops writing; the copy stays, listed nowhere.
-    let mut kept = kept_copy(&store);
-    let settled = eventually(Duration::from_secs(10), || {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = kept_copy(&store);
-        let same = now == kept;
-        kept = now;
-        same
-    });
-    assert!(settled && kept > 0 && kept < size as u64, "kept {kept}");
+    let kept = leave_and_cut(&ws, &server, &alice, &path, 10 << 20);
+    assert!(kept < size as u64, "kept {kept}");
     assert!(inbox(&ws, &server, "bob", &bob).is_empty());
 
     let again = ftc_as(
@@ -481,4 +490,34 @@ fn a_cut_leave_continues_from_the_copy_the_server_kept() {
     let listener = spawn_listener(&ws, &server, ("bob", &bob), &bob_in, &["--yes", "--once"]);
     listener.finish().success();
     assert!(fs::read(bob_in.join("archive.bin")).unwrap() == content);
+}
+
+#[test]
+fn kept_copies_of_cut_leaves_count_against_the_inbox_quota() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--inbox-quota", "20M"]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let first = ws.file("first.bin", &random_bytes(20 << 20, 51));
+    let second = ws.file("second.bin", &random_bytes(15 << 20, 52));
+    leave_and_cut(&ws, &server, &alice, &first, 10 << 20);
+
+    // What the cut copy holds plus a new 15 MB file is more than bob's 20 MB.
+    let refused = ftc_as(
+        &ws,
+        "alice",
+        &alice,
+        &["send", &server.address(), &second, "--to", "bob", "--leave"],
+    );
+    refused.expect_code(1);
+    assert!(refused.stderr.contains("bob's inbox is full"), "{refused}");
+    // Continuing the cut file counts its copy once.
+    let continued = ftc_as(
+        &ws,
+        "alice",
+        &alice,
+        &["send", &server.address(), &first, "--to", "bob", "--leave"],
+    );
+    continued.success();
+    assert_eq!(inbox(&ws, &server, "bob", &bob).len(), 1);
 }
