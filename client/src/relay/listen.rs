@@ -152,12 +152,21 @@ pub async fn listen(
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     let mut handled_one = false;
+    // Files whose bytes all came are verified, flushed and named off this loop, so the next
+    // file's bytes keep coming meanwhile.
+    let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    let mut finishing = 0usize;
     loop {
-        if options.once && handled_one && offers.is_empty() {
+        if options.once && handled_one && offers.is_empty() && finishing == 0 {
             return Ok(());
         }
         let response = tokio::select! {
-            item = client.reader.next() => interpret(item)?,
+            Some(finished) = finished_rx.recv() => {
+                finishing -= 1;
+                report_finished(client, &mut offers, finished, on_event).await?;
+                continue;
+            }
+            item = client.reader.next(), if finishing < MAX_FINISHING => interpret(item)?,
             _ = keepalive.tick() => {
                 client.writer.send(Request::Users(UsersRequest {})).await?;
                 continue;
@@ -216,45 +225,29 @@ pub async fn listen(
                 let Some(receiving) = offers.get_mut(&end.offer) else {
                     continue;
                 };
-                let verdict = finish_file(receiving, &end, options.force).await;
-                let (ok, message) = match verdict {
-                    Ok((name, path, size)) => {
-                        on_event(ListenEvent::Saved {
-                            from: receiving.from.clone(),
-                            name,
-                            path: path.clone(),
-                            size,
-                            hash: end.hash,
+                match start_finishing(receiving, &end, options.force) {
+                    Ok(finish) => {
+                        finishing += 1;
+                        let finished = finished_tx.clone();
+                        tokio::spawn(async move {
+                            let _ = finished.send(finish.await);
                         });
-                        (true, path.display().to_string())
                     }
                     Err(message) => {
-                        let name = receiving
-                            .wanted
-                            .get(&end.file)
-                            .map(|w| w.offered.name.clone())
-                            .unwrap_or_default();
-                        on_event(ListenEvent::Failed {
+                        let finished = Finished {
+                            offer: end.offer,
+                            file: end.file,
                             from: receiving.from.clone(),
-                            name,
-                            message: message.clone(),
-                        });
-                        (false, message)
+                            name: receiving
+                                .wanted
+                                .get(&end.file)
+                                .map(|wanted| wanted.offered.name.clone())
+                                .unwrap_or_default(),
+                            hash: end.hash,
+                            outcome: Err(message),
+                        };
+                        report_finished(client, &mut offers, finished, on_event).await?;
                     }
-                };
-                receiving.wanted.remove(&end.file);
-                let done = receiving.wanted.is_empty();
-                client
-                    .writer
-                    .send(Request::Received(Received {
-                        offer: end.offer,
-                        file: end.file,
-                        ok,
-                        message,
-                    }))
-                    .await?;
-                if done {
-                    offers.remove(&end.offer);
                 }
             }
             Response::OfferClosed(closed) => {
@@ -417,12 +410,27 @@ async fn write_data(receiving: &mut Receiving, data: bytes::Bytes) -> Result<(),
     Ok(())
 }
 
-/// Verifies a complete file and gives it its name: (offered name, saved path, size).
-async fn finish_file(
+/// A file whose bytes all came, verified and named (its saved path and size) or not (why).
+struct Finished {
+    offer: u64,
+    file: u32,
+    /// Who sent it, and its offered name.
+    from: String,
+    name: String,
+    hash: Hash,
+    outcome: Result<(PathBuf, u64), String>,
+}
+
+/// Most files being verified and named at once; beyond, the loop waits before reading on.
+const MAX_FINISHING: usize = 4;
+
+/// Takes the file `end` closes off its offer's writing state; the returned future waits for
+/// its writer, verifies the hash, names the file and flushes its folder.
+fn start_finishing(
     receiving: &mut Receiving,
     end: &RelayFileEnd,
     force: bool,
-) -> Result<(String, PathBuf, u64), String> {
+) -> Result<impl std::future::Future<Output = Finished>, String> {
     let writing = match receiving.writing.take() {
         Some(writing) if writing.file == end.file => writing,
         _ => return Err("the file's data never came".into()),
@@ -431,6 +439,35 @@ async fn finish_file(
         .wanted
         .get(&end.file)
         .ok_or_else(|| "a file that was not accepted".to_owned())?;
+    let (size, target, partial) = (
+        wanted.offered.size,
+        wanted.target.clone(),
+        wanted.partial.clone(),
+    );
+    let (from, name) = (receiving.from.clone(), wanted.offered.name.clone());
+    let (offer, file, hash) = (end.offer, end.file, end.hash);
+    Ok(async move {
+        let outcome = finish(writing, size, hash, &partial, &target, force).await;
+        Finished {
+            offer,
+            file,
+            from,
+            name,
+            hash,
+            outcome,
+        }
+    })
+}
+
+/// Verifies a complete file and gives it its name, durably: (saved path, size).
+async fn finish(
+    writing: Writing,
+    size: u64,
+    hash: Hash,
+    partial: &Path,
+    target: &Path,
+    force: bool,
+) -> Result<(PathBuf, u64), String> {
     let Writing {
         writer, written, ..
     } = writing;
@@ -440,24 +477,84 @@ async fn finish_file(
         .await
         .map_err(|join| join.to_string())?
         .map_err(|err| format!("cannot write: {err}"))?;
-    if written != wanted.offered.size {
-        return Err(format!(
-            "{written} bytes came, {} were offered",
-            wanted.offered.size
-        ));
+    if written != size {
+        return Err(format!("{written} bytes came, {size} were offered"));
     }
     let ours = Hash::from(hasher.finalize());
-    if ours != end.hash {
-        let _ = tokio::fs::remove_file(&wanted.partial).await;
+    if ours != hash {
+        let _ = tokio::fs::remove_file(partial).await;
         return Err(format!(
-            "received content hashes to {ours}, the sender's is {}; nothing was saved",
-            end.hash
+            "received content hashes to {ours}, the sender's is {hash}; nothing was saved"
         ));
     }
-    let path = place_keeping_both(&wanted.partial, &wanted.target, force)
+    let path = place_keeping_both(partial, target, force)
         .await
-        .map_err(|err| format!("{}: {err}", wanted.target.display()))?;
-    Ok((wanted.offered.name.clone(), path, wanted.offered.size))
+        .map_err(|err| format!("{}: {err}", target.display()))?;
+    // The name survives a crash too once the sender hears the file was saved.
+    if let Some(folder) = path.parent().map(Path::to_path_buf) {
+        tokio::task::spawn_blocking(move || std::fs::File::open(&folder)?.sync_all())
+            .await
+            .map_err(|join| join.to_string())?
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+    }
+    Ok((path, size))
+}
+
+/// Says how a finished file went, locally and to the sender, and forgets it.
+async fn report_finished(
+    client: &mut Client,
+    offers: &mut HashMap<u64, Receiving>,
+    finished: Finished,
+    on_event: &(dyn Fn(ListenEvent) + Sync),
+) -> Result<(), ClientError> {
+    let Finished {
+        offer,
+        file,
+        from,
+        name,
+        hash,
+        outcome,
+    } = finished;
+    let (ok, message) = match outcome {
+        Ok((path, size)) => {
+            let shown = path.display().to_string();
+            on_event(ListenEvent::Saved {
+                from,
+                name,
+                path,
+                size,
+                hash,
+            });
+            (true, shown)
+        }
+        Err(message) => {
+            on_event(ListenEvent::Failed {
+                from,
+                name,
+                message: message.clone(),
+            });
+            (false, message)
+        }
+    };
+    let Some(receiving) = offers.get_mut(&offer) else {
+        // The offer was cancelled meanwhile: the sender no longer waits for verdicts.
+        return Ok(());
+    };
+    receiving.wanted.remove(&file);
+    let done = receiving.wanted.is_empty();
+    client
+        .writer
+        .send(Request::Received(Received {
+            offer,
+            file,
+            ok,
+            message,
+        }))
+        .await?;
+    if done {
+        offers.remove(&offer);
+    }
+    Ok(())
 }
 
 /// Tells the sender a file failed here, and forgets it.

@@ -115,6 +115,9 @@ impl Inboxes {
             .catalog
             .inbox_used(recipient, 0)
             .map_err(|err| internal(&err))?;
+        // Kept copies of cut leaves count too, files and bytes.
+        let (kept_files, kept) = state.store.inbox_partials_of(recipient);
+        let waiting_files = waiting_files.saturating_add(kept_files);
         if waiting_files.saturating_add(files) > MAX_INBOX_FILES {
             return Err(Refusal {
                 code: ErrorCode::QuotaExceeded,
@@ -129,7 +132,6 @@ impl Inboxes {
             .available_space()
             .map_err(|err| internal(&err))?;
         let quota = state.inboxes.quota;
-        let (_, kept) = state.store.inbox_partials_of(recipient);
         let kept = kept.saturating_sub(resumed);
         let mut reserved = state.inboxes.reserved();
         let promised = reserved.get(recipient).copied().unwrap_or(0);
