@@ -75,6 +75,27 @@ struct Server {
 }
 
 impl Server {
+    /// Waits (at most 10 s) until the partial area holds `count` files: uploads started.
+    async fn wait_for_partial_files(&self, count: usize) {
+        let area = self.dir.path().join(".fts/partial");
+        for _ in 0..1000 {
+            let files = std::fs::read_dir(&area)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| match std::fs::read_dir(entry.path()) {
+                    Ok(inner) => inner.count(),
+                    Err(_) => 1,
+                })
+                .sum::<usize>();
+            if files >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no {count} uploads started in {}", area.display());
+    }
+
     async fn start() -> Self {
         Self::start_with(Limits::default()).await
     }
@@ -644,6 +665,8 @@ async fn clients_beyond_the_connection_limit_are_told_busy() {
     first
         .send(begin(1, "held.bin", 1 << 20, ConflictPolicy::KeepBoth))
         .await;
+    // Until the server has read that BeginFile the session still counts as idle.
+    server.wait_for_partial_files(1).await;
     let mut second = server.connect().await;
     second.expect_connection_error(ErrorCode::Busy).await;
     drop(first);
