@@ -12,7 +12,7 @@ use std::{fs, path::PathBuf, time::Duration};
 use common::{log_in, shows, step_until, type_into, window};
 use egui_kittest::kittest::Queryable;
 use ft_gui::ScriptedPicker;
-use integration_tests::{eventually, fts_user, spawn_ftc_env, Workspace};
+use integration_tests::{eventually, relay::add_user, spawn_ftc_env, Workspace};
 
 #[test]
 fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
@@ -21,13 +21,8 @@ fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ws = Workspace::new();
     let server = ws.server(&[]);
-    let add = |name: &str| {
-        let added = fts_user(&ws.store_dir(), &["add", name, "--role", "write"]);
-        added.success();
-        added.stdout.lines().last().unwrap().to_owned()
-    };
-    let alice = add("alice");
-    let bob = add("bob");
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
     let config = tempfile::tempdir().unwrap();
     std::env::set_var("XDG_CONFIG_HOME", config.path());
     let gift = PathBuf::from(ws.file("gift.txt", b"for alice, from the window"));
@@ -104,13 +99,8 @@ fn files_left_for_someone_offline_wait_in_their_inbox_until_they_listen() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ws = Workspace::new();
     let server = ws.server(&[]);
-    let add = |name: &str| {
-        let added = fts_user(&ws.store_dir(), &["add", name, "--role", "write"]);
-        added.success();
-        added.stdout.lines().last().unwrap().to_owned()
-    };
-    let alice = add("alice");
-    let carol = add("carol");
+    let alice = add_user(&ws, "alice");
+    let carol = add_user(&ws, "carol");
     let config = tempfile::tempdir().unwrap();
     std::env::set_var("XDG_CONFIG_HOME", config.path());
     let letter = PathBuf::from(ws.file("letter.txt", b"for carol, while she was away"));
