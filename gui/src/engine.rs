@@ -649,26 +649,7 @@ impl Worker {
         };
         let timeout = Duration::from_secs(120);
         let result = relay::send_to_users(&mut session, plan, users, timeout, &|_| {}).await;
-        match result {
-            Ok(report) => {
-                let mut lines = Vec::new();
-                for recipient in &report.recipients {
-                    lines.push(format!(
-                        "{}: {} of {} saved and verified",
-                        recipient.user,
-                        recipient.saved.len(),
-                        report.files.len()
-                    ));
-                    for (name, _) in &recipient.saved {
-                        let record = Record::new("sent to", name, &recipient.user, None);
-                        self.history.append(&record);
-                        lock(&self.model).history.push(record);
-                    }
-                }
-                self.update(|m| m.notice = Some(lines.join("; ")));
-            }
-            Err(err) => self.update(|m| m.notice = Some(err.to_string())),
-        }
+        self.report_offer(result, "saved and verified", "sent to");
     }
 
     /// Leaves `paths` in `user`'s inbox on the server; the notice says whether they are
@@ -682,22 +663,36 @@ impl Worker {
             Err(err) => return self.update(|m| m.notice = Some(err.to_string())),
         };
         let result = relay::leave_for_users(&mut session, plan.files, vec![user], &|_| {}).await;
+        self.report_offer(result, "left in the inbox on the server", "left for");
+    }
+
+    /// The notice for an offer (or a leave): per recipient, how many files are `done`, or
+    /// why none; each such file goes into the history as `kind`.
+    fn report_offer(
+        &mut self,
+        result: Result<relay::OfferReport, ClientError>,
+        done: &str,
+        kind: &str,
+    ) {
         let report = match result {
             Ok(report) => report,
             Err(err) => return self.update(|m| m.notice = Some(err.to_string())),
         };
         let mut lines = Vec::new();
         for recipient in &report.recipients {
-            match &recipient.outcome {
-                RecipientOutcome::Refused { message, .. } => {
-                    lines.push(format!("{}: not left: {message}", recipient.user));
-                    continue;
-                }
-                RecipientOutcome::Accepted(_) => {}
-                other => lines.push(format!("{}: {other:?}", recipient.user)),
+            let why_not = match &recipient.outcome {
+                RecipientOutcome::Accepted(_) => None,
+                RecipientOutcome::Declined => Some("declined".to_owned()),
+                RecipientOutcome::TimedOut => Some("no answer in time".to_owned()),
+                RecipientOutcome::NotOnline => Some("not online".to_owned()),
+                RecipientOutcome::Refused { message, .. } => Some(message.clone()),
+            };
+            if let Some(why) = why_not {
+                lines.push(format!("{}: {why}", recipient.user));
+                continue;
             }
             lines.push(format!(
-                "{}: {} of {} left in the inbox on the server",
+                "{}: {} of {} {done}",
                 recipient.user,
                 recipient.saved.len(),
                 report.files.len()
@@ -705,8 +700,11 @@ impl Worker {
             for (name, why) in &recipient.failed {
                 lines.push(format!("{name}: {why}"));
             }
+            if let Some(stopped) = &recipient.stopped {
+                lines.push(format!("{}: {stopped}", recipient.user));
+            }
             for (name, _) in &recipient.saved {
-                let record = Record::new("left for", name, &recipient.user, None);
+                let record = Record::new(kind, name, &recipient.user, None);
                 self.history.append(&record);
                 lock(&self.model).history.push(record);
             }

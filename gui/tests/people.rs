@@ -127,7 +127,7 @@ fn files_left_for_someone_offline_wait_in_their_inbox_until_they_listen() {
     type_into(&mut harness, "Leave for", "-nobody");
     harness.get_by_label("Leave files…").click();
     step_until(&mut harness, "the refusal", |h| {
-        shows(h, "carol-nobody: not left:")
+        shows(h, "carol-nobody: there is no user named 'carol-nobody'")
     });
 
     // carol listens later and receives it, verified.

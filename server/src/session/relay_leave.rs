@@ -5,22 +5,18 @@
 use std::sync::Arc;
 
 use ft_protocol::{
-    relay::{FileAnswer, InboxList, RecipientOutcome},
-    ErrorCode, Failed, Hash, Response, MAX_INBOX_LISTED,
+    relay::{InboxList, RecipientOutcome},
+    ErrorCode, Failed, Response, MAX_INBOX_LISTED,
 };
 use tokio::sync::mpsc;
 
 use super::{Session, SessionError};
-use crate::{
-    relay::{
-        inbox::{
-            writer::{self, Leaving, Resumable},
-            Inboxes,
-        },
-        Control, Push,
+use crate::relay::{
+    inbox::{
+        writer::{self, Leaving, Resumable},
+        Inboxes,
     },
-    store::Store,
-    ServerState,
+    Control, Push,
 };
 
 impl Session {
@@ -28,7 +24,7 @@ impl Session {
     /// room for every file; otherwise says why not.
     pub(super) async fn reach_inbox(
         &self,
-        leaving: Leaving,
+        mut leaving: Leaving,
         control: &mpsc::UnboundedSender<Control>,
     ) -> (Option<mpsc::Sender<Push>>, RecipientOutcome) {
         let refused = |code, message: String| (None, RecipientOutcome::Refused { code, message });
@@ -41,7 +37,7 @@ impl Session {
         let (sender, recipient) = (leaving.sender.clone(), leaving.recipient.clone());
         let offered = leaving.files.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let resumable = resumable_copies(&state, &sender, &recipient, &offered);
+            let resumable = Resumable::claim_all(&state, &sender, &recipient, &offered);
             let resumed = resumable
                 .iter()
                 .flatten()
@@ -57,26 +53,11 @@ impl Session {
             Ok(Err(refusal)) => return refused(refusal.code, refusal.message),
             Err(join) => return refused(ErrorCode::Internal, join.to_string()),
         };
-        // A copy kept from a cut `Leave` of the same file is offered to be continued: the
-        // sender proves the bytes against its own before any count.
-        let answers = (0..leaving.files.len())
-            .map(
-                |index| match resumable.get(index).and_then(Option::as_ref) {
-                    Some(Resumable {
-                        held: Some((len, hasher)),
-                        ..
-                    }) => FileAnswer::Accept {
-                        offset: *len,
-                        prefix_hash: Some(Hash::from(hasher.finalize())),
-                    },
-                    _ => FileAnswer::Accept {
-                        offset: 0,
-                        prefix_hash: None,
-                    },
-                },
-            )
+        // One per file, in order.
+        let answers = resumable
+            .iter()
+            .map(|copy| Resumable::answer(copy.as_ref()))
             .collect();
-        let mut leaving = leaving;
         leaving.resumable = resumable;
         let queue = writer::start(
             Arc::clone(&self.state),
@@ -138,27 +119,4 @@ impl Session {
         };
         self.send(Response::Failed(failed)).await
     }
-}
-
-/// Per offered file, its resumable copy in the inbox area if no other `Leave` holds it now
-/// (claimed for this one), with what it already holds. Blocking: the held bytes are hashed.
-fn resumable_copies(
-    state: &ServerState,
-    sender: &str,
-    recipient: &str,
-    offered: &[ft_protocol::relay::OfferedFile],
-) -> Vec<Option<Resumable>> {
-    offered
-        .iter()
-        .map(|file| {
-            let partial = Store::inbox_partial_name(sender, recipient, &file.name, file.size);
-            let lease = state.leases.claim_if_free(Resumable::lease_key(&partial))?;
-            let held = state.store.inbox_partial_prefix(&partial, file.size);
-            Some(Resumable {
-                partial,
-                lease,
-                held,
-            })
-        })
-        .collect()
 }

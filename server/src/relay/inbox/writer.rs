@@ -6,7 +6,7 @@
 use std::{io::Write, sync::Arc};
 
 use ft_protocol::{
-    relay::{OfferedFile, RelayData, RelayFileEnd, RelayFileStart},
+    relay::{FileAnswer, OfferedFile, RelayData, RelayFileEnd, RelayFileStart},
     Hash, Response,
 };
 use tokio::sync::mpsc;
@@ -16,7 +16,7 @@ use crate::{
     catalog::inbox::InboxRecord,
     leases::Lease,
     relay::{Control, Push, LISTENER_QUEUE_MESSAGES},
-    store::InboxDraft,
+    store::{InboxDraft, Store},
     ServerState,
 };
 
@@ -44,6 +44,45 @@ pub(crate) struct Resumable {
 }
 
 impl Resumable {
+    /// Per offered file, its resumable copy in the inbox area if no other `Leave` holds it
+    /// now (claimed for this one), with what it already holds. Blocking: the held bytes are
+    /// hashed.
+    pub(crate) fn claim_all(
+        state: &ServerState,
+        sender: &str,
+        recipient: &str,
+        offered: &[OfferedFile],
+    ) -> Vec<Option<Resumable>> {
+        offered
+            .iter()
+            .map(|file| {
+                let partial = Store::inbox_partial_name(sender, recipient, &file.name, file.size);
+                let lease = state.leases.claim_if_free(Self::lease_key(&partial))?;
+                let held = state.store.inbox_partial_prefix(&partial, file.size);
+                Some(Resumable {
+                    partial,
+                    lease,
+                    held,
+                })
+            })
+            .collect()
+    }
+
+    /// The answer for a file with `copy`: continue from what it holds (the sender proves
+    /// those bytes against its own before any count), or start at 0.
+    pub(crate) fn answer(copy: Option<&Resumable>) -> FileAnswer {
+        match copy.and_then(|copy| copy.held.as_ref()) {
+            Some((len, hasher)) => FileAnswer::Accept {
+                offset: *len,
+                prefix_hash: Some(Hash::from(hasher.finalize())),
+            },
+            None => FileAnswer::Accept {
+                offset: 0,
+                prefix_hash: None,
+            },
+        }
+    }
+
     /// The lease key of the resumable copy named `partial`.
     pub(crate) fn lease_key(partial: &str) -> Hash {
         let mut key = blake3::Hasher::new();
