@@ -34,8 +34,13 @@ use crate::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn main() -> ExitCode {
+    ft_tuning::use_fast_copies();
+    start()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn start() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for the process, chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use ft_gui::{DialogPicker, FtApp, History, View};
 
 fn main() -> std::process::ExitCode {
+    ft_tuning::use_fast_copies();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = std::env::args().skip(1);
     let (mut view, mut server, mut user, mut add) = (None, None, None, Vec::new());

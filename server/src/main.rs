@@ -74,6 +74,7 @@ fn reserve_descriptor_table() {
 }
 
 fn main() -> ExitCode {
+    ft_tuning::use_fast_copies();
     let loaded = match config_file::load(std::env::args_os()) {
         Ok(loaded) => loaded,
         Err(config_file::ConfigFileError::Usage(err)) => err.exit(),
