@@ -201,6 +201,7 @@ async fn run(command: Command, settings: &Settings) -> Result<Exit, Exit> {
                     to,
                     timeout: args.offer_timeout,
                     leave: args.leave,
+                    bwlimit: args.transfer.bwlimit,
                 };
                 return Ok(relay_commands::send_to(&mut session, &paths, offer, style).await);
             }

@@ -27,6 +27,8 @@ pub(crate) struct Offering {
     pub(crate) timeout: Duration,
     /// Whether those not online get the files in their inbox on the server.
     pub(crate) leave: bool,
+    /// `--bwlimit`: bytes a second at most.
+    pub(crate) bwlimit: Option<u64>,
 }
 
 /// `send --to`: offers the paths to the users, sends what they accept (and, with `--leave`,
@@ -47,7 +49,12 @@ pub(crate) async fn send_to(
     if plan.files.is_empty() {
         return report_error(anyhow!("nothing to send: no files"), style.json);
     }
-    let Offering { to, timeout, leave } = offering;
+    let Offering {
+        to,
+        timeout,
+        leave,
+        bwlimit,
+    } = offering;
     if !style.json {
         err!(
             "ftc: offering {} {} to {}; waiting for an answer (up to {}s)",
@@ -64,7 +71,8 @@ pub(crate) async fn send_to(
     let events = EventOutput::new(style.json, style.bars, style.verbosity, false);
     let on_event = |event| events.handle(&event);
     let sending = async {
-        let mut report = relay::send_to_users(session, plan, to, timeout, &on_event).await?;
+        let mut report =
+            relay::send_to_users(session, plan, to, timeout, bwlimit, &on_event).await?;
         let away: Vec<String> = report
             .recipients
             .iter()
@@ -81,7 +89,7 @@ pub(crate) async fn send_to(
             );
         }
         let files = report.files.clone();
-        let left = relay::leave_for_users(session, files, away.clone(), &on_event).await?;
+        let left = relay::leave_for_users(session, files, away.clone(), bwlimit, &on_event).await?;
         report.bytes_sent += left.bytes_sent;
         report.elapsed += left.elapsed;
         for recipient in left.recipients {

@@ -648,7 +648,7 @@ impl Worker {
             Err(err) => return self.update(|m| m.notice = Some(err.to_string())),
         };
         let timeout = Duration::from_secs(120);
-        let result = relay::send_to_users(&mut session, plan, users, timeout, &|_| {}).await;
+        let result = relay::send_to_users(&mut session, plan, users, timeout, None, &|_| {}).await;
         self.report_offer(result, "saved and verified", "sent to");
     }
 
@@ -662,7 +662,8 @@ impl Worker {
             Ok(plan) => plan,
             Err(err) => return self.update(|m| m.notice = Some(err.to_string())),
         };
-        let result = relay::leave_for_users(&mut session, plan.files, vec![user], &|_| {}).await;
+        let result =
+            relay::leave_for_users(&mut session, plan.files, vec![user], None, &|_| {}).await;
         self.report_offer(result, "left in the inbox on the server", "left for");
     }
 

@@ -370,3 +370,50 @@ fn anonymous_clients_cannot_relay_and_blocked_senders_are_declined() {
     running.finish();
     assert!(fs::read_dir(&bob_in).unwrap().next().is_none());
 }
+
+#[test]
+fn bwlimit_holds_a_relayed_send_and_a_leave_down() {
+    // As for uploads: the limit must slow each transfer by at least half of what it should
+    // (12 MiB at 8 MiB/s: 1.5 s expected, at least 0.75 s asserted).
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let bob = add_user(&ws, "bob");
+    let content = random_bytes(12 << 20, 61);
+    let path = ws.file("paced.bin", &content);
+    let inbox = out_dir(&ws, "bob-paced");
+    let at_least = Duration::from_millis(750);
+
+    let listener = listen(&ws, &server, ("bob", &bob), &inbox, &["--yes", "--once"]);
+    let started = std::time::Instant::now();
+    let args = [
+        "send",
+        &server.address(),
+        &path,
+        "--to",
+        "bob",
+        "--bwlimit",
+        "8M",
+    ];
+    ftc_as(&ws, "alice", &alice, &args).success();
+    let relayed_in = started.elapsed();
+    listener.finish().success();
+    assert!(relayed_in >= at_least, "relayed in {relayed_in:?}");
+    assert!(fs::read(inbox.join("paced.bin")).unwrap() == content);
+
+    // bob is away now: the same limit holds the copy left in his inbox.
+    let started = std::time::Instant::now();
+    let args = [
+        "send",
+        &server.address(),
+        &path,
+        "--to",
+        "bob",
+        "--leave",
+        "--bwlimit",
+        "8M",
+    ];
+    ftc_as(&ws, "alice", &alice, &args).success();
+    let left_in = started.elapsed();
+    assert!(left_in >= at_least, "left in {left_in:?}");
+}

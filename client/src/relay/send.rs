@@ -31,6 +31,7 @@ use crate::{
     local::{LocalFile, UploadPlan},
     read::READ_AHEAD_CHUNKS,
     session::Session,
+    throttle::Throttle,
 };
 
 /// What became of an offer for one recipient.
@@ -74,46 +75,69 @@ impl OfferReport {
 }
 
 /// Offers `plan`'s files to `to`, waits up to `timeout` for their answers, and sends each
-/// file to those who accepted it (from the prefix a recipient already holds and proves).
-/// Progress (bytes sent) goes to `on_event`; `FileStored` comes once every recipient of a
-/// file verified it.
+/// file to those who accepted it (from the prefix a recipient already holds and proves), at
+/// most `bwlimit` bytes a second if given. Progress (bytes sent) goes to `on_event`;
+/// `FileStored` comes once every recipient of a file verified it.
 pub async fn send_to_users(
     session: &mut Session,
     plan: UploadPlan,
     to: Vec<String>,
     timeout: Duration,
+    bwlimit: Option<u64>,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<OfferReport, ClientError> {
-    let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1);
-    // The answers may take the whole offer timeout (people decide), plus a margin.
-    let wait = timeout + Duration::from_secs(30);
     let offer = |offer| Request::Offer(offer);
-    run_offer(session, plan.files, to, seconds, wait, &offer, on_event).await
+    let asking = Asking {
+        request: &offer,
+        timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1),
+        // The answers may take the whole offer timeout (people decide), plus a margin.
+        wait: timeout + Duration::from_secs(30),
+    };
+    run_offer(session, plan.files, to, asking, bwlimit, on_event).await
 }
 
 /// Leaves `files` in the inboxes of `to` on the server, for their next `ftc listen`. Each
 /// recipient is `Accepted` (its copy is verified and durable on the server once the report
-/// lists it as saved) or `Refused` (no such user, inbox full).
+/// lists it as saved) or `Refused` (no such user, inbox full). At most `bwlimit` bytes a
+/// second if given.
 pub async fn leave_for_users(
     session: &mut Session,
     files: Vec<LocalFile>,
     to: Vec<String>,
+    bwlimit: Option<u64>,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<OfferReport, ClientError> {
     let leave = |offer| Request::Leave(offer);
-    let wait = crate::connection::REPLY_TIMEOUT;
-    run_offer(session, files, to, 1, wait, &leave, on_event).await
+    let asking = Asking {
+        request: &leave,
+        timeout_secs: 1,
+        wait: crate::connection::REPLY_TIMEOUT,
+    };
+    run_offer(session, files, to, asking, bwlimit, on_event).await
+}
+
+/// How an offer is made: its request, and how long its answers may take.
+struct Asking<'a> {
+    request: &'a (dyn Fn(Offer) -> Request + Sync),
+    /// Told to the recipients.
+    timeout_secs: u32,
+    /// How long the sender waits for the answers.
+    wait: Duration,
 }
 
 async fn run_offer(
     session: &mut Session,
     files: Vec<LocalFile>,
     to: Vec<String>,
-    timeout_secs: u32,
-    wait: Duration,
-    request: &(dyn Fn(Offer) -> Request + Sync),
+    asking: Asking<'_>,
+    bwlimit: Option<u64>,
     on_event: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<OfferReport, ClientError> {
+    let Asking {
+        request,
+        timeout_secs,
+        wait,
+    } = asking;
     let started = Instant::now();
     on_event(TransferEvent::BatchStarted {
         files: files.len(),
@@ -172,7 +196,11 @@ async fn run_offer(
         delivered: Mutex::new(vec![0; files.len()]),
         hashes: Mutex::new(vec![None; files.len()]),
     };
-    let sending = stream_files(&mut client.writer, id, &files, &shared, on_event);
+    let mut outgoing = Outgoing {
+        writer: &mut client.writer,
+        throttle: Throttle::new(bwlimit),
+    };
+    let sending = stream_files(&mut outgoing, id, &files, &shared, on_event);
     let collecting = collect(&mut client.reader, id, &files, &shared, on_event);
     let (sent, collected) = tokio::join!(sending, collecting);
     let bytes_sent = sent?;
@@ -204,9 +232,15 @@ struct Shared {
 type Writer = crate::connection::Writer;
 type Reader = crate::connection::Reader;
 
+/// Where the content goes, at the pace `--bwlimit` sets.
+struct Outgoing<'a> {
+    writer: &'a mut Writer,
+    throttle: Throttle,
+}
+
 /// Sends every file someone accepted, then `OfferEnd`. Returns the content bytes sent.
 async fn stream_files(
-    writer: &mut Writer,
+    outgoing: &mut Outgoing<'_>,
     id: u64,
     files: &[LocalFile],
     shared: &Shared,
@@ -242,7 +276,8 @@ async fn stream_files(
         };
         let file_index =
             u32::try_from(index).map_err(|_| ClientError::Unexpected("too many files".into()))?;
-        writer
+        outgoing
+            .writer
             .send(Request::RelayBegin(RelayBegin {
                 file: file_index,
                 start,
@@ -255,14 +290,15 @@ async fn stream_files(
             size,
             offset: start,
         });
-        let (hash, sent) = send_content(writer, id, index, file, start, shared, on_event).await?;
+        let (hash, sent) = send_content(outgoing, id, index, file, start, shared, on_event).await?;
         bytes_sent += sent;
         let Some(hash) = hash else {
             // Every recipient left mid-file: stop here.
             break;
         };
         shared.hashes.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(hash);
-        writer
+        outgoing
+            .writer
             .send(Request::RelayEnd(RelayFileEnd {
                 offer: id,
                 file: file_index,
@@ -277,14 +313,14 @@ async fn stream_files(
     } else {
         Request::OfferEnd(OfferEnd { offer: id })
     };
-    writer.send(end).await?;
+    outgoing.writer.send(end).await?;
     Ok(bytes_sent)
 }
 
 /// Streams `file` from `start`, hashing all of it. `None` as the hash when every recipient
 /// left meanwhile (or the file changed size).
 async fn send_content(
-    writer: &mut Writer,
+    outgoing: &mut Outgoing<'_>,
     id: u64,
     index: usize,
     file: &LocalFile,
@@ -344,20 +380,22 @@ async fn send_content(
         }
         // Written out when the reader has nothing more ready: one flush per run of chunks
         // keeps TLS records full and system calls few.
-        writer
+        outgoing
+            .writer
             .feed(Request::RelayData(RelayData {
                 offer: id,
                 data: piece,
             }))
             .await?;
         if chunks.is_empty() {
-            writer.flush().await?;
+            outgoing.writer.flush().await?;
         }
+        outgoing.throttle.pace(len).await;
         position += len;
         sent += len;
         on_event(TransferEvent::FileProgress { index, position });
     }
-    writer.flush().await?;
+    outgoing.writer.flush().await?;
     let hash = reader
         .await
         .map_err(|join| ClientError::Unexpected(join.to_string()))?
