@@ -56,11 +56,16 @@ fn restart(_program: std::path::PathBuf, _name: OsString, _args: Vec<OsString>) 
 
 /// Whether the processor is AMD's (or Hygon's, the same design), from `/proc/cpuinfo`.
 fn amd_processor() -> bool {
-    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return false;
-    };
+    std::fs::File::open("/proc/cpuinfo")
+        .is_ok_and(|cpuinfo| amd_vendor(std::io::BufReader::new(cpuinfo)))
+}
+
+/// Whether the first `vendor_id` line of a `/proc/cpuinfo` names AMD or Hygon (read no
+/// further: on large machines the file is long).
+fn amd_vendor(cpuinfo: impl std::io::BufRead) -> bool {
     cpuinfo
         .lines()
+        .map_while(Result::ok)
         .find(|line| line.starts_with("vendor_id"))
         .is_some_and(|line| line.contains("AuthenticAMD") || line.contains("HygonGenuine"))
 }
@@ -68,6 +73,17 @@ fn amd_processor() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_amd_and_hygon_processors_are_restarted() {
+        let amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n";
+        let hygon = "processor\t: 0\nvendor_id\t: HygonGenuine\n";
+        let intel = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: AuthenticAMD-like\n";
+        assert!(amd_vendor(amd.as_bytes()));
+        assert!(amd_vendor(hygon.as_bytes()));
+        assert!(!amd_vendor(intel.as_bytes()));
+        assert!(!amd_vendor("".as_bytes()));
+    }
 
     #[test]
     fn the_tunable_names_a_threshold_beyond_any_copy() {
