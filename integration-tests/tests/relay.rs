@@ -384,36 +384,31 @@ fn bwlimit_holds_a_relayed_send_and_a_leave_down() {
     let inbox = out_dir(&ws, "bob-paced");
     let at_least = Duration::from_millis(750);
 
+    // alice's paced send to bob, with `extra` arguments; how long it took.
+    let paced_send = |extra: &[&str]| {
+        let address = server.address();
+        let mut args = vec!["send", address.as_str(), path.as_str(), "--to", "bob"];
+        args.extend(["--bwlimit", "8M"]);
+        args.extend(extra);
+        let started = std::time::Instant::now();
+        ftc_as(&ws, "alice", &alice, &args).success();
+        started.elapsed()
+    };
+
     let listener = listen(&ws, &server, ("bob", &bob), &inbox, &["--yes", "--once"]);
-    let started = std::time::Instant::now();
-    let args = [
-        "send",
-        &server.address(),
-        &path,
-        "--to",
-        "bob",
-        "--bwlimit",
-        "8M",
-    ];
-    ftc_as(&ws, "alice", &alice, &args).success();
-    let relayed_in = started.elapsed();
+    let relayed_in = paced_send(&[]);
     listener.finish().success();
     assert!(relayed_in >= at_least, "relayed in {relayed_in:?}");
     assert!(fs::read(inbox.join("paced.bin")).unwrap() == content);
 
     // bob is away now: the same limit holds the copy left in his inbox.
-    let started = std::time::Instant::now();
-    let args = [
-        "send",
-        &server.address(),
-        &path,
-        "--to",
-        "bob",
-        "--leave",
-        "--bwlimit",
-        "8M",
-    ];
-    ftc_as(&ws, "alice", &alice, &args).success();
-    let left_in = started.elapsed();
+    let left_in = paced_send(&["--leave"]);
     assert!(left_in >= at_least, "left in {left_in:?}");
+    let waiting = ftc_as(&ws, "bob", &bob, &["inbox", &server.address(), "--json"]);
+    let left: Vec<_> = ndjson(&waiting)
+        .into_iter()
+        .filter(|e| e["event"] == "inbox_file")
+        .map(|e| (e["name"].clone(), e["size"].clone()))
+        .collect();
+    assert_eq!(left, vec![("paced.bin".into(), (12u64 << 20).into())]);
 }
