@@ -7,47 +7,81 @@ mod common;
 /// The tests here set `XDG_CONFIG_HOME` for the window's engine: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::{fs, path::PathBuf, sync::MutexGuard, time::Duration};
 
 use common::{log_in, shows, step_until, type_into, window};
-use egui_kittest::kittest::Queryable;
-use ft_gui::ScriptedPicker;
-use integration_tests::{eventually, relay::add_user, spawn_ftc_env, Workspace};
+use egui_kittest::{kittest::Queryable, Harness};
+use ft_gui::{FtApp, ScriptedPicker};
+use integration_tests::{
+    eventually,
+    relay::{add_user, spawn_listener},
+    spawn_ftc_env, Server, Workspace,
+};
 
-#[test]
-fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
-    let _alone = ONE_AT_A_TIME
+/// alice, logged in through a window that shows the People view, and one other user.
+struct AliceWindow {
+    harness: Harness<'static, FtApp>,
+    server: Server,
+    ws: Workspace,
+    /// The other user's token.
+    other: String,
+    /// Where the window saves what alice receives.
+    inbox: PathBuf,
+    _config: tempfile::TempDir,
+    _alone: MutexGuard<'static, ()>,
+}
+
+/// Starts a server with alice and `other`, and a window logged in as alice on People whose
+/// file picker answers `picks(workspace)` in turn.
+fn alice_on_people(other: &str, picks: impl FnOnce(&Workspace) -> Vec<PathBuf>) -> AliceWindow {
+    let alone = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ws = Workspace::new();
     let server = ws.server(&[]);
     let alice = add_user(&ws, "alice");
-    let bob = add_user(&ws, "bob");
-    let config = tempfile::tempdir().unwrap();
+    let other = add_user(&ws, other);
+    let config = tempfile::tempdir().expect("a config folder");
     std::env::set_var("XDG_CONFIG_HOME", config.path());
-    let gift = PathBuf::from(ws.file("gift.txt", b"for alice, from the window"));
     let mut picker = ScriptedPicker::default();
-    picker.answers.push_back(vec![gift.clone()]);
+    picker
+        .answers
+        .extend(picks(&ws).into_iter().map(|path| vec![path]));
     let inbox = ws.root.path().join("alice-inbox");
     let mut harness = window(config.path(), &inbox, Box::new(picker));
-    // alice logs in through the window (fingerprint trusted when asked).
     log_in(&mut harness, &server.address(), "alice", &alice);
     harness.get_by_label("People").click();
+    harness.step();
+    AliceWindow {
+        harness,
+        server,
+        ws,
+        other,
+        inbox,
+        _config: config,
+        _alone: alone,
+    }
+}
+
+#[test]
+fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
+    // alice logs in through the window (fingerprint trusted when asked).
+    let AliceWindow {
+        mut harness,
+        server,
+        ws,
+        other: bob,
+        inbox,
+        ..
+    } = alice_on_people("bob", |ws| {
+        vec![PathBuf::from(
+            ws.file("gift.txt", b"for alice, from the window"),
+        )]
+    });
 
     // bob comes online, listening: the People view shows him without a refresh.
     let bob_in = ws.root.path().join("bob-inbox");
-    let listener = spawn_ftc_env(
-        &ws.src(),
-        &[
-            "listen",
-            &server.address(),
-            "-o",
-            bob_in.to_str().unwrap(),
-            "--yes",
-            "--once",
-        ],
-        &[("FTC_USER", "bob"), ("FTC_TOKEN", &bob)],
-    );
+    let listener = spawn_listener(&ws, &server, ("bob", &bob), &bob_in, &["--yes", "--once"]);
     step_until(&mut harness, "bob online", |h| shows(h, "bob (listening)"));
 
     // alice (the window) sends to the ticked bob.
@@ -94,27 +128,16 @@ fn offers_come_in_as_a_dialog_and_files_go_to_ticked_people() {
 
 #[test]
 fn files_left_for_someone_offline_wait_in_their_inbox_until_they_listen() {
-    let _alone = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let ws = Workspace::new();
-    let server = ws.server(&[]);
-    let alice = add_user(&ws, "alice");
-    let carol = add_user(&ws, "carol");
-    let config = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_CONFIG_HOME", config.path());
-    let letter = PathBuf::from(ws.file("letter.txt", b"for carol, while she was away"));
-    let mut picker = ScriptedPicker::default();
-    picker.answers.push_back(vec![letter.clone()]);
-    picker.answers.push_back(vec![letter]);
-    let mut harness = window(
-        config.path(),
-        &ws.root.path().join("alice-inbox"),
-        Box::new(picker),
-    );
-    log_in(&mut harness, &server.address(), "alice", &alice);
-    harness.get_by_label("People").click();
-    harness.step();
+    let AliceWindow {
+        mut harness,
+        server,
+        ws,
+        other: carol,
+        ..
+    } = alice_on_people("carol", |ws| {
+        let letter = PathBuf::from(ws.file("letter.txt", b"for carol, while she was away"));
+        vec![letter.clone(), letter]
+    });
 
     // carol is not online: her name is typed, and the file waits in her inbox.
     type_into(&mut harness, "Leave for", "carol");
@@ -132,17 +155,12 @@ fn files_left_for_someone_offline_wait_in_their_inbox_until_they_listen() {
 
     // carol listens later and receives it, verified.
     let carol_in = ws.root.path().join("carol-inbox");
-    let listener = spawn_ftc_env(
-        &ws.src(),
-        &[
-            "listen",
-            &server.address(),
-            "-o",
-            carol_in.to_str().unwrap(),
-            "--yes",
-            "--once",
-        ],
-        &[("FTC_USER", "carol"), ("FTC_TOKEN", &carol)],
+    let listener = spawn_listener(
+        &ws,
+        &server,
+        ("carol", &carol),
+        &carol_in,
+        &["--yes", "--once"],
     );
     listener.finish().success();
     assert_eq!(
