@@ -27,26 +27,14 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
         ui.label("Nobody is online (connect first).");
     }
     let any = !app.people.is_empty();
-    if ui
-        .add_enabled(any, egui::Button::new("Send files…"))
-        .clicked()
-    {
-        app.picking = Some(Picking::PeopleFiles);
-        app.picker.pick_files();
-    }
+    pick_files_button(app, ui, "Send files…", any, Picking::PeopleFiles);
     ui.separator();
     ui.strong("Someone offline");
     ui.label("Files left for them wait in their inbox on the server until they next connect.");
     ui.horizontal(|ui| {
         super::field(ui, "Leave for", &mut app.leave_for, false);
         let named = !app.leave_for.trim().is_empty();
-        if ui
-            .add_enabled(named, egui::Button::new("Leave files…"))
-            .clicked()
-        {
-            app.picking = Some(Picking::LeaveFiles);
-            app.picker.pick_files();
-        }
+        pick_files_button(app, ui, "Leave files…", named, Picking::LeaveFiles);
     });
     ui.separator();
     ui.strong("Received");
@@ -62,4 +50,18 @@ pub(crate) fn show(app: &mut FtApp, ui: &mut egui::Ui) {
             let _ = std::process::Command::new("xdg-open").arg(&inbox).spawn();
         }
     });
+}
+
+/// A button that, when enabled and clicked, asks the picker for files to use `for_what`.
+fn pick_files_button(
+    app: &mut FtApp,
+    ui: &mut egui::Ui,
+    label: &str,
+    enabled: bool,
+    for_what: Picking,
+) {
+    if ui.add_enabled(enabled, egui::Button::new(label)).clicked() {
+        app.picking = Some(for_what);
+        app.picker.pick_files();
+    }
 }
