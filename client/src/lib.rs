@@ -7,6 +7,7 @@
 
 mod access;
 mod address;
+mod chunk_pool;
 mod compress;
 pub mod config_files;
 mod connect_string;

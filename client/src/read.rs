@@ -4,7 +4,6 @@
 
 use std::io::{Read, SeekFrom};
 
-use bytes::BytesMut;
 use ft_protocol::{FilePlan, Hash, CHUNK_SIZE};
 use tokio::{
     io::{AsyncReadExt, AsyncSeekExt},
@@ -12,6 +11,7 @@ use tokio::{
 };
 
 use crate::{
+    chunk_pool::ChunkPool,
     compress::{Compressor, Piece},
     local::{upload_key, LocalFile},
 };
@@ -164,18 +164,17 @@ pub(crate) fn read_content(
     chunks: &mpsc::Sender<Piece>,
 ) -> Streamed {
     let mut compressor = Compressor::new(compress);
-    // One arena, refilled as sent chunks are dropped, instead of a fresh allocation (and its
-    // page faults) per chunk.
-    let mut arena = BytesMut::with_capacity((READ_AHEAD_CHUNKS + 2) * CHUNK_SIZE);
+    // The read-ahead, the chunk being sent and the one being read.
+    let pool = ChunkPool::new(READ_AHEAD_CHUNKS + 2);
     let mut position = offset;
     while position < file.size {
         let want =
             usize::try_from(file.size - position).map_or(CHUNK_SIZE, |left| left.min(CHUNK_SIZE));
-        arena.reserve(want);
-        arena.resize(want, 0);
+        let mut buffer = pool.take(want);
+        let window = buffer.window(want);
         let mut filled = 0;
         while filled < want {
-            match handle.read(&mut arena[filled..want]) {
+            match handle.read(&mut window[filled..]) {
                 Ok(0) => {
                     return Streamed::Cancelled(format!(
                         "{} shrank while being sent",
@@ -192,7 +191,7 @@ pub(crate) fn read_content(
                 }
             }
         }
-        let chunk = arena.split_to(want).freeze();
+        let chunk = buffer.freeze(want);
         hasher.update(&chunk);
         position += want as u64;
         // Compression runs here too, beside reading and hashing, off the sending task.

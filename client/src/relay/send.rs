@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ft_protocol::{
     relay::{
         CancelOffer, Delivered, FileAnswer, Offer, OfferAnswers, OfferCancelled, OfferEnd,
@@ -25,6 +25,7 @@ use ft_protocol::{
 use futures::{SinkExt, StreamExt};
 
 use crate::{
+    chunk_pool::ChunkPool,
     connection::{interpret, unexpected},
     error::ClientError,
     events::TransferEvent,
@@ -335,14 +336,13 @@ async fn send_content(
         let mut handle = std::fs::File::open(&path)?;
         let mut hasher = blake3::Hasher::new();
         let mut position = 0u64;
-        // Chunks are read straight into one arena and sent as slices of it (no copy); the
-        // arena's room comes back as sent chunks are dropped.
-        let mut arena = BytesMut::with_capacity((READ_AHEAD_CHUNKS + 2) * CHUNK_SIZE);
+        // Chunks are read straight into pooled buffers and sent as they are (no copy); a
+        // buffer comes back once its chunk is sent.
+        let pool = ChunkPool::new(READ_AHEAD_CHUNKS + 2);
         loop {
-            arena.reserve(CHUNK_SIZE);
-            arena.resize(CHUNK_SIZE, 0);
+            let mut buffer = pool.take(CHUNK_SIZE);
             let read = loop {
-                match handle.read(&mut arena[..]) {
+                match handle.read(buffer.window(CHUNK_SIZE)) {
                     Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                     other => break other?,
                 }
@@ -350,7 +350,7 @@ async fn send_content(
             if read == 0 {
                 break;
             }
-            let chunk = arena.split_to(read).freeze();
+            let chunk = buffer.freeze(read);
             hasher.update(&chunk);
             let end = position + read as u64;
             if end > start {
