@@ -4,4 +4,4 @@
 
 mod direct_write;
 
-pub use direct_write::{DirectWriter, BUFFER_BYTES};
+pub use direct_write::{DirectWriter, BUFFER_BYTES, MEMORY_BYTES};

@@ -25,13 +25,14 @@ use crate::{
 };
 
 /// Chunks queued between the session and the writer thread, per upload. With the writer's
-/// own 512 KiB buffer, an upload holds at most about 1.5 MiB.
-const WRITE_QUEUE_CHUNKS: usize = 4;
+/// own two 512 KiB buffers (one filling while the other is written), an upload holds at
+/// most about 1.5 MiB.
+const WRITE_QUEUE_CHUNKS: usize = 2;
 
 /// Memory an upload streamed through a writer thread holds at most: its queue of chunks and
 /// the writer's buffer (reserved from the server's budget for as long as it runs).
 pub(crate) const STREAMED_UPLOAD_MEMORY: u64 =
-    (WRITE_QUEUE_CHUNKS * ft_protocol::CHUNK_SIZE) as u64 + ft_disk::BUFFER_BYTES as u64;
+    (WRITE_QUEUE_CHUNKS * ft_protocol::CHUNK_SIZE) as u64 + ft_disk::MEMORY_BYTES as u64;
 
 /// Why an upload could not continue.
 #[derive(Debug, thiserror::Error)]

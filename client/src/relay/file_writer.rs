@@ -14,7 +14,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 const QUEUE_PIECES: usize = 8;
 
 /// Files with at least this many bytes still to come are written around the page cache;
-/// smaller ones are not worth the aligned buffer ([`ft_disk::BUFFER_BYTES`]).
+/// smaller ones are not worth the aligned buffers ([`ft_disk::MEMORY_BYTES`]).
 const DIRECT_AT_LEAST: u64 = 4 * 1024 * 1024;
 
 /// A running writer: send it the file's pieces in order, then drop the sender and await the
