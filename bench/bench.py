@@ -414,25 +414,28 @@ def busy_disk(args, workloads, ft_medians, rsyncd):
              f"{128 if args.smoke else 2048} MiB file on the same filesystem in a loop "
              "(median of the runs; ft quiet is the median from the first table):", "",
              "| workload | ft quiet | ft busy | busy / quiet | rsync --fsync busy | "
-             "ft / (rsync --fsync) | rsync + sync busy | ft / (rsync + sync) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "ft / (rsync --fsync) | rsync + sync busy | ft / (rsync + sync) | disk alone busy |",
+             "|---|---|---|---|---|---|---|---|---|"]
     writer = BackgroundWriter(args.out, 128 if args.smoke else 2048, longest=1800)
     try:
         for name, workload in workloads.items():
             if args.only and name not in args.only.split(",") or name not in ft_medians:
                 continue
-            ft_times, fsync_times, sync_times = [], [], []
+            ft_times, fsync_times, sync_times, alone_times = [], [], [], []
             for i in range(runs):
                 tag = f"{name}-busy{i}"
                 ft_times.append(ft_run(args.bin_dir, args.out, workload, tag)[0])
                 fsync_times.append(rsync_run(rsyncd, workload, f"{tag}-fsync", extra=("--fsync",)))
                 sync_times.append(rsync_durable_run(rsyncd, workload, f"{tag}-sync"))
+                if workload[2] >= SMALL_WORKLOAD_BYTES or args.smoke:
+                    alone_times.append(disk_alone_run(args.out, workload, tag))
             ft, fsync, synced = (statistics.median(t) for t in (ft_times, fsync_times, sync_times))
+            alone = f"{statistics.median(alone_times):.2f} s" if alone_times else "n/a"
             quiet = ft_medians[name]
             lines.append(
                 f"| {name} | {quiet:.2f} s | {ft:.2f} s ({min(ft_times):.2f}–{max(ft_times):.2f}) | "
                 f"{ft / quiet:.1f}× | {fsync:.2f} s | {fsync / ft:.2f}× | {synced:.2f} s | "
-                f"{synced / ft:.2f}× |")
+                f"{synced / ft:.2f}× | {alone} |")
             print(lines[-1], flush=True)
     finally:
         writer.stop()
@@ -524,6 +527,26 @@ def rsync_durable_run(rsyncd, workload, tag, cpu=None):
         subprocess.run(["sync"], check=False)
         return time.perf_counter() - start
     return (cpu or CpuMeter()).measure(run)
+
+
+def disk_alone_run(out, workload, tag):
+    """The floor under every tool's time for a workload of large files: its bytes written by
+    `dd` in one stream around the page cache (O_DIRECT, 1 MiB writes) and flushed once, with
+    nothing else to do (no network, no hashing, no per-file flush). The bytes are the
+    workload's own (random), as a disk that compresses or skips zeros would flatter zeros."""
+    path = os.path.join(out, f"disk-alone-{tag}.bin")
+    start = time.perf_counter()
+    try:
+        with subprocess.Popen(["cat", *all_files(workload[0])], stdout=subprocess.PIPE) as cat:
+            subprocess.run(["dd", f"of={path}", "bs=1M", "iflag=fullblock", "oflag=direct",
+                            "conv=fsync"], stdin=cat.stdout, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - start
+    finally:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
 
 def discard_received(out, rsyncd, tags):
@@ -727,7 +750,7 @@ def main():
     header = ("| workload | ft (ftc → fts) | rsync --whole-file | ft / rsync | rsync + sync | "
               "ft / (rsync + sync) | iperf3 (1 stream) | nc | fts peak RSS | ftc peak RSS |")
     rows = [header, "|---|---|---|---|---|---|---|---|---|---|"]
-    cpu_rows = []
+    cpu_rows, floor_rows = [], []
     ft_medians = {}
     try:
         for name, workload in workloads.items():
@@ -790,6 +813,11 @@ def main():
             cpu_rows.append(
                 f"| {label} | {cpu_cell(ft_cpu, ft)} | {cpu_cell(rs_cpu, rs)} | {cpu_cell(rsd_cpu, rsd)} |"
             )
+            if total >= SMALL_WORKLOAD_BYTES or args.smoke:
+                alone = statistics.median(disk_alone_run(args.out, workload, f"{name}-{i}")
+                                          for i in range(1 if args.smoke else 3))
+                floor_rows.append(f"| {name} | {alone:.2f} s | {ft_medians[name]:.2f} s | "
+                                  f"{ft_medians[name] / alone:.2f}× |")
         report += rows
         report += [
             "",
@@ -800,6 +828,14 @@ def main():
             "| workload | ft | rsync --whole-file | rsync + sync |",
             "|---|---|---|---|",
             *cpu_rows,
+            "",
+            "The disk alone: each large workload's bytes written by `dd` in one stream "
+            "around the page cache and flushed once (median of 3), the floor under any "
+            "tool's time:",
+            "",
+            "| workload | disk alone | ft | ft / disk alone |",
+            "|---|---|---|---|",
+            *floor_rows,
         ]
         report += encrypted(args, workloads, ft_medians)
         report += relay(args, workloads)
