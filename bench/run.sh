@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in rsync iperf3 nc python3; do
+for tool in rsync iperf3 nc python3 fio; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # rsync over ssh is the encrypted peer TLS is compared with.
