@@ -254,6 +254,10 @@ impl DiskThread {
     }
 
     fn receive(&mut self) -> io::Result<Aligned> {
+        if self.in_flight == 0 {
+            // Both buffers are gone: one was lost with a failed write, reported before.
+            return Err(io::Error::other("an earlier write to this file failed"));
+        }
         let buffer = self.written.recv().map_err(|_| thread_gone())?;
         self.in_flight -= 1;
         buffer
@@ -390,6 +394,17 @@ mod tests {
             .try_for_each(|piece| writer.write(piece))
             .and_then(|()| writer.finish().map(drop));
         assert!(outcome.is_err(), "a write that failed must fail the upload");
+        // A caller that goes on writing after a failure is told again, not blocked.
+        let file = File::open(&path).unwrap();
+        let mut writer = DirectWriter::new(file, 0);
+        let failures = content
+            .chunks(BUFFER_BYTES)
+            .filter(|piece| writer.write(piece).is_err())
+            .count();
+        assert!(
+            failures >= 2,
+            "every write after the first failure fails too"
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 }
