@@ -30,7 +30,7 @@ use crate::{
 const WRITE_QUEUE_CHUNKS: usize = 2;
 
 /// Memory an upload streamed through a writer thread holds at most: its queue of chunks and
-/// the writer's buffer (reserved from the server's budget for as long as it runs).
+/// the writer's two buffers (reserved from the server's budget for as long as it runs).
 pub(crate) const STREAMED_UPLOAD_MEMORY: u64 =
     (WRITE_QUEUE_CHUNKS * ft_protocol::CHUNK_SIZE) as u64 + ft_disk::MEMORY_BYTES as u64;
 
