@@ -33,7 +33,8 @@ pub const BUFFER_BYTES: usize = 512 * 1024;
 /// Buffers of one writer: one filling while the other is written.
 const BUFFERS: usize = 2;
 
-/// Memory one [`DirectWriter`] holds at most: its buffers (and a block each, to align them).
+/// Memory one [`DirectWriter`] holds at most: its buffers (each also allocates one block more,
+/// to align its window, which is not counted here).
 pub const MEMORY_BYTES: usize = BUFFERS * BUFFER_BYTES;
 
 /// An appender that bypasses the page cache when it can.
@@ -214,8 +215,8 @@ impl DirectWriter {
 
 impl DiskThread {
     fn start(file: Arc<File>) -> io::Result<Self> {
-        // One job queued beside the one being written at most: there are only two buffers.
-        let (jobs, queue) = mpsc::sync_channel::<Job>(BUFFERS);
+        // At most one buffer is ever with the thread: the other one is filling.
+        let (jobs, queue) = mpsc::sync_channel::<Job>(1);
         let (done, written) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("direct-write".into())
@@ -406,5 +407,25 @@ mod tests {
             "every write after the first failure fails too"
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_dropped_writer_has_finished_writing_what_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut writer = DirectWriter::new(file, 0);
+        // Two full buffers: the second is with the disk thread when `write` returns.
+        writer.write(&pattern(2 * BUFFER_BYTES + 10)).unwrap();
+        let file = Arc::clone(&writer.file);
+        drop(writer);
+        // The disk thread has ended (it let go of the file) and its write is complete.
+        assert_eq!(
+            Arc::strong_count(&file),
+            1,
+            "the disk thread outlived its writer"
+        );
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(written, pattern(2 * BUFFER_BYTES));
     }
 }
