@@ -133,14 +133,8 @@ impl UploadRound {
         self.group.is_overdue()
     }
 
-    /// When the waiting group must be committed if no request arrives first. `None` while
-    /// no commit may start: then a pause of the client does not make the session wait for a
-    /// free commit slot with its reads stopped; the group keeps taking files (up to its
-    /// limits, which do wait) and is committed once the oldest commit is answered.
+    /// When the waiting group must be committed if no request arrives first.
     pub(super) fn commit_deadline(&self) -> Option<Instant> {
-        if !self.may_start_commit() {
-            return None;
-        }
         let now = std::time::Instant::now();
         self.group.commit_deadline(now).map(Instant::from_std)
     }
@@ -183,47 +177,5 @@ impl UploadRound {
     /// Forgets the oldest commit in flight (it finished and is being answered).
     pub(super) fn pop_oldest_commit(&mut self) -> Option<JoinHandle<Committed>> {
         self.committing.pop_front()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::commit::tests::{test_state, verified};
-
-    /// While every commit slot is taken, a waiting group has no deadline (the session keeps
-    /// reading requests instead of waiting for a slot); once the oldest commit is done, the
-    /// group is due at the next pause.
-    #[tokio::test]
-    async fn a_waiting_group_is_due_only_when_a_commit_may_start() {
-        let (_dir, state) = test_state();
-        let mut round = UploadRound::default();
-        assert!(round.commit_deadline().is_none(), "no file waits");
-        let full = round.push_verified(&state, verified(&state, 0).await);
-        assert!(!full, "one file does not fill a group");
-        let due = round
-            .commit_deadline()
-            .expect("a waiting file has a deadline");
-        assert!(due <= Instant::now() + crate::group::GROUP_WAIT);
-
-        let mut gates = Vec::new();
-        for _ in 0..COMMITS_IN_FLIGHT {
-            let (open, gate) = tokio::sync::oneshot::channel::<()>();
-            gates.push(open);
-            round.committing.push_back(tokio::spawn(async move {
-                let _ = gate.await;
-                Ok((Vec::new(), Vec::new()))
-            }));
-        }
-        assert!(!round.may_start_commit());
-        assert!(round.commit_deadline().is_none(), "no slot, no deadline");
-        assert!(round.has_waiting_files());
-
-        gates.remove(0).send(()).unwrap();
-        let oldest = round.pop_oldest_commit().unwrap();
-        let (group, placed) = oldest.await.unwrap().unwrap();
-        assert!(group.is_empty() && placed.is_empty());
-        assert!(round.may_start_commit());
-        assert!(round.commit_deadline().is_some(), "a slot is free again");
     }
 }
