@@ -8,7 +8,7 @@ use ft_protocol::{
     Credentials, Request, Response,
 };
 use integration_tests::{
-    blake3_hex, eventually, ftc_with, ndjson, random_bytes,
+    blake3_hex, eventually, ftc_with, fts_user, ndjson, random_bytes,
     relay::{
         add_user, expect_names_refused, ftc_as, listen, more_bytes_than_offered_end_the_session,
         out_dir, wait_listening,
@@ -329,6 +329,59 @@ fn hostile_offers_and_lies_about_sizes_are_refused() {
         .filter(|name| !name.to_string_lossy().ends_with(".ftc-part"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A user removed while listening drops out of the list of users at once, cannot be sent
+/// to, and its listening connection is let go; anonymous clients may not see who is online.
+#[test]
+fn a_removed_user_is_not_listed_nor_reachable_and_its_listener_ends() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--anonymous", "upload"]);
+    let alice = add_user(&ws, "alice");
+    let carol = add_user(&ws, "carol");
+    let path = ws.file("hello.txt", b"hi carol");
+    let carol_in = out_dir(&ws, "carol");
+    let mut listener = listen(&ws, &server, ("carol", &carol), &carol_in, &["--yes"]);
+    let listed = |who: &str| {
+        let users = ftc_as(
+            &ws,
+            "alice",
+            &alice,
+            &["users", &server.address(), "--json"],
+        );
+        users.success();
+        ndjson(&users)
+            .iter()
+            .any(|e| e["event"] == "user" && e["name"] == who)
+    };
+    assert!(listed("carol"));
+    let anonymous = ftc_with(
+        &ws.src(),
+        &["users", &server.address()],
+        &[("FTC_USER", ""), ("FTC_TOKEN", "")],
+        None,
+    );
+    assert_ne!(anonymous.code(), Some(0), "{anonymous}");
+    assert!(anonymous.stderr.contains("log in"), "{anonymous}");
+    assert!(!anonymous.stdout.contains("carol"), "{anonymous}");
+
+    fts_user(&ws.store_dir(), &["remove", "carol"]).success();
+    assert!(!listed("carol"), "a removed user is not listed as online");
+    let sent = ftc_as(
+        &ws,
+        "alice",
+        &alice,
+        &["send", &server.address(), &path, "--to", "carol"],
+    );
+    sent.expect_code(1);
+    assert!(sent.stderr.contains("carol: not-online"), "{sent}");
+    // Its listener is let go within seconds, without waiting for its keepalive (every 20 s).
+    let ended = integration_tests::wait_bounded(&mut listener.child, Duration::from_secs(15));
+    assert!(ended.is_some_and(|status| !status.success()), "{ended:?}");
+    assert!(
+        fs::read_dir(&carol_in).unwrap().next().is_none(),
+        "carol received nothing"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ft_protocol::{
     codec::{self, HelloError, MessageReader, MessageWriter},
-    Authenticated, ErrorCode, ErrorResponse, Hash, ProtocolError, Request, Response, Welcome,
+    Authenticated, ErrorCode, ErrorResponse, Hash, ProtocolError, Request, Response, Role, Welcome,
     CAPABILITY_ZSTD, PROTOCOL_VERSION,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -410,12 +410,9 @@ impl Session {
             Request::Authenticate(_) => {
                 return Err(self.violation("Authenticate sent twice").await)
             }
-            Request::Users(_) => {
-                let users = self.state.relay.online_users();
-                self.send(Response::Users(ft_protocol::relay::UserList { users }))
-                    .await?;
-            }
+            Request::Users(_) => self.on_users().await?,
             Request::Listen(listen) => {
+                self.signed_in_role(false).await?;
                 self.commit_group().await?;
                 self.on_listen(listen).await?;
                 // A listening connection does nothing else: its end is the session's.
@@ -429,7 +426,10 @@ impl Session {
                 self.commit_group().await?;
                 self.on_leave(offer).await?;
             }
-            Request::Inbox(_) => self.on_inbox().await?,
+            Request::Inbox(_) => {
+                self.signed_in_role(false).await?;
+                self.on_inbox().await?;
+            }
             Request::Answer(_)
             | Request::RelayBegin(_)
             | Request::RelayData(_)
@@ -608,6 +608,25 @@ impl Session {
         action: Action,
         cheap: bool,
     ) -> Result<Result<(), Refusal>, SessionError> {
+        let role = self.signed_in_role(cheap).await?;
+        if roles::allows(role, action) {
+            return Ok(Ok(()));
+        }
+        let message = format!(
+            "user '{}' (role {role}) may not {}",
+            self.user(),
+            action.describe()
+        );
+        Ok(Err(Refusal::new(ErrorCode::Forbidden, message)))
+    }
+
+    /// The role of the client's user, checked again: the user must still exist with the
+    /// same token. Every request goes through this, also those that any signed-in user may
+    /// make (the relay's); a removed user or a replaced token ends the session with
+    /// `unauthorized`.
+    ///
+    /// `cheap`: trust the last full check for a moment (for a check per file or piece).
+    pub(super) async fn signed_in_role(&mut self, cheap: bool) -> Result<Role, SessionError> {
         let Some(identity) = &self.identity else {
             return Err(self.violation("a request before Authenticate").await);
         };
@@ -617,25 +636,16 @@ impl Session {
         } else {
             auth.recheck(identity)
         };
-        let role = match checked {
-            Ok(role) => role,
+        match checked {
+            Ok(role) => Ok(role),
             Err(failure) => {
                 let message = failure.to_string();
                 let err = SessionError::Unauthorized(failure);
                 let response = ErrorResponse::new(None, ErrorCode::Unauthorized, message);
                 let _ = self.send(Response::Error(response)).await;
-                return Err(err);
+                Err(err)
             }
-        };
-        if roles::allows(role, action) {
-            return Ok(Ok(()));
         }
-        let message = format!(
-            "user '{}' (role {role}) may not {}",
-            identity.user,
-            action.describe()
-        );
-        Ok(Err(Refusal::new(ErrorCode::Forbidden, message)))
     }
 
     /// The name beneath the storage directory for a name the client sent.

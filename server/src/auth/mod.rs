@@ -130,6 +130,19 @@ impl Auth {
         self.lock().users.contains_key(name)
     }
 
+    /// Leaves out of `items` those whose user (`name_of`) no longer exists, the users read
+    /// again if they changed (a removed user's connections stay open until their next
+    /// request).
+    pub fn keep_current<T>(
+        &self,
+        items: &mut Vec<T>,
+        name_of: impl Fn(&T) -> &str,
+    ) -> Result<(), AuthFailure> {
+        let cache = self.fresh_cache()?;
+        items.retain(|item| cache.users.contains_key(name_of(item)));
+        Ok(())
+    }
+
     /// The cache, read again if another connection changed the database since.
     fn fresh_cache(&self) -> Result<std::sync::MutexGuard<'_, Cache>, AuthFailure> {
         let mut cache = self.lock();

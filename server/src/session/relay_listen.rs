@@ -5,7 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use ft_protocol::{
-    relay::{Answer, CancelOffer, Decision, Listen, Listening, OfferCancelled, Received},
+    relay::{
+        Answer, CancelOffer, Decision, Listen, Listening, OfferCancelled, OnlineUser, Received,
+    },
     ErrorCode, ErrorResponse, Request, Response, MAX_OFFER_FILES,
 };
 use futures::StreamExt;
@@ -16,6 +18,10 @@ use crate::relay::{Control, Push, LISTENER_QUEUE_MESSAGES, MAX_BLOCKED_USERS};
 
 /// Longest a listening client may be silent (it sends a keepalive every 20 s).
 const LISTENER_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often a listening connection checks that its user still exists with its token (it
+/// may wait long between messages; a removed user must not stay reachable).
+const LISTENER_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An offer this listener was shown.
 struct Shown {
@@ -49,7 +55,7 @@ impl Session {
         let id = hub.add_listener(&user, queue.clone(), listen.blocked.clone());
         tracing::info!("listening for offers");
         let result = async {
-            let users = self.state.relay.online_users();
+            let users = self.online_users().await?;
             self.send(Response::Listening(Listening { users })).await?;
             // What others left while the user was away comes first, beside live offers. It
             // ends by itself once this connection has ended (its queue closes), after acting
@@ -85,10 +91,15 @@ impl Session {
         // Clients say something every 20 s; a listener waiting on a slow offer is not idle.
         let idle_timeout = self.state.limits.idle_timeout.max(LISTENER_SILENCE);
         let shutdown = self.shutdown.clone();
+        let mut recheck = tokio::time::interval_at(
+            tokio::time::Instant::now() + LISTENER_RECHECK,
+            LISTENER_RECHECK,
+        );
         loop {
             // The client says something at least every idle timeout (a `Users` keepalive).
             let woke = tokio::select! {
                 push = pushed.recv() => ListenerWoke::Pushed(push),
+                _ = recheck.tick() => ListenerWoke::Recheck,
                 next = tokio::time::timeout(idle_timeout, self.reader.next()) => {
                     ListenerWoke::Request(next)
                 }
@@ -97,6 +108,14 @@ impl Session {
             match woke {
                 ListenerWoke::Pushed(None) => return Ok(()),
                 ListenerWoke::Pushed(Some(Push::Offer { offered, control })) => {
+                    // Not shown to a user removed meanwhile: the session ends here, and the
+                    // sender hears that this recipient's connection ended.
+                    if let Err(err) = self.signed_in_role(false).await {
+                        let message = "the recipient's connection ended".to_owned();
+                        let user = self.user().to_owned();
+                        let _ = control.send(Control::Gone { user, message });
+                        return Err(err);
+                    }
                     shown.insert(
                         offered.offer,
                         Shown {
@@ -128,6 +147,9 @@ impl Session {
                         self.send_queued().await?;
                     }
                 }
+                ListenerWoke::Recheck => {
+                    self.signed_in_role(false).await?;
+                }
                 ListenerWoke::ShuttingDown => {
                     let bye = ErrorResponse::new(
                         None,
@@ -152,6 +174,39 @@ impl Session {
         }
     }
 
+    /// `Users`: who is online, for users who signed in (an anonymous client may not learn
+    /// who uses the server). Users removed since their connections opened are left out.
+    pub(super) async fn on_users(&mut self) -> Result<(), SessionError> {
+        self.signed_in_role(false).await?;
+        if self.user() == crate::auth::ANONYMOUS {
+            let message = "anonymous clients cannot see who is online: log in as a user";
+            let refused = ErrorResponse::new(None, ErrorCode::Forbidden, message);
+            return self.send(Response::Error(refused)).await;
+        }
+        let users = self.online_users().await?;
+        self.send(Response::Users(ft_protocol::relay::UserList { users }))
+            .await
+    }
+
+    /// The users online now who still exist.
+    async fn online_users(&mut self) -> Result<Vec<OnlineUser>, SessionError> {
+        let mut users = self.state.relay.online_users();
+        let kept = self
+            .state
+            .security
+            .auth
+            .keep_current(&mut users, |user| user.name.as_str());
+        match kept {
+            Ok(()) => Ok(users),
+            Err(failure) => {
+                let message = failure.to_string();
+                let failed = ErrorResponse::new(None, ErrorCode::Internal, message);
+                let _ = self.send(Response::Error(failed)).await;
+                Err(SessionError::Unauthorized(failure))
+            }
+        }
+    }
+
     /// One message from a listening client.
     async fn on_listener_request(
         &mut self,
@@ -159,12 +214,12 @@ impl Session {
         shown: &mut HashMap<u64, Shown>,
     ) -> Result<(), SessionError> {
         let user = self.user().to_owned();
+        // A listener removed or given a new token is let go at its next message (or at the
+        // next offer, see `serve_listener`), not only when it reconnects.
+        let cheap = matches!(request, Request::Received(_));
+        self.signed_in_role(cheap).await?;
         match request {
-            Request::Users(_) => {
-                let users = self.state.relay.online_users();
-                self.send(Response::Users(ft_protocol::relay::UserList { users }))
-                    .await?;
-            }
+            Request::Users(_) => self.on_users().await?,
             Request::Answer(Answer { offer, decision }) => {
                 let Some(shown_offer) = shown.get_mut(&offer) else {
                     // Cancelled meanwhile, or never shown: nothing to answer.
@@ -237,6 +292,8 @@ enum ListenerWoke {
     Request(
         Result<Option<Result<Request, ft_protocol::ProtocolError>>, tokio::time::error::Elapsed>,
     ),
+    /// Time to check that the user still exists with its token.
+    Recheck,
     /// The server is shutting down.
     ShuttingDown,
 }

@@ -167,6 +167,11 @@ impl Session {
         offered: Offered,
         control: &mpsc::UnboundedSender<Control>,
     ) -> (Option<mpsc::Sender<Push>>, Option<RecipientOutcome>) {
+        // The users were read again by the offer's check: a removed user is not reached
+        // through a connection it still holds.
+        if !self.state.security.auth.is_user(user) {
+            return (None, Some(RecipientOutcome::NotOnline));
+        }
         match self.state.relay.listener_for(user, &offered.from) {
             Err(Unreachable::NotOnline) => (None, Some(RecipientOutcome::NotOnline)),
             Err(Unreachable::Blocked) => (None, Some(RecipientOutcome::Declined)),
