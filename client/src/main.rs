@@ -114,8 +114,13 @@ fn access(
     json: bool,
     connect_timeout: std::time::Duration,
 ) -> Result<Access, Exit> {
-    let user = options.user.or_else(|| settings.user.clone());
-    let token = options.token.or_else(|| settings.token.clone());
+    // The config file's login belongs to its own server: another address given on the
+    // command line (a typo, a second server) must never receive that token.
+    let own_server =
+        settings.file_server.is_none() || settings.file_server.as_ref() == Some(server);
+    let from_file = |value: &Option<String>| value.clone().filter(|_| own_server);
+    let user = options.user.or_else(|| from_file(&settings.user));
+    let token = options.token.or_else(|| from_file(&settings.token));
     let credentials = match (user, token) {
         (Some(user), Some(token)) => Some(Credentials { user, token }),
         (None, None) => None,

@@ -779,6 +779,16 @@ fn ftc_login_stores_a_connect_string_privately() {
     );
     let failed = ftc(&place.src, &nobody, &["login", &bad]);
     assert_eq!(failed.code, 3, "{failed:?}");
+
+    // The saved login is for its own server only: another server named on the command line
+    // never sees dave's token (the connection is anonymous, and refused as such).
+    let other_store = place.src.join("other-store");
+    let other = Fts::start(&other_store, &[]);
+    let listed = ftc(&place.src, &nobody, &["list", &other.address()]);
+    assert_ne!(listed.code, 0, "{listed:?}");
+    let other_log = other.log();
+    assert!(!other_log.contains("dave"), "{other_log}");
+    assert!(!listed.stderr.contains("dave"), "{listed:?}");
 }
 
 /// A raw TLS client speaking the protocol directly.
