@@ -505,7 +505,7 @@ impl Session {
                     .await);
             }
         };
-        tracing::info!(client = %hello.software, "client connected");
+        tracing::info!(client = ?hello.software, "client connected");
         self.zstd = hello.capabilities.iter().any(|c| c == CAPABILITY_ZSTD);
         let capabilities = if self.zstd {
             vec![CAPABILITY_ZSTD.to_owned()]
@@ -567,7 +567,8 @@ impl Session {
             Ok(Ok(identity)) => identity,
             Ok(Err(failure)) => {
                 self.state.security.auth.throttle.failed(address);
-                tracing::warn!(peer = %self.peer, user = %claimed, reason = %failure, "login failed");
+                // Debug-quoted: a claimed name is the client's text and must not forge log lines.
+                tracing::warn!(peer = %self.peer, user = ?claimed, reason = %failure, "login failed");
                 let message = failure.to_string();
                 let err = SessionError::Unauthorized(failure);
                 let response = ErrorResponse::new(None, ErrorCode::Unauthorized, message);

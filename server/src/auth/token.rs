@@ -23,13 +23,17 @@ pub fn hash_token(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
 }
 
-/// Whether `token` is the one whose hash is `stored`, in constant time.
+/// Whether `token` is the one whose hash is `stored`, in constant time. The token is hashed
+/// and compared also when `stored` is not a hash (an unknown user's), against a hash no
+/// token has, so the answer takes as long either way.
 pub fn token_matches(token: &str, stored: &str) -> bool {
-    match blake3::Hash::from_hex(stored) {
-        // blake3's equality is constant-time.
-        Ok(stored) => blake3::hash(token.as_bytes()) == stored,
-        Err(_) => false,
-    }
+    let (stored, valid) = match blake3::Hash::from_hex(stored) {
+        Ok(stored) => (stored, true),
+        Err(_) => (blake3::Hash::from_bytes([0; 32]), false),
+    };
+    // blake3's equality is constant-time.
+    let equal = blake3::hash(token.as_bytes()) == stored;
+    equal && valid
 }
 
 #[cfg(test)]
@@ -43,6 +47,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(token_matches(&a, &hash_token(&a)));
         assert!(!token_matches(&b, &hash_token(&a)));
+        // An unknown user's empty or broken hash matches nothing.
+        assert!(!token_matches(&a, ""));
+        assert!(!token_matches("", ""));
+        assert!(!token_matches(&a, &"0".repeat(64)[..63]));
         assert!(!token_matches(&a, "not hex"));
     }
 }
