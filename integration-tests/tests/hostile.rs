@@ -203,6 +203,20 @@ async fn protocol_violations_close_only_the_offending_connection() {
     client.send(end_request(b"abc")).await;
     expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
 
+    // A relay request while an upload is open: it would pin the upload for as long as it
+    // lasts.
+    for relay in [
+        Request::Listen(ft_protocol::relay::Listen { blocked: vec![] }),
+        Request::Offer(integration_tests::relay::one_file_for_bob("x.txt", 3)),
+    ] {
+        let mut client = RawClient::handshake(server.addr).await;
+        client.send(begin_request(1, "open.bin", 10)).await;
+        client.send(chunk_request(b"abc")).await;
+        client.send(relay).await;
+        let message = expect_connection_error(client.recv().await, ErrorCode::ProtocolViolation);
+        assert!(message.contains("upload is open"), "{message}");
+    }
+
     // A first message that is not Hello.
     let mut client = RawClient::connect(server.addr).await;
     client

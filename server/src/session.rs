@@ -411,6 +411,15 @@ impl Session {
                 return Err(self.violation("Authenticate sent twice").await)
             }
             Request::Users(_) => self.on_users().await?,
+            Request::Listen(_) | Request::Offer(_) | Request::Leave(_)
+                if !matches!(self.transfer, Transfer::Idle) =>
+            {
+                // Each holds the session for long; an open upload would stay pinned (its
+                // writer, lease and partial file) all that time.
+                return Err(self
+                    .violation("a relay request while an upload is open")
+                    .await);
+            }
             Request::Listen(listen) => {
                 self.signed_in_role(false).await?;
                 self.commit_group().await?;
