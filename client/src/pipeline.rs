@@ -294,6 +294,8 @@ impl Outbox<'_, '_> {
             self.send(piece.request).await?;
             self.ledger
                 .sent(index, piece.raw_len, piece.raw_len, piece.wire_len);
+            // Small files count against --bwlimit like the chunks of large ones.
+            self.throttle.pace(piece.wire_len).await;
         }
         self.end_file(hash).await
     }

@@ -448,6 +448,34 @@ fn bwlimit_holds_a_transfer_down_in_both_directions() {
         &["send", &server.address(), &path, "--bwlimit", "fast"],
     );
     bad.expect_code(2);
+
+    // Small files (each sent in one piece) are held down too: 4 MiB in 128 files at 2 MiB/s.
+    let small = ws.root.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    for n in 0..128u64 {
+        fs::write(
+            small.join(format!("s{n:03}.bin")),
+            random_bytes(32 << 10, n),
+        )
+        .unwrap();
+    }
+    let started = Instant::now();
+    ftc(
+        &ws.src(),
+        &[
+            "send",
+            &server.address(),
+            small.to_str().unwrap(),
+            "--bwlimit",
+            "2M",
+        ],
+    )
+    .all_stored(128);
+    let small_in = started.elapsed();
+    assert!(
+        small_in >= Duration::from_millis(1000),
+        "small files sent in {small_in:?}"
+    );
 }
 
 #[test]
