@@ -158,11 +158,16 @@ pub(crate) async fn get(
             return report_error(err, style.json);
         }
     };
-    for pattern in &selection.unmatched {
-        crate::terminal::err!("ftc: nothing stored matches {pattern}");
-    }
+    report_unmatched(&selection.unmatched, style.json);
     let names: Vec<String> = selection.files.iter().map(|f| f.name.clone()).collect();
     if names.is_empty() {
+        if style.json {
+            let failed = selection.unmatched.len();
+            emit(&json!({
+                "event": "summary", "files": 0, "saved": 0, "failed": failed, "bytes": 0,
+                "elapsed_ms": 0, "retries": 0, "bytes_resumed": 0, "ok": false
+            }));
+        }
         return Exit::SomeFilesFailed;
     }
     let options = GetOptions {
@@ -233,6 +238,7 @@ pub(crate) async fn rm(session: &mut Session, args: &[String], yes: bool, json: 
     if args.is_empty() {
         return report_error(anyhow!("no names given"), json);
     }
+    let mut unmatched = 0;
     let names: Vec<String> = if args.iter().any(|arg| is_pattern(arg) || arg.ends_with('/')) {
         let selection = match select(session, args).await {
             Ok(selection) => selection,
@@ -241,9 +247,8 @@ pub(crate) async fn rm(session: &mut Session, args: &[String], yes: bool, json: 
                 return report_error(err, json);
             }
         };
-        for pattern in &selection.unmatched {
-            crate::terminal::err!("ftc: nothing stored matches {pattern}");
-        }
+        report_unmatched(&selection.unmatched, json);
+        unmatched = selection.unmatched.len();
         let bytes: u64 = selection.files.iter().filter_map(|f| f.size).sum();
         let count = selection.files.len();
         if count > 0 && !yes && !confirm_delete(count, bytes, json) {
@@ -253,7 +258,8 @@ pub(crate) async fn rm(session: &mut Session, args: &[String], yes: bool, json: 
     } else {
         args.to_vec()
     };
-    let (mut deleted, mut failed) = (0usize, 0usize);
+    // A pattern or folder that matched nothing is a failure, as for `get`.
+    let (mut deleted, mut failed) = (0usize, unmatched);
     for name in &names {
         let result = match session.client().await {
             Ok(client) => client.delete(name).await,
@@ -292,6 +298,21 @@ pub(crate) async fn rm(session: &mut Session, args: &[String], yes: bool, json: 
         Exit::Success
     } else {
         Exit::SomeFilesFailed
+    }
+}
+
+/// Says which patterns or folders matched nothing stored (on stderr, and as `file_failed`
+/// events with --json).
+fn report_unmatched(unmatched: &[String], json: bool) {
+    for pattern in unmatched {
+        if json {
+            let code = ft_protocol::ErrorCode::NotFound.as_str();
+            let message = "nothing stored matches";
+            emit(
+                &json!({"event": "file_failed", "name": pattern, "code": code, "message": message}),
+            );
+        }
+        crate::terminal::err!("ftc: nothing stored matches {pattern}");
     }
 }
 

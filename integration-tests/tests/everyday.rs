@@ -349,6 +349,30 @@ fn rm_with_a_pattern_asks_for_yes_and_deletes_what_matched() {
     done.success();
     assert!(done.stdout.contains("2 deleted, 0 failed"), "{done}");
     assert_eq!(ws.stored_names(), ["tree/sub/big.bin", "tree/sub/c.jpg"]);
+
+    // A pattern that matches nothing is a failure, as for `get`, in text and in JSON.
+    let none = ftc(&ws.src(), &["rm", &server.address(), "tree/*.zip", "--yes"]);
+    none.expect_code(1);
+    assert!(none.stderr.contains("nothing stored matches"), "{none}");
+    let address = server.address();
+    let rm = ["rm", &address, "tree/*.zip", "--yes", "--json"];
+    let get = ["get", &address, "tree/*.zip", "--json"];
+    for args in [&rm[..], &get[..]] {
+        let json = ftc(&ws.src(), args);
+        json.expect_code(1);
+        let events = integration_tests::ndjson(&json);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "file_failed" && e["name"] == "tree/*.zip"),
+            "{json}"
+        );
+        let summary = events.last().unwrap();
+        assert_eq!(summary["event"], "summary", "{json}");
+        assert_eq!(summary["failed"], 1, "{json}");
+        assert_eq!(summary["ok"], false, "{json}");
+    }
+    assert_eq!(ws.stored_names().len(), 2);
 }
 
 #[test]
