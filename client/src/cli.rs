@@ -320,8 +320,8 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     pub(crate) skip_existing: bool,
 
-    /// Compare content by BLAKE3 even when a stored file has the same size and modification
-    /// time (by default those count as unchanged without reading the local file).
+    /// Kept for scripts; changes nothing: a file is always judged unchanged by its BLAKE3
+    /// (read only when a stored file has its size), never by size and time alone.
     #[arg(long)]
     pub(crate) checksum: bool,
 

@@ -47,8 +47,8 @@ pub struct SendOptions {
     /// Compress chunks with zstd when the server agrees; chunks that do not shrink are sent
     /// as they are, and a file whose first chunks do not shrink is not tried further.
     pub compress: bool,
-    /// Compare content by BLAKE3 even when a stored version has the same size and
-    /// modification time (`--checksum`); otherwise those count as unchanged unhashed.
+    /// `--checksum`: asks the server not to trust equal size and time. The server never
+    /// does (a file is unchanged only when its BLAKE3 matches), so it changes nothing.
     pub checksum: bool,
     /// Most content bytes per second to move (`--bwlimit`), averaged over each connection's
     /// transfer; `None`: as fast as the link goes.

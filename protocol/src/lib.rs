@@ -71,11 +71,12 @@
 //!   round).
 //! - **Unchanged files are not sent again.** Each intent carries the sender's modification
 //!   time and conflict policy. When a stored version of the announced name (the name itself,
-//!   or, with keep-both, a `name (N)` variant stored from that name) has the same size and
-//!   modification time, the plan is [`FilePlan::Unchanged`]. When only the size matches (or
-//!   the intent turned `quick_check` off), the plan is [`FilePlan::Compare`]: the client
-//!   hashes its file and announces it again with `content_hash` (`append: true`); the answer
-//!   is `Unchanged` if a stored version has that hash, and a normal plan otherwise. Neither
+//!   or, with keep-both, a `name (N)` variant stored from that name) has the same size, the
+//!   plan is [`FilePlan::Compare`] (equal size and time are no proof: clones and automation
+//!   share both): the client hashes its file and announces it again with `content_hash`
+//!   (`append: true`); the answer is [`FilePlan::Unchanged`] if a stored version has that
+//!   hash (its recorded time is updated to the sender's), and a normal plan otherwise.
+//!   `quick_check` is ignored. Neither
 //!   plan counts as an announcement. The server never sends a stored file's hash in a plan;
 //!   the client learns only whether its own hash matches.
 //!

@@ -281,9 +281,8 @@ pub struct FileIntent {
     pub conflict: ConflictPolicy,
     /// The sender's modification time, nanoseconds since the Unix epoch. Protocol 9.
     pub modified_ns: Option<i64>,
-    /// True: a stored version with the same size and modification time counts as the same
-    /// content (answered [`FilePlan::Unchanged`] without hashing). False (`--checksum`):
-    /// equal sizes are always answered [`FilePlan::Compare`]. Protocol 9.
+    /// Ignored by the server, which answers every equal size with [`FilePlan::Compare`]
+    /// (only the hash decides); `ftc send --checksum` sets it false. Protocol 9.
     pub quick_check: bool,
     /// The BLAKE3 of the whole local file, sent only after a [`FilePlan::Compare`]: the
     /// server answers `Unchanged` if a stored version has this hash. Protocol 9.
