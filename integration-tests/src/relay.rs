@@ -130,6 +130,16 @@ pub async fn more_bytes_than_offered_end_the_session(
     client: &mut RawClient,
     request: impl Fn(Offer) -> Request,
 ) -> bool {
+    relay_data_ends_the_session(client, request, b"more than three").await
+}
+
+/// Offers bob a 3-byte file, begins it and sends `data` as its first piece: true when the
+/// session ends in a protocol violation.
+pub async fn relay_data_ends_the_session(
+    client: &mut RawClient,
+    request: impl Fn(Offer) -> Request,
+    data: &'static [u8],
+) -> bool {
     client.send(request(one_file_for_bob("liar.txt", 3))).await;
     let offer = match client.recv().await {
         Some(Response::OfferAnswers(answers)) => answers.offer,
@@ -145,7 +155,7 @@ pub async fn more_bytes_than_offered_end_the_session(
     client
         .send(Request::RelayData(RelayData {
             offer,
-            data: bytes::Bytes::from_static(b"more than three"),
+            data: bytes::Bytes::from_static(data),
         }))
         .await;
     ends_in_violation(client).await

@@ -11,7 +11,7 @@ use integration_tests::{
     blake3_hex, eventually, ftc_with, fts_user, ndjson, random_bytes,
     relay::{
         add_user, expect_names_refused, ftc_as, listen, more_bytes_than_offered_end_the_session,
-        out_dir, wait_listening,
+        out_dir, relay_data_ends_the_session, wait_listening,
     },
     spawn_ftc_env, RawClient, Workspace,
 };
@@ -314,6 +314,17 @@ fn hostile_offers_and_lies_about_sizes_are_refused() {
         // An honest offer, then more bytes than offered: the sender is cut off.
         let violation = more_bytes_than_offered_end_the_session(&mut client, Request::Offer).await;
         assert!(violation, "a size lie ends the sender's session");
+        // An empty piece, which would keep an offer open without moving a byte.
+        let (mut client, _) = RawClient::handshake_as(
+            server.addr,
+            Some(Credentials {
+                user: "alice".into(),
+                token: alice.clone(),
+            }),
+        )
+        .await;
+        let violation = relay_data_ends_the_session(&mut client, Request::Offer, b"").await;
+        assert!(violation, "an empty RelayData ends the sender's session");
     });
     // bob is told the offer is over and saves nothing; nothing lands outside his folder.
     std::thread::sleep(Duration::from_millis(500));

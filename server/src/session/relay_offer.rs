@@ -389,6 +389,11 @@ impl Session {
                         return Err(self.violation("RelayData outside a file").await);
                     };
                     let len = data.data.len() as u64;
+                    if data.data.is_empty() {
+                        // It would keep the offer (and its recipients' writers) alive
+                        // forever without moving a byte.
+                        return Err(self.violation("an empty RelayData").await);
+                    }
                     if data.data.len() > CHUNK_SIZE || current.position + len > current.size {
                         return Err(self
                             .violation("RelayData beyond the file or too large")
