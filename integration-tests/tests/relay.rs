@@ -395,6 +395,66 @@ fn a_removed_user_is_not_listed_nor_reachable_and_its_listener_ends() {
     );
 }
 
+/// Listening connections cannot keep a full server busy: a user holds at most four, and an
+/// idle one gives its slot up to a new client when every slot is taken.
+#[test]
+fn listeners_are_bounded_per_user_and_give_way_on_a_full_server() {
+    let ws = Workspace::new();
+    let server = ws.server(&["--max-connections", "5"]);
+    let alice = add_user(&ws, "alice");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut listeners = runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for n in 0..5 {
+            let credentials = Credentials {
+                user: "alice".into(),
+                token: alice.clone(),
+            };
+            let (mut client, _) = RawClient::handshake_as(server.addr, Some(credentials)).await;
+            client
+                .send(Request::Listen(Listen { blocked: vec![] }))
+                .await;
+            match client.recv().await {
+                Some(Response::Listening(_)) if n < 4 => listeners.push(client),
+                Some(Response::Error(error)) if n == 4 => {
+                    assert_eq!(error.code, ft_protocol::ErrorCode::Busy, "{error:?}");
+                    assert!(error.message.contains("listens on 4"), "{error:?}");
+                }
+                other => panic!("listener {n}: {other:?}"),
+            }
+        }
+        listeners
+    });
+    // Four listeners and one more connection fill the server; a new client still gets in,
+    // and the oldest idle listener is told why it was closed.
+    let _held = runtime.block_on(RawClient::handshake_as(
+        server.addr,
+        Some(Credentials {
+            user: "alice".into(),
+            token: alice.clone(),
+        }),
+    ));
+    let info = ftc_as(&ws, "alice", &alice, &["info", &server.address()]);
+    info.success();
+    let told = runtime.block_on(async {
+        for listener in &mut listeners {
+            for _ in 0..50 {
+                let next = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+                match next.ok().flatten() {
+                    Some(Response::Error(error)) => {
+                        return error.code == ft_protocol::ErrorCode::Busy
+                            && error.message.contains("listening connection was idle");
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+        }
+        false
+    });
+    assert!(told, "an idle listener gave way");
+}
+
 #[test]
 fn anonymous_clients_cannot_relay_and_blocked_senders_are_declined() {
     let ws = Workspace::new();

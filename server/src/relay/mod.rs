@@ -31,6 +31,10 @@ pub(crate) const LISTENER_QUEUE_MESSAGES: usize = 8;
 /// Offers one user may make per minute.
 pub(crate) const OFFERS_PER_MINUTE: usize = 30;
 
+/// Listening connections one user may hold at once (offers go to the newest; more would only
+/// hold connection slots).
+pub(crate) const MAX_LISTENERS_PER_USER: usize = 4;
+
 /// Users a listener may block.
 pub(crate) const MAX_BLOCKED_USERS: usize = 256;
 
@@ -116,16 +120,19 @@ impl RelayHub {
         user: &str,
         queue: mpsc::Sender<Push>,
         blocked: Vec<String>,
-    ) -> u64 {
+    ) -> Option<u64> {
         let id = self.next_id();
         let slot = ListenerSlot { id, queue, blocked };
-        self.state()
-            .listeners
-            .entry(user.to_owned())
-            .or_default()
-            .push(slot);
+        {
+            let mut state = self.state();
+            let slots = state.listeners.entry(user.to_owned()).or_default();
+            if slots.len() >= MAX_LISTENERS_PER_USER {
+                return None;
+            }
+            slots.push(slot);
+        }
         self.announce(user);
-        id
+        Some(id)
     }
 
     /// Removes listening connection `id` of `user`.

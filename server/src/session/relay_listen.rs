@@ -52,7 +52,15 @@ impl Session {
         }
         let (queue, mut pushed) = mpsc::channel(LISTENER_QUEUE_MESSAGES);
         let hub = &self.state.relay;
-        let id = hub.add_listener(&user, queue.clone(), listen.blocked.clone());
+        let Some(id) = hub.add_listener(&user, queue.clone(), listen.blocked.clone()) else {
+            let message = format!(
+                "user '{user}' listens on {} connections already",
+                crate::relay::MAX_LISTENERS_PER_USER
+            );
+            let busy = ErrorResponse::new(None, ErrorCode::Busy, &message);
+            self.send(Response::Error(busy)).await?;
+            return Err(SessionError::Violation(message));
+        };
         tracing::info!("listening for offers");
         let result = async {
             let users = self.online_users().await?;
@@ -95,11 +103,21 @@ impl Session {
             tokio::time::Instant::now() + LISTENER_RECHECK,
             LISTENER_RECHECK,
         );
+        // While no offer is shown, a listener only waits: a full server may close it for a
+        // new client, like any idle session (see idle.rs).
+        let mut idle: Option<crate::idle::IdleMark> = None;
         loop {
+            if shown.is_empty() {
+                idle.get_or_insert_with(|| self.state.idle.mark(crate::idle::Stage::Session));
+            } else {
+                idle = None;
+            }
+            let evicted = idle.as_ref().map(crate::idle::IdleMark::evicted);
             // The client says something at least every idle timeout (a `Users` keepalive).
             let woke = tokio::select! {
                 push = pushed.recv() => ListenerWoke::Pushed(push),
                 _ = recheck.tick() => ListenerWoke::Recheck,
+                () = super::cancelled(evicted) => ListenerWoke::Evicted,
                 next = tokio::time::timeout(idle_timeout, self.reader.next()) => {
                     ListenerWoke::Request(next)
                 }
@@ -149,6 +167,14 @@ impl Session {
                 }
                 ListenerWoke::Recheck => {
                     self.signed_in_role(false).await?;
+                }
+                ListenerWoke::Evicted => {
+                    tracing::info!("idle listening connection closed: the server is full");
+                    let message = "the server is full and this listening connection was idle; \
+                                   listen again later";
+                    let busy = ErrorResponse::new(None, ErrorCode::Busy, message);
+                    let _ = self.send(Response::Error(busy)).await;
+                    return Ok(());
                 }
                 ListenerWoke::ShuttingDown => {
                     let bye = ErrorResponse::new(
@@ -294,6 +320,8 @@ enum ListenerWoke {
     ),
     /// Time to check that the user still exists with its token.
     Recheck,
+    /// The server is full and took this idle listener's slot for a new client.
+    Evicted,
     /// The server is shutting down.
     ShuttingDown,
 }
