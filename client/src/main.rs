@@ -140,10 +140,20 @@ fn access(
             .fingerprint
             .filter(|_| settings.file_server.as_ref() == Some(server))
     });
+    let known_servers = config::known_servers();
+    if pinned.is_none() && known_servers.is_none() {
+        // Without a known servers file, the first certificate would be trusted every time,
+        // silently: under cron or a service (no HOME), a pin must be given.
+        let err = anyhow::anyhow!(
+            "no HOME or XDG_CONFIG_HOME to record {server}'s certificate in: pass \
+             --fingerprint SHA256:... (or set FTC_FINGERPRINT) to say which one to trust"
+        );
+        return Err(report_error(err, json));
+    }
     Ok(Access {
         credentials,
         pinned,
-        known_servers: config::known_servers(),
+        known_servers,
         on_first_use: Some(first_use_notice()),
         connect_timeout: Some(connect_timeout),
     })

@@ -791,6 +791,36 @@ fn ftc_login_stores_a_connect_string_privately() {
     assert!(!listed.stderr.contains("dave"), "{listed:?}");
 }
 
+/// Without HOME or XDG_CONFIG_HOME (cron, a service) there is nowhere to record a server's
+/// certificate: ftc refuses to trust one silently and asks for a pin, which then works.
+#[test]
+fn without_a_config_folder_a_pin_is_required() {
+    let place = Place::new();
+    let server = Fts::start(&place.store, &[]);
+    let token = server.add_user("frank", "write");
+    let address = server.address();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["info", address.as_str()];
+        args.extend_from_slice(extra);
+        Command::new(bin("ftc"))
+            .current_dir(&place.src)
+            .args(&args)
+            .env_clear()
+            .env("FTC_USER", "frank")
+            .env("FTC_TOKEN", &token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let unpinned = run(&[]);
+    let stderr = String::from_utf8_lossy(&unpinned.stderr);
+    assert_eq!(unpinned.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--fingerprint"), "{stderr}");
+    let pinned = run(&["--fingerprint", &server.fingerprint]);
+    let stderr = String::from_utf8_lossy(&pinned.stderr);
+    assert_eq!(pinned.status.code(), Some(0), "{stderr}");
+}
+
 /// A raw TLS client speaking the protocol directly.
 struct Raw {
     reader: codec::MessageReader<tokio::io::ReadHalf<ft_client::tls::TlsStream>, Response>,
