@@ -375,6 +375,30 @@ fn relay_message_name(response: &Response) -> &'static str {
     }
 }
 
+/// The fingerprint of the certificate `address` presents, learned with a TLS handshake and
+/// nothing else: no Hello, no login, so no credentials go to a server not yet trusted (for
+/// asking the user whether to trust it).
+pub async fn probe_fingerprint(
+    address: &ServerAddress,
+    timeout: Duration,
+) -> Result<ft_protocol::Fingerprint, ClientError> {
+    let tcp = open_tcp(address, timeout).await?;
+    let handshake = tls::connect(tcp, &address.host, None);
+    match tokio::time::timeout(timeout, handshake).await {
+        Err(_) => Err(ClientError::Timeout(timeout, "in the TLS handshake")),
+        Ok(Ok((_, presented))) => Ok(presented),
+        Ok(Err(TlsError::Handshake(source))) => Err(ClientError::Tls {
+            address: address.clone(),
+            source,
+        }),
+        // Nothing was expected, so nothing can mismatch; say so if it ever does.
+        Ok(Err(TlsError::Mismatch { .. })) => Err(ClientError::Tls {
+            address: address.clone(),
+            source: std::io::Error::other("a certificate mismatch without a pin"),
+        }),
+    }
+}
+
 async fn open_tcp(address: &ServerAddress, timeout: Duration) -> Result<TcpStream, ClientError> {
     let candidates = tokio::net::lookup_host((address.host.as_str(), address.port))
         .await

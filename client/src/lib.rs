@@ -31,7 +31,7 @@ mod transfer;
 pub use access::{Access, FirstUseNotice, DEFAULT_CONNECT_TIMEOUT};
 pub use address::{AddressError, ServerAddress};
 pub use connect_string::{ConnectString, ConnectStringError};
-pub use connection::Client;
+pub use connection::{probe_fingerprint, Client};
 pub use download::{download_files, GetOptions};
 pub use error::{CertificateChange, ClientError, LocalFileError};
 pub use events::TransferEvent;

@@ -278,14 +278,11 @@ impl Worker {
             .as_ref()
             .and_then(|known| known.lookup(&key).ok().flatten());
         if known.is_none() && trust.is_none() {
-            // First contact: learn the certificate without trusting it, and ask.
-            let probe = Access {
-                credentials: credentials.clone(),
-                ..Access::default()
-            };
-            match ft_client::Client::connect(&address, &probe).await {
-                Ok(client) => {
-                    let fingerprint = client.fingerprint();
+            // First contact: learn the certificate without trusting it (and without sending
+            // the token to it), and ask.
+            let timeout = Access::default().connect_timeout();
+            match ft_client::probe_fingerprint(&address, timeout).await {
+                Ok(fingerprint) => {
                     self.update(|m| {
                         m.trust_question = Some(fingerprint);
                         m.status = format!("{address} is new: check its fingerprint");
