@@ -23,7 +23,7 @@ use tracing::Instrument;
 use crate::{
     auth::{
         roles::{self, Action},
-        AuthFailure, Identity, ANONYMOUS,
+        AuthFailure, Identity, Turn, ANONYMOUS,
     },
     catalog::CatalogError,
     commit::CommitError,
@@ -553,9 +553,19 @@ impl Session {
                 .await);
         };
         let address = self.peer.ip();
-        let wait = self.state.security.auth.throttle.wait_for(address);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        match self.state.security.auth.throttle.turn(address) {
+            Turn::After(wait) if wait.is_zero() => {}
+            Turn::After(wait) => tokio::time::sleep(wait).await,
+            Turn::Refused(retry) => {
+                let message = format!(
+                    "too many failed logins from {address}: try again in {} s",
+                    retry.as_secs().max(1)
+                );
+                tracing::warn!(peer = %self.peer, "login refused unchecked: too many failures");
+                let response = ErrorResponse::new(None, ErrorCode::Unauthorized, &message);
+                let _ = self.send(Response::Error(response)).await;
+                return Err(SessionError::Violation(message));
+            }
         }
         let claimed = authenticate
             .credentials
@@ -590,7 +600,6 @@ impl Session {
                     .await)
             }
         };
-        self.state.security.auth.throttle.succeeded(address);
         tracing::Span::current().record("user", identity.user.as_str());
         tracing::info!(role = %identity.role, "client authenticated");
         self.send(Response::Authenticated(Authenticated {

@@ -20,7 +20,7 @@ use std::{
 use ft_protocol::{Credentials, Role};
 
 pub use identity::{check_user_name, Identity, UserNameError, ANONYMOUS};
-pub use throttle::LoginThrottle;
+pub use throttle::{LoginThrottle, Turn};
 
 use crate::catalog::{
     users::{UserRecord, Users},
