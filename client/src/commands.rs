@@ -60,9 +60,11 @@ pub(crate) async fn send(
             return report_error(err, style.json);
         }
     }
-    // The same path given twice is one file, sent once.
-    let mut paths = std::collections::HashSet::new();
-    plan.files.retain(|file| paths.insert(file.path.clone()));
+    // The same file given twice (`x.txt ./x.txt`, a relative and an absolute path, a hard
+    // link) under the same name is one file, sent once: its key covers the name and the
+    // file's device, inode, size and time.
+    let mut keys = std::collections::HashSet::new();
+    plan.files.retain(|file| keys.insert(file.key));
     if let Err(err) = refuse_collisions(&plan) {
         return report_error(err, style.json);
     }

@@ -257,6 +257,21 @@ fn into_puts_files_under_a_remote_folder_and_clashing_names_are_refused() {
         "{clash}"
     );
     assert_eq!(ws.stored_names(), names_before);
+
+    // One file named twice, in two spellings, is sent once.
+    let absolute = ws.src().join("x/same.txt");
+    let once = ftc(
+        &ws.src(),
+        &[
+            "send",
+            &server.address(),
+            "x/same.txt",
+            "./x/same.txt",
+            absolute.to_str().unwrap(),
+        ],
+    );
+    once.all_stored(1);
+    assert_eq!(ws.stored_names().len(), names_before.len() + 1);
 }
 
 #[test]
