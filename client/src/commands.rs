@@ -253,7 +253,7 @@ pub(crate) async fn rm(session: &mut Session, args: &[String], yes: bool, json: 
         unmatched = selection.unmatched.len();
         let bytes: u64 = selection.files.iter().filter_map(|f| f.size).sum();
         let count = selection.files.len();
-        if count > 0 && !yes && !confirm_delete(count, bytes, json) {
+        if count > 0 && selection.expanded && !yes && !confirm_delete(count, bytes, json) {
             return Exit::BadInput;
         }
         selection.files.into_iter().map(|f| f.name).collect()

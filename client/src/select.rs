@@ -29,6 +29,22 @@ pub(crate) fn is_pattern(arg: &str) -> bool {
     arg.contains(['*', '?', '['])
 }
 
+/// A pattern that matches `name` only: each of `*`, `?` and `[` in a one-character set.
+pub(crate) fn literal_pattern(name: &str) -> String {
+    let mut pattern = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '*' | '?' | '[' => {
+                pattern.push('[');
+                pattern.push(c);
+                pattern.push(']');
+            }
+            _ => pattern.push(c),
+        }
+    }
+    pattern
+}
+
 /// Expands `args` against the server's catalog. A plain name is looked up too: a stored
 /// file of that name is taken as is, otherwise a folder of that name is expanded; a name
 /// that is neither is kept, so the command reports it as not found.
@@ -41,6 +57,25 @@ pub(crate) async fn select(
     let client = session.client().await?;
     for arg in args {
         let folder = arg.trim_end_matches('/');
+        // A stored name may itself hold `*`, `?` or `[` (`photo [1].jpg`): such a name is
+        // taken as it is, and only otherwise as a pattern.
+        if is_pattern(arg) {
+            // A name too long for a pattern is left to the pattern path (and its error).
+            let literal = match client.list(Some(literal_pattern(arg))).await {
+                Ok(entries) => entries,
+                Err(ClientError::Failed { .. }) => Vec::new(),
+                Err(err) => return Err(err),
+            };
+            if let Some(entry) = literal.into_iter().find(|entry| entry.name == *arg) {
+                if seen.insert(entry.name.clone()) {
+                    selection.files.push(Selected {
+                        name: entry.name,
+                        size: Some(entry.size),
+                    });
+                }
+                continue;
+            }
+        }
         let (pattern, exact) = if is_pattern(arg) {
             (arg.clone(), false)
         } else if arg.ends_with('/') && !folder.is_empty() {
@@ -94,5 +129,12 @@ mod tests {
         assert!(is_pattern("[ab].txt"));
         assert!(!is_pattern("photos/2024/a.jpg"));
         assert!(!is_pattern("photos/"));
+    }
+
+    #[test]
+    fn a_literal_pattern_sets_each_special_character_apart() {
+        assert_eq!(literal_pattern("photo [1].jpg"), "photo [[]1].jpg");
+        assert_eq!(literal_pattern("what?*.txt"), "what[?][*].txt");
+        assert_eq!(literal_pattern("plain.txt"), "plain.txt");
     }
 }

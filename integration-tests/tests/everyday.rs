@@ -345,6 +345,42 @@ fn get_takes_folders_and_patterns_and_recreates_the_tree() {
     let none = ftc(&ws.src(), &["get", &server.address(), "nothing/*.zip"]);
     none.expect_code(1);
     assert!(none.stderr.contains("nothing stored matches"), "{none}");
+
+    // A stored name holding pattern characters is taken as it is.
+    let odd = ws.root.path().join("odd");
+    fs::create_dir_all(&odd).unwrap();
+    for (name, content) in [
+        ("photo [1].jpg", &b"one"[..]),
+        ("photo 1.jpg", b"not this"),
+        ("what?.txt", b"question"),
+        ("whatX.txt", b"keep me"),
+    ] {
+        fs::write(odd.join(name), content).unwrap();
+    }
+    ftc(
+        &ws.src(),
+        &["send", &server.address(), odd.to_str().unwrap()],
+    )
+    .all_stored(4);
+    let exact = ws.root.path().join("exact");
+    ftc(
+        &ws.src(),
+        &[
+            "get",
+            &server.address(),
+            "odd/photo [1].jpg",
+            "-o",
+            exact.to_str().unwrap(),
+        ],
+    )
+    .success();
+    assert_eq!(fs::read(exact.join("odd/photo [1].jpg")).unwrap(), b"one");
+    assert!(!exact.join("odd/photo 1.jpg").exists());
+    // No terminal and no --yes: an exact name is no mass delete, and only it goes.
+    ftc(&ws.src(), &["rm", &server.address(), "odd/what?.txt"]).success();
+    let stored = ws.stored_names();
+    assert!(!stored.contains(&"odd/what?.txt".to_owned()), "{stored:?}");
+    assert!(stored.contains(&"odd/whatX.txt".to_owned()), "{stored:?}");
 }
 
 #[test]
