@@ -15,7 +15,7 @@ use crate::{
     exit::Exit,
     listing::ListStyle,
     output::{self, emit, out, report_error, EventOutput, Verbosity},
-    select::{is_pattern, select},
+    select::{is_pattern, select, Selected},
 };
 
 /// How results are shown.
@@ -161,7 +161,36 @@ pub(crate) async fn get(
         }
     };
     report_unmatched(&selection.unmatched, style.json);
-    let names: Vec<String> = selection.files.iter().map(|f| f.name.clone()).collect();
+    // A file an earlier run saved already (same size and BLAKE3 as stored) is not fetched
+    // again, so running an interrupted `get` again finishes it.
+    let (unchanged, wanted) = if options.force {
+        (Vec::new(), selection.files.clone())
+    } else {
+        already_saved(out_dir, selection.files.clone()).await
+    };
+    for file in &unchanged {
+        if style.json {
+            emit(&json!({
+                "event": "file_skipped", "name": file.name, "stored_name": file.name,
+                "size": file.size, "status": "unchanged"
+            }));
+        } else if style.verbosity != Verbosity::Quiet {
+            out!("unchanged {}", file.name);
+        }
+    }
+    let names: Vec<String> = wanted.iter().map(|f| f.name.clone()).collect();
+    if names.is_empty() && !unchanged.is_empty() && selection.unmatched.is_empty() {
+        if style.json {
+            emit(&json!({
+                "event": "summary", "files": 0, "saved": 0, "unchanged": unchanged.len(),
+                "failed": 0, "bytes": 0, "elapsed_ms": 0, "retries": 0, "bytes_resumed": 0,
+                "ok": true
+            }));
+        } else {
+            out!("{} unchanged: nothing to fetch", unchanged.len());
+        }
+        return Exit::Success;
+    }
     if names.is_empty() {
         if style.json {
             let failed = selection.unmatched.len();
@@ -173,7 +202,7 @@ pub(crate) async fn get(
         return Exit::SomeFilesFailed;
     }
     let options = GetOptions {
-        expected_bytes: selection.files.iter().filter_map(|f| f.size).sum(),
+        expected_bytes: wanted.iter().filter_map(|f| f.size).sum(),
         ..options
     };
     let events = EventOutput::new(style.json, style.bars, style.verbosity, true);
@@ -187,12 +216,43 @@ pub(crate) async fn get(
         }
     };
     events.finish();
-    let exit = output::get_report(report, style.json);
+    let exit = output::get_report(report, unchanged.len(), style.json);
     if selection.unmatched.is_empty() {
         exit
     } else {
         exit.max(Exit::SomeFilesFailed)
     }
+}
+
+/// Splits `files` into those whose local copy under `out_dir` already has the stored size
+/// and BLAKE3, and the rest. Reading the local copies runs off the async threads.
+async fn already_saved(out_dir: &Path, files: Vec<Selected>) -> (Vec<Selected>, Vec<Selected>) {
+    let out_dir = out_dir.to_path_buf();
+    let split = tokio::task::spawn_blocking(move || {
+        files.into_iter().partition(|file| {
+            let (Some(size), Some(hash)) = (file.size, file.hash) else {
+                return false;
+            };
+            let Some(target) = ft_client::local_path(&out_dir, &file.name) else {
+                return false;
+            };
+            same_content(&target, size, hash)
+        })
+    });
+    split.await.unwrap_or_default()
+}
+
+/// Whether the regular file at `path` holds `size` bytes hashing to `hash`.
+fn same_content(path: &Path, size: u64, hash: ft_protocol::Hash) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    let read = std::fs::File::open(path).and_then(|file| hasher.update_reader(file).map(drop));
+    read.is_ok() && ft_protocol::Hash::from(hasher.finalize()) == hash
 }
 
 /// `list`: the catalog, optionally filtered by a glob pattern.

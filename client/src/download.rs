@@ -166,7 +166,7 @@ fn failed(code: FailureCode, message: String) -> Outcome {
 /// Where `name` is saved under `out_dir`. Names come from the server, so they are checked
 /// like the server checks uploads: relative, no `.`/`..`, no empty parts, no control
 /// characters or backslashes.
-pub(crate) fn local_path(out_dir: &Path, name: &str) -> Option<PathBuf> {
+pub fn local_path(out_dir: &Path, name: &str) -> Option<PathBuf> {
     if name.is_empty() || name.starts_with('/') || name.contains('\\') {
         return None;
     }

@@ -32,7 +32,7 @@ pub use access::{Access, FirstUseNotice, DEFAULT_CONNECT_TIMEOUT};
 pub use address::{AddressError, ServerAddress};
 pub use connect_string::{ConnectString, ConnectStringError};
 pub use connection::{probe_fingerprint, Client};
-pub use download::{download_files, GetOptions};
+pub use download::{download_files, local_path, GetOptions};
 pub use error::{CertificateChange, ClientError, LocalFileError};
 pub use events::TransferEvent;
 pub use known_servers::{KnownServers, KnownServersError};

@@ -497,7 +497,8 @@ pub(crate) fn interrupted(events: &EventOutput, json: bool) -> Exit {
 }
 
 /// Prints what was saved and what was not; returns the exit status.
-pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
+/// `unchanged`: files an earlier run had saved already, not fetched again.
+pub(crate) fn get_report(report: DownloadReport, unchanged: usize, json: bool) -> Exit {
     let saved: Vec<_> = report
         .outcomes
         .iter()
@@ -508,6 +509,7 @@ pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
     if json {
         emit(&json!({
             "event": "summary", "files": report.outcomes.len(), "saved": saved.len(),
+            "unchanged": unchanged,
             "failed": failed, "bytes": bytes, "elapsed_ms": report.elapsed.as_millis() as u64,
             "retries": report.retries, "bytes_resumed": report.bytes_resumed,
             "ok": report.all_saved() && report.connection_error.is_none(),
@@ -529,7 +531,10 @@ pub(crate) fn get_report(report: DownloadReport, json: bool) -> Exit {
         } else {
             format!("{failed} failed")
         };
-        let extras = retries_and_resumes(report.retries, report.bytes_resumed, "downloaded");
+        let mut extras = retries_and_resumes(report.retries, report.bytes_resumed, "downloaded");
+        if unchanged > 0 {
+            extras.push_str(&format!("; {unchanged} unchanged, not fetched again"));
+        }
         out!(
             "{} of {} {} saved, {} in {:.2}s ({}/s); {verdict}{extras}",
             saved.len(),

@@ -11,6 +11,8 @@ pub(crate) struct Selected {
     pub(crate) name: String,
     /// Its size, if known.
     pub(crate) size: Option<u64>,
+    /// Its BLAKE3, if a listing gave it (to recognise a copy saved earlier).
+    pub(crate) hash: Option<ft_protocol::Hash>,
 }
 
 /// What the arguments chose: files, and the arguments that matched nothing.
@@ -71,6 +73,7 @@ pub(crate) async fn select(
                     selection.files.push(Selected {
                         name: entry.name,
                         size: Some(entry.size),
+                        hash: Some(entry.hash),
                     });
                 }
                 continue;
@@ -96,6 +99,7 @@ pub(crate) async fn select(
                     selection.files.push(Selected {
                         name: arg.clone(),
                         size: None,
+                        hash: None,
                     });
                 }
                 continue;
@@ -111,6 +115,7 @@ pub(crate) async fn select(
                 selection.files.push(Selected {
                     name: entry.name,
                     size: Some(entry.size),
+                    hash: Some(entry.hash),
                 });
             }
         }
