@@ -186,10 +186,17 @@ impl Upload {
                 let opener = Arc::clone(&store);
                 let size = begin.size;
                 let file = tokio::task::spawn_blocking(move || {
-                    if offset > 0 {
-                        return opener.open_partial(&key, offset, Some(&owner.name));
-                    }
                     let in_use = |other: &Hash| *other != key && owner.leases.is_held(other);
+                    if offset > 0 {
+                        return opener.open_resumed_partial(
+                            &key,
+                            offset,
+                            &owner.name,
+                            size,
+                            owner.quota,
+                            in_use,
+                        );
+                    }
                     opener.open_fresh_partial(&key, &owner.name, size, owner.quota, in_use)
                 })
                 .await

@@ -65,6 +65,11 @@ pub(super) struct PartialIndex {
     /// Held while room is made for a new partial upload and it is created, so that two
     /// sessions of one user cannot both find room for one.
     making_room: Mutex<()>,
+    /// The size each upload begun since start-up declared: an upload in progress counts
+    /// against its owner's quota at this size, not at the few bytes it holds yet (else
+    /// uploads begun at once would each find room, and together exceed it). Entries of
+    /// partials no longer present are dropped whenever room is made.
+    declared: Mutex<HashMap<Hash, u64>>,
 }
 
 impl PartialIndex {
@@ -296,18 +301,45 @@ impl Store {
         quota: PartialQuota,
         in_use: impl Fn(&Hash) -> bool,
     ) -> Result<usize, StoreError> {
-        let mut own: Vec<PartialUpload> = self
-            .partials()
+        self.make_room_for(owner, None, size, quota, in_use)
+    }
+
+    /// [`Store::make_room_for_partial`] for the upload of `key` (left out of the count when
+    /// it exists already: a resume), each other upload counted at its declared size if
+    /// larger than what it holds.
+    fn make_room_for(
+        &self,
+        owner: &str,
+        key: Option<&Hash>,
+        size: u64,
+        quota: PartialQuota,
+        in_use: impl Fn(&Hash) -> bool,
+    ) -> Result<usize, StoreError> {
+        let present = self.partials();
+        let declared = {
+            let mut declared = self
+                .partial_index
+                .declared
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keys: std::collections::HashSet<&Hash> =
+                present.iter().map(|partial| &partial.key).collect();
+            declared.retain(|held, _| keys.contains(held));
+            declared.clone()
+        };
+        let counted = |partial: &PartialUpload| {
+            let promised = declared.get(&partial.key).copied().unwrap_or(0);
+            partial.len.max(promised)
+        };
+        let mut own: Vec<PartialUpload> = present
             .into_iter()
             .filter(|partial| partial.owner.as_deref() == Some(owner))
+            .filter(|partial| Some(&partial.key) != key)
             .collect();
         let fits = |files: u64, bytes: u64| {
             files == 0 || (files < quota.files && bytes.saturating_add(size) <= quota.bytes)
         };
-        let (mut files, mut bytes) = (
-            own.len() as u64,
-            own.iter().map(|partial| partial.len).sum::<u64>(),
-        );
+        let (mut files, mut bytes) = (own.len() as u64, own.iter().map(counted).sum::<u64>());
         own.sort_by_key(|partial| partial.modified);
         let mut removed = 0;
         for partial in &own {
@@ -327,7 +359,7 @@ impl Store {
                 "removed the oldest interrupted upload to keep within the user's quota"
             );
             files -= 1;
-            bytes -= partial.len;
+            bytes -= counted(partial);
             removed += 1;
         }
         if fits(files, bytes) {
@@ -356,8 +388,42 @@ impl Store {
             .making_room
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.make_room_for_partial(owner, size, quota, in_use)?;
-        self.open_partial(key, 0, Some(owner))
+        self.make_room_for(owner, Some(key), size, quota, in_use)?;
+        let file = self.open_partial(key, 0, Some(owner))?;
+        self.declare(key, size);
+        Ok(file)
+    }
+
+    /// Opens `owner`'s partial upload of `key` to continue it at `offset` towards `size`
+    /// bytes, after making room for it within `quota` like a fresh one (a resume may declare
+    /// more than it first did). Blocking.
+    pub fn open_resumed_partial(
+        &self,
+        key: &Hash,
+        offset: u64,
+        owner: &str,
+        size: u64,
+        quota: PartialQuota,
+        in_use: impl Fn(&Hash) -> bool,
+    ) -> Result<File, StoreError> {
+        let _one_at_a_time = self
+            .partial_index
+            .making_room
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.make_room_for(owner, Some(key), size, quota, in_use)?;
+        let file = self.open_partial(key, offset, Some(owner))?;
+        self.declare(key, size);
+        Ok(file)
+    }
+
+    /// Records the size the upload of `key` declared.
+    fn declare(&self, key: &Hash, size: u64) {
+        self.partial_index
+            .declared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(*key, size);
     }
 
     /// Removes partial uploads untouched for longer than `ttl`, except those `in_use`.

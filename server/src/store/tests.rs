@@ -460,3 +460,45 @@ fn an_owner_folder_swapped_for_a_link_is_never_followed() {
     assert!(store.hash_partial_prefix(&key(7), 1).is_err());
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 }
+
+/// Uploads begun at once count at the size they declared, not at the bytes they hold yet:
+/// together they cannot exceed their owner's quota, and a resume is counted the same way.
+#[test]
+fn uploads_in_progress_count_at_their_declared_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let quota = PartialQuota {
+        files: 100,
+        bytes: 1_000_000,
+    };
+    let held = |k: &Hash| *k == key(1) || *k == key(2);
+    let first = store.open_fresh_partial(&key(1), "dave", 900_000, quota, held);
+    assert!(first.is_ok());
+    // Nothing written yet, but 900,000 bytes are promised: a second one does not fit, and
+    // the first, in progress, is not removed to make room.
+    let second = store.open_fresh_partial(&key(2), "dave", 900_000, quota, held);
+    assert!(
+        matches!(second, Err(StoreError::PartialQuota { .. })),
+        "{second:?}"
+    );
+    assert_eq!(store.partial_len(&key(1)).unwrap(), Some(0));
+    // Another user is not affected.
+    assert!(store
+        .open_fresh_partial(&key(3), "erin", 900_000, quota, held)
+        .is_ok());
+    // A resume that declares more than fits beside the others is refused as well.
+    let mut third = store
+        .open_fresh_partial(&key(4), "erin", 50_000, quota, |k| *k == key(3))
+        .unwrap();
+    third.write_all(&[7; 100]).unwrap();
+    drop(third);
+    let resumed =
+        store.open_resumed_partial(&key(4), 100, "erin", 200_000, quota, |k| *k == key(3));
+    assert!(
+        matches!(resumed, Err(StoreError::PartialQuota { .. })),
+        "{resumed:?}"
+    );
+    assert!(store
+        .open_resumed_partial(&key(4), 100, "erin", 90_000, quota, |k| *k == key(3))
+        .is_ok());
+}
