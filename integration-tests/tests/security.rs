@@ -735,6 +735,15 @@ fn logins_rotation_removal_and_anonymous_access() {
     let listed = ftc(&place.src, &nobody, &["list", &address]);
     assert_eq!(listed.code, 1, "{listed:?}");
     assert!(listed.stderr.contains("forbidden"), "{listed:?}");
+    // Sending the same content again does not confirm that it is stored: a drop box's
+    // senders share the namespace and may not read it.
+    let probe = ftc(
+        &place.src,
+        &nobody,
+        &["send", &address, &file, "--no-progress"],
+    );
+    assert_eq!(probe.code, 0, "{probe:?}");
+    assert!(!probe.stdout.contains("unchanged"), "{probe:?}");
 }
 
 #[test]

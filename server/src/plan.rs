@@ -20,11 +20,14 @@ use crate::{
 pub(crate) type ResumeOffer = (Hash, u64, Box<blake3::Hasher>);
 
 /// Plans a page of announced files, in order. `promised`: bytes of free space already
-/// promised to earlier pages of the round; returns the plans and the new total. Blocking.
+/// promised to earlier pages of the round; returns the plans and the new total. Without
+/// `compare_stored` no file is compared with what is stored (every one is new, for a client
+/// that may not learn what is there). Blocking.
 pub(crate) fn plan_page(
     state: &ServerState,
     files: &[FileIntent],
     promised: u64,
+    compare_stored: bool,
 ) -> (Vec<(FilePlan, Option<ResumeOffer>)>, u64) {
     let free = state.store.available_space().ok();
     let mut context = PlanContext {
@@ -37,7 +40,11 @@ pub(crate) fn plan_page(
         .iter()
         .map(|intent| (intent.name.as_str(), versions::with_variants(intent)))
         .collect();
-    let stored = state.catalog.versions_of_many(&names);
+    let stored = if compare_stored {
+        state.catalog.versions_of_many(&names)
+    } else {
+        Ok(Default::default())
+    };
     let plans = files
         .iter()
         .map(|intent| {

@@ -78,12 +78,17 @@ impl Session {
                 still_held.insert(key);
             }
         }
+        // Anonymous clients share one namespace: one that may not list it must not learn
+        // from `Unchanged` or `Compare` what another stored there (a named user's
+        // namespace holds only what it and the admins put in).
+        let compare_stored = self.user() != crate::auth::ANONYMOUS
+            || self.authorize(Action::List, true).await?.is_ok();
         let state = Arc::clone(&self.state);
         let files = prepare.files;
         // Space promised to earlier pages of the round is not free for this one.
         let promised = self.round.promised();
         let planned = tokio::task::spawn_blocking(move || {
-            let planned = plan::plan_page(&state, &files, promised);
+            let planned = plan::plan_page(&state, &files, promised, compare_stored);
             (files, planned)
         })
         .await;
