@@ -521,3 +521,63 @@ fn kept_copies_of_cut_leaves_count_against_the_inbox_quota() {
     continued.success();
     assert_eq!(inbox(&ws, &server, "bob", &bob).len(), 1);
 }
+
+/// Senders that begin leaving files and then go quiet cannot take every writer the server
+/// has: at most 16 inboxes are written at once, the rest are refused as busy, and the
+/// server still answers others.
+#[test]
+fn inbox_writers_are_bounded_server_wide() {
+    use ft_protocol::{
+        relay::{RecipientOutcome, RelayBegin},
+        Credentials, ErrorCode, Request, Response,
+    };
+    let ws = Workspace::new();
+    let server = ws.server(&[]);
+    let alice = add_user(&ws, "alice");
+    let names: Vec<String> = (0..9).map(|n| format!("r{n}")).collect();
+    for name in &names {
+        add_user(&ws, name);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut quiet_senders = Vec::new();
+    let mut refused = 0;
+    for _ in 0..2 {
+        let credentials = Credentials {
+            user: "alice".into(),
+            token: alice.clone(),
+        };
+        let offer = ft_protocol::relay::Offer {
+            to: names.clone(),
+            ..one_file_for_bob("held.txt", 3)
+        };
+        let client = runtime.block_on(async {
+            let (mut client, _) =
+                integration_tests::RawClient::handshake_as(server.addr, Some(credentials)).await;
+            client.send(Request::Leave(offer)).await;
+            let answers = match client.recv().await {
+                Some(Response::OfferAnswers(answers)) => answers,
+                other => panic!("expected OfferAnswers, got {other:?}"),
+            };
+            for answer in &answers.recipients {
+                if let RecipientOutcome::Refused { code, .. } = &answer.outcome {
+                    assert_eq!(*code, ErrorCode::Busy, "{answer:?}");
+                    refused += 1;
+                }
+            }
+            // Begin the file, then say nothing more.
+            client
+                .send(Request::RelayBegin(RelayBegin {
+                    file: 0,
+                    start: 0,
+                    starts: answers.recipients.iter().map(|_| Some(0)).collect(),
+                }))
+                .await;
+            client
+        });
+        quiet_senders.push(client);
+    }
+    assert_eq!(refused, 2 * names.len() - 16, "16 writers at most");
+    let info = ftc_as(&ws, "alice", &alice, &["info", &server.address()]);
+    info.success();
+    drop(quiet_senders);
+}

@@ -32,6 +32,12 @@ impl Session {
             let message = format!("there is no user named '{}'", leaving.recipient);
             return refused(ErrorCode::NotFound, message);
         }
+        let Some(permit) = self.state.inboxes.try_writer() else {
+            let message = "the server is writing as many inboxes as it may at once; \
+                           try again shortly"
+                .to_owned();
+            return refused(ErrorCode::Busy, message);
+        };
         let bytes: u64 = leaving.files.iter().map(|file| file.size).sum();
         let state = Arc::clone(&self.state);
         let (sender, recipient) = (leaving.sender.clone(), leaving.recipient.clone());
@@ -62,7 +68,7 @@ impl Session {
         let queue = writer::start(
             Arc::clone(&self.state),
             leaving,
-            reservation,
+            (reservation, permit),
             control.clone(),
         );
         (Some(queue), RecipientOutcome::Accepted(answers))

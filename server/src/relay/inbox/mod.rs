@@ -34,7 +34,14 @@ pub(crate) struct Inboxes {
     /// Rows being offered to a listener now, so that a second listening connection of the
     /// same user does not offer them again meanwhile.
     offering: Mutex<HashSet<i64>>,
+    /// One permit per inbox being written: each writer holds a blocking thread while its
+    /// sender streams, so there are at most [`INBOX_WRITERS`] server-wide (the blocking
+    /// pool must keep threads for logins, flushes and reads).
+    writers: Arc<tokio::sync::Semaphore>,
 }
+
+/// Inboxes written at once, server-wide.
+pub(crate) const INBOX_WRITERS: usize = 16;
 
 /// Bytes promised to one recipient's inbox while a `Leave` streams; given back on drop.
 #[derive(Debug)]
@@ -71,7 +78,13 @@ impl Inboxes {
             quota,
             reserved: Mutex::default(),
             offering: Mutex::default(),
+            writers: Arc::new(tokio::sync::Semaphore::new(INBOX_WRITERS)),
         }
+    }
+
+    /// A permit to write one inbox, if fewer than [`INBOX_WRITERS`] are being written.
+    pub(crate) fn try_writer(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.writers).try_acquire_owned().ok()
     }
 
     /// The rows of `records` no delivery is offering, now marked as offered.

@@ -93,18 +93,19 @@ impl Resumable {
 }
 
 /// Starts a writer for `leaving`; the returned queue takes what the sender's session would
-/// push to a listening connection, and verdicts go to `control`.
+/// push to a listening connection, and verdicts go to `control`. The space reserved and the
+/// writer's permit (see `Inboxes::try_writer`) are held until the writer ends.
 pub(crate) fn start(
     state: Arc<ServerState>,
     leaving: Leaving,
-    reservation: Reservation,
+    held: (Reservation, tokio::sync::OwnedSemaphorePermit),
     control: mpsc::UnboundedSender<Control>,
 ) -> mpsc::Sender<Push> {
     let (queue, pushed) = mpsc::channel(LISTENER_QUEUE_MESSAGES);
     tokio::task::spawn_blocking(move || {
         let mut leaving = leaving;
         write_files(&state, &mut leaving, pushed, &control);
-        drop(reservation);
+        drop(held);
     });
     queue
 }
