@@ -113,9 +113,30 @@ impl EventOutput {
             if let Some(line) = self.to_json(event) {
                 emit(&line);
             }
-        } else if self.verbosity > Verbosity::Quiet {
-            if let Some(line) = self.to_text(event) {
-                self.bars.suspend(|| out!("{line}"));
+        } else {
+            // A failure is said as it happens, on stderr, even with -q; one the connection
+            // decided (the server never confirmed it) is summed up at the end instead.
+            if let TransferEvent::FileFailed {
+                name,
+                code,
+                message,
+                ..
+            } = event
+            {
+                if *code != FailureCode::ConnectionLost {
+                    let what = if self.download {
+                        "not saved"
+                    } else {
+                        "not stored"
+                    };
+                    self.bars
+                        .suspend(|| err!("ftc: {what}: {name}: {message} ({code})"));
+                }
+            }
+            if self.verbosity > Verbosity::Quiet {
+                if let Some(line) = self.to_text(event) {
+                    self.bars.suspend(|| out!("{line}"));
+                }
             }
         }
     }
@@ -359,19 +380,12 @@ pub(crate) fn send_report(
                 anyhow::Error::new(clone_problem(problem))
             );
         }
-        let mut unconfirmed = Vec::new();
-        for (file, failure) in report.failed() {
-            if failure.code == FailureCode::ConnectionLost {
-                unconfirmed.push(file.name.as_str());
-                continue;
-            }
-            err!(
-                "ftc: not stored: {}: {} ({})",
-                file.path.display(),
-                failure.message,
-                failure.code
-            );
-        }
+        // Other failures were printed as they happened.
+        let unconfirmed: Vec<&str> = report
+            .failed()
+            .filter(|(_, failure)| failure.code == FailureCode::ConnectionLost)
+            .map(|(file, _)| file.name.as_str())
+            .collect();
         for (folder, failure) in &report.folder_failures {
             err!(
                 "ftc: folder not made: {folder}: {} ({})",
@@ -515,9 +529,13 @@ pub(crate) fn get_report(report: DownloadReport, unchanged: usize, json: bool) -
             "ok": report.all_saved() && report.connection_error.is_none(),
         }));
     } else {
-        // Each saved file's line was printed as it finished.
+        // Each saved file's line, and each failure but the connection's, was printed as it
+        // finished.
         for outcome in &report.outcomes {
             if let Err(failure) = &outcome.result {
+                if failure.code != FailureCode::ConnectionLost {
+                    continue;
+                }
                 err!(
                     "ftc: not saved: {}: {} ({})",
                     outcome.name,

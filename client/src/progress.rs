@@ -155,9 +155,11 @@ impl Bars {
                 delay,
                 reason,
             } => {
+                // The reason may be the server's words: never raw to the terminal.
                 self.total.set_message(format!(
-                    "retry {attempt}/{max} in {:.1}s: {reason}",
-                    delay.as_secs_f64()
+                    "retry {attempt}/{max} in {:.1}s: {}",
+                    delay.as_secs_f64(),
+                    crate::terminal::safe(reason)
                 ));
             }
             TransferEvent::FileSkipped { index, size, .. } => {

@@ -362,7 +362,16 @@ fn files_over_the_size_limit_are_refused_while_others_land() {
         output.stderr.contains("big.bin") && output.stderr.contains("too-large"),
         "{output}"
     );
+    // Said once, as it happened, even with -q.
+    assert_eq!(
+        output.stderr.matches("not stored: big.bin").count(),
+        1,
+        "{output}"
+    );
     assert!(output.stdout.contains("2 of 3 files stored"), "{output}");
+    let quiet = ftc(&ws.src(), &["send", &server.address(), &big, "-q"]);
+    quiet.expect_code(1);
+    assert!(quiet.stderr.contains("not stored: big.bin"), "{quiet}");
     assert_eq!(ws.stored_names(), ["after.txt", "small.txt"]);
 }
 
