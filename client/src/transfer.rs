@@ -349,6 +349,9 @@ pub async fn send_files(
     let mut retries = 0;
     let mut in_a_row = 0;
     let mut connection_error = None;
+    // The server saying it shuts down explains the failed reconnects after it better than
+    // their own errors ("connection refused").
+    let mut shut_down = None;
     loop {
         let pending = ledger.unsettled();
         if pending.is_empty() && folders.pending(&plan).is_empty() {
@@ -364,7 +367,16 @@ pub async fn send_files(
                 session.reset();
                 let retryable = err.is_transient() && session.connected_once();
                 let reason = with_causes(&err);
-                connection_error = Some(err);
+                let shutting_down = matches!(
+                    &err,
+                    ClientError::Failed { code, .. } | ClientError::Refused { code, .. }
+                        if *code == ft_protocol::ErrorCode::ShuttingDown
+                );
+                if shutting_down {
+                    shut_down = Some(err);
+                } else {
+                    connection_error = Some(err);
+                }
                 if !retryable {
                     break;
                 }
@@ -391,6 +403,12 @@ pub async fn send_files(
             reason,
         });
         tokio::time::sleep(delay).await;
+    }
+    if let Some(shut_down) = shut_down {
+        let settled = ledger.unsettled().is_empty() && folders.pending(&plan).is_empty();
+        if !settled {
+            connection_error = Some(shut_down);
+        }
     }
     ledger.give_up(connection_error.as_ref());
     let tally = ledger.into_tally();

@@ -312,7 +312,9 @@ fn an_upload_cut_by_the_shutdown_grace_is_kept_and_resumed_after_restart() {
     );
     assert!(eventually(Duration::from_secs(30), || ws.partial_bytes() > 2 * MIB));
     assert!(server.terminate().success());
-    running.finish().expect_code(3);
+    let cut = running.finish();
+    cut.expect_code(3);
+    assert!(cut.stderr.contains("shutting down"), "{cut}");
     assert!(
         ws.partial_bytes() > 2 * MIB,
         "the partial upload is kept for resume"

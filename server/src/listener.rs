@@ -144,6 +144,10 @@ pub(crate) async fn run(
     }
 }
 
+/// Longest a session cut at the end of the shutdown's grace period may take to tell its
+/// client.
+const CUT_GOODBYE: Duration = Duration::from_secs(1);
+
 /// Longest a new client waits for the slot of the idle connection evicted for it.
 const EVICTION_WAIT: Duration = Duration::from_secs(2);
 
@@ -207,15 +211,29 @@ impl Served {
         let login_deadline = tokio::time::Instant::now() + state.limits.handshake_timeout;
         let handshaking = state.idle.mark(Stage::Handshake);
         let evicted = handshaking.evicted();
+        let session_cut = cut.clone();
         let serving = async {
             if let Some(stream) = accept_tls(stream, peer, &state, login_deadline).await {
                 let state = Arc::clone(&state);
-                session::serve(stream, peer, state, shutdown, login_deadline, handshaking).await;
+                session::serve(
+                    stream,
+                    peer,
+                    state,
+                    shutdown,
+                    session_cut,
+                    login_deadline,
+                    handshaking,
+                )
+                .await;
             }
         };
+        tokio::pin!(serving);
         tokio::select! {
-            () = serving => {}
-            () = cut.cancelled() => {}
+            () = &mut serving => {}
+            // The session is told too: it says why to its client, given a moment for it.
+            () = cut.cancelled() => {
+                let _ = tokio::time::timeout(CUT_GOODBYE, &mut serving).await;
+            }
             () = evicted.cancelled() => {
                 tracing::info!(%peer, "evicted during its handshake: the server is full");
             }

@@ -123,6 +123,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     state: Arc<ServerState>,
     shutdown: CancellationToken,
+    cut: CancellationToken,
     login_deadline: tokio::time::Instant,
     handshaking: IdleMark,
 ) {
@@ -144,6 +145,7 @@ pub(crate) async fn serve(
         files_stored: 0,
         bytes_stored: 0,
         shutdown: shutdown.clone(),
+        cut,
         _online: None,
     };
     // Every line logged for this connection carries its peer.
@@ -239,6 +241,9 @@ struct Session {
     bytes_stored: u64,
     /// Cancelled when the server shuts down (a listening connection watches it).
     shutdown: CancellationToken,
+    /// Cancelled when the shutdown's grace period is over: the upload in flight is cut (its
+    /// partial file kept) and the client told why.
+    cut: CancellationToken,
     /// Counts the user online while the connection is open (see relay/presence.rs).
     _online: Option<crate::relay::OnlineGuard>,
 }
@@ -287,6 +292,9 @@ impl Session {
             // The select below looks at neither the shutdown, nor a takeover, nor the group's
             // age while requests keep coming (a client streams a whole round without a pause):
             // check them here too.
+            if self.cut.is_cancelled() {
+                return self.cut_off().await;
+            }
             match &self.transfer {
                 Transfer::Idle if shutdown.is_cancelled() => return self.say_goodbye().await,
                 Transfer::Receiving(upload) if upload.superseded.is_cancelled() => {
@@ -338,6 +346,7 @@ impl Session {
             () = cancelled(superseded) => Woke::Superseded,
             // Only between files: an upload in flight is allowed to finish.
             () = shutdown.cancelled(), if idle => Woke::ShuttingDown,
+            () = self.cut.cancelled() => Woke::Cut,
             () = cancelled(evicted) => Woke::Evicted,
             // The client paused, or the group's first file waited long enough: commit what is
             // verified rather than keep it waiting.
@@ -363,6 +372,10 @@ impl Session {
             }
             Woke::ShuttingDown => {
                 self.say_goodbye().await?;
+                Ok(Waited::Ended)
+            }
+            Woke::Cut => {
+                self.cut_off().await?;
                 Ok(Waited::Ended)
             }
             Woke::Evicted => {
@@ -457,6 +470,22 @@ impl Session {
     async fn say_goodbye(&mut self) -> Result<(), SessionError> {
         self.commit_group().await?;
         let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, "server is shutting down");
+        let _ = self.send(Response::Error(bye)).await;
+        Ok(())
+    }
+
+    /// The shutdown's grace period is over: says so to the client, whose upload in flight
+    /// (if any) is kept for resume when the upload is dropped with the session.
+    async fn cut_off(&mut self) -> Result<(), SessionError> {
+        let message = match &self.transfer {
+            Transfer::Receiving(upload) => format!(
+                "server is shutting down and its grace period is over; {} is kept to be \
+                 resumed",
+                upload.name.as_str()
+            ),
+            _ => "server is shutting down and its grace period is over".to_owned(),
+        };
+        let bye = ErrorResponse::new(None, ErrorCode::ShuttingDown, &message);
         let _ = self.send(Response::Error(bye)).await;
         Ok(())
     }
@@ -868,6 +897,8 @@ enum Woke {
     Superseded,
     /// The server is shutting down and no file is open.
     ShuttingDown,
+    /// The shutdown's grace period is over.
+    Cut,
     /// The waiting group's commit is due.
     CommitDue,
 }
