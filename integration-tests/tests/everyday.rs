@@ -314,25 +314,7 @@ fn get_takes_folders_and_patterns_and_recreates_the_tree() {
     assert!(!plain.join("tree/a.txt").exists());
 
     let some = ws.root.path().join("some");
-    let pattern = ftc(
-        &ws.src(),
-        &[
-            "get",
-            &server.address(),
-            "tree/*.txt",
-            "-o",
-            some.to_str().unwrap(),
-        ],
-    );
-    pattern.success();
-    assert_eq!(fs::read(some.join("tree/a.txt")).unwrap(), b"alpha");
-    assert_eq!(fs::read(some.join("tree/b.txt")).unwrap(), b"bravo");
-    assert!(!some.join("tree/sub/c.jpg").exists());
-
-    // Run again, what was saved already is left alone and counts as done (an interrupted
-    // get is finished this way); a local file that differs is never overwritten without
-    // --force; a pattern that matches nothing is a failure.
-    let get_again = || {
+    let get_txt = || {
         ftc(
             &ws.src(),
             &[
@@ -344,12 +326,20 @@ fn get_takes_folders_and_patterns_and_recreates_the_tree() {
             ],
         )
     };
-    let again = get_again();
+    get_txt().success();
+    assert_eq!(fs::read(some.join("tree/a.txt")).unwrap(), b"alpha");
+    assert_eq!(fs::read(some.join("tree/b.txt")).unwrap(), b"bravo");
+    assert!(!some.join("tree/sub/c.jpg").exists());
+
+    // Run again, what was saved already is left alone and counts as done (an interrupted
+    // get is finished this way); a local file that differs is never overwritten without
+    // --force; a pattern that matches nothing is a failure.
+    let again = get_txt();
     again.success();
     assert!(again.stdout.contains("unchanged tree/a.txt"), "{again}");
     fs::write(some.join("tree/b.txt"), b"edited").unwrap();
     fs::remove_file(some.join("tree/a.txt")).unwrap();
-    let edited = get_again();
+    let edited = get_txt();
     edited.expect_code(1);
     assert!(edited.stderr.contains("exists"), "{edited}");
     assert_eq!(fs::read(some.join("tree/b.txt")).unwrap(), b"edited");

@@ -188,7 +188,7 @@ impl Upload {
                 let file = tokio::task::spawn_blocking(move || {
                     let in_use = |other: &Hash| *other != key && owner.leases.is_held(other);
                     if offset > 0 {
-                        return opener.open_resumed_partial(
+                        return opener.open_partial_within_quota(
                             &key,
                             offset,
                             &owner.name,

@@ -383,21 +383,13 @@ impl Store {
         quota: PartialQuota,
         in_use: impl Fn(&Hash) -> bool,
     ) -> Result<File, StoreError> {
-        let _one_at_a_time = self
-            .partial_index
-            .making_room
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.make_room_for(owner, Some(key), size, quota, in_use)?;
-        let file = self.open_partial(key, 0, Some(owner))?;
-        self.declare(key, size);
-        Ok(file)
+        self.open_partial_within_quota(key, 0, owner, size, quota, in_use)
     }
 
-    /// Opens `owner`'s partial upload of `key` to continue it at `offset` towards `size`
-    /// bytes, after making room for it within `quota` like a fresh one (a resume may declare
-    /// more than it first did). Blocking.
-    pub fn open_resumed_partial(
+    /// Opens `owner`'s partial upload of `key` at `offset` (0: fresh; more: a resume, which
+    /// may declare more than it first did) towards `size` bytes, after making room for it
+    /// within `quota`. Blocking.
+    pub fn open_partial_within_quota(
         &self,
         key: &Hash,
         offset: u64,

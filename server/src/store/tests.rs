@@ -493,12 +493,12 @@ fn uploads_in_progress_count_at_their_declared_size() {
     third.write_all(&[7; 100]).unwrap();
     drop(third);
     let resumed =
-        store.open_resumed_partial(&key(4), 100, "erin", 200_000, quota, |k| *k == key(3));
+        store.open_partial_within_quota(&key(4), 100, "erin", 200_000, quota, |k| *k == key(3));
     assert!(
         matches!(resumed, Err(StoreError::PartialQuota { .. })),
         "{resumed:?}"
     );
     assert!(store
-        .open_resumed_partial(&key(4), 100, "erin", 90_000, quota, |k| *k == key(3))
+        .open_partial_within_quota(&key(4), 100, "erin", 90_000, quota, |k| *k == key(3))
         .is_ok());
 }
