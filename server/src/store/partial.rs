@@ -70,7 +70,22 @@ pub(super) struct PartialIndex {
     /// uploads begun at once would each find room, and together exceed it). Entries of
     /// partials no longer present are dropped whenever room is made.
     declared: Mutex<HashMap<Hash, u64>>,
+    /// The hash state of each partial's bytes as last read, with the length and change
+    /// time it was read at: announcing the same partial again (every `Prepare` round may)
+    /// does not read it again unless it changed. At most [`PREFIX_HASHES_KEPT`].
+    prefix_hashes: Mutex<HashMap<Hash, PrefixHash>>,
 }
+
+/// A partial upload's hash state as last read (see `PartialIndex::prefix_hashes`).
+#[derive(Debug, Clone)]
+struct PrefixHash {
+    len: u64,
+    changed: (i64, i64),
+    hasher: blake3::Hasher,
+}
+
+/// Prefix hash states kept (about 2 KiB each).
+const PREFIX_HASHES_KEPT: usize = 256;
 
 impl PartialIndex {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, String>> {
@@ -164,9 +179,23 @@ impl Store {
 
     /// BLAKE3 state after reading the first `len` bytes of the partial upload. This re-reads
     /// the bytes from disk, so what is vouched for is what is really stored. Blocking.
+    ///
+    /// A partial read before at the same length and not changed since (its inode's change
+    /// time) is not read again: one small request must not make the server read gigabytes
+    /// every time it is repeated.
     pub fn hash_partial_prefix(&self, key: &Hash, len: u64) -> Result<blake3::Hasher, StoreError> {
         let path = self.partial_path(key);
         let file = self.open_partial_file(key, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        let changed = rustix::fs::fstat(&file)
+            .ok()
+            .map(|stat| (stat.st_ctime, stat.st_ctime_nsec as i64));
+        let known = |hashes: &HashMap<Hash, PrefixHash>| {
+            let kept = hashes.get(key)?;
+            (kept.len == len && Some(kept.changed) == changed).then(|| kept.hasher.clone())
+        };
+        if let Some(hasher) = known(&self.prefix_hashes()) {
+            return Ok(hasher);
+        }
         let mut hasher = blake3::Hasher::new();
         let mut reader = io::BufReader::with_capacity(PREFIX_READ_BUFFER, file.take(len));
         let copied = io::copy(&mut reader, &mut hasher).map_err(io_error("read", &path))?;
@@ -176,7 +205,29 @@ impl Store {
                 format!("partial upload holds {copied} bytes, not {len}"),
             )));
         }
+        if let Some(changed) = changed {
+            let mut hashes = self.prefix_hashes();
+            if hashes.len() >= PREFIX_HASHES_KEPT && !hashes.contains_key(key) {
+                // Any one goes: a forgotten state only costs one more read.
+                if let Some(other) = hashes.keys().next().copied() {
+                    hashes.remove(&other);
+                }
+            }
+            let kept = PrefixHash {
+                len,
+                changed,
+                hasher: hasher.clone(),
+            };
+            hashes.insert(*key, kept);
+        }
         Ok(hasher)
+    }
+
+    fn prefix_hashes(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, PrefixHash>> {
+        self.partial_index
+            .prefix_hashes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Opens the partial upload for `key` for writing at `offset`, creating it in `owner`'s

@@ -502,3 +502,26 @@ fn uploads_in_progress_count_at_their_declared_size() {
         .open_partial_within_quota(&key(4), 100, "erin", 90_000, quota, |k| *k == key(3))
         .is_ok());
 }
+
+/// A partial's prefix hash is kept between announcements, and read again once the partial
+/// changed, even at the same length.
+#[test]
+fn a_prefix_hash_is_read_again_only_when_the_partial_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let hash_of = |bytes: &[u8]| Hash::from(blake3::hash(bytes));
+    drop(partial_with(&store, &key(1), b"first bytes"));
+    let first = store.hash_partial_prefix(&key(1), 5).unwrap();
+    assert_eq!(Hash::from(first.finalize()), hash_of(b"first"));
+    let again = store.hash_partial_prefix(&key(1), 5).unwrap();
+    assert_eq!(Hash::from(again.finalize()), hash_of(b"first"));
+    // The same length, other bytes: the change time moved, so the new bytes are read.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut file = store.open_partial(&key(1), 0, Some("tester")).unwrap();
+    file.write_all(b"other bytes").unwrap();
+    drop(file);
+    let changed = store.hash_partial_prefix(&key(1), 5).unwrap();
+    assert_eq!(Hash::from(changed.finalize()), hash_of(b"other"));
+    let longer = store.hash_partial_prefix(&key(1), 11).unwrap();
+    assert_eq!(Hash::from(longer.finalize()), hash_of(b"other bytes"));
+}
