@@ -239,6 +239,9 @@ impl Store {
         offset: u64,
         owner: Option<&str>,
     ) -> Result<File, StoreError> {
+        // Its bytes are about to change: a kept hash state of them is no longer vouched for
+        // (the change time alone may not move within one clock tick).
+        self.prefix_hashes().remove(key);
         if offset == 0 {
             // A fresh upload: one system call instead of open, stat, truncate and seek.
             let fresh = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
