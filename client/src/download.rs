@@ -55,50 +55,70 @@ pub async fn download_files(
     let mut throttle = crate::throttle::Throttle::new(options.retry.bwlimit);
     let mut outcomes = Vec::with_capacity(names.len());
     let (mut retries, mut bytes_resumed, mut connection_error) = (0, 0, None);
+    // A stored `.x.ftc-part` beside `x` would be taken for x's partial download and
+    // destroyed by it: x is then refused instead.
+    let targets: std::collections::HashSet<PathBuf> = names
+        .iter()
+        .filter_map(|name| local_path(out_dir, name))
+        .collect();
     for (index, name) in names.iter().enumerate() {
         let mut in_a_row = 0;
-        let result = loop {
-            let mut resumed = 0;
-            let attempt = download_one(
-                session,
-                index,
-                name,
-                out_dir,
-                options.force,
-                on_event,
-                &mut resumed,
-                &mut throttle,
-            )
-            .await;
-            bytes_resumed += resumed;
-            match attempt {
-                Ok(done) => break Ok(done),
-                Err(Outcome::Failed(failure)) => break Err(failure),
-                Err(Outcome::Connection(err, progressed)) => {
-                    session.reset();
-                    if progressed {
-                        in_a_row = 0;
-                    }
-                    if !(err.is_transient() && session.connected_once())
-                        || in_a_row >= options.retry.retries
-                    {
-                        connection_error = Some(err);
-                        break Err(FileFailure {
-                            code: FailureCode::ConnectionLost,
-                            message: "the connection failed before the file was complete".into(),
+        let clash = local_path(out_dir, name)
+            .map(|target| partial_path(&target))
+            .filter(|partial| targets.contains(partial));
+        let result = if let Some(partial) = clash {
+            Err(FileFailure {
+                code: FailureCode::Local,
+                message: format!(
+                    "its temporary file {} is another file of this get: get them separately",
+                    partial.display()
+                ),
+            })
+        } else {
+            loop {
+                let mut resumed = 0;
+                let attempt = download_one(
+                    session,
+                    index,
+                    name,
+                    out_dir,
+                    options.force,
+                    on_event,
+                    &mut resumed,
+                    &mut throttle,
+                )
+                .await;
+                bytes_resumed += resumed;
+                match attempt {
+                    Ok(done) => break Ok(done),
+                    Err(Outcome::Failed(failure)) => break Err(failure),
+                    Err(Outcome::Connection(err, progressed)) => {
+                        session.reset();
+                        if progressed {
+                            in_a_row = 0;
+                        }
+                        if !(err.is_transient() && session.connected_once())
+                            || in_a_row >= options.retry.retries
+                        {
+                            connection_error = Some(err);
+                            break Err(FileFailure {
+                                code: FailureCode::ConnectionLost,
+                                message: "the connection failed before the file was complete"
+                                    .into(),
+                            });
+                        }
+                        in_a_row += 1;
+                        retries += 1;
+                        let delay = options.retry.backoff(in_a_row);
+                        on_event(TransferEvent::Retrying {
+                            attempt: in_a_row,
+                            max: options.retry.retries,
+                            delay,
+                            reason: with_causes(&err),
                         });
+                        tokio::time::sleep(delay).await;
+                        continue;
                     }
-                    in_a_row += 1;
-                    retries += 1;
-                    let delay = options.retry.backoff(in_a_row);
-                    on_event(TransferEvent::Retrying {
-                        attempt: in_a_row,
-                        max: options.retry.retries,
-                        delay,
-                        reason: with_causes(&err),
-                    });
-                    tokio::time::sleep(delay).await;
-                    continue;
                 }
             }
         };

@@ -560,7 +560,8 @@ pub(crate) fn get_report(report: DownloadReport, unchanged: usize, json: bool) -
             files_word(report.outcomes.len()),
             BinaryBytes(bytes),
             report.elapsed.as_secs_f64(),
-            rate(bytes, report.elapsed),
+            // Bytes a resume kept from an earlier run did not move in this one.
+            rate(bytes.saturating_sub(report.bytes_resumed), report.elapsed),
         );
     }
     let all_saved = report.all_saved();

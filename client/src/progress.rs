@@ -205,6 +205,8 @@ impl Bars {
         bar.set_position(offset);
         if offset > 0 {
             bar.set_message("resumed");
+            // Bytes kept from an earlier run did not move now: the rate starts from here.
+            bar.reset_eta();
         }
         if let Ok(mut files) = self.files.lock() {
             if let Some(old) = files.insert(index, bar) {

@@ -348,6 +348,32 @@ fn get_takes_folders_and_patterns_and_recreates_the_tree() {
     none.expect_code(1);
     assert!(none.stderr.contains("nothing stored matches"), "{none}");
 
+    // A stored file named like another's temporary download file is never destroyed by
+    // that download: the other one is refused.
+    let hidden = ws.root.path().join("h");
+    fs::create_dir_all(&hidden).unwrap();
+    fs::write(hidden.join(".n.txt.ftc-part"), b"precious content").unwrap();
+    fs::write(hidden.join("n.txt"), b"n").unwrap();
+    ftc(
+        &ws.src(),
+        &["send", &server.address(), hidden.to_str().unwrap()],
+    )
+    .all_stored(2);
+    let both = ws.root.path().join("both");
+    let clashing = ftc(
+        &ws.src(),
+        &["get", &server.address(), "h/", "-o", both.to_str().unwrap()],
+    );
+    clashing.expect_code(1);
+    assert!(
+        clashing.stderr.contains("get them separately"),
+        "{clashing}"
+    );
+    assert_eq!(
+        fs::read(both.join("h/.n.txt.ftc-part")).unwrap(),
+        b"precious content"
+    );
+
     // A stored name holding pattern characters is taken as it is.
     let odd = ws.root.path().join("odd");
     fs::create_dir_all(&odd).unwrap();
