@@ -6,15 +6,26 @@ use ft_client::TransferEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The one template all bars share; only the label differs. At most 76 columns before the
-/// message, which takes what the terminal has left and is cut, never wrapped.
-fn bar_style(label: &str) -> ProgressStyle {
-    let template = format!(
-        "{label} [{{bar:16.cyan/blue}}] {{binary_bytes:>9}}/{{binary_total_bytes:<9}} \
-         {{binary_bytes_per_sec:>11}} eta {{eta:>3}} {{wide_msg}}"
-    );
-    ProgressStyle::with_template(&template)
+/// message. A file bar's message (a word or two) takes what the terminal has left on its
+/// line; the total bar's (file counts, retries and their reasons) gets a line of its own,
+/// so that it is never cut to a few letters.
+fn bar_style(label: &str, message_below: bool) -> ProgressStyle {
+    ProgressStyle::with_template(&bar_template(label, message_below))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+}
+
+/// The template of [`bar_style`].
+fn bar_template(label: &str, message_below: bool) -> String {
+    let message = if message_below {
+        "\n{wide_msg}"
+    } else {
+        " {wide_msg}"
+    };
+    format!(
+        "{label} [{{bar:16.cyan/blue}}] {{binary_bytes:>9}}/{{binary_total_bytes:<9}} \
+         {{binary_bytes_per_sec:>11}} eta {{eta:>3}}{message}"
+    )
 }
 
 /// Files smaller than this get no bar of their own: they come and go faster than a bar can
@@ -78,7 +89,7 @@ impl Progress {
 impl Bars {
     fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        let total = multi.add(ProgressBar::new(0).with_style(bar_style("{prefix:>16.bold}")));
+        let total = multi.add(ProgressBar::new(0).with_style(bar_style("{prefix:>16.bold}", true)));
         total.set_prefix("total");
         total.enable_steady_tick(Duration::from_millis(200));
         Self {
@@ -200,7 +211,7 @@ impl Bars {
     fn add_file_bar(&self, index: usize, name: &str, size: u64, offset: u64) {
         let bar = self
             .multi
-            .add(ProgressBar::new(size).with_style(bar_style("{prefix:>16}")));
+            .add(ProgressBar::new(size).with_style(bar_style("{prefix:>16}", false)));
         bar.set_prefix(crate::terminal::safe(&shorten(name, 16)).into_owned());
         bar.set_position(offset);
         if offset > 0 {
@@ -257,6 +268,19 @@ fn shorten(name: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template that does not parse would silently fall back to indicatif's default bar.
+    #[test]
+    fn both_templates_parse_and_only_the_total_puts_its_message_below() {
+        for below in [false, true] {
+            let template = bar_template("{prefix:>16}", below);
+            assert!(
+                ProgressStyle::with_template(&template).is_ok(),
+                "{template}"
+            );
+            assert_eq!(template.contains("\n{wide_msg}"), below, "{template}");
+        }
+    }
 
     #[test]
     fn long_names_keep_their_end() {
