@@ -89,12 +89,16 @@
 //! sender:    Offer -> ( OfferAnswers ( RelayBegin RelayData* RelayEnd )* OfferEnd
 //!                       ( Delivered | OfferCancelled )* OfferClosed | Failed )
 //!            client, any time during the offer: CancelOffer
-//! anyone:    Users -> Users
+//! users:     Users -> Users
 //! ```
 //!
 //! - A listening connection does nothing else; one connection may carry several offers,
-//!   one after the other. Only users (not anonymous clients) relay; a role that may upload
-//!   may offer, every role may listen.
+//!   one after the other. Only users (not anonymous clients) relay or see who is online; a
+//!   role that may upload may offer, every role may listen. `Listen`, `Offer` and `Leave`
+//!   while an upload is open, and an empty `RelayData`, are protocol violations.
+//! - A user holds at most four listening connections (a fifth gets `busy`). A listener with
+//!   no offer shown may be closed with `busy` when the server is full, and is closed with
+//!   `unauthorized` once its user is removed or its token replaced (checked every 2 s).
 //! - The server pushes each `Offer` to every listening connection of each recipient as
 //!   `Offered` with a number of its own; the first `Answer` counts. After `OfferAnswers`
 //!   the sender streams each file once; the server fans it out, each recipient from its own
@@ -115,7 +119,8 @@
 //!
 //! - `Leave` carries an [`relay::Offer`] (its `timeout_secs` is not used) for users who need
 //!   not be online. Each recipient's outcome is `Accepted` (every file) or `Refused` (no
-//!   such user, or not enough room left in its inbox, `quota-exceeded`). A file is accepted
+//!   such user, not enough room left in its inbox, `quota-exceeded`, or `busy`: the server
+//!   writes at most 16 inboxes at once). A file is accepted
 //!   from offset 0, or from the length of the copy the server kept when an earlier `Leave` of
 //!   the same file (same sender, recipient, name and size) was cut, with that copy's
 //!   `prefix_hash`: the sender starts there only if the hash matches its own first bytes, as
